@@ -1,0 +1,16 @@
+import { agentRouter } from "./routers/agent";
+import { fleetRouter } from "./routers/fleet";
+import { poolRouter } from "./routers/pool";
+import { vmRouter } from "./routers/vm";
+import { createCallerFactory, createRouter } from "./trpc";
+
+export const appRouter = createRouter({
+  pool: poolRouter,
+  vm: vmRouter,
+  fleet: fleetRouter,
+  agent: agentRouter,
+});
+
+export type AppRouter = typeof appRouter;
+
+export const createCaller = createCallerFactory(appRouter);

@@ -1,0 +1,30 @@
+import { acknowledge, pendingReply, recordHeartbeat, registerAgent } from "../../domain/agents";
+import { ackInput, heartbeatInput, pollInput, registerInput } from "../agent-protocol";
+import { agentProcedure, createRouter } from "../trpc";
+
+export const agentRouter = createRouter({
+  register: agentProcedure
+    .input(registerInput)
+    .mutation(({ ctx, input }) => registerAgent(ctx.db, input, ctx.settings, ctx.actor)),
+
+  heartbeat: agentProcedure
+    .input(heartbeatInput)
+    .mutation(({ ctx, input }) => recordHeartbeat(ctx.db, input, ctx.settings, ctx.actor)),
+
+  ack: agentProcedure.input(ackInput).mutation(({ ctx, input }) => acknowledge(ctx.db, input, ctx.actor)),
+
+  /**
+   * Long-poll: answers at once when there is something to do, otherwise when the VM changes
+   * (pushed by the process's single LISTEN connection) or after `waitMs`.
+   */
+  poll: agentProcedure.input(pollInput).query(async ({ ctx, input }) => {
+    const now = await pendingReply(ctx.db, input.vmId, ctx.settings);
+    if (now.commands.length > 0 || input.waitMs === 0 || !ctx.events) return now;
+    const changed = await ctx.events.waitForChange(input.vmId, input.waitMs, ctx.signal);
+    return changed ? pendingReply(ctx.db, input.vmId, ctx.settings) : now;
+  }),
+});
+
+/** The narrow router type the agent package imports (type only): agent procedures, nothing else. */
+const agentApi = createRouter({ agent: agentRouter });
+export type AgentApi = typeof agentApi;

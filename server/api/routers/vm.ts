@@ -1,0 +1,52 @@
+import { z } from "zod";
+import { claimVm, myVm, releaseVm } from "../../domain/allocation";
+import { listVms } from "../../domain/fleets";
+import { vmState } from "../../db/schema";
+import { adminProcedure, createRouter, researcherProcedure } from "../trpc";
+
+export const vmRouter = createRouter({
+  /** Claims a ready VM, or returns the one this researcher already holds. */
+  claim: researcherProcedure
+    .input(
+      z
+        .strictObject({
+          fleetId: z.uuid().optional(),
+          instanceType: z.string().trim().min(1).max(64).optional(),
+        })
+        .optional(),
+    )
+    .mutation(async ({ ctx, input }) => {
+      const { vm, rejoined } = await claimVm(ctx.db, {
+        userId: ctx.user.id,
+        fleetId: input?.fleetId,
+        instanceType: input?.instanceType,
+        actor: ctx.actor,
+      });
+      return { vmId: vm.id, name: vm.name, state: vm.state, rejoined };
+    }),
+
+  mine: researcherProcedure.query(({ ctx }) => myVm(ctx.db, ctx.user.id)),
+
+  release: researcherProcedure.input(z.strictObject({}).optional()).mutation(async ({ ctx }) => {
+    const vm = await releaseVm(ctx.db, { userId: ctx.user.id, actor: ctx.actor });
+    return { vmId: vm.id, state: vm.state };
+  }),
+
+  list: adminProcedure
+    .input(
+      z
+        .strictObject({
+          fleetId: z.uuid().optional(),
+          states: z.array(z.enum(vmState.enumValues)).max(10).optional(),
+          healthy: z.boolean().optional(),
+          search: z.string().trim().max(200).optional(),
+          includeTerminated: z.boolean().optional(),
+          sort: z.enum(["name", "state", "lastHeartbeat", "stateChanged"]).optional(),
+          order: z.enum(["asc", "desc"]).optional(),
+          limit: z.number().int().min(1).max(500).default(50),
+          offset: z.number().int().min(0).max(1_000_000).default(0),
+        })
+        .default({ limit: 50, offset: 0 }),
+    )
+    .query(({ ctx, input }) => listVms(ctx.db, input)),
+});

@@ -1,0 +1,121 @@
+import { initTRPC, TRPCError } from "@trpc/server";
+import { eq } from "drizzle-orm";
+import superjson from "superjson";
+import { ZodError } from "zod";
+import { type AgentIdentity, bearerToken, verifyAgentToken } from "../auth/agent-tokens";
+import type { Db } from "../db/client";
+import { type UserRole, users } from "../db/schema";
+import { domainErrorCodes, isDomainError } from "../domain/errors";
+import type { Actor } from "../domain/vm-state";
+import type { VmEventHub } from "../events";
+import { logger } from "../log";
+
+/** What the session cookie says; roles are re-read from the database on every call. */
+export type SessionUser = { id: string; role?: UserRole; name?: string | null; email?: string | null };
+
+export type Context = {
+  db: Db;
+  headers: Headers;
+  ip: string | null;
+  /** Resolves the signed-in user from the request (Auth.js in the app, a fixture in tests). */
+  getSession: () => Promise<SessionUser | null>;
+  events: VmEventHub | null;
+  settings: { heartbeatIntervalS: number };
+  signal?: AbortSignal;
+};
+
+const t = initTRPC.context<Context>().create({
+  transformer: superjson,
+  errorFormatter({ shape, error }) {
+    const cause = error.cause;
+    return {
+      ...shape,
+      data: {
+        ...shape.data,
+        // Never ship stack traces to callers.
+        stack: undefined,
+        domainCode: isDomainError(cause) ? cause.code : undefined,
+        details: isDomainError(cause) ? cause.details : undefined,
+        fieldErrors:
+          cause instanceof ZodError
+            ? cause.issues.map((i) => ({ path: i.path.join("."), message: i.message }))
+            : undefined,
+      },
+    };
+  },
+});
+
+export const createRouter = t.router;
+export const createCallerFactory = t.createCallerFactory;
+export const mergeRouters = t.mergeRouters;
+
+/**
+ * Domain errors become tRPC errors here, in one place. Anything else that escapes a procedure is
+ * a bug: logged with its stack, answered as a plain 500 without details.
+ */
+const errorMapping = t.middleware(async ({ next, path, type }) => {
+  const result = await next();
+  if (!result.ok) {
+    const cause = result.error.cause;
+    if (isDomainError(cause)) {
+      throw new TRPCError({ code: domainErrorCodes[cause.code], message: cause.message, cause });
+    }
+    if (result.error.code === "INTERNAL_SERVER_ERROR") {
+      logger.error({ err: result.error.cause ?? result.error, path, type }, "procedure failed");
+      throw new TRPCError({ code: "INTERNAL_SERVER_ERROR", message: "Something went wrong on the server." });
+    }
+  }
+  return result;
+});
+
+const base = t.procedure.use(errorMapping);
+
+export const publicProcedure = base;
+
+type AuthedUser = { id: string; role: UserRole; name: string | null; email: string | null };
+
+const withUser = base.use(async ({ ctx, next }) => {
+  const session = await ctx.getSession();
+  if (!session?.id) throw new TRPCError({ code: "UNAUTHORIZED", message: "Please sign in first." });
+  // Read the role from the database on every call: a demoted admin loses rights immediately.
+  const [user] = await ctx.db
+    .select({ id: users.id, role: users.role, name: users.name, email: users.email })
+    .from(users)
+    .where(eq(users.id, session.id));
+  if (!user) throw new TRPCError({ code: "UNAUTHORIZED", message: "Your account no longer exists; sign in again." });
+  const actor: Actor = { kind: "user", id: user.id, ip: ctx.ip };
+  return next({ ctx: { user: user as AuthedUser, actor } });
+});
+
+/** Any signed-in person (admins are researchers too). */
+export const researcherProcedure = withUser;
+
+export const adminProcedure = withUser.use(({ ctx, next }) => {
+  if (ctx.user.role !== "admin") {
+    throw new TRPCError({ code: "FORBIDDEN", message: "Only LabLink admins can do this." });
+  }
+  return next();
+});
+
+/**
+ * Agents authenticate with their VM's bearer token, and may act only for that VM: every agent
+ * input names `vmId`, and it must be the token's VM.
+ */
+export const agentProcedure = base.use(async ({ ctx, next, getRawInput }) => {
+  const header = ctx.headers.get("authorization");
+  const token = bearerToken(header);
+  if (!token) {
+    throw new TRPCError({
+      code: "UNAUTHORIZED",
+      message: header ? "Use `Authorization: Bearer <agent token>`." : "Agent token missing.",
+    });
+  }
+  const agent: AgentIdentity | null = await verifyAgentToken(ctx.db, token);
+  if (!agent) throw new TRPCError({ code: "UNAUTHORIZED", message: "Agent token is not valid." });
+  const raw = (await getRawInput()) as { vmId?: unknown } | undefined;
+  if (raw && typeof raw === "object" && raw.vmId !== undefined && raw.vmId !== agent.vmId) {
+    throw new TRPCError({ code: "FORBIDDEN", message: "This token belongs to a different VM." });
+  }
+  const actor: Actor = { kind: "agent", id: agent.vmId, ip: ctx.ip };
+  return next({ ctx: { agent, actor } });
+});

@@ -1,0 +1,85 @@
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { and, eq, gt, isNull, or, sql } from "drizzle-orm";
+import type { DbOrTx } from "../db/client";
+import { agentCredentials } from "../db/schema";
+
+/**
+ * Per-VM agent tokens: `lla_<credential id>_<32 random bytes, base64url>`. The credential id lets
+ * us find the row without comparing secrets in SQL; only SHA-256(secret) is stored, and it is
+ * compared in constant time.
+ */
+const PREFIX = "lla";
+const TOKEN_RE = /^lla_([0-9a-f]{32})_([A-Za-z0-9_-]{43})$/;
+
+const sha256 = (s: string) => createHash("sha256").update(s).digest();
+
+const toUuid = (hex: string) =>
+  `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+
+/**
+ * Issues a new token for a VM and revokes its earlier ones after `graceSeconds` (so a heartbeat
+ * in flight with the old token is not lost). The token is returned once and never stored.
+ */
+export async function issueAgentToken(
+  db: DbOrTx,
+  vmId: string,
+  options: { graceSeconds?: number } = {},
+): Promise<string> {
+  const secret = randomBytes(32).toString("base64url");
+  const grace = options.graceSeconds ?? 0;
+  return db.transaction(async (tx) => {
+    await tx
+      .update(agentCredentials)
+      .set({ revokedAt: sql`now() + make_interval(secs => ${grace})` })
+      .where(and(eq(agentCredentials.vmId, vmId), isNull(agentCredentials.revokedAt)));
+    const [cred] = await tx
+      .insert(agentCredentials)
+      .values({ vmId, tokenHash: sha256(secret).toString("hex") })
+      .returning({ id: agentCredentials.id });
+    if (!cred) throw new Error("credential insert returned nothing");
+    return `${PREFIX}_${cred.id.replaceAll("-", "")}_${secret}`;
+  });
+}
+
+/** Revokes every token of a VM now (terminated VMs). */
+export async function revokeAgentTokens(db: DbOrTx, vmId: string): Promise<void> {
+  await db
+    .update(agentCredentials)
+    .set({ revokedAt: sql`now()` })
+    .where(
+      and(
+        eq(agentCredentials.vmId, vmId),
+        or(isNull(agentCredentials.revokedAt), gt(agentCredentials.revokedAt, sql`now()`)),
+      ),
+    );
+}
+
+export type AgentIdentity = { vmId: string; credentialId: string };
+
+/** Returns the VM a token acts for, or null for a malformed, unknown or revoked token. */
+export async function verifyAgentToken(db: DbOrTx, token: string): Promise<AgentIdentity | null> {
+  const m = TOKEN_RE.exec(token);
+  if (!m?.[1] || !m[2]) return null;
+  const credentialId = toUuid(m[1]);
+  const [cred] = await db
+    .select({ vmId: agentCredentials.vmId, tokenHash: agentCredentials.tokenHash })
+    .from(agentCredentials)
+    .where(
+      and(
+        eq(agentCredentials.id, credentialId),
+        or(isNull(agentCredentials.revokedAt), gt(agentCredentials.revokedAt, sql`now()`)),
+      ),
+    );
+  // Hash even when the row is missing, so both paths take the same time.
+  const presented = sha256(m[2]);
+  const stored = cred ? Buffer.from(cred.tokenHash, "hex") : Buffer.alloc(32);
+  const match = stored.length === presented.length && timingSafeEqual(stored, presented);
+  return cred && match ? { vmId: cred.vmId, credentialId } : null;
+}
+
+/** Parses `Authorization: Bearer <token>`; anything else yields null. */
+export function bearerToken(header: string | null | undefined): string | null {
+  if (!header) return null;
+  const m = /^Bearer ([^\s]+)$/.exec(header.trim());
+  return m?.[1] ?? null;
+}

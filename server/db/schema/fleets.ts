@@ -1,0 +1,34 @@
+import { integer, jsonb, pgEnum, pgTable, text } from "drizzle-orm/pg-core";
+import { createdAt, id, ts } from "./columns";
+
+export const fleetDriver = pgEnum("fleet_driver", ["local", "terraform", "byo"]);
+export type FleetDriverName = (typeof fleetDriver.enumValues)[number];
+
+export const fleetStatus = pgEnum("fleet_status", [
+  "creating",
+  "active",
+  "scaling",
+  "destroying",
+  "destroyed",
+  "failed",
+]);
+export type FleetStatus = (typeof fleetStatus.enumValues)[number];
+
+export const fleets = pgTable("fleets", {
+  id: id(),
+  name: text("name").notNull().unique(),
+  driver: fleetDriver("driver").notNull(),
+  instanceType: text("instance_type").notNull(),
+  gpuModel: text("gpu_model"),
+  gpuCount: integer("gpu_count").notNull().default(1),
+  region: text("region"),
+  image: text("image"),
+  desiredSize: integer("desired_size").notNull().default(0),
+  status: fleetStatus("status").notNull().default("creating"),
+  /** Driver-specific settings (AMI, subnet, startup script...); never secrets. */
+  config: jsonb("config").$type<Record<string, unknown>>().notNull().default({}),
+  createdAt: createdAt(),
+  updatedAt: ts("updated_at").notNull().defaultNow(),
+});
+
+export type Fleet = typeof fleets.$inferSelect;

@@ -1,0 +1,96 @@
+import { sql } from "drizzle-orm";
+import {
+  boolean,
+  check,
+  index,
+  jsonb,
+  pgEnum,
+  pgTable,
+  text,
+  uniqueIndex,
+  uuid,
+} from "drizzle-orm/pg-core";
+import { createdAt, id, ts } from "./columns";
+import { fleets } from "./fleets";
+import { users } from "./users";
+
+export const vmState = pgEnum("vm_state", [
+  "provisioning",
+  "booting",
+  "ready",
+  "claimed",
+  "releasing",
+  "draining",
+  "rebooting",
+  "terminating",
+  "terminated",
+  "failed",
+]);
+export type VmState = (typeof vmState.enumValues)[number];
+
+/** One GPU as last reported by the agent. */
+export type GpuReading = {
+  index: number;
+  uuid: string | null;
+  name: string;
+  temperatureC: number | null;
+  utilizationPct: number | null;
+  memoryUsedMiB: number | null;
+  memoryTotalMiB: number | null;
+  powerDrawW: number | null;
+  healthy: boolean;
+  reasons: string[];
+};
+
+export const vms = pgTable(
+  "vms",
+  {
+    id: id(),
+    fleetId: uuid("fleet_id")
+      .notNull()
+      .references(() => fleets.id),
+    name: text("name").notNull(),
+    /** Cloud instance id (i-0abc...), or the local driver's process key. */
+    providerId: text("provider_id"),
+    state: vmState("state").notNull().default("provisioning"),
+    holderId: uuid("holder_id").references(() => users.id),
+    /** New on every claim; the agent's assignment and wipe acknowledgements name it. */
+    assignmentId: uuid("assignment_id"),
+    /** The assignment the agent last confirmed it set up. */
+    assignmentAckedId: uuid("assignment_acked_id"),
+    /** Set by an admin drain: after the current holder releases, the VM stays out of the pool. */
+    drainRequested: boolean("drain_requested").notNull().default(false),
+    claimedAt: ts("claimed_at"),
+    releasedAt: ts("released_at"),
+    stateChangedAt: ts("state_changed_at").notNull().defaultNow(),
+    lastHeartbeatAt: ts("last_heartbeat_at"),
+    bootId: text("boot_id"),
+    hostname: text("hostname"),
+    agentVersion: text("agent_version"),
+    healthy: boolean("healthy").notNull().default(false),
+    healthReasons: jsonb("health_reasons").$type<string[]>().notNull().default([]),
+    gpus: jsonb("gpus").$type<GpuReading[]>().notNull().default([]),
+    inUse: boolean("in_use").notNull().default(false),
+    idleSince: ts("idle_since"),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    uniqueIndex("vms_fleet_name_key").on(t.fleetId, t.name),
+    // The claim query walks this partial index: only claimable rows, oldest-ready first.
+    index("vms_claimable_idx")
+      .on(t.fleetId, t.stateChangedAt)
+      .where(sql`state = 'ready' AND healthy`),
+    // "One active VM per researcher" is a database guarantee, not an application check.
+    uniqueIndex("vms_one_active_per_holder").on(t.holderId).where(sql`holder_id IS NOT NULL`),
+    index("vms_state_idx").on(t.state),
+    index("vms_heartbeat_idx").on(t.lastHeartbeatAt).where(sql`healthy`),
+    check("vms_claimed_has_holder", sql`state <> 'claimed' OR holder_id IS NOT NULL`),
+    // A holder survives a drain and a warm reboot; every other state has none.
+    check(
+      "vms_holder_only_when_held",
+      sql`holder_id IS NULL OR state IN ('claimed', 'draining', 'rebooting', 'booting')`,
+    ),
+  ],
+);
+
+export type Vm = typeof vms.$inferSelect;

@@ -1,0 +1,243 @@
+import { eq, sql } from "drizzle-orm";
+import type {
+  AckInput,
+  AgentCommand,
+  AgentReply,
+  HeartbeatInput,
+  RegisterInput,
+} from "../api/agent-protocol";
+import type { DbOrTx } from "../db/client";
+import { auditEvents, fleets, type Vm, vms } from "../db/schema";
+import { displayNameOf } from "./allocation";
+import { DomainError } from "./errors";
+import { type Actor, transition } from "./vm-state";
+
+export type AgentSettings = { heartbeatIntervalS: number };
+
+/**
+ * Commands are derived from the VM row on every reply (level-triggered), so a lost push or a
+ * lost reply is repaired by the next heartbeat; the agent de-duplicates by assignment id.
+ */
+export async function commandsFor(db: DbOrTx, vm: Vm): Promise<AgentCommand[]> {
+  if (vm.state === "terminating" || vm.state === "terminated") {
+    return [{ type: "shutdown", reason: `VM is ${vm.state}` }];
+  }
+  if (vm.state === "releasing" && vm.assignmentId) {
+    return [{ type: "wipe", assignmentId: vm.assignmentId }];
+  }
+  if (
+    (vm.state === "claimed" || vm.state === "draining") &&
+    vm.holderId &&
+    vm.assignmentId &&
+    vm.assignmentAckedId !== vm.assignmentId
+  ) {
+    return [
+      {
+        type: "assign",
+        assignmentId: vm.assignmentId,
+        user: { id: vm.holderId, displayName: await displayNameOf(db, vm.holderId) },
+      },
+    ];
+  }
+  return [];
+}
+
+async function reply(db: DbOrTx, vm: Vm, settings: AgentSettings, reRegister = false): Promise<AgentReply> {
+  return {
+    vmId: vm.id,
+    state: vm.state,
+    heartbeatIntervalS: settings.heartbeatIntervalS,
+    commands: await commandsFor(db, vm),
+    reRegister,
+  };
+}
+
+async function loadVm(db: DbOrTx, vmId: string): Promise<Vm> {
+  const [vm] = await db.select().from(vms).where(eq(vms.id, vmId));
+  if (!vm) throw new DomainError("NOT_FOUND", "This VM is not known to the server.");
+  return vm;
+}
+
+/** Server-side checks on top of the agent's own verdict. */
+async function healthVerdict(
+  db: DbOrTx,
+  vm: Vm,
+  input: Pick<RegisterInput, "gpus" | "health">,
+): Promise<{ healthy: boolean; reasons: string[] }> {
+  const reasons = [...input.health.reasons];
+  const [fleet] = await db.select({ gpuCount: fleets.gpuCount }).from(fleets).where(eq(fleets.id, vm.fleetId));
+  if (fleet && input.gpus.length < fleet.gpuCount) {
+    reasons.push(`expected ${fleet.gpuCount} GPU(s), agent reports ${input.gpus.length}`);
+  }
+  return { healthy: input.health.healthy && reasons.length === input.health.reasons.length, reasons };
+}
+
+/**
+ * An agent (re)starts: record who it is, and bring a booting VM into service — back to its
+ * holder after a warm reboot, otherwise into the pool.
+ */
+export async function registerAgent(
+  db: DbOrTx,
+  input: RegisterInput,
+  settings: AgentSettings,
+  actor: Actor,
+): Promise<AgentReply> {
+  let vm = await loadVm(db, input.vmId);
+  if (vm.state === "terminated" || vm.state === "terminating") return reply(db, vm, settings);
+  const health = await healthVerdict(db, vm, input);
+  const rebooted = vm.bootId !== null && vm.bootId !== input.bootId;
+
+  [vm] = (await db
+    .update(vms)
+    .set({
+      bootId: input.bootId,
+      hostname: input.hostname,
+      agentVersion: input.agentVersion,
+      gpus: input.gpus,
+      healthy: health.healthy,
+      healthReasons: health.reasons,
+      lastHeartbeatAt: sql`now()`,
+      // After a reboot the holder's setup is gone: deliver the assignment again.
+      ...(rebooted ? { assignmentAckedId: null } : {}),
+    })
+    .where(eq(vms.id, vm.id))
+    .returning()) as [Vm];
+  await db.insert(auditEvents).values({
+    actorKind: actor.kind,
+    actorId: actor.id,
+    ip: actor.ip ?? null,
+    action: "agent.register",
+    targetKind: "vm",
+    targetId: vm.id,
+    details: { bootId: input.bootId, agentVersion: input.agentVersion, rebooted, healthy: health.healthy },
+  });
+
+  if (vm.state === "provisioning" || vm.state === "rebooting") {
+    vm = await transition(db, { vmId: vm.id, from: vm.state, to: "booting", actor, action: "agent.register" });
+  }
+  if (vm.state === "booting") {
+    vm = await transition(db, {
+      vmId: vm.id,
+      from: "booting",
+      // A VM rebooted while held goes back to its holder, not into the pool.
+      to: vm.holderId ? "claimed" : "ready",
+      actor,
+      action: "agent.register",
+    });
+  }
+  return reply(db, vm, settings);
+}
+
+/** A heartbeat writes the latest readings in place (one UPDATE) and answers pending commands. */
+export async function recordHeartbeat(
+  db: DbOrTx,
+  input: HeartbeatInput,
+  settings: AgentSettings,
+  actor: Actor,
+): Promise<AgentReply> {
+  const before = await loadVm(db, input.vmId);
+  if (before.bootId !== input.bootId) {
+    // The server has not seen this boot: the agent must register first.
+    return reply(db, before, settings, true);
+  }
+  const health = await healthVerdict(db, before, input);
+  const [vm] = (await db
+    .update(vms)
+    .set({
+      gpus: input.gpus,
+      healthy: health.healthy,
+      healthReasons: health.reasons,
+      inUse: input.inUse,
+      idleSince: input.idleSince ? new Date(input.idleSince) : null,
+      lastHeartbeatAt: sql`now()`,
+    })
+    .where(eq(vms.id, input.vmId))
+    .returning()) as [Vm];
+  if (before.healthy !== health.healthy) {
+    await db.insert(auditEvents).values({
+      actorKind: actor.kind,
+      actorId: actor.id,
+      action: health.healthy ? "vm.healthy" : "vm.unhealthy",
+      targetKind: "vm",
+      targetId: vm.id,
+      details: { reasons: health.reasons },
+    });
+  }
+  return reply(db, vm, settings);
+}
+
+/** Current commands without writing anything (long-poll answers). */
+export async function pendingReply(db: DbOrTx, vmId: string, settings: AgentSettings): Promise<AgentReply> {
+  return reply(db, await loadVm(db, vmId), settings);
+}
+
+/**
+ * The agent reports a command done. A wipe acknowledgement is what returns a released VM to the
+ * pool (or keeps it out, if an admin asked to drain it).
+ */
+export async function acknowledge(db: DbOrTx, input: AckInput, actor: Actor): Promise<{ ok: true }> {
+  const vm = await loadVm(db, input.vmId);
+  if (vm.assignmentId !== input.assignmentId) {
+    throw new DomainError("STATE_CONFLICT", "That assignment is no longer current on this VM.", {
+      state: vm.state,
+    });
+  }
+  if (input.type === "assign") {
+    if (!input.ok) {
+      await db.insert(auditEvents).values({
+        actorKind: actor.kind,
+        actorId: actor.id,
+        action: "vm.assign_failed",
+        targetKind: "vm",
+        targetId: vm.id,
+        details: { error: input.error ?? "unknown error" },
+      });
+      return { ok: true };
+    }
+    await db.transaction(async (tx) => {
+      const updated = await tx
+        .update(vms)
+        .set({ assignmentAckedId: input.assignmentId })
+        .where(sql`${vms.id} = ${vm.id} AND ${vms.assignmentId} = ${input.assignmentId}`)
+        .returning({ id: vms.id });
+      if (updated.length > 0) {
+        await tx.insert(auditEvents).values({
+          actorKind: actor.kind,
+          actorId: actor.id,
+          action: "vm.assignment_delivered",
+          targetKind: "vm",
+          targetId: vm.id,
+          details: { assignmentId: input.assignmentId },
+        });
+      }
+    });
+    return { ok: true };
+  }
+
+  if (vm.state !== "releasing") {
+    throw new DomainError("STATE_CONFLICT", `This VM is ${vm.state}; there is no wipe to acknowledge.`, {
+      state: vm.state,
+    });
+  }
+  if (!input.ok) {
+    await transition(db, {
+      vmId: vm.id,
+      from: "releasing",
+      to: "failed",
+      actor,
+      action: "vm.wipe_failed",
+      details: { error: input.error ?? "unknown error" },
+    });
+    return { ok: true };
+  }
+  await transition(db, {
+    vmId: vm.id,
+    from: "releasing",
+    to: vm.drainRequested ? "draining" : "ready",
+    actor,
+    action: "vm.wiped",
+    patch: { assignmentId: null },
+  });
+  await db.update(vms).set({ assignmentAckedId: null }).where(eq(vms.id, vm.id));
+  return { ok: true };
+}

@@ -1,0 +1,32 @@
+/**
+ * Domain errors carry a code the API layer maps to a tRPC code in one place
+ * (server/api/trpc.ts). Messages are written for the person who will read them.
+ */
+export const domainErrorCodes = {
+  NOT_FOUND: "NOT_FOUND",
+  ILLEGAL_TRANSITION: "BAD_REQUEST",
+  STATE_CONFLICT: "CONFLICT",
+  NO_CAPACITY: "PRECONDITION_FAILED",
+  ALREADY_EXISTS: "CONFLICT",
+  INVALID_INPUT: "BAD_REQUEST",
+  UNAUTHORIZED: "UNAUTHORIZED",
+  FORBIDDEN: "FORBIDDEN",
+} as const;
+
+export type DomainErrorCode = keyof typeof domainErrorCodes;
+
+export class DomainError extends Error {
+  constructor(
+    readonly code: DomainErrorCode,
+    message: string,
+    /** Safe, structured facts for API clients (never secrets). */
+    readonly details: Record<string, unknown> = {},
+  ) {
+    super(message);
+    this.name = "DomainError";
+  }
+}
+
+export function isDomainError(e: unknown): e is DomainError {
+  return e instanceof DomainError;
+}

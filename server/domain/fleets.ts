@@ -1,0 +1,117 @@
+import { and, asc, count, desc, eq, ilike, inArray, ne, or, type SQL, sql } from "drizzle-orm";
+import type { DbOrTx } from "../db/client";
+import { type Fleet, fleets, users, type VmState, vms } from "../db/schema";
+
+/** Fleets with their VM counts per state. */
+export async function listFleets(db: DbOrTx) {
+  const rows = await db.select().from(fleets).where(ne(fleets.status, "destroyed")).orderBy(fleets.name);
+  const counts = await db
+    .select({ fleetId: vms.fleetId, state: vms.state, n: count() })
+    .from(vms)
+    .where(ne(vms.state, "terminated"))
+    .groupBy(vms.fleetId, vms.state);
+  return rows.map((f) => ({
+    ...f,
+    vmCounts: Object.fromEntries(
+      counts.filter((c) => c.fleetId === f.id).map((c) => [c.state, c.n]),
+    ) as Partial<Record<VmState, number>>,
+  }));
+}
+
+export type VmListQuery = {
+  fleetId?: string;
+  states?: VmState[];
+  healthy?: boolean;
+  search?: string;
+  includeTerminated?: boolean;
+  sort?: "name" | "state" | "lastHeartbeat" | "stateChanged";
+  order?: "asc" | "desc";
+  limit: number;
+  offset: number;
+};
+
+/** Admin VM table: server-side filtering, sorting and pagination. */
+export async function listVms(db: DbOrTx, q: VmListQuery) {
+  const conds: SQL[] = [];
+  if (q.fleetId) conds.push(eq(vms.fleetId, q.fleetId));
+  if (q.states?.length) conds.push(inArray(vms.state, q.states));
+  else if (!q.includeTerminated) conds.push(ne(vms.state, "terminated"));
+  if (q.healthy !== undefined) conds.push(eq(vms.healthy, q.healthy));
+  if (q.search) {
+    const pattern = `%${q.search.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+    conds.push(or(ilike(vms.name, pattern), ilike(users.email, pattern), ilike(users.name, pattern)) as SQL);
+  }
+  const where = conds.length ? and(...conds) : undefined;
+  const sortCol = {
+    name: vms.name,
+    state: vms.state,
+    lastHeartbeat: vms.lastHeartbeatAt,
+    stateChanged: vms.stateChangedAt,
+  }[q.sort ?? "name"];
+  const dir = q.order === "desc" ? desc : asc;
+
+  const [rows, [total]] = await Promise.all([
+    db
+      .select({
+        id: vms.id,
+        name: vms.name,
+        state: vms.state,
+        healthy: vms.healthy,
+        healthReasons: vms.healthReasons,
+        gpus: vms.gpus,
+        inUse: vms.inUse,
+        idleSince: vms.idleSince,
+        lastHeartbeatAt: vms.lastHeartbeatAt,
+        stateChangedAt: vms.stateChangedAt,
+        claimedAt: vms.claimedAt,
+        agentVersion: vms.agentVersion,
+        hostname: vms.hostname,
+        providerId: vms.providerId,
+        fleet: { id: fleets.id, name: fleets.name },
+        holder: { id: users.id, name: users.name, email: users.email },
+      })
+      .from(vms)
+      .innerJoin(fleets, eq(fleets.id, vms.fleetId))
+      .leftJoin(users, eq(users.id, vms.holderId))
+      .where(where)
+      .orderBy(dir(sortCol), asc(vms.id))
+      .limit(q.limit)
+      .offset(q.offset),
+    db
+      .select({ n: count() })
+      .from(vms)
+      .innerJoin(fleets, eq(fleets.id, vms.fleetId))
+      .leftJoin(users, eq(users.id, vms.holderId))
+      .where(where),
+  ]);
+  return {
+    rows: rows.map((r) => ({ ...r, holder: r.holder?.id ? r.holder : null })),
+    total: total?.n ?? 0,
+  };
+}
+
+export type NewFleet = Pick<Fleet, "name" | "driver" | "instanceType"> &
+  Partial<Pick<Fleet, "gpuModel" | "gpuCount" | "region" | "image" | "desiredSize" | "config" | "status">>;
+
+/** Creates the fleet if no live fleet of that name exists; returns it either way. */
+export async function ensureFleet(db: DbOrTx, fleet: NewFleet): Promise<Fleet> {
+  const [existing] = await db.select().from(fleets).where(eq(fleets.name, fleet.name));
+  if (existing) {
+    if (existing.desiredSize !== fleet.desiredSize && fleet.desiredSize !== undefined) {
+      const [updated] = await db
+        .update(fleets)
+        .set({ desiredSize: fleet.desiredSize, updatedAt: sql`now()` })
+        .where(eq(fleets.id, existing.id))
+        .returning();
+      return updated as Fleet;
+    }
+    return existing;
+  }
+  const [created] = await db.insert(fleets).values(fleet).returning();
+  return created as Fleet;
+}
+
+export async function getFleet(db: DbOrTx, fleetId: string): Promise<Fleet | null> {
+  const [f] = await db.select().from(fleets).where(eq(fleets.id, fleetId));
+  return f ?? null;
+}

@@ -1,0 +1,82 @@
+import { z } from "zod";
+
+/**
+ * The one reader of process.env. Everything else imports `env()`; parsing is lazy so that
+ * `next build` and unit tests can load modules without a full environment.
+ */
+const bool = z
+  .enum(["true", "false", "1", "0", ""])
+  .optional()
+  .transform((v) => v === "true" || v === "1");
+
+const isLoopbackHost = (host: string) =>
+  host === "localhost" || host === "::1" || host === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(host);
+
+const schema = z
+  .object({
+    NODE_ENV: z.enum(["development", "production", "test"]).default("development"),
+    DATABASE_URL: z
+      .string()
+      .regex(/^postgres(ql)?:\/\//, "must be a postgres:// or postgresql:// URL")
+      .optional(),
+    PORT: z.coerce.number().int().min(1).max(65535).default(3000),
+    /** Interface the web server binds to. Defaults to loopback when development sign-in is on. */
+    HOST: z.string().min(1).optional(),
+    /** The URL users and agents reach the server at, e.g. https://lablink.example.edu. */
+    LABLINK_PUBLIC_URL: z.url().optional(),
+    AUTH_SECRET: z.string().min(32, "must be at least 32 characters (openssl rand -base64 32)").optional(),
+    LABLINK_DEV_LOGIN: bool,
+    LABLINK_DATA_DIR: z.string().min(1).default(".data"),
+    LABLINK_EMBEDDED_PG_PORT: z.coerce.number().int().min(1024).max(65535).default(54329),
+    LABLINK_HEARTBEAT_INTERVAL_S: z.coerce.number().int().min(1).max(3600).default(15),
+    /** An agent silent for this long is marked unhealthy and its VM leaves the pool. */
+    LABLINK_AGENT_STALE_S: z.coerce.number().int().min(5).max(86400).default(60),
+    LABLINK_LOCAL_FLEET_SIZE: z.coerce.number().int().min(0).max(64).default(4),
+    LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  })
+  .superRefine((e, ctx) => {
+    if (!e.LABLINK_DEV_LOGIN) return;
+    if (e.LABLINK_PUBLIC_URL && !isLoopbackHost(new URL(e.LABLINK_PUBLIC_URL).hostname)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["LABLINK_DEV_LOGIN"],
+        message:
+          "development sign-in signs anyone in without a password; it cannot be on while LABLINK_PUBLIC_URL points outside localhost",
+      });
+    }
+    if (e.HOST && !isLoopbackHost(e.HOST)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["LABLINK_DEV_LOGIN"],
+        message: `development sign-in cannot be on while the server listens on ${e.HOST}; use HOST=127.0.0.1 or turn LABLINK_DEV_LOGIN off`,
+      });
+    }
+  });
+
+export type Env = z.infer<typeof schema>;
+
+export class EnvError extends Error {}
+
+/** Parses an environment; throws EnvError naming each bad variable and what is wrong with it. */
+export function parseEnv(source: Record<string, string | undefined>): Env {
+  const result = schema.safeParse(source);
+  if (result.success) return result.data;
+  const lines = result.error.issues.map(
+    (issue) => `  ${issue.path.join(".") || "(environment)"}: ${issue.message}`,
+  );
+  throw new EnvError(`Invalid configuration:\n${lines.join("\n")}`);
+}
+
+let cached: Env | undefined;
+
+export function env(): Env {
+  cached ??= parseEnv(process.env);
+  return cached;
+}
+
+/** Host the web server listens on. */
+export function listenHost(e: Env = env()): string {
+  return e.HOST ?? (e.LABLINK_DEV_LOGIN ? "127.0.0.1" : "0.0.0.0");
+}
+
+export { isLoopbackHost };

@@ -1,0 +1,50 @@
+import { EventEmitter } from "node:events";
+import type postgres from "postgres";
+
+/**
+ * One LISTEN connection per server process, fanned out in memory to every agent long-poll this
+ * process holds. Thousands of waiting agents cost one Postgres connection, not one each
+ * (the original's scale ceiling, issue #240).
+ */
+export class VmEventHub {
+  private readonly emitter = new EventEmitter();
+  private listening: Promise<unknown> | null = null;
+
+  constructor(private readonly sql: postgres.Sql) {
+    this.emitter.setMaxListeners(0);
+  }
+
+  private ensureListening(): Promise<unknown> {
+    this.listening ??= this.sql.listen("lablink_vm", (payload) => {
+      try {
+        const { id } = JSON.parse(payload) as { id: string };
+        this.emitter.emit(id);
+      } catch {
+        // A malformed payload is not ours; ignore it.
+      }
+    });
+    return this.listening;
+  }
+
+  /** Resolves true when the VM changes, false after `ms` or on abort. */
+  async waitForChange(vmId: string, ms: number, signal?: AbortSignal): Promise<boolean> {
+    await this.ensureListening();
+    return new Promise((resolve) => {
+      const done = (changed: boolean) => {
+        clearTimeout(timer);
+        this.emitter.off(vmId, onEvent);
+        signal?.removeEventListener("abort", onAbort);
+        resolve(changed);
+      };
+      const onEvent = () => done(true);
+      const onAbort = () => done(false);
+      const timer = setTimeout(() => done(false), ms);
+      this.emitter.once(vmId, onEvent);
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  listenerCount(vmId: string): number {
+    return this.emitter.listenerCount(vmId);
+  }
+}
