@@ -1,7 +1,7 @@
 import { initTRPC, TRPCError } from "@trpc/server";
 import { eq } from "drizzle-orm";
 import superjson from "superjson";
-import { ZodError } from "zod";
+import { ZodError, z } from "zod";
 import { type AgentIdentity, bearerToken, verifyAgentToken } from "../auth/agent-tokens";
 import type { Db } from "../db/client";
 import { type UserRole, users } from "../db/schema";
@@ -46,6 +46,9 @@ const t = initTRPC.context<Context>().create({
 });
 
 export const createRouter = t.router;
+
+/** For procedures that take nothing: anything sent is a caller's mistake, answered with 400. */
+export const noInput = z.strictObject({}).optional();
 export const createCallerFactory = t.createCallerFactory;
 export const mergeRouters = t.mergeRouters;
 

@@ -1,6 +1,6 @@
 import { listFleets } from "../../domain/fleets";
-import { adminProcedure, createRouter } from "../trpc";
+import { adminProcedure, createRouter, noInput } from "../trpc";
 
 export const fleetRouter = createRouter({
-  list: adminProcedure.query(({ ctx }) => listFleets(ctx.db)),
+  list: adminProcedure.input(noInput).query(({ ctx }) => listFleets(ctx.db)),
 });

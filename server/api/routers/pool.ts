@@ -1,7 +1,7 @@
 import { poolSummary } from "../../domain/allocation";
-import { createRouter, publicProcedure } from "../trpc";
+import { createRouter, noInput, publicProcedure } from "../trpc";
 
 export const poolRouter = createRouter({
   /** Availability per fleet: counts only, so anonymous visitors may see it. */
-  summary: publicProcedure.query(({ ctx }) => poolSummary(ctx.db)),
+  summary: publicProcedure.input(noInput).query(({ ctx }) => poolSummary(ctx.db)),
 });

@@ -2,7 +2,7 @@ import { z } from "zod";
 import { claimVm, myVm, releaseVm } from "../../domain/allocation";
 import { listVms } from "../../domain/fleets";
 import { vmState } from "../../db/schema";
-import { adminProcedure, createRouter, researcherProcedure } from "../trpc";
+import { adminProcedure, createRouter, noInput, researcherProcedure } from "../trpc";
 
 export const vmRouter = createRouter({
   /** Claims a ready VM, or returns the one this researcher already holds. */
@@ -25,9 +25,9 @@ export const vmRouter = createRouter({
       return { vmId: vm.id, name: vm.name, state: vm.state, rejoined };
     }),
 
-  mine: researcherProcedure.query(({ ctx }) => myVm(ctx.db, ctx.user.id)),
+  mine: researcherProcedure.input(noInput).query(({ ctx }) => myVm(ctx.db, ctx.user.id)),
 
-  release: researcherProcedure.input(z.strictObject({}).optional()).mutation(async ({ ctx }) => {
+  release: researcherProcedure.input(noInput).mutation(async ({ ctx }) => {
     const vm = await releaseVm(ctx.db, { userId: ctx.user.id, actor: ctx.actor });
     return { vmId: vm.id, state: vm.state };
   }),
