@@ -24,15 +24,21 @@ const schema = z
     HOST: z.string().min(1).optional(),
     /** The URL users and agents reach the server at, e.g. https://lablink.example.edu. */
     LABLINK_PUBLIC_URL: z.url().optional(),
-    AUTH_SECRET: z.string().min(32, "must be at least 32 characters (openssl rand -base64 32)").optional(),
+    AUTH_SECRET: z
+      .string()
+      .min(32, "must be at least 32 characters (openssl rand -base64 32)")
+      .optional(),
     LABLINK_DEV_LOGIN: bool,
     LABLINK_DATA_DIR: z.string().min(1).default(".data"),
     LABLINK_EMBEDDED_PG_PORT: z.coerce.number().int().min(1024).max(65535).default(54329),
     LABLINK_HEARTBEAT_INTERVAL_S: z.coerce.number().int().min(1).max(3600).default(15),
     /** An agent silent for this long is marked unhealthy and its VM leaves the pool. */
     LABLINK_AGENT_STALE_S: z.coerce.number().int().min(5).max(86400).default(60),
-    LABLINK_LOCAL_FLEET_SIZE: z.coerce.number().int().min(0).max(64).default(4),
-    LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+    /** Size of the simulated local fleet `npm start` keeps running (default 4 with embedded Postgres, else 0). */
+    LABLINK_LOCAL_FLEET_SIZE: z.coerce.number().int().min(0).max(64).optional(),
+    LOG_LEVEL: z
+      .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
+      .default("info"),
   })
   .superRefine((e, ctx) => {
     if (!e.LABLINK_DEV_LOGIN) return;

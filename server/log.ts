@@ -30,4 +30,3 @@ export type Logger = typeof logger;
 export function childLogger(bindings: Record<string, unknown>): Logger {
   return logger.child(bindings);
 }
-

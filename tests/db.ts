@@ -10,7 +10,17 @@ export async function createTestDatabase(options: { max?: number } = {}): Promis
   const adminUrl = inject("pgAdminUrl");
   const name = `lablink_t_${randomBytes(6).toString("hex")}`;
   const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
-  await admin.unsafe(`CREATE DATABASE ${name} TEMPLATE lablink_test_template`);
+  // Two files cloning the template at the same instant can see "source database is being
+  // accessed by other users" (55006); retry briefly.
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await admin.unsafe(`CREATE DATABASE ${name} TEMPLATE lablink_test_template`);
+      break;
+    } catch (e) {
+      if ((e as { code?: string }).code !== "55006" || attempt >= 20) throw e;
+      await new Promise((r) => setTimeout(r, 100 + Math.random() * 200));
+    }
+  }
   await admin.end();
   const u = new URL(adminUrl);
   u.pathname = `/${name}`;

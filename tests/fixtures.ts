@@ -1,28 +1,52 @@
 import { randomUUID } from "node:crypto";
 import { issueAgentToken } from "../server/auth/agent-tokens";
 import type { DbOrTx } from "../server/db/client";
-import { type Fleet, fleets, type UserRole, users, type Vm, type VmState, vms } from "../server/db/schema";
+import {
+  type Fleet,
+  fleets,
+  type UserRole,
+  users,
+  type Vm,
+  type VmState,
+  vms,
+} from "../server/db/schema";
 
 export async function makeUser(db: DbOrTx, role: UserRole = "researcher", name?: string) {
   const id = randomUUID();
   const label = name ?? `${role}-${id.slice(0, 8)}`;
-  const [u] = await db.insert(users).values({ id, name: label, email: `${label}@example.edu`, role }).returning();
+  const [u] = await db
+    .insert(users)
+    .values({ id, name: label, email: `${label}@example.edu`, role })
+    .returning();
   return u as typeof users.$inferSelect;
 }
 
 export async function makeUsers(db: DbOrTx, n: number, role: UserRole = "researcher") {
   const rows = Array.from({ length: n }, (_, i) => {
     const id = randomUUID();
-    return { id, name: `${role}-${i}-${id.slice(0, 4)}`, email: `${role}-${i}-${id.slice(0, 8)}@example.edu`, role };
+    return {
+      id,
+      name: `${role}-${i}-${id.slice(0, 4)}`,
+      email: `${role}-${i}-${id.slice(0, 8)}@example.edu`,
+      role,
+    };
   });
   const out: (typeof users.$inferSelect)[] = [];
   for (let i = 0; i < rows.length; i += 1000) {
-    out.push(...(await db.insert(users).values(rows.slice(i, i + 1000)).returning()));
+    out.push(
+      ...(await db
+        .insert(users)
+        .values(rows.slice(i, i + 1000))
+        .returning()),
+    );
   }
   return out;
 }
 
-export async function makeFleet(db: DbOrTx, overrides: Partial<typeof fleets.$inferInsert> = {}): Promise<Fleet> {
+export async function makeFleet(
+  db: DbOrTx,
+  overrides: Partial<typeof fleets.$inferInsert> = {},
+): Promise<Fleet> {
   const [f] = await db
     .insert(fleets)
     .values({
@@ -57,7 +81,12 @@ export async function makeVms(
   }));
   const out: Vm[] = [];
   for (let i = 0; i < rows.length; i += 1000) {
-    out.push(...(await db.insert(vms).values(rows.slice(i, i + 1000)).returning()));
+    out.push(
+      ...(await db
+        .insert(vms)
+        .values(rows.slice(i, i + 1000))
+        .returning()),
+    );
   }
   return out;
 }

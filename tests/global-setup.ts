@@ -39,8 +39,11 @@ export default async function setup(project: TestProject) {
   const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
   await admin.unsafe(`DROP DATABASE IF EXISTS ${TEMPLATE_DB} WITH (FORCE)`);
   // Leftovers of an interrupted earlier run.
-  const stale = await admin<{ datname: string }[]>`SELECT datname FROM pg_database WHERE datname LIKE 'lablink_t_%'`;
-  for (const { datname } of stale) await admin.unsafe(`DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`);
+  const stale = await admin<
+    { datname: string }[]
+  >`SELECT datname FROM pg_database WHERE datname LIKE 'lablink_t_%'`;
+  for (const { datname } of stale)
+    await admin.unsafe(`DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`);
   await admin.unsafe(`CREATE DATABASE ${TEMPLATE_DB}`);
   await runMigrations(withDatabase(adminUrl, TEMPLATE_DB));
   await admin.end();

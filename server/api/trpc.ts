@@ -11,7 +11,12 @@ import type { VmEventHub } from "../events";
 import { logger } from "../log";
 
 /** What the session cookie says; roles are re-read from the database on every call. */
-export type SessionUser = { id: string; role?: UserRole; name?: string | null; email?: string | null };
+export type SessionUser = {
+  id: string;
+  role?: UserRole;
+  name?: string | null;
+  email?: string | null;
+};
 
 export type Context = {
   db: Db;
@@ -65,7 +70,10 @@ const errorMapping = t.middleware(async ({ next, path, type }) => {
     }
     if (result.error.code === "INTERNAL_SERVER_ERROR") {
       logger.error({ err: result.error.cause ?? result.error, path, type }, "procedure failed");
-      throw new TRPCError({ code: "INTERNAL_SERVER_ERROR", message: "Something went wrong on the server." });
+      throw new TRPCError({
+        code: "INTERNAL_SERVER_ERROR",
+        message: "Something went wrong on the server.",
+      });
     }
   }
   return result;
@@ -85,7 +93,11 @@ const withUser = base.use(async ({ ctx, next }) => {
     .select({ id: users.id, role: users.role, name: users.name, email: users.email })
     .from(users)
     .where(eq(users.id, session.id));
-  if (!user) throw new TRPCError({ code: "UNAUTHORIZED", message: "Your account no longer exists; sign in again." });
+  if (!user)
+    throw new TRPCError({
+      code: "UNAUTHORIZED",
+      message: "Your account no longer exists; sign in again.",
+    });
   const actor: Actor = { kind: "user", id: user.id, ip: ctx.ip };
   return next({ ctx: { user: user as AuthedUser, actor } });
 });

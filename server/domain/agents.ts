@@ -42,7 +42,12 @@ export async function commandsFor(db: DbOrTx, vm: Vm): Promise<AgentCommand[]> {
   return [];
 }
 
-async function reply(db: DbOrTx, vm: Vm, settings: AgentSettings, reRegister = false): Promise<AgentReply> {
+async function reply(
+  db: DbOrTx,
+  vm: Vm,
+  settings: AgentSettings,
+  reRegister = false,
+): Promise<AgentReply> {
   return {
     vmId: vm.id,
     state: vm.state,
@@ -65,11 +70,17 @@ async function healthVerdict(
   input: Pick<RegisterInput, "gpus" | "health">,
 ): Promise<{ healthy: boolean; reasons: string[] }> {
   const reasons = [...input.health.reasons];
-  const [fleet] = await db.select({ gpuCount: fleets.gpuCount }).from(fleets).where(eq(fleets.id, vm.fleetId));
+  const [fleet] = await db
+    .select({ gpuCount: fleets.gpuCount })
+    .from(fleets)
+    .where(eq(fleets.id, vm.fleetId));
   if (fleet && input.gpus.length < fleet.gpuCount) {
     reasons.push(`expected ${fleet.gpuCount} GPU(s), agent reports ${input.gpus.length}`);
   }
-  return { healthy: input.health.healthy && reasons.length === input.health.reasons.length, reasons };
+  return {
+    healthy: input.health.healthy && reasons.length === input.health.reasons.length,
+    reasons,
+  };
 }
 
 /**
@@ -109,11 +120,22 @@ export async function registerAgent(
     action: "agent.register",
     targetKind: "vm",
     targetId: vm.id,
-    details: { bootId: input.bootId, agentVersion: input.agentVersion, rebooted, healthy: health.healthy },
+    details: {
+      bootId: input.bootId,
+      agentVersion: input.agentVersion,
+      rebooted,
+      healthy: health.healthy,
+    },
   });
 
   if (vm.state === "provisioning" || vm.state === "rebooting") {
-    vm = await transition(db, { vmId: vm.id, from: vm.state, to: "booting", actor, action: "agent.register" });
+    vm = await transition(db, {
+      vmId: vm.id,
+      from: vm.state,
+      to: "booting",
+      actor,
+      action: "agent.register",
+    });
   }
   if (vm.state === "booting") {
     vm = await transition(db, {
@@ -167,7 +189,11 @@ export async function recordHeartbeat(
 }
 
 /** Current commands without writing anything (long-poll answers). */
-export async function pendingReply(db: DbOrTx, vmId: string, settings: AgentSettings): Promise<AgentReply> {
+export async function pendingReply(
+  db: DbOrTx,
+  vmId: string,
+  settings: AgentSettings,
+): Promise<AgentReply> {
   return reply(db, await loadVm(db, vmId), settings);
 }
 
@@ -175,7 +201,11 @@ export async function pendingReply(db: DbOrTx, vmId: string, settings: AgentSett
  * The agent reports a command done. A wipe acknowledgement is what returns a released VM to the
  * pool (or keeps it out, if an admin asked to drain it).
  */
-export async function acknowledge(db: DbOrTx, input: AckInput, actor: Actor): Promise<{ ok: true }> {
+export async function acknowledge(
+  db: DbOrTx,
+  input: AckInput,
+  actor: Actor,
+): Promise<{ ok: true }> {
   const vm = await loadVm(db, input.vmId);
   if (vm.assignmentId !== input.assignmentId) {
     throw new DomainError("STATE_CONFLICT", "That assignment is no longer current on this VM.", {
@@ -215,9 +245,13 @@ export async function acknowledge(db: DbOrTx, input: AckInput, actor: Actor): Pr
   }
 
   if (vm.state !== "releasing") {
-    throw new DomainError("STATE_CONFLICT", `This VM is ${vm.state}; there is no wipe to acknowledge.`, {
-      state: vm.state,
-    });
+    throw new DomainError(
+      "STATE_CONFLICT",
+      `This VM is ${vm.state}; there is no wipe to acknowledge.`,
+      {
+        state: vm.state,
+      },
+    );
   }
   if (!input.ok) {
     await transition(db, {

@@ -47,7 +47,12 @@ describe("contested claims", () => {
       const claims = await t.db
         .select({ n: sql<number>`count(*)::int` })
         .from(auditEvents)
-        .where(and(eq(auditEvents.action, "vm.claim"), sql`${auditEvents.targetId} IN (SELECT id::text FROM vms WHERE fleet_id = ${fleet.id})`));
+        .where(
+          and(
+            eq(auditEvents.action, "vm.claim"),
+            sql`${auditEvents.targetId} IN (SELECT id::text FROM vms WHERE fleet_id = ${fleet.id})`,
+          ),
+        );
       expect(claims[0]?.n).toBe(50);
     });
   }
@@ -57,13 +62,18 @@ describe("contested claims", () => {
     await makeVms(t.db, fleet, 30, "ready");
     const me = await makeUser(t.db);
     const results = await Promise.all(
-      Array.from({ length: 20 }, () => claimVm(t.db, { userId: me.id, fleetId: fleet.id, actor: actorOf(me.id) })),
+      Array.from({ length: 20 }, () =>
+        claimVm(t.db, { userId: me.id, fleetId: fleet.id, actor: actorOf(me.id) }),
+      ),
     );
     expect(new Set(results.map((r) => r.vm.id)).size).toBe(1);
     expect(results.filter((r) => !r.rejoined)).toHaveLength(1);
     const mine = await t.db.select().from(vms).where(eq(vms.holderId, me.id));
     expect(mine).toHaveLength(1);
-    const ready = await t.db.select().from(vms).where(and(eq(vms.fleetId, fleet.id), eq(vms.state, "ready")));
+    const ready = await t.db
+      .select()
+      .from(vms)
+      .where(and(eq(vms.fleetId, fleet.id), eq(vms.state, "ready")));
     expect(ready).toHaveLength(29);
   });
 });
@@ -84,9 +94,18 @@ describe("claim and release", () => {
     await makeVms(t.db, fleet, 1, "ready", { healthy: false });
     await makeVms(t.db, fleet, 2, "booting");
     const me = await makeUser(t.db);
-    const err = await claimVm(t.db, { userId: me.id, fleetId: fleet.id, actor: actorOf(me.id) }).catch((e) => e);
-    expect(err).toMatchObject({ code: "NO_CAPACITY", details: { ready: 0, booting: 2, unhealthy: 1 } });
-    expect(err.message).toBe("No GPU VM is free right now: 0 ready, 2 starting up. Try again in a few minutes.");
+    const err = await claimVm(t.db, {
+      userId: me.id,
+      fleetId: fleet.id,
+      actor: actorOf(me.id),
+    }).catch((e) => e);
+    expect(err).toMatchObject({
+      code: "NO_CAPACITY",
+      details: { ready: 0, booting: 2, unhealthy: 1 },
+    });
+    expect(err.message).toBe(
+      "No GPU VM is free right now: 0 ready, 2 starting up. Try again in a few minutes.",
+    );
   });
 
   it("filters by instance type", async () => {
@@ -95,7 +114,11 @@ describe("claim and release", () => {
     await makeVms(t.db, small, 1, "ready");
     const [bigVm] = await makeVms(t.db, big, 1, "ready");
     const me = await makeUser(t.db);
-    const { vm } = await claimVm(t.db, { userId: me.id, instanceType: big.instanceType, actor: actorOf(me.id) });
+    const { vm } = await claimVm(t.db, {
+      userId: me.id,
+      instanceType: big.instanceType,
+      actor: actorOf(me.id),
+    });
     expect(vm.id).toBe(bigVm?.id);
   });
 
@@ -109,12 +132,22 @@ describe("claim and release", () => {
     expect(await heldVm(t.db, me.id)).toBeNull();
     // Not claimable until the agent has wiped it.
     const other = await makeUser(t.db);
-    await expect(claimVm(t.db, { userId: other.id, fleetId: fleet.id, actor: actorOf(other.id) })).rejects.toMatchObject({ code: "NO_CAPACITY" });
+    await expect(
+      claimVm(t.db, { userId: other.id, fleetId: fleet.id, actor: actorOf(other.id) }),
+    ).rejects.toMatchObject({ code: "NO_CAPACITY" });
     if (!vm.assignmentId) throw new Error("claimed VM has no assignment");
-    await acknowledge(t.db, { vmId: vm.id, type: "wipe", assignmentId: vm.assignmentId, ok: true }, { kind: "agent", id: vm.id });
+    await acknowledge(
+      t.db,
+      { vmId: vm.id, type: "wipe", assignmentId: vm.assignmentId, ok: true },
+      { kind: "agent", id: vm.id },
+    );
     const [after] = await t.db.select().from(vms).where(eq(vms.id, vm.id));
     expect(after).toMatchObject({ state: "ready", assignmentId: null, holderId: null });
-    const again = await claimVm(t.db, { userId: other.id, fleetId: fleet.id, actor: actorOf(other.id) });
+    const again = await claimVm(t.db, {
+      userId: other.id,
+      fleetId: fleet.id,
+      actor: actorOf(other.id),
+    });
     expect(again.vm.id).toBe(vm.id);
   });
 

@@ -11,8 +11,14 @@ const vmReturning = sql.raw(
     .join(", "),
 );
 
-type RawVm = Omit<Vm, "claimedAt" | "releasedAt" | "stateChangedAt" | "lastHeartbeatAt" | "idleSince" | "createdAt"> &
-  Record<"claimedAt" | "releasedAt" | "stateChangedAt" | "lastHeartbeatAt" | "idleSince" | "createdAt", Date | string | null>;
+type RawVm = Omit<
+  Vm,
+  "claimedAt" | "releasedAt" | "stateChangedAt" | "lastHeartbeatAt" | "idleSince" | "createdAt"
+> &
+  Record<
+    "claimedAt" | "releasedAt" | "stateChangedAt" | "lastHeartbeatAt" | "idleSince" | "createdAt",
+    Date | string | null
+  >;
 
 const asDate = (v: Date | string | null) => (v === null || v instanceof Date ? v : new Date(v));
 
@@ -47,7 +53,11 @@ export async function heldVm(db: DbOrTx, userId: string): Promise<Vm | null> {
 }
 
 function isUniqueViolation(e: unknown, constraint: string): boolean {
-  for (let err = e as { code?: string; constraint_name?: string; cause?: unknown } | undefined; err; err = err.cause as typeof err) {
+  for (
+    let err = e as { code?: string; constraint_name?: string; cause?: unknown } | undefined;
+    err;
+    err = err.cause as typeof err
+  ) {
     if (err.code === "23505" && err.constraint_name === constraint) return true;
   }
   return false;
@@ -68,7 +78,9 @@ export async function claimVm(db: DbOrTx, req: ClaimRequest): Promise<ClaimResul
   const filters: SQL[] = [sql`v.state = 'ready'`, sql`v.healthy`];
   if (req.fleetId) filters.push(sql`v.fleet_id = ${req.fleetId}`);
   if (req.instanceType) {
-    filters.push(sql`v.fleet_id IN (SELECT id FROM fleets WHERE instance_type = ${req.instanceType})`);
+    filters.push(
+      sql`v.fleet_id IN (SELECT id FROM fleets WHERE instance_type = ${req.instanceType})`,
+    );
   }
   filters.push(sql`v.fleet_id IN (SELECT id FROM fleets WHERE status IN ('active', 'scaling'))`);
 
@@ -118,7 +130,13 @@ export async function claimVm(db: DbOrTx, req: ClaimRequest): Promise<ClaimResul
   );
 }
 
-export type Capacity = { ready: number; booting: number; inUse: number; unhealthy: number; total: number };
+export type Capacity = {
+  ready: number;
+  booting: number;
+  inUse: number;
+  unhealthy: number;
+  total: number;
+};
 
 async function capacityFor(
   db: DbOrTx,
@@ -192,7 +210,8 @@ export async function poolSummary(db: DbOrTx): Promise<{ fleets: PoolFleet[]; to
  */
 export async function releaseVm(db: DbOrTx, req: { userId: string; actor: Actor }): Promise<Vm> {
   const vm = await heldVm(db, req.userId);
-  if (!vm) throw new DomainError("NOT_FOUND", "You do not hold a VM, so there is nothing to release.");
+  if (!vm)
+    throw new DomainError("NOT_FOUND", "You do not hold a VM, so there is nothing to release.");
   return transition(db, {
     vmId: vm.id,
     from: ["claimed", "draining"],
@@ -218,7 +237,12 @@ export async function myVm(db: DbOrTx, userId: string) {
       lastHeartbeatAt: vms.lastHeartbeatAt,
       hostname: vms.hostname,
       agentReady: sql<boolean>`${vms.assignmentAckedId} IS NOT DISTINCT FROM ${vms.assignmentId} AND ${vms.assignmentId} IS NOT NULL`,
-      fleet: { id: fleets.id, name: fleets.name, instanceType: fleets.instanceType, gpuModel: fleets.gpuModel },
+      fleet: {
+        id: fleets.id,
+        name: fleets.name,
+        instanceType: fleets.instanceType,
+        gpuModel: fleets.gpuModel,
+      },
     })
     .from(vms)
     .innerJoin(fleets, eq(fleets.id, vms.fleetId))
@@ -234,4 +258,3 @@ export async function displayNameOf(db: DbOrTx, userId: string): Promise<string>
     .where(eq(users.id, userId));
   return u?.name ?? u?.email?.split("@")[0] ?? "researcher";
 }
-

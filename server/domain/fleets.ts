@@ -4,7 +4,11 @@ import { type Fleet, fleets, users, type VmState, vms } from "../db/schema";
 
 /** Fleets with their VM counts per state. */
 export async function listFleets(db: DbOrTx) {
-  const rows = await db.select().from(fleets).where(ne(fleets.status, "destroyed")).orderBy(fleets.name);
+  const rows = await db
+    .select()
+    .from(fleets)
+    .where(ne(fleets.status, "destroyed"))
+    .orderBy(fleets.name);
   const counts = await db
     .select({ fleetId: vms.fleetId, state: vms.state, n: count() })
     .from(vms)
@@ -39,7 +43,9 @@ export async function listVms(db: DbOrTx, q: VmListQuery) {
   if (q.healthy !== undefined) conds.push(eq(vms.healthy, q.healthy));
   if (q.search) {
     const pattern = `%${q.search.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
-    conds.push(or(ilike(vms.name, pattern), ilike(users.email, pattern), ilike(users.name, pattern)) as SQL);
+    conds.push(
+      or(ilike(vms.name, pattern), ilike(users.email, pattern), ilike(users.name, pattern)) as SQL,
+    );
   }
   const where = conds.length ? and(...conds) : undefined;
   const sortCol = {
@@ -91,7 +97,9 @@ export async function listVms(db: DbOrTx, q: VmListQuery) {
 }
 
 export type NewFleet = Pick<Fleet, "name" | "driver" | "instanceType"> &
-  Partial<Pick<Fleet, "gpuModel" | "gpuCount" | "region" | "image" | "desiredSize" | "config" | "status">>;
+  Partial<
+    Pick<Fleet, "gpuModel" | "gpuCount" | "region" | "image" | "desiredSize" | "config" | "status">
+  >;
 
 /** Creates the fleet if no live fleet of that name exists; returns it either way. */
 export async function ensureFleet(db: DbOrTx, fleet: NewFleet): Promise<Fleet> {

@@ -4,7 +4,14 @@ import { createTestDatabase, type TestDatabase } from "../../tests/db";
 import { makeFleet, makeUser, makeVms } from "../../tests/fixtures";
 import { auditEvents, type Fleet, type VmState, vms } from "../db/schema";
 import { DomainError } from "./errors";
-import { canHaveHolder, canTransition, systemActor, TRANSITIONS, transition, VM_STATES } from "./vm-state";
+import {
+  canHaveHolder,
+  canTransition,
+  systemActor,
+  TRANSITIONS,
+  transition,
+  VM_STATES,
+} from "./vm-state";
 
 let t: TestDatabase;
 let fleet: Fleet;
@@ -27,9 +34,12 @@ async function vmIn(state: VmState) {
   return vm;
 }
 
-const auditFor = (vmId: string) => t.db.select().from(auditEvents).where(eq(auditEvents.targetId, vmId));
+const auditFor = (vmId: string) =>
+  t.db.select().from(auditEvents).where(eq(auditEvents.targetId, vmId));
 
-const legal = VM_STATES.flatMap((from) => (TRANSITIONS[from] as readonly VmState[]).map((to) => [from, to] as const));
+const legal = VM_STATES.flatMap((from) =>
+  (TRANSITIONS[from] as readonly VmState[]).map((to) => [from, to] as const),
+);
 const illegal = VM_STATES.flatMap((from) =>
   VM_STATES.filter((to) => !canTransition(from, to)).map((to) => [from, to] as const),
 );
@@ -37,7 +47,8 @@ const illegal = VM_STATES.flatMap((from) =>
 describe("VM state machine", () => {
   it("has a sensible table", () => {
     expect(TRANSITIONS.terminated).toEqual([]);
-    for (const s of VM_STATES) if (s !== "terminated" && s !== "failed") expect(canTransition(s, "failed")).toBe(true);
+    for (const s of VM_STATES)
+      if (s !== "terminated" && s !== "failed") expect(canTransition(s, "failed")).toBe(true);
     expect(canTransition("ready", "claimed")).toBe(true);
     expect(canTransition("claimed", "ready")).toBe(false);
     expect(legal.length).toBeGreaterThan(25);
@@ -46,12 +57,24 @@ describe("VM state machine", () => {
   it.each(legal)("%s → %s works and writes its audit row", async (from, to) => {
     const vm = await vmIn(from);
     const patch = to === "claimed" ? { holderId, assignmentId: crypto.randomUUID() } : {};
-    const updated = await transition(t.db, { vmId: vm.id, from, to, actor: systemActor, action: "test", patch });
+    const updated = await transition(t.db, {
+      vmId: vm.id,
+      from,
+      to,
+      actor: systemActor,
+      action: "test",
+      patch,
+    });
     expect(updated.state).toBe(to);
     if (!canHaveHolder(to)) expect(updated.holderId).toBeNull();
     const audit = await auditFor(vm.id);
     expect(audit).toHaveLength(1);
-    expect(audit[0]).toMatchObject({ fromState: from, toState: to, action: "test", actorKind: "system" });
+    expect(audit[0]).toMatchObject({
+      fromState: from,
+      toState: to,
+      action: "test",
+      actorKind: "system",
+    });
   });
 
   it.each(illegal)("%s → %s is refused and changes nothing", async (from, to) => {
@@ -72,8 +95,20 @@ describe("VM state machine", () => {
 
   it("a lost race (state changed meanwhile) is a conflict and writes nothing", async () => {
     const vm = await vmIn("ready");
-    await transition(t.db, { vmId: vm.id, from: "ready", to: "draining", actor: systemActor, action: "a" });
-    const err = await transition(t.db, { vmId: vm.id, from: "ready", to: "rebooting", actor: systemActor, action: "b" }).catch((e) => e);
+    await transition(t.db, {
+      vmId: vm.id,
+      from: "ready",
+      to: "draining",
+      actor: systemActor,
+      action: "a",
+    });
+    const err = await transition(t.db, {
+      vmId: vm.id,
+      from: "ready",
+      to: "rebooting",
+      actor: systemActor,
+      action: "b",
+    }).catch((e) => e);
     expect(err).toBeInstanceOf(DomainError);
     expect(err.code).toBe("STATE_CONFLICT");
     const [after] = await t.db.select().from(vms).where(eq(vms.id, vm.id));
@@ -94,7 +129,13 @@ describe("VM state machine", () => {
 
   it("an unknown VM is NOT_FOUND", async () => {
     await expect(
-      transition(t.db, { vmId: crypto.randomUUID(), from: "ready", to: "draining", actor: systemActor, action: "x" }),
+      transition(t.db, {
+        vmId: crypto.randomUUID(),
+        from: "ready",
+        to: "draining",
+        actor: systemActor,
+        action: "x",
+      }),
     ).rejects.toMatchObject({ code: "NOT_FOUND" });
   });
 });

@@ -129,7 +129,10 @@ export async function transition(db: DbOrTx, req: TransitionRequest): Promise<Vm
       .where(and(eq(vms.id, req.vmId), inArray(vms.state, requested)))
       .returning();
     if (!updated) {
-      throw new DomainError("STATE_CONFLICT", "The VM changed state meanwhile; nothing was changed.");
+      throw new DomainError(
+        "STATE_CONFLICT",
+        "The VM changed state meanwhile; nothing was changed.",
+      );
     }
 
     await tx.insert(auditEvents).values({

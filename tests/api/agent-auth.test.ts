@@ -46,7 +46,9 @@ async function expectRefused(authorization: string | undefined, vmId: string, st
 
 describe("agent authentication", () => {
   it("accepts the VM's own token", async () => {
-    const res = await api.mutate("agent.heartbeat", heartbeat(vmA.id), { authorization: `Bearer ${tokenA}` });
+    const res = await api.mutate("agent.heartbeat", heartbeat(vmA.id), {
+      authorization: `Bearer ${tokenA}`,
+    });
     expect(res.status).toBe(200);
     expect(res.data).toMatchObject({ vmId: vmA.id, state: "ready", commands: [] });
   });
@@ -73,11 +75,30 @@ describe("agent authentication", () => {
     expect(res.error?.message).toBe("This token belongs to a different VM.");
     // ...on every agent procedure.
     for (const [type, path, input] of [
-      ["mutation", "agent.register", { vmId: vmB.id, bootId: "b", hostname: "h", agentVersion: "1", protocolVersion: 1, gpus: [], health: { healthy: true, reasons: [] } }],
-      ["mutation", "agent.ack", { vmId: vmB.id, type: "wipe", assignmentId: crypto.randomUUID(), ok: true }],
+      [
+        "mutation",
+        "agent.register",
+        {
+          vmId: vmB.id,
+          bootId: "b",
+          hostname: "h",
+          agentVersion: "1",
+          protocolVersion: 1,
+          gpus: [],
+          health: { healthy: true, reasons: [] },
+        },
+      ],
+      [
+        "mutation",
+        "agent.ack",
+        { vmId: vmB.id, type: "wipe", assignmentId: crypto.randomUUID(), ok: true },
+      ],
       ["query", "agent.poll", { vmId: vmB.id, waitMs: 0 }],
     ] as const) {
-      const r = type === "query" ? await api.query(path, input, { authorization: `Bearer ${tokenA}` }) : await api.mutate(path, input, { authorization: `Bearer ${tokenA}` });
+      const r =
+        type === "query"
+          ? await api.query(path, input, { authorization: `Bearer ${tokenA}` })
+          : await api.mutate(path, input, { authorization: `Bearer ${tokenA}` });
       expect(r.status, path).toBe(403);
     }
   });

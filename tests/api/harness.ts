@@ -1,9 +1,9 @@
+import { eq, sql } from "drizzle-orm";
 import superjson from "superjson";
 import { handleTrpc } from "../../server/api/handler";
 import type { SessionUser } from "../../server/api/trpc";
 import type { Db } from "../../server/db/client";
 import { users } from "../../server/db/schema";
-import { eq, sql } from "drizzle-orm";
 
 /**
  * Calls `/api/trpc` over real HTTP semantics (Request in, Response out) through the same fetch
@@ -35,7 +35,8 @@ export function apiClient(db: Db) {
     const encoded = input === undefined ? undefined : superjson.serialize(input);
     let req: Request;
     if (type === "query") {
-      const qs = encoded === undefined ? "" : `?input=${encodeURIComponent(JSON.stringify(encoded))}`;
+      const qs =
+        encoded === undefined ? "" : `?input=${encodeURIComponent(JSON.stringify(encoded))}`;
       req = new Request(`http://localhost/api/trpc/${path}${qs}`, { headers });
     } else {
       req = new Request(`http://localhost/api/trpc/${path}`, {
@@ -47,7 +48,10 @@ export function apiClient(db: Db) {
     }
     const res = await handleTrpc(req, makeContext);
     const text = await res.text();
-    let body: { result?: { data: unknown }; error?: { json?: { message: string; data: Record<string, unknown> } } } = {};
+    let body: {
+      result?: { data: unknown };
+      error?: { json?: { message: string; data: Record<string, unknown> } };
+    } = {};
     try {
       body = JSON.parse(text);
     } catch {
@@ -56,14 +60,18 @@ export function apiClient(db: Db) {
     const data = body.result?.data as { json: unknown; meta?: never } | undefined;
     return {
       status: res.status,
-      data: data ? superjson.deserialize(data as Parameters<typeof superjson.deserialize>[0]) : undefined,
+      data: data
+        ? superjson.deserialize(data as Parameters<typeof superjson.deserialize>[0])
+        : undefined,
       error: body.error?.json,
     };
   }
 
   return {
-    query: (path: string, input?: unknown, auth?: Parameters<typeof call>[3]) => call("query", path, input, auth),
-    mutate: (path: string, input?: unknown, auth?: Parameters<typeof call>[3]) => call("mutation", path, input, auth),
+    query: (path: string, input?: unknown, auth?: Parameters<typeof call>[3]) =>
+      call("query", path, input, auth),
+    mutate: (path: string, input?: unknown, auth?: Parameters<typeof call>[3]) =>
+      call("mutation", path, input, auth),
   };
 }
 

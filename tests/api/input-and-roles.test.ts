@@ -49,8 +49,29 @@ describe("bad input on every procedure is a 400-class error and writes nothing",
     ["a number", () => 42],
     ["an array", () => [1, 2, 3]],
     ["unknown fields", (vmId) => ({ vmId, surprise: true })],
-    ["wrong types", (vmId) => ({ vmId, fleetId: 7, bootId: 9, gpus: "many", waitMs: "soon", limit: "all", type: 3 })],
-    ["huge strings", (vmId) => ({ vmId, bootId: huge, hostname: huge, search: huge, instanceType: huge, error: huge })],
+    [
+      "wrong types",
+      (vmId) => ({
+        vmId,
+        fleetId: 7,
+        bootId: 9,
+        gpus: "many",
+        waitMs: "soon",
+        limit: "all",
+        type: 3,
+      }),
+    ],
+    [
+      "huge strings",
+      (vmId) => ({
+        vmId,
+        bootId: huge,
+        hostname: huge,
+        search: huge,
+        instanceType: huge,
+        error: huge,
+      }),
+    ],
     ["null", () => null],
   ];
   for (const { path, type } of procedures) {
@@ -67,7 +88,10 @@ describe("bad input on every procedure is a 400-class error and writes nothing",
   }
 
   it("a body that is not JSON is a 400", async () => {
-    const res = await api.mutate("vm.claim", undefined, { userId: researcher.id, rawBody: "{not json" });
+    const res = await api.mutate("vm.claim", undefined, {
+      userId: researcher.id,
+      rawBody: "{not json",
+    });
     expect(res.status).toBe(400);
   });
 });
@@ -104,7 +128,10 @@ describe("roles", () => {
     const claim = await api.mutate("vm.claim", {}, { userId: researcher.id });
     expect(claim.status).toBe(200);
     const mine = await api.query("vm.mine", undefined, { userId: researcher.id });
-    expect(mine.data).toMatchObject({ state: "claimed", name: (claim.data as { name: string }).name });
+    expect(mine.data).toMatchObject({
+      state: "claimed",
+      name: (claim.data as { name: string }).name,
+    });
     const release = await api.mutate("vm.release", undefined, { userId: researcher.id });
     expect(release.data).toMatchObject({ state: "releasing" });
     const again = await api.mutate("vm.release", undefined, { userId: researcher.id });

@@ -22,6 +22,6 @@ export const ACCESS: Record<string, Tier> = {
 type ProcedureDef = { _def: { type: "query" | "mutation" | "subscription" } };
 
 export function allProcedures(): { path: string; type: "query" | "mutation" | "subscription" }[] {
-  const procs = appRouter._def.procedures as Record<string, ProcedureDef>;
+  const procs = appRouter._def.procedures as unknown as Record<string, ProcedureDef>;
   return Object.entries(procs).map(([path, p]) => ({ path, type: p._def.type }));
 }

@@ -11,7 +11,9 @@ export const agentRouter = createRouter({
     .input(heartbeatInput)
     .mutation(({ ctx, input }) => recordHeartbeat(ctx.db, input, ctx.settings, ctx.actor)),
 
-  ack: agentProcedure.input(ackInput).mutation(({ ctx, input }) => acknowledge(ctx.db, input, ctx.actor)),
+  ack: agentProcedure
+    .input(ackInput)
+    .mutation(({ ctx, input }) => acknowledge(ctx.db, input, ctx.actor)),
 
   /**
    * Long-poll: answers at once when there is something to do, otherwise when the VM changes

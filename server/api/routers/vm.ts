@@ -1,7 +1,7 @@
 import { z } from "zod";
+import { vmState } from "../../db/schema";
 import { claimVm, myVm, releaseVm } from "../../domain/allocation";
 import { listVms } from "../../domain/fleets";
-import { vmState } from "../../db/schema";
 import { adminProcedure, createRouter, noInput, researcherProcedure } from "../trpc";
 
 export const vmRouter = createRouter({

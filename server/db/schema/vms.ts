@@ -75,7 +75,8 @@ export const vms = pgTable(
     createdAt: createdAt(),
   },
   (t) => [
-    uniqueIndex("vms_fleet_name_key").on(t.fleetId, t.name),
+    // Names are unique among a fleet's existing VMs; a terminated VM's name may be reused.
+    uniqueIndex("vms_fleet_name_live_key").on(t.fleetId, t.name).where(sql`state <> 'terminated'`),
     // The claim query walks this partial index: only claimable rows, oldest-ready first.
     index("vms_claimable_idx")
       .on(t.fleetId, t.stateChangedAt)

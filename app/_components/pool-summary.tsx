@@ -1,0 +1,50 @@
+"use client";
+
+import { useQuery } from "@tanstack/react-query";
+import { useTRPC } from "../providers";
+
+export function PoolSummary() {
+  const trpc = useTRPC();
+  const pool = useQuery({ ...trpc.pool.summary.queryOptions(), refetchInterval: 5_000 });
+  if (pool.isPending) return <p className="text-sm text-slate-500">Loading availability…</p>;
+  if (pool.isError)
+    return (
+      <p role="alert" className="text-sm text-red-700">
+        Could not load availability: {pool.error.message}
+      </p>
+    );
+  const { fleets, totals } = pool.data;
+  return (
+    <section aria-labelledby="pool-heading" className="space-y-3">
+      <h2 id="pool-heading" className="text-lg font-semibold">
+        Availability
+      </h2>
+      <p data-testid="ready-count" className="text-sm">
+        <strong>{totals.ready}</strong> ready · {totals.booting} starting · {totals.inUse} in use
+      </p>
+      {fleets.length === 0 ? (
+        <p className="text-sm text-slate-500">No fleets yet.</p>
+      ) : (
+        <ul className="grid gap-3 sm:grid-cols-2 lg:grid-cols-3">
+          {fleets.map((f) => (
+            <li
+              key={f.fleetId}
+              className="rounded-lg border border-slate-200 bg-white p-4 dark:border-slate-800 dark:bg-slate-900"
+            >
+              <p className="font-medium">{f.name}</p>
+              <p className="text-sm text-slate-600 dark:text-slate-400">
+                {f.gpuCount} × {f.gpuModel ?? "GPU"} · {f.instanceType}
+              </p>
+              <p className="mt-2 text-sm">
+                <span className="font-semibold text-emerald-700 dark:text-emerald-400">
+                  {f.ready} ready
+                </span>{" "}
+                · {f.booting} starting · {f.inUse} in use
+              </p>
+            </li>
+          ))}
+        </ul>
+      )}
+    </section>
+  );
+}

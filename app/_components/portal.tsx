@@ -1,0 +1,117 @@
+"use client";
+
+import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
+import { useState } from "react";
+import { useTRPC } from "../providers";
+import { GpuList } from "./gpu-list";
+import { PoolSummary } from "./pool-summary";
+
+export function Portal() {
+  const trpc = useTRPC();
+  const queryClient = useQueryClient();
+  const mine = useQuery({ ...trpc.vm.mine.queryOptions(), refetchInterval: 3_000 });
+  const [confirming, setConfirming] = useState(false);
+  const invalidate = () => queryClient.invalidateQueries();
+  const claim = useMutation(trpc.vm.claim.mutationOptions({ onSuccess: invalidate }));
+  const release = useMutation(
+    trpc.vm.release.mutationOptions({
+      onSuccess: () => {
+        setConfirming(false);
+        return invalidate();
+      },
+    }),
+  );
+
+  if (mine.isPending) return <p className="text-sm text-slate-500">Loading…</p>;
+  if (mine.isError) return <p role="alert">Could not load your VM: {mine.error.message}</p>;
+  const vm = mine.data;
+
+  return (
+    <div className="space-y-8">
+      <section
+        aria-labelledby="my-vm-heading"
+        className="rounded-lg border border-slate-200 bg-white p-6 dark:border-slate-800 dark:bg-slate-900"
+      >
+        <h1 id="my-vm-heading" className="mb-4 text-2xl font-semibold">
+          My VM
+        </h1>
+        {vm ? (
+          <div className="space-y-4">
+            <dl className="grid grid-cols-[max-content_1fr] gap-x-6 gap-y-2 text-sm">
+              <dt className="text-slate-500">Name</dt>
+              <dd data-testid="vm-name" className="font-mono">
+                {vm.name}
+              </dd>
+              <dt className="text-slate-500">State</dt>
+              <dd data-testid="vm-state">{vm.state}</dd>
+              <dt className="text-slate-500">Fleet</dt>
+              <dd>
+                {vm.fleet.name} · {vm.fleet.instanceType}
+              </dd>
+              <dt className="text-slate-500">Set up for you</dt>
+              <dd data-testid="vm-agent-ready">{vm.agentReady ? "yes" : "waiting for the VM…"}</dd>
+              <dt className="text-slate-500">Claimed</dt>
+              <dd>{vm.claimedAt ? new Date(vm.claimedAt).toLocaleString() : "—"}</dd>
+            </dl>
+            <GpuList gpus={vm.gpus} />
+            {confirming ? (
+              <div className="flex flex-wrap items-center gap-3 rounded border border-amber-300 bg-amber-50 p-3 text-sm dark:border-amber-800 dark:bg-amber-950">
+                <span>Release this VM? Your files on it will be wiped.</span>
+                <button
+                  type="button"
+                  onClick={() => release.mutate()}
+                  disabled={release.isPending}
+                  className="rounded bg-red-700 px-3 py-1.5 font-medium text-white hover:bg-red-800 disabled:opacity-60"
+                >
+                  {release.isPending ? "Releasing…" : "Yes, release it"}
+                </button>
+                <button
+                  type="button"
+                  onClick={() => setConfirming(false)}
+                  className="rounded border px-3 py-1.5"
+                >
+                  Keep it
+                </button>
+              </div>
+            ) : (
+              <button
+                type="button"
+                onClick={() => setConfirming(true)}
+                className="rounded border border-red-700 px-4 py-2 text-sm font-medium text-red-700 hover:bg-red-50 dark:border-red-400 dark:text-red-300 dark:hover:bg-red-950"
+              >
+                Release VM
+              </button>
+            )}
+            {release.isError && (
+              <p role="alert" className="text-sm text-red-700">
+                {release.error.message}
+              </p>
+            )}
+          </div>
+        ) : (
+          <div className="space-y-3">
+            <p className="text-sm text-slate-600 dark:text-slate-400">You do not hold a VM.</p>
+            <button
+              type="button"
+              onClick={() => claim.mutate({})}
+              disabled={claim.isPending}
+              className="rounded bg-indigo-600 px-4 py-2 font-medium text-white hover:bg-indigo-700 disabled:opacity-60"
+            >
+              {claim.isPending ? "Claiming…" : "Claim a GPU VM"}
+            </button>
+            {claim.isError && (
+              <p
+                role="alert"
+                data-testid="claim-error"
+                className="text-sm text-red-700 dark:text-red-300"
+              >
+                {claim.error.message}
+              </p>
+            )}
+          </div>
+        )}
+      </section>
+      <PoolSummary />
+    </div>
+  );
+}

@@ -1,0 +1,28 @@
+import { auth } from "../auth/config";
+import { getDatabase } from "../db/client";
+import { env } from "../env";
+import { VmEventHub } from "../events";
+import type { Context, SessionUser } from "./trpc";
+
+const g = globalThis as unknown as { lablinkEvents?: VmEventHub };
+
+/** The process's single LISTEN connection, opened on first use. */
+export function getEventHub(): VmEventHub {
+  g.lablinkEvents ??= new VmEventHub(getDatabase().sql);
+  return g.lablinkEvents;
+}
+
+/** Context for requests served by Next: Auth.js session, shared pool, shared event hub. */
+export function nextContext(req: Request): Omit<Context, "headers" | "ip" | "signal"> {
+  return {
+    db: getDatabase().db,
+    events: getEventHub(),
+    settings: { heartbeatIntervalS: env().LABLINK_HEARTBEAT_INTERVAL_S },
+    getSession: async (): Promise<SessionUser | null> => {
+      // Agents never carry a session; skip the cookie work for them.
+      if (req.headers.get("authorization")) return null;
+      const session = await auth();
+      return session?.user?.id ? { id: session.user.id, role: session.user.role } : null;
+    },
+  };
+}

@@ -1,0 +1,64 @@
+import { eq, sql } from "drizzle-orm";
+import { z } from "zod";
+import type { DbOrTx } from "../db/client";
+import { auditEvents, type UserRole, users } from "../db/schema";
+import { isLoopbackHost } from "../env";
+
+export const devLoginInput = z.strictObject({
+  name: z
+    .string()
+    .trim()
+    .min(1, "Enter a name")
+    .max(40)
+    .regex(/^[A-Za-z0-9 ._-]+$/, "Letters, digits, spaces, dots, dashes and underscores only"),
+  role: z.enum(["researcher", "admin"]),
+});
+
+/** Development sign-in refuses any request that did not come to a loopback address. */
+export function isLoopbackRequest(headers: Headers): boolean {
+  const host = headers.get("x-forwarded-host") ?? headers.get("host") ?? "";
+  const hostname = host.startsWith("[")
+    ? host.slice(0, host.indexOf("]") + 1)
+    : (host.split(":")[0] ?? "");
+  return isLoopbackHost(hostname);
+}
+
+/**
+ * Development sign-in: finds or creates `<name>@dev.lablink.local` with the chosen role. Never
+ * reachable in production: config validation refuses LABLINK_DEV_LOGIN with an external URL or
+ * a non-loopback listen address, and this refuses non-loopback requests.
+ */
+export async function devSignIn(
+  db: DbOrTx,
+  input: { name: string; role: UserRole },
+): Promise<{ id: string; name: string | null; email: string | null; role: UserRole }> {
+  const slug =
+    input.name
+      .toLowerCase()
+      .replace(/[^a-z0-9]+/g, "-")
+      .replace(/^-|-$/g, "") || "user";
+  const email = `${slug}@dev.lablink.local`;
+  const [user] = await db
+    .insert(users)
+    .values({ name: input.name, email, role: input.role, emailVerified: new Date() })
+    .onConflictDoUpdate({
+      target: users.email,
+      set: { role: input.role, name: sql`excluded.name` },
+    })
+    .returning({ id: users.id, name: users.name, email: users.email, role: users.role });
+  if (!user) throw new Error("dev sign-in upsert returned nothing");
+  await db.insert(auditEvents).values({
+    actorKind: "user",
+    actorId: user.id,
+    action: "auth.sign_in",
+    targetKind: "user",
+    targetId: user.id,
+    details: { provider: "dev", role: user.role },
+  });
+  return user;
+}
+
+export async function userRole(db: DbOrTx, id: string): Promise<UserRole | null> {
+  const [u] = await db.select({ role: users.role }).from(users).where(eq(users.id, id));
+  return u?.role ?? null;
+}

@@ -1,0 +1,185 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { createWriteStream, mkdirSync } from "node:fs";
+import path from "node:path";
+import { and, asc, eq, notInArray } from "drizzle-orm";
+import { issueAgentToken, revokeAgentTokens } from "../../auth/agent-tokens";
+import type { Db } from "../../db/client";
+import { type Fleet, type Vm, vms } from "../../db/schema";
+import { systemActor, transition } from "../../domain/vm-state";
+import type { Logger } from "../../log";
+import type { FleetDriver, InstanceInfo } from "../driver";
+
+export type LocalDriverOptions = {
+  db: Db;
+  /** Where the agents reach the server, e.g. http://127.0.0.1:3000. */
+  serverUrl: string;
+  /** Repository root (agent/ lives under it). */
+  rootDir: string;
+  /** Per-VM folders (agent logs, simulated home directories). */
+  stateDir: string;
+  heartbeatIntervalS: number;
+  log: Logger;
+};
+
+const GONE = ["terminated", "terminating", "failed"] as const;
+
+/**
+ * The local driver: each "VM" is a real agent process on this machine with a simulated GPU, so
+ * the whole loop (register, heartbeat, claim, wipe) runs without a cloud account.
+ */
+export class LocalFleetDriver implements FleetDriver {
+  readonly name = "local" as const;
+  private readonly procs = new Map<string, ChildProcess>();
+  private closing = false;
+
+  constructor(private readonly o: LocalDriverOptions) {}
+
+  async apply(fleet: Fleet): Promise<void> {
+    const { db } = this.o;
+    let live = await db
+      .select()
+      .from(vms)
+      .where(and(eq(vms.fleetId, fleet.id), notInArray(vms.state, [...GONE])))
+      .orderBy(asc(vms.createdAt), asc(vms.name));
+
+    // Scale up: new rows named <fleet>-<n>, filling gaps first.
+    const taken = new Set(live.map((v) => v.name));
+    const toCreate: string[] = [];
+    for (let i = 1; live.length + toCreate.length < fleet.desiredSize; i++) {
+      const name = `${fleet.name}-${i}`;
+      if (!taken.has(name)) toCreate.push(name);
+    }
+    if (toCreate.length > 0) {
+      await db
+        .insert(vms)
+        .values(
+          toCreate.map((name) => ({ fleetId: fleet.id, name, state: "provisioning" as const })),
+        )
+        .onConflictDoNothing();
+      live = await db
+        .select()
+        .from(vms)
+        .where(and(eq(vms.fleetId, fleet.id), notInArray(vms.state, [...GONE])))
+        .orderBy(asc(vms.createdAt), asc(vms.name));
+    }
+
+    // Scale down: unheld VMs first, newest first.
+    const excess = live.length - fleet.desiredSize;
+    if (excess > 0) {
+      const victims = [...live]
+        .sort((a, b) => Number(!!a.holderId) - Number(!!b.holderId) || b.name.localeCompare(a.name))
+        .slice(0, excess);
+      for (const vm of victims) await this.terminate(vm);
+      live = live.filter((v) => !victims.includes(v));
+    }
+
+    for (const vm of live) {
+      if (!this.procs.has(vm.id)) await this.boot(fleet, vm);
+    }
+  }
+
+  private async boot(fleet: Fleet, vm: Vm): Promise<void> {
+    const token = await issueAgentToken(this.o.db, vm.id);
+    const dir = path.join(this.o.stateDir, vm.name);
+    mkdirSync(dir, { recursive: true });
+    const logFile = createWriteStream(path.join(dir, "agent.log"), { flags: "a" });
+    const child = spawn(
+      process.execPath,
+      ["--import", "tsx", path.join(this.o.rootDir, "agent/src/main.ts")],
+      {
+        cwd: this.o.rootDir,
+        env: {
+          PATH: process.env.PATH,
+          NODE_ENV: process.env.NODE_ENV,
+          LABLINK_SERVER_URL: this.o.serverUrl,
+          LABLINK_AGENT_TOKEN: token,
+          LABLINK_VM_ID: vm.id,
+          LABLINK_SIMULATE_GPU: `${fleet.gpuModel ?? "Simulated GPU"}:${fleet.gpuCount}`,
+          LABLINK_STATE_DIR: dir,
+          LABLINK_HEARTBEAT_S: String(this.o.heartbeatIntervalS),
+          LOG_LEVEL: process.env.LABLINK_AGENT_LOG_LEVEL ?? "info",
+        },
+        // The IPC channel lets the agent notice if this worker dies, so no agent is orphaned.
+        stdio: ["ignore", "pipe", "pipe", "ipc"],
+      },
+    );
+    child.stdout?.pipe(logFile);
+    child.stderr?.pipe(logFile);
+    this.procs.set(vm.id, child);
+    child.on("exit", (code, signal) => {
+      this.procs.delete(vm.id);
+      if (!this.closing) this.o.log.warn({ vm: vm.name, code, signal }, "local agent exited");
+    });
+    if (vm.state === "provisioning") {
+      await transition(this.o.db, {
+        vmId: vm.id,
+        from: "provisioning",
+        to: "booting",
+        actor: systemActor,
+        action: "driver.boot",
+        patch: { providerId: `local:${child.pid}` },
+      });
+    } else {
+      await this.o.db
+        .update(vms)
+        .set({ providerId: `local:${child.pid}` })
+        .where(eq(vms.id, vm.id));
+    }
+    this.o.log.info({ vm: vm.name, pid: child.pid }, "local agent started");
+  }
+
+  private async terminate(vm: Vm): Promise<void> {
+    const moved = await transition(this.o.db, {
+      vmId: vm.id,
+      to: "terminating",
+      actor: systemActor,
+      action: "driver.terminate",
+    });
+    await this.kill(vm.id);
+    await revokeAgentTokens(this.o.db, vm.id);
+    await transition(this.o.db, {
+      vmId: moved.id,
+      from: "terminating",
+      to: "terminated",
+      actor: systemActor,
+      action: "driver.terminate",
+    });
+  }
+
+  async destroy(fleet: Fleet): Promise<void> {
+    const live = await this.o.db
+      .select()
+      .from(vms)
+      .where(and(eq(vms.fleetId, fleet.id), notInArray(vms.state, ["terminated", "terminating"])));
+    for (const vm of live) await this.terminate(vm);
+  }
+
+  async describe(fleet: Fleet): Promise<InstanceInfo[]> {
+    const rows = await this.o.db.select().from(vms).where(eq(vms.fleetId, fleet.id));
+    return rows
+      .filter((vm) => this.procs.has(vm.id))
+      .map((vm) => ({ vmName: vm.name, providerId: vm.providerId ?? "", running: true }));
+  }
+
+  private kill(vmId: string, graceMs = 3_000): Promise<void> {
+    const child = this.procs.get(vmId);
+    if (!child || child.exitCode !== null) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+      child.once("exit", () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      child.kill("SIGTERM");
+    });
+  }
+
+  runningCount(): number {
+    return this.procs.size;
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    await Promise.all([...this.procs.keys()].map((id) => this.kill(id)));
+  }
+}

@@ -1,0 +1,24 @@
+import type { z } from "zod";
+import type { Db } from "../db/client";
+import type { Logger } from "../log";
+
+export type JobContext = { db: Db; log: Logger; jobId: string };
+
+/**
+ * A job is data: a name, a payload schema, a retry policy, a timeout and an idempotent handler.
+ * An invalid payload fails at once without retrying.
+ */
+export type JobDefinition<S extends z.ZodType> = {
+  name: string;
+  schema: S;
+  retry: { limit: number; delaySeconds: number; backoff: boolean };
+  timeoutSeconds: number;
+  handler: (payload: z.infer<S>, ctx: JobContext) => Promise<unknown>;
+};
+
+export function defineJob<S extends z.ZodType>(def: JobDefinition<S>): JobDefinition<S> {
+  return def;
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: a heterogeneous list of job definitions
+export type AnyJob = JobDefinition<any>;

@@ -1,0 +1,45 @@
+import { eq } from "drizzle-orm";
+import { z } from "zod";
+import type { FleetDriver } from "../cloud/driver";
+import { fleets } from "../db/schema";
+import { markSilentAgents } from "../domain/health";
+import { defineJob } from "./define";
+
+export type JobDeps = {
+  staleSeconds: number;
+  drivers: Partial<Record<string, FleetDriver>>;
+};
+
+/** Marks VMs whose agent went silent as unhealthy (they leave the pool until they speak again). */
+export const sweepSilentAgents = (deps: JobDeps) =>
+  defineJob({
+    name: "vm.sweep-silent",
+    schema: z.strictObject({}),
+    retry: { limit: 0, delaySeconds: 0, backoff: false },
+    timeoutSeconds: 60,
+    handler: async (_payload, { db, log }) => {
+      const ids = await markSilentAgents(db, deps.staleSeconds);
+      if (ids.length > 0)
+        log.warn({ count: ids.length }, "agents went silent; VMs marked unhealthy");
+      return { marked: ids.length };
+    },
+  });
+
+/** Makes a fleet's VMs match its desired size through its driver. Idempotent. */
+export const applyFleet = (deps: JobDeps) =>
+  defineJob({
+    name: "fleet.apply",
+    schema: z.strictObject({ fleetId: z.uuid() }),
+    retry: { limit: 3, delaySeconds: 5, backoff: true },
+    timeoutSeconds: 30 * 60,
+    handler: async ({ fleetId }, { db }) => {
+      const [fleet] = await db.select().from(fleets).where(eq(fleets.id, fleetId));
+      if (!fleet) return { skipped: "fleet not found" };
+      const driver = deps.drivers[fleet.driver];
+      if (!driver) return { skipped: `no ${fleet.driver} driver in this worker` };
+      await driver.apply(fleet);
+      return { applied: fleet.name };
+    },
+  });
+
+export const allJobs = (deps: JobDeps) => [sweepSilentAgents(deps), applyFleet(deps)];

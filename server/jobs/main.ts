@@ -1,0 +1,84 @@
+import path from "node:path";
+import { and, eq, inArray } from "drizzle-orm";
+import { LocalFleetDriver } from "../cloud/local/driver";
+import { getDatabase } from "../db/client";
+import { fleets } from "../db/schema";
+import { env } from "../env";
+import { logger } from "../log";
+import { allJobs } from "./definitions";
+import { JobRunner } from "./runner";
+
+/**
+ * The worker: pg-boss jobs plus the timers that enqueue the periodic ones. Several workers may
+ * run; Postgres hands each job to one. The local fleet's agent processes live in this process.
+ */
+async function main() {
+  const e = env();
+  if (!e.DATABASE_URL)
+    throw new Error("DATABASE_URL is not set (npm start sets it for embedded Postgres).");
+  const log = logger.child({ process: "worker" });
+  const { db, sql } = getDatabase();
+  const rootDir = path.resolve(import.meta.dirname, "../..");
+  const local = new LocalFleetDriver({
+    db,
+    serverUrl: `http://127.0.0.1:${e.PORT}`,
+    rootDir,
+    stateDir: path.resolve(e.LABLINK_DATA_DIR, "local-fleet"),
+    heartbeatIntervalS: e.LABLINK_HEARTBEAT_INTERVAL_S,
+    log,
+  });
+  const runner = new JobRunner(e.DATABASE_URL, db, log);
+  await runner.start(allJobs({ staleSeconds: e.LABLINK_AGENT_STALE_S, drivers: { local } }));
+
+  const applyLocalFleets = async () => {
+    const rows = await db
+      .select({ id: fleets.id })
+      .from(fleets)
+      .where(
+        and(eq(fleets.driver, "local"), inArray(fleets.status, ["active", "scaling", "creating"])),
+      );
+    for (const f of rows)
+      await runner.send(
+        "fleet.apply",
+        { fleetId: f.id },
+        { singletonKey: f.id, singletonSeconds: 5 },
+      );
+  };
+  const timers = [
+    setInterval(() => {
+      runner
+        .send("vm.sweep-silent", {}, { singletonSeconds: 10 })
+        .catch((err) => log.error({ err }, "sweep enqueue failed"));
+    }, 10_000),
+    // Restart local agents that died (the local driver's "reboot").
+    setInterval(
+      () => applyLocalFleets().catch((err) => log.error({ err }, "local apply failed")),
+      30_000,
+    ),
+  ];
+  await applyLocalFleets();
+  log.info("worker started");
+  process.send?.({ type: "ready" });
+
+  let stopping = false;
+  const shutdown = async (reason: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ reason }, "worker stopping");
+    runner.beginStop();
+    for (const t of timers) clearInterval(t);
+    await local.close();
+    await runner.stop().catch(() => undefined);
+    await sql.end({ timeout: 5 });
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+  process.on("SIGINT", () => void shutdown("SIGINT"));
+  // Started by `npm start` with an IPC channel: if the parent dies, so do we (and our agents).
+  process.on("disconnect", () => void shutdown("parent exited"));
+}
+
+main().catch((err) => {
+  logger.fatal({ err }, "worker failed to start");
+  process.exit(1);
+});

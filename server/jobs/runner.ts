@@ -1,0 +1,83 @@
+import { PgBoss } from "pg-boss";
+import type { Db } from "../db/client";
+import type { Logger } from "../log";
+import type { AnyJob } from "./define";
+
+/**
+ * pg-boss, with our job definitions registered: one queue per job, its retry policy and timeout
+ * on the queue, payloads validated before sending and again before running.
+ */
+export class JobRunner {
+  readonly boss: PgBoss;
+  private readonly jobs = new Map<string, AnyJob>();
+  private stopping = false;
+
+  constructor(
+    connectionString: string,
+    private readonly db: Db,
+    private readonly log: Logger,
+  ) {
+    this.boss = new PgBoss({ connectionString, useListenNotify: true, max: 4 });
+    this.boss.on("error", (err) => {
+      // Connections cut while we (or Postgres) shut down are expected, not errors.
+      if (this.stopping) log.debug({ err: String(err) }, "job runner error while stopping");
+      else log.error({ err }, "job runner error");
+    });
+  }
+
+  /** Marks the runner as shutting down (errors from closing connections become quiet). */
+  beginStop(): void {
+    this.stopping = true;
+  }
+
+  async start(definitions: AnyJob[]): Promise<void> {
+    await this.boss.start();
+    for (const def of definitions) {
+      this.jobs.set(def.name, def);
+      const options = {
+        retryLimit: def.retry.limit,
+        retryDelay: def.retry.delaySeconds,
+        retryBackoff: def.retry.backoff,
+        expireInSeconds: def.timeoutSeconds,
+        notify: true,
+      };
+      await this.boss.createQueue(def.name, options).catch(() => undefined);
+      await this.boss.updateQueue(def.name, options);
+      await this.boss.work<unknown>(def.name, async (batch) => {
+        for (const job of batch) {
+          const log = this.log.child({ job: def.name, jobId: job.id });
+          const parsed = def.schema.safeParse(job.data);
+          if (!parsed.success) {
+            // Retrying cannot fix a bad payload: fail it once, with the reason.
+            log.error(
+              { issues: parsed.error.issues },
+              "invalid job payload; failing without retry",
+            );
+            await this.boss.fail(def.name, job.id, {
+              error: "invalid payload",
+              issues: parsed.error.issues,
+            });
+            continue;
+          }
+          await def.handler(parsed.data, { db: this.db, log, jobId: job.id });
+        }
+      });
+    }
+  }
+
+  /** Validates and enqueues a job. */
+  async send(
+    name: string,
+    payload: unknown,
+    options: { singletonKey?: string; singletonSeconds?: number } = {},
+  ) {
+    const def = this.jobs.get(name);
+    if (!def) throw new Error(`unknown job ${name}`);
+    return this.boss.send(name, def.schema.parse(payload) as object, options);
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await this.boss.stop({ graceful: true, timeout: 5_000 });
+  }
+}

@@ -1,0 +1,57 @@
+import http from "node:http";
+import path from "node:path";
+import next from "next";
+import { env, listenHost } from "./env";
+import { logger } from "./log";
+
+/**
+ * The web process: Next.js (UI, /api/trpc, /api/auth, /api/health) on a plain Node HTTP server,
+ * so that it stops cleanly with its parent and closes held agent long-polls on shutdown.
+ */
+async function main() {
+  const e = env();
+  const dev = process.argv.includes("--dev");
+  const host = listenHost(e);
+  const app = next({
+    dev,
+    dir: path.resolve(import.meta.dirname, ".."),
+    hostname: host,
+    port: e.PORT,
+  });
+  await app.prepare();
+  const handle = app.getRequestHandler();
+  const server = http.createServer((req, res) => {
+    handle(req, res).catch((err) => {
+      logger.error({ err, url: req.url }, "request failed");
+      if (!res.headersSent) res.statusCode = 500;
+      res.end();
+    });
+  });
+  // Agent long-polls hold requests ~25 s; keep sockets alive a little longer than that.
+  server.keepAliveTimeout = 65_000;
+  server.requestTimeout = 60_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(e.PORT, host, resolve);
+  });
+  logger.info({ host, port: e.PORT, dev }, "web server listening");
+  process.send?.({ type: "ready" });
+
+  let stopping = false;
+  const shutdown = (reason: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ reason }, "web server stopping");
+    server.close(() => process.exit(0));
+    server.closeAllConnections();
+    setTimeout(() => process.exit(0), 3_000).unref();
+  };
+  process.on("SIGTERM", () => shutdown("SIGTERM"));
+  process.on("SIGINT", () => shutdown("SIGINT"));
+  process.on("disconnect", () => shutdown("parent exited"));
+}
+
+main().catch((err) => {
+  logger.fatal({ err }, "web server failed to start");
+  process.exit(1);
+});
