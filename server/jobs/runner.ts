@@ -1,4 +1,4 @@
-import { PgBoss } from "pg-boss";
+import { type JobResult, PgBoss } from "pg-boss";
 import type { Db } from "../db/client";
 import type { Logger } from "../log";
 import type { AnyJob } from "./define";
@@ -43,24 +43,38 @@ export class JobRunner {
       };
       await this.boss.createQueue(def.name, options).catch(() => undefined);
       await this.boss.updateQueue(def.name, options);
-      await this.boss.work<unknown>(def.name, async (batch) => {
+      await this.boss.work<unknown>(def.name, { perJobResults: true }, async (batch) => {
+        const results: JobResult[] = [];
         for (const job of batch) {
           const log = this.log.child({ job: def.name, jobId: job.id });
           const parsed = def.schema.safeParse(job.data);
           if (!parsed.success) {
-            // Retrying cannot fix a bad payload: fail it once, with the reason.
+            // Retrying cannot fix a bad payload: fail it terminally, with the reason.
             log.error(
               { issues: parsed.error.issues },
               "invalid job payload; failing without retry",
             );
-            await this.boss.fail(def.name, job.id, {
-              error: "invalid payload",
-              issues: parsed.error.issues,
+            const issues = parsed.error.issues.map(
+              (i: { path: PropertyKey[]; message: string }) =>
+                `${i.path.map(String).join(".")}: ${i.message}`,
+            );
+            results.push({
+              id: job.id,
+              status: "deadletter",
+              output: { error: "invalid payload", issues },
             });
             continue;
           }
-          await def.handler(parsed.data, { db: this.db, log, jobId: job.id });
+          try {
+            const output = await def.handler(parsed.data, { db: this.db, log, jobId: job.id });
+            results.push({ id: job.id, status: "completed", output: output ?? null });
+          } catch (err) {
+            log.error({ err }, "job failed");
+            const message = err instanceof Error ? err.message : String(err);
+            results.push({ id: job.id, status: "failed", output: { error: message } });
+          }
         }
+        return results;
       });
     }
   }

@@ -1,0 +1,104 @@
+import { eq, sql } from "drizzle-orm";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { auditEvents, vms } from "../../server/db/schema";
+import { recordHeartbeat } from "../../server/domain/agents";
+import { markSilentAgents } from "../../server/domain/health";
+import { allJobs } from "../../server/jobs/definitions";
+import { JobRunner } from "../../server/jobs/runner";
+import { logger } from "../../server/log";
+import { createTestDatabase, type TestDatabase } from "../db";
+import { makeFleet, makeVms } from "../fixtures";
+
+let t: TestDatabase;
+let runner: JobRunner;
+
+beforeAll(async () => {
+  t = await createTestDatabase();
+  runner = new JobRunner(t.url, t.db, logger);
+  await runner.start(allJobs({ staleSeconds: 60, drivers: {} }));
+});
+afterAll(async () => {
+  await runner?.stop();
+  await t?.drop();
+});
+
+async function waitForJob(queue: string, id: string, timeoutMs = 20_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const job = await runner.boss.getJobById(queue, id);
+    if (job && ["completed", "failed"].includes(job.state)) return job;
+    if (Date.now() > deadline) throw new Error(`job ${id} still ${job?.state}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe("silent agents", () => {
+  it("marks VMs whose agent went silent as unhealthy, with an audit row, and a heartbeat restores them", async () => {
+    const fleet = await makeFleet(t.db, { gpuCount: 0 });
+    const [silent, alive] = await makeVms(t.db, fleet, 2, "ready");
+    if (!silent || !alive) throw new Error("fixtures");
+    await t.db
+      .update(vms)
+      .set({ lastHeartbeatAt: sql`now() - interval '5 minutes'` })
+      .where(eq(vms.id, silent.id));
+    await t.db.update(vms).set({ lastHeartbeatAt: sql`now()` }).where(eq(vms.id, alive.id));
+
+    const marked = await markSilentAgents(t.db, 60);
+    expect(marked).toEqual([silent.id]);
+    const [s] = await t.db.select().from(vms).where(eq(vms.id, silent.id));
+    expect(s?.healthy).toBe(false);
+    expect(s?.healthReasons[0]).toMatch(/^agent silent since /);
+    const audit = await t.db.select().from(auditEvents).where(eq(auditEvents.targetId, silent.id));
+    expect(audit.map((a) => a.action)).toEqual(["vm.agent_silent"]);
+    // Marking again changes nothing.
+    expect(await markSilentAgents(t.db, 60)).toEqual([]);
+
+    await recordHeartbeat(
+      t.db,
+      {
+        vmId: silent.id,
+        bootId: "boot-1",
+        gpus: [],
+        health: { healthy: true, reasons: [] },
+        inUse: false,
+        idleSince: null,
+      },
+      { heartbeatIntervalS: 15 },
+      { kind: "agent", id: silent.id },
+    );
+    const [back] = await t.db.select().from(vms).where(eq(vms.id, silent.id));
+    expect(back).toMatchObject({ healthy: true, healthReasons: [] });
+  });
+
+  it("runs the sweep as a pg-boss job", async () => {
+    const fleet = await makeFleet(t.db, { gpuCount: 0 });
+    const [vm] = await makeVms(t.db, fleet, 1, "ready");
+    if (!vm) throw new Error("fixtures");
+    await t.db
+      .update(vms)
+      .set({ lastHeartbeatAt: sql`now() - interval '10 minutes'` })
+      .where(eq(vms.id, vm.id));
+    const id = await runner.send("vm.sweep-silent", {});
+    if (!id) throw new Error("not enqueued");
+    const job = await waitForJob("vm.sweep-silent", id);
+    expect(job.state).toBe("completed");
+    const [after] = await t.db.select().from(vms).where(eq(vms.id, vm.id));
+    expect(after?.healthy).toBe(false);
+  });
+});
+
+describe("job runner", () => {
+  it("refuses to enqueue an invalid payload", async () => {
+    await expect(runner.send("fleet.apply", { fleetId: "not-a-uuid" })).rejects.toThrow();
+  });
+
+  it("fails an invalid payload that got into the queue anyway, without retrying", async () => {
+    // fleet.apply retries 3 times on errors; a bad payload must not be retried.
+    const id = await runner.boss.send("fleet.apply", { fleetId: 42 });
+    if (!id) throw new Error("not enqueued");
+    const job = await waitForJob("fleet.apply", id);
+    expect(job.state).toBe("failed");
+    expect(job.retryCount).toBe(0);
+    expect(JSON.stringify(job.output)).toMatch(/invalid payload/);
+  });
+});
