@@ -1,0 +1,37 @@
+import { describe, expect, it } from "vitest";
+import { EnvError, listenHost, parseEnv } from "./env";
+
+describe("configuration", () => {
+  it("applies defaults", () => {
+    const e = parseEnv({});
+    expect(e).toMatchObject({ PORT: 3000, LABLINK_HEARTBEAT_INTERVAL_S: 15, LABLINK_DEV_LOGIN: false });
+    expect(listenHost(e)).toBe("0.0.0.0");
+    expect(listenHost(parseEnv({ LABLINK_DEV_LOGIN: "true" }))).toBe("127.0.0.1");
+  });
+
+  it("names each bad variable and what is wrong", () => {
+    let err: unknown;
+    try {
+      parseEnv({ PORT: "eighty", DATABASE_URL: "mysql://x", AUTH_SECRET: "short" });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(EnvError);
+    const msg = (err as Error).message;
+    expect(msg).toMatch(/PORT: /);
+    expect(msg).toMatch(/DATABASE_URL: must be a postgres:\/\/ or postgresql:\/\/ URL/);
+    expect(msg).toMatch(/AUTH_SECRET: must be at least 32 characters/);
+  });
+
+  it("refuses development sign-in with an external public URL", () => {
+    expect(() =>
+      parseEnv({ LABLINK_DEV_LOGIN: "true", LABLINK_PUBLIC_URL: "https://lablink.example.edu" }),
+    ).toThrow(/LABLINK_DEV_LOGIN: development sign-in .* cannot be on while LABLINK_PUBLIC_URL/);
+    expect(() => parseEnv({ LABLINK_DEV_LOGIN: "true", LABLINK_PUBLIC_URL: "http://localhost:3000" })).not.toThrow();
+  });
+
+  it("refuses development sign-in on a non-loopback listen address", () => {
+    expect(() => parseEnv({ LABLINK_DEV_LOGIN: "true", HOST: "0.0.0.0" })).toThrow(/cannot be on while the server listens on 0.0.0.0/);
+    expect(() => parseEnv({ LABLINK_DEV_LOGIN: "true", HOST: "127.0.0.1" })).not.toThrow();
+  });
+});
