@@ -1,0 +1,165 @@
+import { randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { z } from "zod";
+import { LOG_LEVELS, type LogLevel } from "./log";
+
+/**
+ * The only module that reads `process.env`. Everything else takes the parsed `AgentConfig`.
+ * The token is not a field: `token()` reads it on every request so a rotated token file is picked up
+ * without a restart, and a config object that ends up in a log line carries no secret.
+ */
+export type AgentConfig = {
+  serverUrl: string;
+  token: () => string;
+  /** Where the token comes from, for log lines ("env" or the file path); never the token. */
+  tokenSource: string;
+  vmId: string;
+  bootId: string;
+  /** Set from LABLINK_SIMULATE_GPU ("NVIDIA A10G:4"): fake readings instead of nvidia-smi. */
+  simulateGpu: { model: string; count: number } | null;
+  /** Overrides the server's heartbeatIntervalS when set (tests, local fleet). */
+  heartbeatOverrideS: number | null;
+  stateDir: string;
+  nvidiaSmi: string;
+  nvidiaSmiTimeoutMs: number;
+  /** Fewer visible GPUs than this makes the VM unhealthy. Unset: at least one. */
+  expectedGpus: number | null;
+  gpuTempMaxC: number;
+  gpuMemTempMaxC: number;
+  /** Read `NVRM: Xid` lines from dmesg (skipped silently where dmesg is not readable). */
+  readXid: boolean;
+  /** Only Xid events younger than this count (a reset GPU should not stay unhealthy until reboot). */
+  xidWindowS: number;
+  pollWaitMs: number;
+  logLevel: LogLevel;
+};
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+const optionalNumber = (schema: z.ZodNumber) => z.coerce.number().pipe(schema).optional();
+
+const envSchema = z.object({
+  LABLINK_SERVER_URL: z.url({ protocol: /^https?$/, error: "must be an http(s) URL" }),
+  LABLINK_AGENT_TOKEN: z.string().trim().min(1).optional(),
+  LABLINK_AGENT_TOKEN_FILE: z.string().min(1).optional(),
+  LABLINK_VM_ID: z.uuid({ error: "must be a UUID" }),
+  LABLINK_SIMULATE_GPU: z
+    .string()
+    .regex(/^[^:]+(:\d{1,2})?$/, 'must be "<model>:<count>", e.g. "NVIDIA A10G:1"')
+    .optional(),
+  LABLINK_HEARTBEAT_S: optionalNumber(z.number().min(0.01).max(3600)),
+  LABLINK_STATE_DIR: z.string().min(1).optional(),
+  LABLINK_NVIDIA_SMI: z.string().min(1).default("nvidia-smi"),
+  LABLINK_NVIDIA_SMI_TIMEOUT_MS: optionalNumber(z.number().int().min(100).max(120_000)),
+  LABLINK_EXPECTED_GPUS: optionalNumber(z.number().int().min(0).max(64)),
+  LABLINK_GPU_TEMP_MAX_C: optionalNumber(z.number().min(30).max(150)),
+  LABLINK_GPU_MEM_TEMP_MAX_C: optionalNumber(z.number().min(30).max(150)),
+  LABLINK_READ_XID: z.enum(["0", "1", "true", "false"]).optional(),
+  LABLINK_XID_WINDOW_S: optionalNumber(
+    z
+      .number()
+      .int()
+      .min(0)
+      .max(30 * 86_400),
+  ),
+  LABLINK_POLL_WAIT_MS: optionalNumber(z.number().int().min(0).max(30_000)),
+  LABLINK_BOOT_ID: z.string().trim().min(1).max(128).optional(),
+  LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),
+});
+
+/** Names of every variable the agent reads, for docs and tests. */
+export const CONFIG_VARIABLES = Object.keys(envSchema.shape);
+
+function readBootId(): string {
+  try {
+    const id = readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+    if (id) return id;
+  } catch {
+    // Not Linux, or /proc not mounted (some containers): a per-process id still tells the server
+    // "this is a new start", which is the safe direction to be wrong in.
+  }
+  return randomUUID();
+}
+
+function tokenFromFile(path: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? "error";
+    throw new ConfigError(`LABLINK_AGENT_TOKEN_FILE: cannot read ${path} (${code})`);
+  }
+  const token = text.trim();
+  if (!token) throw new ConfigError(`LABLINK_AGENT_TOKEN_FILE: ${path} is empty`);
+  return token;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): AgentConfig {
+  // An exported-but-empty variable means "not set" (common in systemd units and compose files).
+  const cleaned = Object.fromEntries(
+    CONFIG_VARIABLES.map((k) => [k, env[k] === "" ? undefined : env[k]]),
+  );
+  const parsed = envSchema.safeParse(cleaned);
+  const problems = parsed.success
+    ? []
+    : parsed.error.issues.map((issue) => {
+        const name = String(issue.path[0] ?? "config");
+        return `  ${name}: ${cleaned[name] === undefined ? "is required" : issue.message}`;
+      });
+  if (!cleaned.LABLINK_AGENT_TOKEN?.trim() && !cleaned.LABLINK_AGENT_TOKEN_FILE) {
+    problems.push("  LABLINK_AGENT_TOKEN: is required (or set LABLINK_AGENT_TOKEN_FILE)");
+  }
+  if (!parsed.success || problems.length > 0) {
+    throw new ConfigError(`Invalid agent configuration:\n${problems.join("\n")}`);
+  }
+  const e = parsed.data;
+
+  let token: () => string;
+  let tokenSource: string;
+  const tokenFile = e.LABLINK_AGENT_TOKEN_FILE;
+  if (tokenFile) {
+    tokenFromFile(tokenFile); // fail fast at start-up, not on the first request
+    token = () => tokenFromFile(tokenFile);
+    tokenSource = tokenFile;
+  } else {
+    const value = e.LABLINK_AGENT_TOKEN ?? "";
+    token = () => value;
+    tokenSource = "env";
+  }
+
+  let simulateGpu: AgentConfig["simulateGpu"] = null;
+  if (e.LABLINK_SIMULATE_GPU) {
+    const m = /^(.+?)(?::(\d+))?$/.exec(e.LABLINK_SIMULATE_GPU.trim());
+    const count = Number(m?.[2] ?? 1);
+    if (!m?.[1] || count < 1 || count > 16) {
+      throw new ConfigError(
+        "Invalid agent configuration:\n  LABLINK_SIMULATE_GPU: count must be 1 to 16",
+      );
+    }
+    simulateGpu = { model: m[1].trim(), count };
+  }
+
+  return {
+    serverUrl: e.LABLINK_SERVER_URL.replace(/\/+$/, ""),
+    token,
+    tokenSource,
+    vmId: e.LABLINK_VM_ID.toLowerCase(),
+    bootId: e.LABLINK_BOOT_ID ?? readBootId(),
+    simulateGpu,
+    heartbeatOverrideS: e.LABLINK_HEARTBEAT_S ?? null,
+    stateDir: e.LABLINK_STATE_DIR ?? join(tmpdir(), `lablink-agent-${e.LABLINK_VM_ID}`),
+    nvidiaSmi: e.LABLINK_NVIDIA_SMI,
+    nvidiaSmiTimeoutMs: e.LABLINK_NVIDIA_SMI_TIMEOUT_MS ?? 10_000,
+    expectedGpus: e.LABLINK_EXPECTED_GPUS ?? null,
+    gpuTempMaxC: e.LABLINK_GPU_TEMP_MAX_C ?? 90,
+    gpuMemTempMaxC: e.LABLINK_GPU_MEM_TEMP_MAX_C ?? 95,
+    readXid: e.LABLINK_READ_XID === undefined || ["1", "true"].includes(e.LABLINK_READ_XID),
+    xidWindowS: e.LABLINK_XID_WINDOW_S ?? 3600,
+    pollWaitMs: e.LABLINK_POLL_WAIT_MS ?? 25_000,
+    logLevel: e.LOG_LEVEL,
+  };
+}

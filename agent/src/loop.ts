@@ -1,0 +1,372 @@
+import type {
+  AckInput,
+  AgentReply,
+  HeartbeatInput,
+  RegisterInput,
+} from "../../server/api/agent-protocol";
+import { Backoff, type BackoffOptions, childSignal, sleep, untilAborted } from "./backoff";
+import { type CommandActions, CommandProcessor, type Usage } from "./commands";
+import type { GpuSource } from "./gpu/probe";
+import type { Logger } from "./log";
+
+/** Must match AGENT_PROTOCOL_VERSION in server/api/agent-protocol.ts (a test checks it). */
+export const PROTOCOL_VERSION = 1;
+
+export type PollRequest = { vmId: string; waitMs: number };
+
+/**
+ * How the agent talks to the server. The real one is tRPC over HTTP (client.ts); tests inject
+ * fakes. Implementations throw `TransportError` so the loop can tell the failure kinds apart.
+ */
+export interface AgentTransport {
+  register(input: RegisterInput, signal: AbortSignal): Promise<AgentReply>;
+  heartbeat(input: HeartbeatInput, signal: AbortSignal): Promise<AgentReply>;
+  ack(input: AckInput, signal: AbortSignal): Promise<void>;
+  poll(input: PollRequest, signal: AbortSignal): Promise<AgentReply>;
+}
+
+export type TransportFailure =
+  /** 401: the token is wrong or was rotated. Re-read it and register again. */
+  | "unauthorized"
+  /** Network error, timeout, 5xx, 429: the server is not there right now. Back off. */
+  | "unavailable"
+  /** Any other 4xx: the server understood and said no. Log loudly, back off. */
+  | "rejected";
+
+export class TransportError extends Error {
+  override name = "TransportError";
+
+  constructor(
+    readonly kind: TransportFailure,
+    message: string,
+    options?: { cause?: unknown; status?: number },
+  ) {
+    super(message, { cause: options?.cause });
+    this.status = options?.status;
+  }
+
+  readonly status: number | undefined;
+}
+
+export type ExitReason = "stopped" | "shutdown" | "parent-disconnected";
+
+export type AgentOptions = {
+  vmId: string;
+  bootId: string;
+  hostname: string;
+  agentVersion: string;
+  transport: AgentTransport;
+  /** Builds the GPU source; gets the usage so simulated GPUs can look busy while assigned. */
+  createGpuSource: (inUse: () => boolean) => GpuSource;
+  actions: CommandActions;
+  activeAssignments?: string[];
+  log: Logger;
+  /** LABLINK_HEARTBEAT_S: wins over the server's heartbeatIntervalS. */
+  heartbeatOverrideS?: number | null;
+  pollWaitMs?: number;
+  backoff?: Partial<BackoffOptions>;
+  /** Least time between two polls, so a server that answers at once cannot make us spin. */
+  minPollGapMs?: number;
+  requestTimeoutMs?: number;
+  diskFreePct?: () => Promise<number | null>;
+  /** Passed to CommandProcessor (tests shorten them). */
+  commandRetryBaseMs?: number;
+  reackAfterMs?: number;
+};
+
+/** A sleep that another loop can cut short. Not latched: only a sleeper at the time wakes. */
+class Wakeup {
+  private sleepers = new Set<() => void>();
+
+  /** Resolves true when woken by `notify()`, false after `ms` or on abort. */
+  wait(ms: number, signal: AbortSignal): Promise<boolean> {
+    return new Promise((resolve) => {
+      if (signal.aborted) return resolve(false);
+      const finish = (woken: boolean) => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", onAbort);
+        this.sleepers.delete(onWake);
+        resolve(woken);
+      };
+      const onAbort = () => finish(false);
+      const onWake = () => finish(true);
+      const timer = setTimeout(() => finish(false), ms);
+      signal.addEventListener("abort", onAbort, { once: true });
+      this.sleepers.add(onWake);
+    });
+  }
+
+  notify(): void {
+    for (const wake of this.sleepers) wake();
+  }
+}
+
+const DEFAULT_INTERVAL_S = 15;
+/** Bounds on the server's heartbeatIntervalS, so a bad value cannot make a busy loop or a dead VM. */
+const MIN_INTERVAL_S = 1;
+const MAX_INTERVAL_S = 300;
+
+function describe(err: unknown): { kind: TransportFailure; message: string; status?: number } {
+  if (err instanceof TransportError) {
+    return { kind: err.kind, message: err.message, status: err.status };
+  }
+  return { kind: "unavailable", message: err instanceof Error ? err.message : String(err) };
+}
+
+/**
+ * The agent's life: register, then two loops side by side until stopped.
+ * - heartbeat loop: every interval sends the latest GPU reading (registering first when needed)
+ *   and then starts the next probe, so a slow nvidia-smi never delays a heartbeat;
+ * - poll loop: long-polls so commands arrive within about a second. Heartbeat replies carry the
+ *   same commands, so a failing poll loses nothing.
+ * Each loop backs off on its own with full jitter while the server is unreachable.
+ */
+export class Agent {
+  readonly commands: CommandProcessor;
+  readonly gpus: GpuSource;
+  private readonly stopController = new AbortController();
+  private exitReason: ExitReason = "stopped";
+  private needsRegister = true;
+  private lastRegisterAt = Number.NEGATIVE_INFINITY;
+  private intervalMs: number;
+  private serverState: string | null = null;
+  private readonly heartbeatBackoff: Backoff;
+  private readonly heartbeatWake = new Wakeup();
+  private readonly registeredWake = new Wakeup();
+  private readonly log: Logger;
+
+  constructor(private readonly options: AgentOptions) {
+    this.log = options.log;
+    this.intervalMs = (options.heartbeatOverrideS ?? DEFAULT_INTERVAL_S) * 1000;
+    this.heartbeatBackoff = new Backoff(options.backoff);
+    this.commands = new CommandProcessor({
+      actions: options.actions,
+      activeAssignments: options.activeAssignments,
+      ack: (request) => this.ack(request),
+      onShutdown: () => this.stop("shutdown"),
+      log: options.log,
+      retryBaseMs: options.commandRetryBaseMs,
+      reackAfterMs: options.reackAfterMs,
+    });
+    this.gpus = options.createGpuSource(() => this.commands.usage().inUse);
+  }
+
+  get stopped(): boolean {
+    return this.stopController.signal.aborted;
+  }
+
+  get heartbeatIntervalMs(): number {
+    return this.intervalMs;
+  }
+
+  usage(): Usage {
+    return this.commands.usage();
+  }
+
+  /** Ends both loops; in-flight requests are aborted. The first reason wins. */
+  stop(reason: ExitReason = "stopped"): void {
+    if (this.stopped) return;
+    this.exitReason = reason;
+    this.log.info("agent stopping", { reason });
+    this.stopController.abort();
+  }
+
+  /** Runs until `stop()` (or a `shutdown` command). Never rejects for server trouble. */
+  async run(): Promise<ExitReason> {
+    const stop = this.stopController.signal;
+    // The first registration should carry real readings; the probe is bounded by its own timeout.
+    await untilAborted(this.gpus.refresh(), stop);
+    await Promise.all([this.heartbeatLoop(), this.pollLoop()]);
+    // Let a command that is half done finish and be acknowledged, briefly (SIGTERM gives us ~2 s).
+    await untilAborted(this.commands.drain(), AbortSignal.timeout(1_000));
+    this.gpus.dispose();
+    return this.exitReason;
+  }
+
+  /** Runs one request with a signal that aborts on stop() or after `timeoutMs`. */
+  private async request<T>(
+    timeoutMs: number,
+    send: (signal: AbortSignal) => Promise<T>,
+  ): Promise<T> {
+    const { signal, done } = childSignal(this.stopController.signal, timeoutMs);
+    try {
+      return await send(signal);
+    } finally {
+      done();
+    }
+  }
+
+  private get requestTimeoutMs(): number {
+    return this.options.requestTimeoutMs ?? 15_000;
+  }
+
+  private async heartbeatLoop(): Promise<void> {
+    const stop = this.stopController.signal;
+    while (!this.stopped) {
+      let delay: number;
+      try {
+        if (this.needsRegister) await this.register();
+        else await this.heartbeat();
+        this.heartbeatBackoff.reset();
+        delay = this.intervalMs;
+      } catch (err) {
+        if (this.stopped) break;
+        this.noteFailure(this.needsRegister ? "register" : "heartbeat", err);
+        delay = this.heartbeatBackoff.next();
+      }
+      this.gpus.refresh().catch((err) => this.log.error("GPU probe failed", { error: err }));
+      const woken = await this.heartbeatWake.wait(delay, stop);
+      // Woken early to register: still keep a second between registrations, so a server that
+      // keeps asking for one cannot drive a tight register loop.
+      const sinceRegister = Date.now() - this.lastRegisterAt;
+      if (woken && sinceRegister < 1_000) await sleep(1_000 - sinceRegister, stop);
+    }
+  }
+
+  private async register(): Promise<void> {
+    const snapshot = this.gpus.latest();
+    this.lastRegisterAt = Date.now();
+    const reply = await this.request(this.requestTimeoutMs, (signal) =>
+      this.options.transport.register(
+        {
+          vmId: this.options.vmId,
+          bootId: this.options.bootId,
+          hostname: this.options.hostname,
+          agentVersion: this.options.agentVersion,
+          protocolVersion: PROTOCOL_VERSION,
+          gpus: snapshot.gpus,
+          health: snapshot.health,
+        },
+        signal,
+      ),
+    );
+    this.needsRegister = false;
+    this.log.info("registered", {
+      state: reply.state,
+      healthy: snapshot.health.healthy,
+      gpus: snapshot.gpus.length,
+    });
+    this.handleReply(reply);
+    this.registeredWake.notify();
+  }
+
+  private async heartbeat(): Promise<void> {
+    const snapshot = this.gpus.latest();
+    const usage = this.commands.usage();
+    const diskFreePct = this.options.diskFreePct
+      ? await this.options.diskFreePct().catch(() => null)
+      : undefined;
+    const reply = await this.request(this.requestTimeoutMs, (signal) =>
+      this.options.transport.heartbeat(
+        {
+          vmId: this.options.vmId,
+          bootId: this.options.bootId,
+          gpus: snapshot.gpus,
+          health: snapshot.health,
+          inUse: usage.inUse,
+          idleSince: usage.inUse ? null : usage.idleSince,
+          ...(diskFreePct === undefined ? {} : { diskFreePct }),
+        },
+        signal,
+      ),
+    );
+    this.log.debug("heartbeat", { state: reply.state, commands: reply.commands.length });
+    this.handleReply(reply);
+  }
+
+  private async pollLoop(): Promise<void> {
+    const stop = this.stopController.signal;
+    const backoff = new Backoff(this.options.backoff);
+    const waitMs = this.options.pollWaitMs ?? 25_000;
+    const minGapMs = this.options.minPollGapMs ?? 250;
+    let repeats = 0;
+    while (!this.stopped) {
+      if (this.needsRegister) {
+        await this.registeredWake.wait(1_000, stop);
+        continue;
+      }
+      // The server answers a poll at once while a command is pending; wait until ours are done
+      // (and acknowledged) rather than fetch the same command again and again.
+      if (this.commands.busy) {
+        await untilAborted(this.commands.drain(), stop);
+        continue;
+      }
+      const started = Date.now();
+      try {
+        const reply = await this.request(waitMs + this.requestTimeoutMs, (signal) =>
+          this.options.transport.poll({ vmId: this.options.vmId, waitMs }, signal),
+        );
+        backoff.reset();
+        const fresh = this.handleReply(reply);
+        // A reply that only repeats known commands means the server has not caught up with our
+        // ack yet (or lost it): poll again, but slower each time, up to the heartbeat interval.
+        repeats = reply.commands.length > 0 && fresh === 0 ? repeats + 1 : 0;
+        const gap = repeats === 0 ? minGapMs : Math.min(this.intervalMs, 500 * 2 ** (repeats - 1));
+        const elapsed = Date.now() - started;
+        await sleep(repeats === 0 ? Math.max(0, gap - elapsed) : gap, stop);
+      } catch (err) {
+        if (this.stopped) break;
+        this.noteFailure("poll", err);
+        await sleep(backoff.next(), stop);
+      }
+    }
+  }
+
+  private async ack(request: Omit<AckInput, "vmId">): Promise<void> {
+    try {
+      await this.request(this.requestTimeoutMs, (signal) =>
+        this.options.transport.ack({ vmId: this.options.vmId, ...request }, signal),
+      );
+    } catch (err) {
+      if (!this.stopped) this.noteFailure("ack", err);
+      throw err;
+    }
+  }
+
+  /** Applies one reply from any procedure; returns how many commands started work. */
+  private handleReply(reply: AgentReply): number {
+    if (reply.state !== this.serverState) {
+      this.log.info("server state", { state: reply.state, previous: this.serverState });
+      this.serverState = reply.state;
+    }
+    if (this.options.heartbeatOverrideS == null) {
+      const s = Number(reply.heartbeatIntervalS);
+      const bounded = Number.isFinite(s)
+        ? Math.min(MAX_INTERVAL_S, Math.max(MIN_INTERVAL_S, s))
+        : DEFAULT_INTERVAL_S;
+      if (bounded * 1000 !== this.intervalMs) {
+        this.log.info("heartbeat interval", { seconds: bounded });
+        this.intervalMs = bounded * 1000;
+      }
+    }
+    if (reply.reRegister) this.requestRegister("server asked to register again");
+    return this.commands.accept(reply.commands ?? []);
+  }
+
+  private requestRegister(why: string): void {
+    if (this.needsRegister) return;
+    this.log.info("will register again", { why });
+    this.needsRegister = true;
+    // Wake the heartbeat loop unless it is backing off from failures (then it keeps its delay).
+    if (this.heartbeatBackoff.failures === 0) this.heartbeatWake.notify();
+  }
+
+  private noteFailure(operation: string, err: unknown): void {
+    const { kind, message, status } = describe(err);
+    const fields = { operation, kind, status, error: message };
+    if (operation === "ack" && status === 409) {
+      // The assignment moved on (released, reassigned) before our ack arrived: nothing to do.
+      this.log.info("acknowledgement no longer current", fields);
+      return;
+    }
+    if (kind === "unauthorized") {
+      // The token may have been rotated: the next request re-reads it, then we register again.
+      this.log.warn("server rejected the agent token", fields);
+      this.requestRegister("token rejected");
+    } else if (kind === "rejected") {
+      this.log.error("server rejected a request", fields);
+    } else {
+      this.log.warn("server unreachable", fields);
+    }
+  }
+}
