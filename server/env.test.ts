@@ -4,7 +4,11 @@ import { EnvError, listenHost, parseEnv } from "./env";
 describe("configuration", () => {
   it("applies defaults", () => {
     const e = parseEnv({});
-    expect(e).toMatchObject({ PORT: 3000, LABLINK_HEARTBEAT_INTERVAL_S: 15, LABLINK_DEV_LOGIN: false });
+    expect(e).toMatchObject({
+      PORT: 3000,
+      LABLINK_HEARTBEAT_INTERVAL_S: 15,
+      LABLINK_DEV_LOGIN: false,
+    });
     expect(listenHost(e)).toBe("0.0.0.0");
     expect(listenHost(parseEnv({ LABLINK_DEV_LOGIN: "true" }))).toBe("127.0.0.1");
   });
@@ -27,11 +31,15 @@ describe("configuration", () => {
     expect(() =>
       parseEnv({ LABLINK_DEV_LOGIN: "true", LABLINK_PUBLIC_URL: "https://lablink.example.edu" }),
     ).toThrow(/LABLINK_DEV_LOGIN: development sign-in .* cannot be on while LABLINK_PUBLIC_URL/);
-    expect(() => parseEnv({ LABLINK_DEV_LOGIN: "true", LABLINK_PUBLIC_URL: "http://localhost:3000" })).not.toThrow();
+    expect(() =>
+      parseEnv({ LABLINK_DEV_LOGIN: "true", LABLINK_PUBLIC_URL: "http://localhost:3000" }),
+    ).not.toThrow();
   });
 
   it("refuses development sign-in on a non-loopback listen address", () => {
-    expect(() => parseEnv({ LABLINK_DEV_LOGIN: "true", HOST: "0.0.0.0" })).toThrow(/cannot be on while the server listens on 0.0.0.0/);
+    expect(() => parseEnv({ LABLINK_DEV_LOGIN: "true", HOST: "0.0.0.0" })).toThrow(
+      /cannot be on while the server listens on 0.0.0.0/,
+    );
     expect(() => parseEnv({ LABLINK_DEV_LOGIN: "true", HOST: "127.0.0.1" })).not.toThrow();
   });
 });

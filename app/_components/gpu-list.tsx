@@ -10,7 +10,7 @@ export function GpuList({ gpus }: { gpus: GpuReading[] }) {
           data-testid="gpu"
           className="rounded border border-slate-200 p-3 text-sm dark:border-slate-700"
         >
-          <div className="flex items-center justify-between">
+          <div className="flex flex-wrap items-center justify-between gap-x-3">
             <span className="font-medium">
               GPU {g.index}: {g.name}
             </span>

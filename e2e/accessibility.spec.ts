@@ -1,0 +1,57 @@
+import AxeBuilder from "@axe-core/playwright";
+import type { Page } from "@playwright/test";
+import { expect, mutate, test, waitForReady } from "./fixtures";
+
+/** Fails on serious or critical axe violations, listing each rule and the elements it flagged. */
+async function expectNoSeriousViolations(page: Page, label: string) {
+  const { violations } = await new AxeBuilder({ page }).analyze();
+  const serious = violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+  // Lesser findings are worth seeing but do not fail the test.
+  for (const v of violations.filter((x) => !serious.includes(x))) {
+    console.log(
+      `${label}: [${v.impact}] ${v.id} on ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`,
+    );
+  }
+  const report = serious.map(
+    (v) =>
+      `${label}: [${v.impact}] ${v.id}: ${v.help}\n${v.nodes
+        .map(
+          (n) => `    ${n.target.join(" ")}\n      ${n.failureSummary?.replace(/\n/g, "\n      ")}`,
+        )
+        .join("\n")}`,
+  );
+  if (report.length) console.log(report.join("\n"));
+  expect(report, `serious or critical accessibility violations on ${label}`).toEqual([]);
+}
+
+test("the home page has no serious accessibility problems", async ({ page }) => {
+  await page.goto("/");
+  await expect(page.getByTestId("ready-count")).toBeVisible();
+  await expectNoSeriousViolations(page, "/ (signed out)");
+});
+
+test("the sign-in page has no serious accessibility problems", async ({ page }) => {
+  await page.goto("/signin");
+  await expect(page.getByLabel("Your name")).toBeVisible();
+  await expectNoSeriousViolations(page, "/signin");
+});
+
+test("a researcher's page holding a VM has no serious accessibility problems", async ({
+  signInAs,
+  request,
+}) => {
+  await waitForReady(request, 1);
+  const { page, context } = await signInAs("researcher", "a11y");
+  expect((await mutate(context.request, "vm.claim")).error).toBeUndefined();
+  await page.reload();
+  await expect(page.getByTestId("vm-agent-ready")).toHaveText("yes", { timeout: 15_000 });
+  await expect(page.getByTestId("gpu").first()).toBeVisible();
+  await expect(page.getByTestId("ready-count")).toBeVisible();
+  await expectNoSeriousViolations(page, "/ (researcher holding a VM)");
+});
+
+test("the fleet dashboard has no serious accessibility problems", async ({ signInAs }) => {
+  const { page } = await signInAs("admin", "a11y-admin");
+  await expect(page.getByTestId("vm-row").first()).toBeVisible();
+  await expectNoSeriousViolations(page, "/admin");
+});

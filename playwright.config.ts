@@ -1,0 +1,74 @@
+import { existsSync } from "node:fs";
+import { defineConfig } from "@playwright/test";
+
+const PORT = 3100;
+const baseURL = `http://127.0.0.1:${PORT}`;
+const ci = !!process.env.CI;
+// No browser download is possible on these machines: Debian's chromium (apt-get install chromium).
+// Where neither is present, Playwright's own (`npx playwright install chromium`) is used.
+const debianChromium = "/usr/bin/chromium";
+const executablePath =
+  process.env.CHROMIUM_PATH ?? (existsSync(debianChromium) ? debianChromium : undefined);
+
+/**
+ * Browser tests against the whole app as `npm start` runs it: embedded Postgres, the web server,
+ * the worker and the local fleet's real agent processes. Its own port, data dir and Postgres port,
+ * so it runs beside a developer's `npm start` (3000 / .data / 54329) without touching it.
+ */
+export default defineConfig({
+  testDir: "e2e",
+  outputDir: "test-results",
+  // The tests share one fleet of four VMs: running them one at a time keeps capacity predictable,
+  // and two cores cannot run the app and several browsers at once anyway.
+  workers: 1,
+  fullyParallel: false,
+  retries: ci ? 1 : 0,
+  forbidOnly: ci,
+  timeout: 90_000,
+  expect: { timeout: 15_000 },
+  reporter: [["list"], ["html", { outputFolder: "playwright-report", open: "never" }]],
+  use: {
+    baseURL,
+    screenshot: "only-on-failure",
+    trace: ci ? "retain-on-failure" : "off",
+    launchOptions: {
+      executablePath,
+      args: [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-dev-shm-usage",
+        "--disable-component-update",
+        "--no-first-run",
+      ],
+    },
+  },
+  projects: [
+    // Runs first so that "within 30 s of the server being up" means what it says, and so that a
+    // fleet that never comes up fails once, clearly, instead of as every test's timeout.
+    { name: "fleet", testMatch: /fleet\.spec\.ts/ },
+    { name: "chromium", testIgnore: /fleet\.spec\.ts/, dependencies: ["fleet"] },
+  ],
+  webServer: {
+    command: "node --import tsx scripts/start.ts --fresh",
+    url: `${baseURL}/api/health`,
+    env: {
+      PORT: String(PORT),
+      LABLINK_DATA_DIR: ".data/e2e",
+      LABLINK_EMBEDDED_PG_PORT: "54359",
+      LABLINK_LOCAL_FLEET_SIZE: "4",
+      // Fast heartbeats so releases and registrations show up within a test's patience.
+      LABLINK_HEARTBEAT_INTERVAL_S: "2",
+      LABLINK_AGENT_STALE_S: "30",
+      // The app's and agents' info logs would bury the test report; warnings and errors still show.
+      LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
+    },
+    // Includes `next build` when sources changed since the last build: measured ~140 s from a
+    // cold start on two busy cores (compile ~35 s, type check ~65 s), so 180 s was too tight.
+    timeout: 300_000,
+    reuseExistingServer: false,
+    stdout: "pipe",
+    stderr: "pipe",
+    gracefulShutdown: { signal: "SIGTERM", timeout: 15_000 },
+  },
+});
