@@ -1,7 +1,9 @@
 import { existsSync } from "node:fs";
 import { defineConfig } from "@playwright/test";
 
-const PORT = 3100;
+// Overridable so that several checkouts can run their browser tests side by side.
+const PORT = Number(process.env.LABLINK_E2E_PORT ?? 3100);
+const PG_PORT = process.env.LABLINK_E2E_PG_PORT ?? "54359";
 const baseURL = `http://127.0.0.1:${PORT}`;
 const ci = !!process.env.CI;
 // No browser download is possible on these machines: Debian's chromium (apt-get install chromium).
@@ -55,7 +57,7 @@ export default defineConfig({
     env: {
       PORT: String(PORT),
       LABLINK_DATA_DIR: ".data/e2e",
-      LABLINK_EMBEDDED_PG_PORT: "54359",
+      LABLINK_EMBEDDED_PG_PORT: PG_PORT,
       LABLINK_LOCAL_FLEET_SIZE: "4",
       // Fast heartbeats so releases and registrations show up within a test's patience.
       LABLINK_HEARTBEAT_INTERVAL_S: "2",
