@@ -151,6 +151,29 @@ describe("claim and release", () => {
     expect(again.vm.id).toBe(vm.id);
   });
 
+  it("works inside a caller's transaction, and rolls back with it", async () => {
+    const fleet = await makeFleet(t.db);
+    await makeVms(t.db, fleet, 1, "ready");
+    const me = await makeUser(t.db);
+    await t.db
+      .transaction(async (tx) => {
+        const { vm } = await claimVm(tx, {
+          userId: me.id,
+          fleetId: fleet.id,
+          actor: actorOf(me.id),
+        });
+        expect(vm.state).toBe("claimed");
+        throw new Error("roll back");
+      })
+      .catch(() => undefined);
+    expect(await heldVm(t.db, me.id)).toBeNull();
+    const ready = await t.db
+      .select()
+      .from(vms)
+      .where(and(eq(vms.fleetId, fleet.id), eq(vms.state, "ready")));
+    expect(ready).toHaveLength(1);
+  });
+
   it("releasing with nothing held is a clear NOT_FOUND", async () => {
     const me = await makeUser(t.db);
     await expect(releaseVm(t.db, { userId: me.id, actor: actorOf(me.id) })).rejects.toMatchObject({

@@ -1,38 +1,15 @@
-import { and, count, eq, getTableColumns, inArray, ne, type SQL, sql } from "drizzle-orm";
+import { and, count, eq, getTableColumns, inArray, ne, sql } from "drizzle-orm";
+import type postgres from "postgres";
 import type { DbOrTx } from "../db/client";
 import { fleets, users, type Vm, type VmState, vms } from "../db/schema";
 import { DomainError } from "./errors";
 import { type Actor, HOLDER_STATES, transition } from "./vm-state";
 
-/** `RETURNING` list that maps snake_case columns back to the Drizzle row shape. */
-const vmReturning = sql.raw(
+/** Select list that maps snake_case columns back to the Drizzle row shape. */
+const vmColumns = (table: string) =>
   Object.entries(getTableColumns(vms))
-    .map(([key, col]) => `vms.${col.name} AS "${key}"`)
-    .join(", "),
-);
-
-type RawVm = Omit<
-  Vm,
-  "claimedAt" | "releasedAt" | "stateChangedAt" | "lastHeartbeatAt" | "idleSince" | "createdAt"
-> &
-  Record<
-    "claimedAt" | "releasedAt" | "stateChangedAt" | "lastHeartbeatAt" | "idleSince" | "createdAt",
-    Date | string | null
-  >;
-
-const asDate = (v: Date | string | null) => (v === null || v instanceof Date ? v : new Date(v));
-
-function toVm(row: RawVm): Vm {
-  return {
-    ...row,
-    claimedAt: asDate(row.claimedAt),
-    releasedAt: asDate(row.releasedAt),
-    stateChangedAt: asDate(row.stateChangedAt) as Date,
-    lastHeartbeatAt: asDate(row.lastHeartbeatAt),
-    idleSince: asDate(row.idleSince),
-    createdAt: asDate(row.createdAt) as Date,
-  };
-}
+    .map(([key, col]) => `${table}.${col.name} AS "${key}"`)
+    .join(", ");
 
 export type ClaimRequest = {
   userId: string;
@@ -64,51 +41,112 @@ function isUniqueViolation(e: unknown, constraint: string): boolean {
 }
 
 /**
- * Claims one ready, healthy VM for a researcher, race-free.
+ * The postgres.js client under a Drizzle database or transaction. The claim statement goes
+ * straight to it as a named prepared statement: Drizzle sends raw SQL unprepared, and planning
+ * the claim cost more than running it (bench/claim, docs/benchmarks.md).
+ */
+function pgClient(db: DbOrTx): postgres.Sql {
+  const client = (db as unknown as { session?: { client?: postgres.Sql } }).session?.client;
+  if (!client || typeof client.unsafe !== "function") {
+    throw new Error("claimVm needs a postgres.js-backed Drizzle database");
+  }
+  return client;
+}
+
+const HOLDER_STATES_SQL = HOLDER_STATES.map((s) => `'${s}'`).join(", ");
+
+/**
+ * The claim statement, one of four fixed texts (with/without fleet and instance-type filters) so
+ * each is prepared once per connection and planned for its own shape. $1 user, $2 actor kind,
+ * $3 actor id, $4 ip, then the filters.
+ */
+const claimSql = (byFleet: boolean, byType: boolean) => {
+  const scope = [
+    byFleet ? "v.fleet_id = $5" : null,
+    byType
+      ? `v.fleet_id IN (SELECT id FROM fleets WHERE instance_type = $${byFleet ? 6 : 5})`
+      : null,
+  ].filter(Boolean);
+  const where = (extra: string[]) => [...extra, ...scope].join(" AND ") || "true";
+  return `
+    WITH held AS (
+      SELECT ${vmColumns("vms")} FROM vms
+      WHERE vms.holder_id = $1 AND vms.state IN (${HOLDER_STATES_SQL})
+    ), pick AS (
+      SELECT v.id FROM vms v
+      WHERE NOT EXISTS (SELECT 1 FROM held)
+        AND ${where([
+          "v.state = 'ready'",
+          "v.healthy",
+          "v.fleet_id IN (SELECT id FROM fleets WHERE status IN ('active', 'scaling'))",
+        ])}
+      ORDER BY v.state_changed_at, v.id
+      LIMIT 1
+      FOR UPDATE OF v SKIP LOCKED
+    ), claimed AS (
+      UPDATE vms SET
+        state = 'claimed', holder_id = $1, assignment_id = gen_random_uuid(),
+        assignment_acked_id = NULL, claimed_at = now(), released_at = NULL, state_changed_at = now()
+      FROM pick WHERE vms.id = pick.id
+      RETURNING ${vmColumns("vms")}
+    ), audit AS (
+      INSERT INTO audit_events
+        (actor_kind, actor_id, ip, action, target_kind, target_id, from_state, to_state, details)
+      SELECT $2::actor_kind, $3, $4, 'vm.claim', 'vm', claimed.id::text, 'ready', 'claimed', '{}'::jsonb
+      FROM claimed
+    ), result AS (
+      SELECT 'held' AS outcome, held.* FROM held
+      UNION ALL
+      SELECT 'claimed' AS outcome, claimed.* FROM claimed
+    )
+    SELECT result.*, CASE WHEN result.outcome IS NULL THEN (
+      SELECT jsonb_build_object(
+        'ready', count(*) FILTER (WHERE v.state = 'ready' AND v.healthy),
+        'booting', count(*) FILTER (WHERE v.state IN ('provisioning', 'booting', 'rebooting')),
+        'inUse', count(*) FILTER (WHERE v.state IN ('claimed', 'releasing', 'draining')),
+        'unhealthy', count(*) FILTER (WHERE (v.state = 'ready' AND NOT v.healthy) OR v.state = 'failed'),
+        'total', count(*))
+      FROM vms v WHERE ${where(["v.state <> 'terminated'"])}
+    ) END AS capacity
+    FROM (SELECT 1) AS one LEFT JOIN result ON true`;
+};
+
+const CLAIM_SQL = {
+  none: claimSql(false, false),
+  fleet: claimSql(true, false),
+  type: claimSql(false, true),
+  both: claimSql(true, true),
+};
+
+type ClaimRow = Vm & { outcome: "held" | "claimed" | null; capacity: Capacity | null };
+
+/**
+ * Claims one ready, healthy VM for a researcher, race-free, in one round trip.
  *
- * One statement picks a row with `FOR UPDATE SKIP LOCKED` (concurrent claimers skip each other's
- * rows instead of queueing on them), flips it to `claimed` and writes the audit row. The partial
- * unique index `vms_one_active_per_holder` guarantees one VM per researcher even when the same
- * person claims from many tabs at once: the losers get the winner's VM back (idempotent rejoin).
+ * The statement returns the VM the researcher already holds (idempotent rejoin), or picks a row
+ * with `FOR UPDATE SKIP LOCKED` (concurrent claimers skip each other's rows instead of queueing
+ * on them), flips it to `claimed` and writes the audit row; with nothing free it returns the
+ * capacity counts for the error message. The partial unique index `vms_one_active_per_holder`
+ * guarantees one VM per researcher even when the same person claims from many tabs at once: the
+ * losers of that race get the winner's VM back.
  */
 export async function claimVm(db: DbOrTx, req: ClaimRequest): Promise<ClaimResult> {
-  const existing = await heldVm(db, req.userId);
-  if (existing) return { vm: existing, rejoined: true };
+  const text =
+    CLAIM_SQL[
+      req.fleetId ? (req.instanceType ? "both" : "fleet") : req.instanceType ? "type" : "none"
+    ];
+  const params: (string | null)[] = [
+    req.userId,
+    req.actor.kind,
+    req.actor.id,
+    req.actor.ip ?? null,
+  ];
+  if (req.fleetId) params.push(req.fleetId);
+  if (req.instanceType) params.push(req.instanceType);
 
-  const filters: SQL[] = [sql`v.state = 'ready'`, sql`v.healthy`];
-  if (req.fleetId) filters.push(sql`v.fleet_id = ${req.fleetId}`);
-  if (req.instanceType) {
-    filters.push(
-      sql`v.fleet_id IN (SELECT id FROM fleets WHERE instance_type = ${req.instanceType})`,
-    );
-  }
-  filters.push(sql`v.fleet_id IN (SELECT id FROM fleets WHERE status IN ('active', 'scaling'))`);
-
+  let row: ClaimRow | undefined;
   try {
-    const rows = await db.execute<RawVm>(sql`
-      WITH pick AS (
-        SELECT v.id FROM vms v
-        WHERE ${sql.join(filters, sql` AND `)}
-        ORDER BY v.state_changed_at, v.id
-        LIMIT 1
-        FOR UPDATE SKIP LOCKED
-      ), claimed AS (
-        UPDATE vms SET
-          state = 'claimed', holder_id = ${req.userId}, assignment_id = gen_random_uuid(),
-          assignment_acked_id = NULL, claimed_at = now(), released_at = NULL,
-          state_changed_at = now()
-        FROM pick WHERE vms.id = pick.id
-        RETURNING ${vmReturning}
-      ), audit AS (
-        INSERT INTO audit_events
-          (actor_kind, actor_id, ip, action, target_kind, target_id, from_state, to_state, details)
-        SELECT ${req.actor.kind}, ${req.actor.id}, ${req.actor.ip ?? null}, 'vm.claim', 'vm',
-               claimed.id::text, 'ready', 'claimed', '{}'::jsonb
-        FROM claimed
-      )
-      SELECT * FROM claimed`);
-    const row = rows[0];
-    if (row) return { vm: toVm(row), rejoined: false };
+    [row] = (await pgClient(db).unsafe(text, params, { prepare: true })) as unknown as ClaimRow[];
   } catch (e) {
     // Another request of the same researcher won the race: hand back that VM.
     if (isUniqueViolation(e, "vms_one_active_per_holder")) {
@@ -117,16 +155,20 @@ export async function claimVm(db: DbOrTx, req: ClaimRequest): Promise<ClaimResul
     }
     throw e;
   }
+  if (!row) throw new Error("claim statement returned no row");
+  const { outcome, capacity, ...vm } = row;
+  if (outcome === "claimed") return { vm, rejoined: false };
+  if (outcome === "held") return { vm, rejoined: true };
 
-  const capacity = await capacityFor(db, req);
+  const c = capacity ?? { ready: 0, booting: 0, inUse: 0, unhealthy: 0, total: 0 };
   throw new DomainError(
     "NO_CAPACITY",
-    capacity.total === 0
+    c.total === 0
       ? "There are no GPU VMs in this pool yet. Ask your admin to add some."
-      : capacity.booting > 0
-        ? `No GPU VM is free right now: ${capacity.ready} ready, ${capacity.booting} starting up. Try again in a few minutes.`
-        : `No GPU VM is free right now: all ${capacity.inUse} are in use and none is starting up.`,
-    capacity,
+      : c.booting > 0
+        ? `No GPU VM is free right now: ${c.ready} ready, ${c.booting} starting up. Try again in a few minutes.`
+        : `No GPU VM is free right now: all ${c.inUse} are in use and none is starting up.`,
+    c,
   );
 }
 
@@ -137,22 +179,6 @@ export type Capacity = {
   unhealthy: number;
   total: number;
 };
-
-async function capacityFor(
-  db: DbOrTx,
-  req: Pick<ClaimRequest, "fleetId" | "instanceType">,
-): Promise<Capacity> {
-  const conds: SQL[] = [ne(vms.state, "terminated")];
-  if (req.fleetId) conds.push(eq(vms.fleetId, req.fleetId));
-  if (req.instanceType) conds.push(eq(fleets.instanceType, req.instanceType));
-  const rows = await db
-    .select({ state: vms.state, healthy: vms.healthy, n: count() })
-    .from(vms)
-    .innerJoin(fleets, eq(fleets.id, vms.fleetId))
-    .where(and(...conds))
-    .groupBy(vms.state, vms.healthy);
-  return summarize(rows);
-}
 
 const BOOTING: readonly VmState[] = ["provisioning", "booting", "rebooting"];
 const IN_USE: readonly VmState[] = ["claimed", "releasing", "draining"];

@@ -81,6 +81,10 @@ export const vms = pgTable(
     index("vms_claimable_idx")
       .on(t.fleetId, t.stateChangedAt)
       .where(sql`state = 'ready' AND healthy`),
+    // The same for claims that name no fleet (the common case): the order is the index order.
+    index("vms_claimable_any_idx")
+      .on(t.stateChangedAt, t.id)
+      .where(sql`state = 'ready' AND healthy`),
     // "One active VM per researcher" is a database guarantee, not an application check.
     uniqueIndex("vms_one_active_per_holder").on(t.holderId).where(sql`holder_id IS NOT NULL`),
     index("vms_state_idx").on(t.state),

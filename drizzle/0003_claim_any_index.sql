@@ -1,0 +1,1 @@
+CREATE INDEX "vms_claimable_any_idx" ON "vms" USING btree ("state_changed_at","id") WHERE state = 'ready' AND healthy;
