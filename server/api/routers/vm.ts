@@ -2,6 +2,7 @@ import { z } from "zod";
 import { vmState } from "../../db/schema";
 import { claimVm, myVm, releaseVm } from "../../domain/allocation";
 import { listVms } from "../../domain/fleets";
+import { drainVm, forceReleaseVm, markVmFailed, undrainVm, vmDetail } from "../../domain/vm-admin";
 import { adminProcedure, createRouter, noInput, researcherProcedure } from "../trpc";
 
 export const vmRouter = createRouter({
@@ -49,4 +50,32 @@ export const vmRouter = createRouter({
         .default({ limit: 50, offset: 0 }),
     )
     .query(({ ctx, input }) => listVms(ctx.db, input)),
+
+  /** One VM with its holder and state history (admin). */
+  get: adminProcedure
+    .input(z.strictObject({ vmId: z.uuid() }))
+    .query(({ ctx, input }) => vmDetail(ctx.db, input.vmId)),
+
+  drain: adminProcedure
+    .input(z.strictObject({ vmId: z.uuid() }))
+    .mutation(async ({ ctx, input }) => pick(await drainVm(ctx.db, input.vmId, ctx.actor))),
+
+  undrain: adminProcedure
+    .input(z.strictObject({ vmId: z.uuid() }))
+    .mutation(async ({ ctx, input }) => pick(await undrainVm(ctx.db, input.vmId, ctx.actor))),
+
+  forceRelease: adminProcedure
+    .input(z.strictObject({ vmId: z.uuid() }))
+    .mutation(async ({ ctx, input }) => pick(await forceReleaseVm(ctx.db, input.vmId, ctx.actor))),
+
+  markFailed: adminProcedure
+    .input(z.strictObject({ vmId: z.uuid(), reason: z.string().trim().min(3).max(500) }))
+    .mutation(async ({ ctx, input }) =>
+      pick(await markVmFailed(ctx.db, input.vmId, input.reason, ctx.actor)),
+    ),
 });
+
+/** What admin actions answer: enough to update the table, no assignment internals. */
+function pick(vm: { id: string; state: string; drainRequested: boolean }) {
+  return { vmId: vm.id, state: vm.state, drainRequested: vm.drainRequested };
+}
