@@ -55,3 +55,13 @@ test("the fleet dashboard has no serious accessibility problems", async ({ signI
   await expect(page.getByTestId("vm-row").first()).toBeVisible();
   await expectNoSeriousViolations(page, "/admin");
 });
+
+test("the VM detail page has no serious accessibility problems", async ({ signInAs }) => {
+  const { page } = await signInAs("admin", "a11y-detail");
+  await page.getByTestId("vm-row").first().getByRole("link").click();
+  await expect(page.getByTestId("history")).toBeVisible();
+  await page.getByRole("button", { name: "Mark failed" }).click();
+  await expect(page.getByLabel(/Reason/)).toBeVisible();
+  await expectNoSeriousViolations(page, "/admin/vms/[id] (confirming an action)");
+  await page.getByRole("button", { name: "Cancel" }).click();
+});

@@ -26,13 +26,13 @@ test("admin sees every VM with state, holder, GPU health and last heartbeat", as
   await expect(cells.nth(4)).not.toContainText("unhealthy");
   await expect(cells.nth(5)).toHaveText(/^\d+s ago$/); // Last heartbeat: agents beat every 2 s here
 
-  await page.getByLabel("State").selectOption("claimed");
+  await page.getByLabel("State", { exact: true }).selectOption("claimed");
   await expect(rows).toHaveCount(1);
   await expect(rows.first()).toContainText(researcher.name);
   await expect(page.getByTestId("vm-total")).toHaveText("1–1 of 1");
 
-  await page.getByLabel("State").selectOption("");
-  await page.getByLabel("Search").fill(researcher.name);
+  await page.getByLabel("State", { exact: true }).selectOption("");
+  await page.getByLabel("Search", { exact: true }).fill(researcher.name);
   await expect(rows).toHaveCount(1);
   await expect(rows.first()).toContainText(vmName);
 });

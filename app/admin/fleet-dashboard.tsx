@@ -1,9 +1,11 @@
 "use client";
 
 import { keepPreviousData, useQuery } from "@tanstack/react-query";
+import Link from "next/link";
 import { useState } from "react";
 import type { VmState } from "@/server/db/schema";
 import { useTRPC } from "../providers";
+import { age, HealthBadge, StateBadge } from "./badges";
 
 const STATES: VmState[] = [
   "provisioning",
@@ -18,25 +20,52 @@ const STATES: VmState[] = [
   "terminated",
 ];
 const PAGE = 50;
+type Sort = "name" | "state" | "lastHeartbeat" | "stateChanged";
 
-function age(date: Date | string | null): string {
-  if (!date) return "never";
-  const s = Math.max(0, Math.round((Date.now() - new Date(date).getTime()) / 1000));
-  if (s < 60) return `${s}s ago`;
-  if (s < 3600) return `${Math.round(s / 60)}m ago`;
-  return `${Math.round(s / 3600)}h ago`;
+function SortHeader(props: {
+  label: string;
+  col: Sort;
+  sort: Sort;
+  order: "asc" | "desc";
+  onSort: (col: Sort) => void;
+}) {
+  const active = props.sort === props.col;
+  return (
+    <th
+      scope="col"
+      className="px-3 py-2"
+      aria-sort={active ? (props.order === "asc" ? "ascending" : "descending") : "none"}
+    >
+      <button
+        type="button"
+        onClick={() => props.onSort(props.col)}
+        className="font-semibold hover:underline"
+      >
+        {props.label}
+        <span aria-hidden="true">{active ? (props.order === "asc" ? " ▲" : " ▼") : ""}</span>
+      </button>
+    </th>
+  );
 }
 
 export function FleetDashboard() {
   const trpc = useTRPC();
   const [state, setState] = useState<VmState | "">("");
+  const [fleetId, setFleetId] = useState("");
+  const [health, setHealth] = useState<"" | "healthy" | "unhealthy">("");
   const [search, setSearch] = useState("");
+  const [sort, setSort] = useState<Sort>("name");
+  const [order, setOrder] = useState<"asc" | "desc">("asc");
   const [offset, setOffset] = useState(0);
   const fleets = useQuery({ ...trpc.fleet.list.queryOptions(), refetchInterval: 5_000 });
   const list = useQuery({
     ...trpc.vm.list.queryOptions({
       states: state ? [state] : undefined,
+      fleetId: fleetId || undefined,
+      healthy: health === "" ? undefined : health === "healthy",
       search: search || undefined,
+      sort,
+      order,
       limit: PAGE,
       offset,
     }),
@@ -44,17 +73,77 @@ export function FleetDashboard() {
     placeholderData: keepPreviousData,
   });
 
+  const totals: Partial<Record<VmState, number>> = {};
+  for (const f of fleets.data ?? []) {
+    for (const [s, n] of Object.entries(f.vmCounts))
+      totals[s as VmState] = (totals[s as VmState] ?? 0) + (n ?? 0);
+  }
+  const reset = () => setOffset(0);
+  const onSort = (col: Sort) => {
+    if (col === sort) setOrder(order === "asc" ? "desc" : "asc");
+    else {
+      setSort(col);
+      setOrder("asc");
+    }
+    reset();
+  };
+  const selectClass =
+    "rounded border border-slate-300 px-2 py-1 dark:border-slate-700 dark:bg-slate-900";
+
   return (
     <div className="space-y-6">
       <h1 className="text-2xl font-semibold">Fleet dashboard</h1>
+
+      <section
+        aria-label="VMs by state"
+        className="flex flex-wrap gap-2"
+        data-testid="state-counts"
+      >
+        {(
+          [
+            "ready",
+            "claimed",
+            "booting",
+            "provisioning",
+            "releasing",
+            "draining",
+            "rebooting",
+            "failed",
+          ] as const
+        ).map((s) => (
+          <button
+            key={s}
+            type="button"
+            onClick={() => {
+              setState(state === s ? "" : s);
+              reset();
+            }}
+            aria-pressed={state === s}
+            className="rounded-lg border border-slate-200 bg-white px-3 py-2 text-left text-sm hover:border-indigo-400 aria-pressed:border-indigo-600 aria-pressed:ring-1 aria-pressed:ring-indigo-600 dark:border-slate-800 dark:bg-slate-900"
+          >
+            <span className="block text-xl font-semibold tabular-nums">{totals[s] ?? 0}</span>
+            <span className="text-slate-600 dark:text-slate-400">{s}</span>
+          </button>
+        ))}
+      </section>
+
+      {fleets.isError && (
+        <p role="alert" className="text-sm text-red-700 dark:text-red-300">
+          Could not load fleets: {fleets.error.message}
+        </p>
+      )}
       <section aria-label="Fleets" className="grid gap-3 sm:grid-cols-2 lg:grid-cols-3">
+        {fleets.data?.length === 0 && <p className="text-sm text-slate-500">No fleets yet.</p>}
         {fleets.data?.map((f) => (
           <div
             key={f.id}
             className="rounded-lg border border-slate-200 bg-white p-4 text-sm dark:border-slate-800 dark:bg-slate-900"
           >
             <p className="font-medium">
-              {f.name} <span className="text-slate-500">({f.driver})</span>
+              {f.name}{" "}
+              <span className="text-slate-500">
+                ({f.driver}, {f.status})
+              </span>
             </p>
             <p className="text-slate-600 dark:text-slate-400">
               {f.gpuCount} × {f.gpuModel ?? "GPU"} · {f.instanceType} · desired {f.desiredSize}
@@ -73,15 +162,16 @@ export function FleetDashboard() {
           VMs
         </h2>
         <div className="flex flex-wrap gap-3 text-sm">
-          <label className="flex items-center gap-2">
-            State
+          <div className="flex items-center gap-2">
+            <label htmlFor="filter-state">State</label>
             <select
+              id="filter-state"
               value={state}
               onChange={(e) => {
                 setState(e.target.value as VmState | "");
-                setOffset(0);
+                reset();
               }}
-              className="rounded border border-slate-300 px-2 py-1 dark:border-slate-700 dark:bg-slate-900"
+              className={selectClass}
             >
               <option value="">all live</option>
               {STATES.map((s) => (
@@ -90,23 +180,59 @@ export function FleetDashboard() {
                 </option>
               ))}
             </select>
-          </label>
-          <label className="flex items-center gap-2">
-            Search
+          </div>
+          <div className="flex items-center gap-2">
+            <label htmlFor="filter-fleet">Fleet</label>
+            <select
+              id="filter-fleet"
+              value={fleetId}
+              onChange={(e) => {
+                setFleetId(e.target.value);
+                reset();
+              }}
+              className={selectClass}
+            >
+              <option value="">all fleets</option>
+              {fleets.data?.map((f) => (
+                <option key={f.id} value={f.id}>
+                  {f.name}
+                </option>
+              ))}
+            </select>
+          </div>
+          <div className="flex items-center gap-2">
+            <label htmlFor="filter-health">Health</label>
+            <select
+              id="filter-health"
+              value={health}
+              onChange={(e) => {
+                setHealth(e.target.value as typeof health);
+                reset();
+              }}
+              className={selectClass}
+            >
+              <option value="">any</option>
+              <option value="healthy">healthy</option>
+              <option value="unhealthy">unhealthy</option>
+            </select>
+          </div>
+          <div className="flex items-center gap-2">
+            <label htmlFor="filter-search">Search</label>
             <input
+              id="filter-search"
               type="search"
               value={search}
               placeholder="VM name or researcher"
               onChange={(e) => {
                 setSearch(e.target.value);
-                setOffset(0);
+                reset();
               }}
-              className="rounded border border-slate-300 px-2 py-1 dark:border-slate-700 dark:bg-slate-900"
+              className={selectClass}
             />
-          </label>
+          </div>
         </div>
         {list.isError && (
-          <p role="alert" className="text-sm text-red-700">
+          <p role="alert" className="text-sm text-red-700 dark:text-red-300">
             {list.error.message}
           </p>
         )}
@@ -114,56 +240,59 @@ export function FleetDashboard() {
           <table className="min-w-full text-left text-sm" data-testid="vm-table">
             <thead className="border-b border-slate-200 bg-slate-50 dark:border-slate-800 dark:bg-slate-800">
               <tr>
-                <th scope="col" className="px-3 py-2">
-                  Name
-                </th>
+                <SortHeader label="Name" col="name" sort={sort} order={order} onSort={onSort} />
                 <th scope="col" className="px-3 py-2">
                   Fleet
                 </th>
-                <th scope="col" className="px-3 py-2">
-                  State
-                </th>
+                <SortHeader label="State" col="state" sort={sort} order={order} onSort={onSort} />
                 <th scope="col" className="px-3 py-2">
                   Holder
                 </th>
                 <th scope="col" className="px-3 py-2">
                   GPU health
                 </th>
-                <th scope="col" className="px-3 py-2">
-                  Last heartbeat
-                </th>
+                <SortHeader
+                  label="Last heartbeat"
+                  col="lastHeartbeat"
+                  sort={sort}
+                  order={order}
+                  onSort={onSort}
+                />
               </tr>
             </thead>
             <tbody>
+              {list.isPending && (
+                <tr>
+                  <td colSpan={6} className="px-3 py-6 text-center text-slate-500">
+                    Loading VMs…
+                  </td>
+                </tr>
+              )}
               {list.data?.rows.map((vm) => (
                 <tr
                   key={vm.id}
                   className="border-b border-slate-100 last:border-0 dark:border-slate-800"
                   data-testid="vm-row"
                 >
-                  <td className="px-3 py-2 font-mono">{vm.name}</td>
+                  <td className="px-3 py-2 font-mono">
+                    <Link
+                      href={`/admin/vms/${vm.id}`}
+                      className="text-indigo-700 hover:underline dark:text-indigo-300"
+                    >
+                      {vm.name}
+                    </Link>
+                  </td>
                   <td className="px-3 py-2">{vm.fleet.name}</td>
                   <td className="px-3 py-2" data-testid="vm-row-state">
-                    {vm.state}
+                    <StateBadge state={vm.state} />
                   </td>
                   <td className="px-3 py-2">
                     {vm.holder ? (vm.holder.name ?? vm.holder.email) : "—"}
                   </td>
                   <td className="px-3 py-2">
-                    {vm.healthy ? (
-                      <span className="text-emerald-700 dark:text-emerald-400">
-                        healthy{vm.gpus.length ? ` · ${vm.gpus.length} × ${vm.gpus[0]?.name}` : ""}
-                      </span>
-                    ) : (
-                      <span
-                        className="text-red-700 dark:text-red-300"
-                        title={vm.healthReasons.join("\n")}
-                      >
-                        unhealthy{vm.healthReasons.length ? `: ${vm.healthReasons[0]}` : ""}
-                      </span>
-                    )}
+                    <HealthBadge healthy={vm.healthy} reasons={vm.healthReasons} gpus={vm.gpus} />
                   </td>
-                  <td className="px-3 py-2">{age(vm.lastHeartbeatAt)}</td>
+                  <td className="px-3 py-2 tabular-nums">{age(vm.lastHeartbeatAt)}</td>
                 </tr>
               ))}
               {list.data?.rows.length === 0 && (

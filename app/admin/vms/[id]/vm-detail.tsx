@@ -1,0 +1,221 @@
+"use client";
+
+import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
+import Link from "next/link";
+import { useState } from "react";
+import { GpuList } from "@/app/_components/gpu-list";
+import { useTRPC } from "@/app/providers";
+import { age, HealthBadge, StateBadge } from "../../badges";
+
+type Action = "drain" | "undrain" | "forceRelease" | "markFailed";
+
+const LABELS: Record<Action, { button: string; confirm: string }> = {
+  drain: {
+    button: "Drain",
+    confirm:
+      "Drain this VM? No one new can claim it; its current researcher keeps it until they release.",
+  },
+  undrain: { button: "Undrain", confirm: "Put this VM back into service?" },
+  forceRelease: {
+    button: "Force release",
+    confirm: "Take this VM away from its researcher? Their work on it will be wiped.",
+  },
+  markFailed: {
+    button: "Mark failed",
+    confirm: "Mark this VM failed? It leaves the pool and its researcher loses it.",
+  },
+};
+
+export function VmDetail({ vmId }: { vmId: string }) {
+  const trpc = useTRPC();
+  const queryClient = useQueryClient();
+  const vm = useQuery({ ...trpc.vm.get.queryOptions({ vmId }), refetchInterval: 3_000 });
+  const [pending, setPending] = useState<Action | null>(null);
+  const [reason, setReason] = useState("");
+  const done = () => {
+    setPending(null);
+    setReason("");
+    return queryClient.invalidateQueries();
+  };
+  const mutations = {
+    drain: useMutation(trpc.vm.drain.mutationOptions({ onSuccess: done })),
+    undrain: useMutation(trpc.vm.undrain.mutationOptions({ onSuccess: done })),
+    forceRelease: useMutation(trpc.vm.forceRelease.mutationOptions({ onSuccess: done })),
+    markFailed: useMutation(trpc.vm.markFailed.mutationOptions({ onSuccess: done })),
+  };
+  const error = Object.values(mutations).find((m) => m.isError)?.error;
+
+  if (vm.isPending) return <p className="text-sm text-slate-500">Loading VM…</p>;
+  if (vm.isError) {
+    return (
+      <p role="alert" className="text-sm text-red-700 dark:text-red-300">
+        {vm.error.message}
+      </p>
+    );
+  }
+  const v = vm.data;
+  const available: Action[] = [];
+  if (v.state === "ready" || v.state === "claimed") available.push("drain");
+  if (v.state === "draining") available.push("undrain");
+  if (v.holder) available.push("forceRelease");
+  if (!["failed", "terminated", "terminating"].includes(v.state)) available.push("markFailed");
+
+  const run = (a: Action) => {
+    if (a === "markFailed") mutations.markFailed.mutate({ vmId, reason });
+    else mutations[a].mutate({ vmId });
+  };
+
+  return (
+    <div className="space-y-6">
+      <p className="text-sm">
+        <Link href="/admin" className="text-indigo-700 hover:underline dark:text-indigo-300">
+          ← Fleet dashboard
+        </Link>
+      </p>
+      <h1 className="flex flex-wrap items-center gap-3 text-2xl font-semibold">
+        <span className="font-mono">{v.name}</span>
+        <span data-testid="detail-state">
+          <StateBadge state={v.state} />
+        </span>
+      </h1>
+      <dl className="grid grid-cols-[max-content_1fr] gap-x-6 gap-y-2 rounded-lg border border-slate-200 bg-white p-4 text-sm dark:border-slate-800 dark:bg-slate-900">
+        <dt className="text-slate-500">Fleet</dt>
+        <dd>
+          {v.fleet.name} ({v.fleet.driver}, {v.fleet.instanceType})
+        </dd>
+        <dt className="text-slate-500">Holder</dt>
+        <dd>{v.holder ? `${v.holder.name ?? ""} <${v.holder.email ?? "?"}>` : "—"}</dd>
+        <dt className="text-slate-500">Health</dt>
+        <dd>
+          <HealthBadge healthy={v.healthy} reasons={v.healthReasons} gpus={v.gpus} />
+        </dd>
+        <dt className="text-slate-500">Last heartbeat</dt>
+        <dd>{age(v.lastHeartbeatAt)}</dd>
+        <dt className="text-slate-500">Agent</dt>
+        <dd>
+          {v.agentVersion ?? "not registered"} {v.hostname ? `on ${v.hostname}` : ""}
+        </dd>
+        <dt className="text-slate-500">Provider id</dt>
+        <dd className="font-mono">{v.providerId ?? "—"}</dd>
+        <dt className="text-slate-500">In use</dt>
+        <dd>
+          {v.inUse
+            ? "yes"
+            : v.idleSince
+              ? `idle since ${new Date(v.idleSince).toLocaleString()}`
+              : "no"}
+        </dd>
+      </dl>
+
+      <section aria-labelledby="actions-heading" className="space-y-3">
+        <h2 id="actions-heading" className="text-lg font-semibold">
+          Actions
+        </h2>
+        <div className="flex flex-wrap gap-2">
+          {available.map((a) => (
+            <button
+              key={a}
+              type="button"
+              onClick={() => setPending(a)}
+              className="rounded border border-slate-400 px-3 py-1.5 text-sm hover:bg-slate-100 dark:hover:bg-slate-800"
+            >
+              {LABELS[a].button}
+            </button>
+          ))}
+        </div>
+        {pending && (
+          <form
+            className="space-y-2 rounded border border-amber-300 bg-amber-50 p-3 text-sm dark:border-amber-800 dark:bg-amber-950"
+            onSubmit={(e) => {
+              e.preventDefault();
+              run(pending);
+            }}
+          >
+            <p>{LABELS[pending].confirm}</p>
+            {pending === "markFailed" && (
+              <label className="block">
+                Reason (shown in the VM's health)
+                <input
+                  required
+                  minLength={3}
+                  maxLength={500}
+                  value={reason}
+                  onChange={(e) => setReason(e.target.value)}
+                  className="mt-1 block w-full rounded border border-slate-300 px-2 py-1 dark:border-slate-700 dark:bg-slate-900"
+                />
+              </label>
+            )}
+            <div className="flex gap-2">
+              <button
+                type="submit"
+                className="rounded bg-red-700 px-3 py-1.5 font-medium text-white hover:bg-red-800"
+              >
+                Yes, {LABELS[pending].button.toLowerCase()}
+              </button>
+              <button
+                type="button"
+                onClick={() => setPending(null)}
+                className="rounded border px-3 py-1.5"
+              >
+                Cancel
+              </button>
+            </div>
+          </form>
+        )}
+        {error && (
+          <p role="alert" className="text-sm text-red-700 dark:text-red-300">
+            {error.message}
+          </p>
+        )}
+      </section>
+
+      <section aria-labelledby="gpus-heading" className="space-y-2">
+        <h2 id="gpus-heading" className="text-lg font-semibold">
+          GPUs
+        </h2>
+        <GpuList gpus={v.gpus} />
+      </section>
+
+      <section aria-labelledby="history-heading" className="space-y-2">
+        <h2 id="history-heading" className="text-lg font-semibold">
+          History
+        </h2>
+        <div className="overflow-x-auto rounded-lg border border-slate-200 bg-white dark:border-slate-800 dark:bg-slate-900">
+          <table className="min-w-full text-left text-sm" data-testid="history">
+            <thead className="border-b border-slate-200 bg-slate-50 dark:border-slate-800 dark:bg-slate-800">
+              <tr>
+                <th scope="col" className="px-3 py-2">
+                  When
+                </th>
+                <th scope="col" className="px-3 py-2">
+                  Who
+                </th>
+                <th scope="col" className="px-3 py-2">
+                  What
+                </th>
+                <th scope="col" className="px-3 py-2">
+                  State
+                </th>
+              </tr>
+            </thead>
+            <tbody>
+              {v.history.map((h) => (
+                <tr
+                  key={h.id}
+                  className="border-b border-slate-100 last:border-0 dark:border-slate-800"
+                >
+                  <td className="px-3 py-1.5 tabular-nums">{new Date(h.at).toLocaleString()}</td>
+                  <td className="px-3 py-1.5">{h.actorKind}</td>
+                  <td className="px-3 py-1.5 font-mono">{h.action}</td>
+                  <td className="px-3 py-1.5">
+                    {h.fromState ? `${h.fromState} → ${h.toState}` : ""}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      </section>
+    </div>
+  );
+}
