@@ -63,6 +63,7 @@ function buildIfNeeded() {
 
 async function main() {
   const env: Record<string, string | undefined> = { ...process.env, NEXT_TELEMETRY_DISABLED: "1" };
+  if (env.DATABASE_URL === "") delete env.DATABASE_URL;
   const dataDir = path.resolve(root, env.LABLINK_DATA_DIR ?? ".data");
   if (args.has("--fresh")) rmSync(dataDir, { recursive: true, force: true });
   env.LABLINK_DATA_DIR = dataDir;

@@ -13,6 +13,13 @@ describe("configuration", () => {
     expect(listenHost(parseEnv({ LABLINK_DEV_LOGIN: "true" }))).toBe("127.0.0.1");
   });
 
+  it("treats an empty variable as unset", () => {
+    expect(parseEnv({ DATABASE_URL: "", PORT: "" })).toMatchObject({
+      DATABASE_URL: undefined,
+      PORT: 3000,
+    });
+  });
+
   it("names each bad variable and what is wrong", () => {
     let err: unknown;
     try {

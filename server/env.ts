@@ -65,7 +65,9 @@ export class EnvError extends Error {}
 
 /** Parses an environment; throws EnvError naming each bad variable and what is wrong with it. */
 export function parseEnv(source: Record<string, string | undefined>): Env {
-  const result = schema.safeParse(source);
+  // `VAR=` in a shell or a .env file means "not set", not "set to nothing".
+  const present = Object.fromEntries(Object.entries(source).filter(([, v]) => v !== ""));
+  const result = schema.safeParse(present);
   if (result.success) return result.data;
   const lines = result.error.issues.map(
     (issue) => `  ${issue.path.join(".") || "(environment)"}: ${issue.message}`,
