@@ -4,10 +4,14 @@ import type { FleetDriver } from "../cloud/driver";
 import { fleets } from "../db/schema";
 import { markSilentAgents } from "../domain/health";
 import { defineJob } from "./define";
+import { executeOperation, type OperationSettings } from "./operations";
 
 export type JobDeps = {
   staleSeconds: number;
   drivers: Partial<Record<string, FleetDriver>>;
+  operations?: OperationSettings;
+  /** Fires when the worker shuts down; running operations stop and are queued again. */
+  shutdown?: AbortSignal;
 };
 
 /** Marks VMs whose agent went silent as unhealthy (they leave the pool until they speak again). */
@@ -42,4 +46,27 @@ export const applyFleet = (deps: JobDeps) =>
     },
   });
 
-export const allJobs = (deps: JobDeps) => [sweepSilentAgents(deps), applyFleet(deps)];
+/**
+ * Runs one admin operation (create, scale, destroy, reboot, terminate) through its fleet's
+ * driver. Idempotent: a second delivery finds the operation no longer queued and does nothing.
+ */
+export const runOperation = (deps: JobDeps) =>
+  defineJob({
+    name: "operation.run",
+    schema: z.strictObject({ operationId: z.uuid() }),
+    // The operation records driver failures itself; a retry covers only a lost database connection
+    // before the operation was taken.
+    retry: { limit: 2, delaySeconds: 5, backoff: true },
+    timeoutSeconds: 4 * 60 * 60,
+    handler: ({ operationId }, { db, log }) =>
+      executeOperation(
+        { db, log, drivers: deps.drivers, settings: deps.operations, shutdown: deps.shutdown },
+        operationId,
+      ),
+  });
+
+export const allJobs = (deps: JobDeps) => [
+  sweepSilentAgents(deps),
+  applyFleet(deps),
+  runOperation(deps),
+];

@@ -1,11 +1,12 @@
 import path from "node:path";
-import { and, eq, inArray } from "drizzle-orm";
+import { and, sql as dsql, eq, inArray, notExists } from "drizzle-orm";
 import { LocalFleetDriver } from "../cloud/local/driver";
 import { getDatabase } from "../db/client";
-import { fleets } from "../db/schema";
+import { fleets, operations } from "../db/schema";
 import { env } from "../env";
 import { logger } from "../log";
 import { allJobs } from "./definitions";
+import { startDispatcher } from "./dispatch";
 import { JobRunner } from "./runner";
 
 /**
@@ -28,14 +29,38 @@ async function main() {
     log,
   });
   const runner = new JobRunner(e.DATABASE_URL, db, log);
-  await runner.start(allJobs({ staleSeconds: e.LABLINK_AGENT_STALE_S, drivers: { local } }));
+  const shutdownSignal = new AbortController();
+  await runner.start(
+    allJobs({
+      staleSeconds: e.LABLINK_AGENT_STALE_S,
+      drivers: { local },
+      shutdown: shutdownSignal.signal,
+      operations: { leaseSeconds: e.LABLINK_OPERATION_LEASE_S, renewMs: 2_000 },
+    }),
+  );
+  const dispatcher = await startDispatcher({ db, sql, runner, log });
 
   const applyLocalFleets = async () => {
     const rows = await db
       .select({ id: fleets.id })
       .from(fleets)
       .where(
-        and(eq(fleets.driver, "local"), inArray(fleets.status, ["active", "scaling", "creating"])),
+        and(
+          eq(fleets.driver, "local"),
+          eq(fleets.status, "active"),
+          // A fleet with an operation in flight is that operation's to change.
+          notExists(
+            db
+              .select({ one: dsql`1` })
+              .from(operations)
+              .where(
+                and(
+                  eq(operations.fleetId, fleets.id),
+                  inArray(operations.status, ["queued", "running"]),
+                ),
+              ),
+          ),
+        ),
       );
     for (const f of rows)
       await runner.send(
@@ -67,6 +92,9 @@ async function main() {
     log.info({ reason }, "worker stopping");
     runner.beginStop();
     for (const t of timers) clearInterval(t);
+    // Running operations stop (Terraform gets SIGINT) and go back to the queue for another worker.
+    shutdownSignal.abort();
+    await dispatcher.stop();
     await local.close();
     await runner.stop().catch(() => undefined);
     await sql.end({ timeout: 5 });

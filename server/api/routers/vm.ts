@@ -2,6 +2,8 @@ import { z } from "zod";
 import { vmState } from "../../db/schema";
 import { claimVm, myVm, releaseVm } from "../../domain/allocation";
 import { listVms } from "../../domain/fleets";
+import { publicOperation } from "../../domain/operations";
+import { requestVmOperation } from "../../domain/provisioning";
 import { adminProcedure, createRouter, noInput, researcherProcedure } from "../trpc";
 
 export const vmRouter = createRouter({
@@ -49,4 +51,20 @@ export const vmRouter = createRouter({
         .default({ limit: 50, offset: 0 }),
     )
     .query(({ ctx, input }) => listVms(ctx.db, input)),
+
+  /** Restarts one VM (admin); a held VM comes back to its holder. */
+  reboot: adminProcedure
+    .input(z.strictObject({ vmId: z.uuid() }))
+    .mutation(async ({ ctx, input }) => {
+      const { operation } = await requestVmOperation(ctx.db, input.vmId, "vm.reboot", ctx.actor);
+      return { operation: publicOperation(operation) };
+    }),
+
+  /** Removes one VM for good (admin); the fleet's size drops by one. */
+  terminate: adminProcedure
+    .input(z.strictObject({ vmId: z.uuid() }))
+    .mutation(async ({ ctx, input }) => {
+      const { operation } = await requestVmOperation(ctx.db, input.vmId, "vm.terminate", ctx.actor);
+      return { operation: publicOperation(operation) };
+    }),
 });

@@ -1,0 +1,147 @@
+import { fork } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { and, eq, ne } from "drizzle-orm";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { LocalFleetDriver } from "../../server/cloud/local/driver";
+import { auditEvents, operations, vms } from "../../server/db/schema";
+import { readLogs, recoverInterrupted, requestOperation } from "../../server/domain/operations";
+import { executeOperation } from "../../server/jobs/operations";
+import { logger } from "../../server/log";
+import { createTestDatabase, type TestDatabase } from "../db";
+import { makeFleet } from "../fixtures";
+import { startApiServer } from "../http";
+import { waitFor } from "./helpers/wait";
+
+let t: TestDatabase;
+let http: Awaited<ReturnType<typeof startApiServer>>;
+let local: LocalFleetDriver;
+const stateDir = mkdtempSync(path.join(os.tmpdir(), "lablink-crash-"));
+
+beforeAll(async () => {
+  t = await createTestDatabase();
+  http = await startApiServer(t.db, t.sql, 60);
+  local = new LocalFleetDriver({
+    db: t.db,
+    serverUrl: http.url,
+    rootDir: path.resolve(import.meta.dirname, "../.."),
+    stateDir,
+    heartbeatIntervalS: 60,
+    log: logger,
+  });
+});
+afterAll(async () => {
+  await local?.close();
+  await http?.close();
+  await t?.drop();
+});
+
+/** Starts the crash worker on an operation and resolves once it is half-way through. */
+async function startDoomedWorker(operationId: string) {
+  const child = fork(
+    path.join(import.meta.dirname, "helpers/crash-worker.ts"),
+    [t.url, operationId, http.url, stateDir],
+    {
+      execArgv: ["--import", "tsx"],
+      stdio: ["ignore", "ignore", "inherit", "ipc"],
+      env: { ...process.env, LOG_LEVEL: "silent" },
+    },
+  );
+  await new Promise<void>((resolve, reject) => {
+    child.once("message", () => resolve());
+    child.once("exit", (code) => reject(new Error(`crash worker exited early (${code})`)));
+  });
+  return child;
+}
+
+const getOp = async (id: string) =>
+  (await t.db.select().from(operations).where(eq(operations.id, id)))[0];
+
+describe("a worker killed with SIGKILL mid-run", () => {
+  it("is detected once its lease runs out; the operation is retried and finishes with no duplicate VMs", async () => {
+    const fleet = await makeFleet(t.db, { driver: "local", name: "crashy", desiredSize: 0 });
+    const op = await requestOperation(t.db, {
+      fleetId: fleet.id,
+      kind: "fleet.scale",
+      params: { size: 3 },
+      actor: { kind: "system", id: null },
+    });
+    const child = await startDoomedWorker(op.id);
+    expect(await getOp(op.id)).toMatchObject({ status: "running", attempts: 1 });
+    const rowsBefore = await t.db.select().from(vms).where(eq(vms.fleetId, fleet.id));
+    expect(rowsBefore).toHaveLength(3);
+
+    child.kill("SIGKILL");
+    await new Promise((r) => child.once("exit", r));
+    // Nothing notices before the lease runs out (2 s)...
+    expect(await recoverInterrupted(t.db)).toEqual([]);
+    const recovered = await waitFor(
+      "the lease to expire",
+      async () => {
+        const r = await recoverInterrupted(t.db);
+        return r.length ? r : null;
+      },
+      10_000,
+      250,
+    );
+    expect(recovered).toEqual([{ id: op.id, outcome: "requeued", attempts: 1 }]);
+    expect(await getOp(op.id)).toMatchObject({ status: "queued", leaseOwner: null });
+    const audit = await t.db
+      .select()
+      .from(auditEvents)
+      .where(and(eq(auditEvents.targetId, op.id), eq(auditEvents.action, "operation.interrupted")));
+    expect(audit).toHaveLength(1);
+
+    // Another worker picks it up; the driver's apply is idempotent.
+    const result = await executeOperation({ db: t.db, drivers: { local }, log: logger }, op.id);
+    expect(result).toEqual({ status: "succeeded" });
+    expect(await getOp(op.id)).toMatchObject({ status: "succeeded", attempts: 2 });
+    const live = await t.db
+      .select()
+      .from(vms)
+      .where(and(eq(vms.fleetId, fleet.id), ne(vms.state, "terminated")));
+    expect(live.map((v) => v.name).sort()).toEqual(["crashy-1", "crashy-2", "crashy-3"]);
+    expect(new Set(live.map((v) => v.id))).toEqual(new Set(rowsBefore.map((v) => v.id)));
+    expect(local.runningCount()).toBe(3);
+    const log = (await readLogs(t.db, op.id, { after: 0, limit: 100 })).lines.map((l) => l.line);
+    expect(log).toContain("half-way: waiting for the cloud");
+    expect(log.join("\n")).toMatch(
+      /worker running this operation stopped \(attempt 1 of 3\); queued again/,
+    );
+    expect(log.join("\n")).toMatch(/started \(attempt 2 of 3\)/);
+    await local.destroy({ ...fleet });
+  });
+
+  it("fails the operation once its attempts are used up", async () => {
+    const fleet = await makeFleet(t.db, { driver: "local", name: "doomed", desiredSize: 0 });
+    const op = await requestOperation(t.db, {
+      fleetId: fleet.id,
+      kind: "fleet.scale",
+      params: { size: 1 },
+      actor: { kind: "system", id: null },
+      maxAttempts: 1,
+    });
+    const child = await startDoomedWorker(op.id);
+    child.kill("SIGKILL");
+    await new Promise((r) => child.once("exit", r));
+    const recovered = await waitFor(
+      "the lease to expire",
+      async () => {
+        const r = await recoverInterrupted(t.db);
+        return r.length ? r : null;
+      },
+      10_000,
+      250,
+    );
+    expect(recovered).toEqual([{ id: op.id, outcome: "failed", attempts: 1 }]);
+    expect(await getOp(op.id)).toMatchObject({
+      status: "failed",
+      error: "interrupted: the worker stopped during the run (1 of 1 attempts used)",
+    });
+    // The VM row the dead run created still exists; its agent died with the worker. The next
+    // apply (or the reconciler, for cloud fleets) takes care of it.
+    const rows = await t.db.select().from(vms).where(eq(vms.fleetId, fleet.id));
+    expect(rows).toHaveLength(1);
+  });
+});
