@@ -3,6 +3,8 @@ import type { Fleet, FleetDriverName, OperationProgress, Vm } from "../db/schema
 /** What the cloud (or this machine) says exists for a fleet. */
 export type InstanceInfo = {
   vmName: string;
+  /** The LabLink VM id the instance was created for (tag lablink:vm), when known. */
+  vmId?: string;
   providerId: string;
   running: boolean;
   /** Provider state when known (EC2: pending, running, stopping, stopped, shutting-down, terminated). */

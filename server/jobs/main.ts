@@ -1,6 +1,9 @@
 import path from "node:path";
 import { and, sql as dsql, eq, inArray, notExists } from "drizzle-orm";
+import { Ec2Fleet } from "../cloud/ec2/ec2";
 import { LocalFleetDriver } from "../cloud/local/driver";
+import { TerraformFleetDriver } from "../cloud/terraform/driver";
+import { TerraformRunner } from "../cloud/terraform/runner";
 import { getDatabase } from "../db/client";
 import { fleets, operations } from "../db/schema";
 import { env } from "../env";
@@ -28,12 +31,37 @@ async function main() {
     heartbeatIntervalS: e.LABLINK_HEARTBEAT_INTERVAL_S,
     log,
   });
+  const ec2 = new Ec2Fleet();
+  const terraform = new TerraformFleetDriver({
+    db,
+    runner: new TerraformRunner({
+      bin: e.LABLINK_TERRAFORM_BIN,
+      cancelGraceMs: e.LABLINK_TERRAFORM_CANCEL_GRACE_S * 1000,
+    }),
+    moduleDir: path.join(rootDir, "terraform"),
+    workDir: path.resolve(
+      e.LABLINK_TERRAFORM_WORK_DIR ?? path.join(e.LABLINK_DATA_DIR, "terraform"),
+    ),
+    backend:
+      e.LABLINK_TERRAFORM_BACKEND === "s3"
+        ? {
+            kind: "s3",
+            bucket: e.LABLINK_TERRAFORM_S3_BUCKET as string,
+            region: e.LABLINK_TERRAFORM_S3_REGION,
+            lockTable: e.LABLINK_TERRAFORM_S3_LOCK_TABLE,
+          }
+        : { kind: "local" },
+    // Agents on cloud VMs must reach the server at its public address.
+    serverUrl: e.LABLINK_PUBLIC_URL ?? "",
+    agentImage: e.LABLINK_AGENT_IMAGE,
+    ec2,
+  });
   const runner = new JobRunner(e.DATABASE_URL, db, log);
   const shutdownSignal = new AbortController();
   await runner.start(
     allJobs({
       staleSeconds: e.LABLINK_AGENT_STALE_S,
-      drivers: { local },
+      drivers: { local, terraform },
       shutdown: shutdownSignal.signal,
       operations: { leaseSeconds: e.LABLINK_OPERATION_LEASE_S, renewMs: 2_000 },
     }),
