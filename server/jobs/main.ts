@@ -62,6 +62,8 @@ async function main() {
     allJobs({
       staleSeconds: e.LABLINK_AGENT_STALE_S,
       drivers: { local, terraform },
+      ec2,
+      orphanPolicy: e.LABLINK_RECONCILE_ORPHANS,
       shutdown: shutdownSignal.signal,
       operations: { leaseSeconds: e.LABLINK_OPERATION_LEASE_S, renewMs: 2_000 },
     }),
@@ -103,6 +105,15 @@ async function main() {
         .send("vm.sweep-silent", {}, { singletonSeconds: 10 })
         .catch((err) => log.error({ err }, "sweep enqueue failed"));
     }, 10_000),
+    ...(e.LABLINK_RECONCILE_INTERVAL_S > 0
+      ? [
+          setInterval(() => {
+            runner
+              .send("fleet.reconcile", {}, { singletonSeconds: e.LABLINK_RECONCILE_INTERVAL_S })
+              .catch((err) => log.error({ err }, "reconcile enqueue failed"));
+          }, e.LABLINK_RECONCILE_INTERVAL_S * 1000),
+        ]
+      : []),
     // Restart local agents that died (the local driver's "reboot").
     setInterval(
       () => applyLocalFleets().catch((err) => log.error({ err }, "local apply failed")),
