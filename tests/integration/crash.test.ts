@@ -1,10 +1,13 @@
 import { fork } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { and, eq, ne } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Ec2Fleet } from "../../server/cloud/ec2/ec2";
 import { LocalFleetDriver } from "../../server/cloud/local/driver";
+import { TerraformFleetDriver } from "../../server/cloud/terraform/driver";
+import { TerraformRunner } from "../../server/cloud/terraform/runner";
 import { auditEvents, operations, vms } from "../../server/db/schema";
 import { readLogs, recoverInterrupted, requestOperation } from "../../server/domain/operations";
 import { executeOperation } from "../../server/jobs/operations";
@@ -38,10 +41,10 @@ afterAll(async () => {
 });
 
 /** Starts the crash worker on an operation and resolves once it is half-way through. */
-async function startDoomedWorker(operationId: string) {
+async function startDoomedWorker(operationId: string, extra: string[] = []) {
   const child = fork(
     path.join(import.meta.dirname, "helpers/crash-worker.ts"),
-    [t.url, operationId, http.url, stateDir],
+    [t.url, operationId, http.url, stateDir, ...extra],
     {
       execArgv: ["--import", "tsx"],
       stdio: ["ignore", "ignore", "inherit", "ipc"],
@@ -49,7 +52,19 @@ async function startDoomedWorker(operationId: string) {
     },
   );
   await new Promise<void>((resolve, reject) => {
-    child.once("message", () => resolve());
+    const timer = setTimeout(async () => {
+      const log = await readLogs(t.db, operationId, { after: 0, limit: 100 });
+      child.kill("SIGKILL");
+      reject(
+        new Error(
+          `crash worker never got half-way: ${JSON.stringify(log.lines.map((l) => l.line))}`,
+        ),
+      );
+    }, 20_000);
+    child.once("message", () => {
+      clearTimeout(timer);
+      resolve();
+    });
     child.once("exit", (code) => reject(new Error(`crash worker exited early (${code})`)));
   });
   return child;
@@ -144,4 +159,70 @@ describe("a worker killed with SIGKILL mid-run", () => {
     const rows = await t.db.select().from(vms).where(eq(vms.fleetId, fleet.id));
     expect(rows).toHaveLength(1);
   });
+
+  it("during a Terraform apply: retried, the instance created before the crash is adopted, not duplicated", async () => {
+    const standIn = path.resolve(import.meta.dirname, "../terraform-stand-in/terraform");
+    const workDir = mkdtempSync(path.join(os.tmpdir(), "lablink-crash-tf-"));
+    const fleet = await makeFleet(t.db, {
+      name: "crash-tf",
+      driver: "terraform",
+      region: "us-west-2",
+      image: "ghcr.io/example/research:1",
+      status: "creating",
+    });
+    const op = await requestOperation(t.db, {
+      fleetId: fleet.id,
+      kind: "fleet.create",
+      params: { size: 2 },
+      actor: { kind: "system", id: null },
+    });
+    const child = await startDoomedWorker(op.id, ["terraform", standIn, workDir]);
+    child.kill("SIGKILL");
+    await new Promise((r) => child.once("exit", r));
+    await waitFor(
+      "the lease to expire",
+      async () => (await recoverInterrupted(t.db)).length > 0,
+      10_000,
+      250,
+    );
+    // Nothing points at nothing: the rows have no instance id yet.
+    const mid = await t.db.select().from(vms).where(eq(vms.fleetId, fleet.id));
+    expect(mid.map((v) => [v.name, v.state, v.providerId])).toEqual([
+      ["crash-tf-1", "provisioning", null],
+      ["crash-tf-2", "provisioning", null],
+    ]);
+
+    const callsFile = path.join(workDir, "calls.jsonl");
+    const terraform = new TerraformFleetDriver({
+      db: t.db,
+      runner: new TerraformRunner({
+        bin: standIn,
+        cancelGraceMs: 1_000,
+        env: { STANDIN_SCENARIO: "success", STANDIN_CALLS: callsFile },
+      }),
+      moduleDir: path.resolve(import.meta.dirname, "../../terraform"),
+      workDir,
+      backend: { kind: "local" },
+      serverUrl: "https://lablink.example.edu",
+      agentImage: "agent",
+      ec2: new Ec2Fleet(),
+    });
+    const result = await executeOperation({ db: t.db, drivers: { terraform }, log: logger }, op.id);
+    expect(result).toEqual({ status: "succeeded" });
+    const rows = await t.db.select().from(vms).where(eq(vms.fleetId, fleet.id)).orderBy(vms.name);
+    expect(rows.map((v) => [v.name, v.state])).toEqual([
+      ["crash-tf-1", "booting"],
+      ["crash-tf-2", "booting"],
+    ]);
+    // Only the VM without an instance got a (new) token; the adopted one kept its first.
+    const plan = readFileSync(callsFile, "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l))
+      .find((c) => c.args[0] === "plan");
+    expect(plan.withToken).toEqual(["crash-tf-2"]);
+    const log = (await readLogs(t.db, op.id, { after: 0, limit: 500 })).lines.map((l) => l.line);
+    expect(log).toContain("crash-tf-1: instance " + rows[0]?.providerId + " booting");
+    expect(log.join("\n")).toContain("Plan: 1 to add, 0 to change, 0 to destroy.");
+  }, 120_000);
 });
