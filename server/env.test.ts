@@ -42,4 +42,21 @@ describe("configuration", () => {
     );
     expect(() => parseEnv({ LABLINK_DEV_LOGIN: "true", HOST: "127.0.0.1" })).not.toThrow();
   });
+
+  it("configures provisioning with safe defaults and refuses an S3 backend without a bucket", () => {
+    const e = parseEnv({});
+    expect(e).toMatchObject({
+      LABLINK_TERRAFORM_BIN: "terraform",
+      LABLINK_TERRAFORM_BACKEND: "local",
+      LABLINK_RECONCILE_INTERVAL_S: 60,
+      LABLINK_RECONCILE_ORPHANS: "report",
+      LABLINK_OPERATION_LEASE_S: 30,
+    });
+    expect(() => parseEnv({ LABLINK_TERRAFORM_BACKEND: "s3" })).toThrow(
+      /LABLINK_TERRAFORM_S3_BUCKET: is required when LABLINK_TERRAFORM_BACKEND=s3/,
+    );
+    expect(() => parseEnv({ LABLINK_RECONCILE_ORPHANS: "delete" })).toThrow(
+      /LABLINK_RECONCILE_ORPHANS/,
+    );
+  });
 });

@@ -369,6 +369,25 @@ describe("the operation log", () => {
 });
 
 describe("access", () => {
+  it("an unknown operation is a 404", async () => {
+    const id = "00000000-0000-4000-8000-000000000000";
+    for (const path of ["operation.get", "operation.logs"]) {
+      const res = await api.query(path, { operationId: id }, asAdmin());
+      expect(res.status, path).toBe(404);
+      expect(res.error?.message).toBe("No such operation.");
+    }
+    const cancel = await api.mutate("operation.cancel", { operationId: id }, asAdmin());
+    expect(cancel.status).toBe(404);
+  });
+
+  it("refuses to reboot or terminate a VM that is gone", async () => {
+    const fleet = await makeFleet(t.db, { driver: "byo" });
+    const [vm] = await makeVms(t.db, fleet, 1, "terminated");
+    const res = await api.mutate("vm.terminate", { vmId: vm?.id }, asAdmin());
+    expect(res.status).toBe(409);
+    expect(res.error?.message).toMatch(/is already terminated/);
+  });
+
   it("a researcher can neither read operations nor start them", async () => {
     const researcher = await makeUser(t.db, "researcher");
     const res = await api.query("operation.list", {}, { userId: researcher.id });
