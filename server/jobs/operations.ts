@@ -126,6 +126,8 @@ export async function executeOperation(
   }, settings.renewMs);
 
   let lastProgress = "";
+  // Progress writes are chained so they land in order (the last one written is the latest).
+  let progressWrites: Promise<void> = Promise.resolve();
   const run: DriverRun = {
     signal: abort.signal,
     log: (line, level) => oplog.write(line, level),
@@ -133,7 +135,10 @@ export async function executeOperation(
       const key = `${p.done}/${p.total}`;
       if (key === lastProgress) return;
       lastProgress = key;
-      void setProgress(db, op.id, p).catch(() => undefined);
+      const value = { ...p };
+      progressWrites = progressWrites.then(() =>
+        setProgress(db, op.id, value).catch((err) => log.warn({ err }, "progress write failed")),
+      );
     },
     secret: (v) => oplog.addSecret(v),
   };
@@ -164,6 +169,7 @@ export async function executeOperation(
     deps.shutdown?.removeEventListener("abort", onShutdown);
   }
   await oplog.flush();
+  await progressWrites;
   if (why === "lost") return { status: "lease lost" };
   const finished = await finishOperation(db, op.id, workerId, outcome);
   if (finished && (outcome.status === "failed" || outcome.status === "cancelled")) {

@@ -214,10 +214,14 @@ describe("terraform driver with the stand-in binary", () => {
       },
       op.id,
     );
-    await waitFor("the first instance", async () => {
-      const [row] = await t.db.select().from(operations).where(eq(operations.id, op.id));
-      return (row?.progress?.done ?? 0) >= 2;
-    });
+    await waitFor(
+      "the first instance",
+      async () => {
+        const [row] = await t.db.select().from(operations).where(eq(operations.id, op.id));
+        return (row?.progress?.done ?? 0) >= 2;
+      },
+      45_000,
+    );
     const admin = await makeUser(t.db, "admin");
     await requestCancel(t.db, op.id, { kind: "user", id: admin.id });
     expect(await running).toEqual({ status: "cancelled" });
@@ -251,10 +255,14 @@ describe("terraform driver with the stand-in binary", () => {
       },
       op.id,
     );
-    await waitFor("the first instance", async () => {
-      const [row] = await t.db.select().from(operations).where(eq(operations.id, op.id));
-      return (row?.progress?.done ?? 0) >= 2;
-    });
+    await waitFor(
+      "the first instance",
+      async () => {
+        const [row] = await t.db.select().from(operations).where(eq(operations.id, op.id));
+        return (row?.progress?.done ?? 0) >= 2;
+      },
+      45_000,
+    );
     await requestCancel(t.db, op.id, { kind: "system", id: null });
     expect(await running).toEqual({ status: "cancelled" });
     const log = (await readLogs(t.db, op.id, { after: 0, limit: 1000 })).lines.map((l) => l.line);
