@@ -222,7 +222,7 @@ describe("a worker killed with SIGKILL mid-run", () => {
       .find((c) => c.args[0] === "plan");
     expect(plan.withToken).toEqual(["crash-tf-2"]);
     const log = (await readLogs(t.db, op.id, { after: 0, limit: 500 })).lines.map((l) => l.line);
-    expect(log).toContain("crash-tf-1: instance " + rows[0]?.providerId + " booting");
+    expect(log).toContain(`crash-tf-1: instance ${rows[0]?.providerId} booting`);
     expect(log.join("\n")).toContain("Plan: 1 to add, 0 to change, 0 to destroy.");
   }, 120_000);
 });
