@@ -154,7 +154,7 @@ export async function executeOperation(
   } catch (err) {
     const message = redact(err instanceof Error ? err.message : String(err));
     if (why === "shutdown") {
-      outcome = { status: "queued", error: "worker shut down; queued again" };
+      outcome = { status: "queued" };
       oplog.write("the worker is shutting down; the operation is queued again", "warn");
     } else if (why === "cancel" || (err instanceof RunAborted && why !== "lost")) {
       outcome = { status: "cancelled", error: "cancelled" };

@@ -101,7 +101,7 @@ const liveVms = (fleetId: string) =>
     .where(and(eq(vms.fleetId, fleetId), ne(vms.state, "terminated")));
 
 describe("local fleet through operations, end to end", () => {
-  it("creates 3, scales to 5, terminates one, destroys the fleet; the log shows each step", async () => {
+  it("creates 3, scales to 5, reboots one, terminates one, destroys the fleet; the log shows each step", async () => {
     const created = await api.mutate(
       "fleet.create",
       { driver: "local", name: "workshop", instanceType: "local.sim", size: 3 },
@@ -131,6 +131,20 @@ describe("local fleet through operations, end to end", () => {
     expect(await liveVms(fleetId)).toHaveLength(5);
     expect((await pollLog(scaleOp.id)).join("\n")).toMatch(
       /creating 2 VM\(s\): workshop-4, workshop-5/,
+    );
+
+    const first = (await liveVms(fleetId)).find((v) => v.name === "workshop-1");
+    const reboot = await api.mutate("vm.reboot", { vmId: first?.id }, asAdmin());
+    expect(reboot.status, JSON.stringify(reboot.error)).toBe(200);
+    const rebootOp = (reboot.data as { operation: Operation }).operation;
+    expect(await finished(rebootOp.id)).toMatchObject({ status: "succeeded" });
+    expect(await pollLog(rebootOp.id)).toContain("rebooting workshop-1: stopping its agent");
+    // The agent starts again, registers, and the VM is back in the pool.
+    await waitFor(
+      "workshop-1 ready again",
+      async () =>
+        (await liveVms(fleetId)).find((v) => v.name === "workshop-1" && v.state === "ready"),
+      30_000,
     );
 
     const victim = (await liveVms(fleetId)).find((v) => v.name === "workshop-2");
@@ -165,6 +179,7 @@ describe("local fleet through operations, end to end", () => {
     expect((list.data as Operation[]).map((o) => o.kind)).toEqual([
       "fleet.destroy",
       "vm.terminate",
+      "vm.reboot",
       "fleet.scale",
       "fleet.create",
     ]);
