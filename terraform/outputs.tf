@@ -1,6 +1,6 @@
 output "vms" {
   description = "VM name => instance id, LabLink VM id, private and public IP. The LabLink runner reads this with `terraform output -json`."
-  value = {
+  value       = {
     for name, instance in aws_instance.vm : name => {
       instance_id = instance.id
       vm_id       = var.vm_ids[name]
