@@ -10,6 +10,7 @@ import { env } from "../env";
 import { logger } from "../log";
 import { allJobs } from "./definitions";
 import { startDispatcher } from "./dispatch";
+import { settleOperations } from "./operations";
 import { JobRunner } from "./runner";
 
 /**
@@ -134,6 +135,9 @@ async function main() {
     // Running operations stop (Terraform gets SIGINT) and go back to the queue for another worker.
     shutdownSignal.abort();
     await dispatcher.stop();
+    // Give an interrupted Terraform its grace period to save state; the operation is then
+    // queued again for the next worker.
+    await settleOperations((e.LABLINK_TERRAFORM_CANCEL_GRACE_S + 5) * 1000);
     await local.close();
     await runner.stop().catch(() => undefined);
     await sql.end({ timeout: 5 });

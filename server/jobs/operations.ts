@@ -74,13 +74,37 @@ export class OperationLog {
   }
 }
 
+const inFlight = new Set<Promise<unknown>>();
+
+/** Waits (up to `timeoutMs`) for this process's running operations to wind down. */
+export async function settleOperations(timeoutMs: number): Promise<void> {
+  if (inFlight.size === 0) return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    Promise.allSettled([...inFlight]),
+    new Promise((r) => {
+      timer = setTimeout(r, timeoutMs);
+    }),
+  ]);
+  clearTimeout(timer);
+}
+
 /**
  * Runs one operation if it is still queued: takes a lease, calls the fleet's driver, renews the
  * lease while it works, turns a cancel request into an abort, and records the outcome. Never
  * throws for a driver failure (the operation records it); a second delivery of the same job
  * finds the operation no longer queued and does nothing.
  */
-export async function executeOperation(
+export function executeOperation(
+  deps: Parameters<typeof executeOperationNow>[0],
+  operationId: string,
+): Promise<{ status: string }> {
+  const p = executeOperationNow(deps, operationId);
+  inFlight.add(p);
+  return p.finally(() => inFlight.delete(p));
+}
+
+async function executeOperationNow(
   deps: {
     db: Db;
     drivers: Partial<Record<string, FleetDriver>>;

@@ -10,7 +10,7 @@ import { TerraformFleetDriver } from "../../server/cloud/terraform/driver";
 import { TerraformRunner } from "../../server/cloud/terraform/runner";
 import { auditEvents, operations, vms } from "../../server/db/schema";
 import { readLogs, recoverInterrupted, requestOperation } from "../../server/domain/operations";
-import { executeOperation } from "../../server/jobs/operations";
+import { executeOperation, settleOperations } from "../../server/jobs/operations";
 import { logger } from "../../server/log";
 import { createTestDatabase, type TestDatabase } from "../db";
 import { makeFleet } from "../fixtures";
@@ -225,4 +225,43 @@ describe("a worker killed with SIGKILL mid-run", () => {
     expect(log).toContain(`crash-tf-1: instance ${rows[0]?.providerId} booting`);
     expect(log.join("\n")).toContain("Plan: 1 to add, 0 to change, 0 to destroy.");
   }, 120_000);
+});
+
+// No dispatcher runs in this file, so nothing else picks the operation up.
+describe("worker shutdown", () => {
+  it("stops a running operation and queues it again for the next worker", async () => {
+    const fleet = await makeFleet(t.db, { driver: "byo", status: "active" });
+    const slow = {
+      name: "byo" as const,
+      apply: (_f: unknown, run?: { signal: AbortSignal }) =>
+        new Promise<void>((_resolve, reject) => {
+          run?.signal.addEventListener("abort", () => reject(new Error("interrupted")));
+        }),
+      destroy: async () => {},
+      terminateVm: async () => {},
+      rebootVm: async () => {},
+      describe: async () => [],
+      close: async () => {},
+    };
+    const op = await requestOperation(t.db, {
+      fleetId: fleet.id,
+      kind: "fleet.scale",
+      params: { size: 1 },
+      actor: { kind: "system", id: null },
+    });
+    const stopping = new AbortController();
+    const run = executeOperation(
+      { db: t.db, drivers: { byo: slow }, log: logger, shutdown: stopping.signal },
+      op.id,
+    );
+    await waitFor("the operation to run", async () => {
+      const [o] = await t.db.select().from(operations).where(eq(operations.id, op.id));
+      return o?.status === "running";
+    });
+    stopping.abort();
+    await settleOperations(5_000);
+    expect(await run).toEqual({ status: "queued" });
+    const [o] = await t.db.select().from(operations).where(eq(operations.id, op.id));
+    expect(o).toMatchObject({ status: "queued", error: null, attempts: 1, leaseOwner: null });
+  });
 });

@@ -27,8 +27,8 @@ let t: TestDatabase;
 let http: Awaited<ReturnType<typeof startApiServer>>;
 let api: ReturnType<typeof apiClient>;
 let local: LocalFleetDriver;
-let runner: JobRunner;
-let dispatcher: Awaited<ReturnType<typeof startDispatcher>>;
+let runner: JobRunner | undefined;
+let dispatcher: Awaited<ReturnType<typeof startDispatcher>> | undefined;
 let admin: Awaited<ReturnType<typeof makeUser>>;
 const shutdown = new AbortController();
 
@@ -57,9 +57,16 @@ beforeAll(async () => {
   dispatcher = await startDispatcher({ db: t.db, sql: t.sql, runner, log: logger, sweepMs: 500 });
 });
 
-afterAll(async () => {
+/** From here on the tests drive the executor themselves; no worker may pick their operations up. */
+async function stopWorker() {
   await dispatcher?.stop();
   await runner?.stop();
+  dispatcher = undefined;
+  runner = undefined;
+}
+
+afterAll(async () => {
+  await stopWorker();
   await local?.close();
   await http?.close();
   await t?.drop();
@@ -189,8 +196,10 @@ describe("local fleet through operations, end to end", () => {
 });
 
 describe("one operation per fleet", () => {
+  beforeAll(stopWorker);
+
   it("under 20 concurrent requests, exactly one is accepted; the others are told why", async () => {
-    // A byo fleet: no driver in this worker, so the accepted operation stays put long enough.
+    // No worker runs from here on: the accepted operation stays queued.
     const fleet = await makeFleet(t.db, { driver: "byo", desiredSize: 1 });
     const results = await Promise.all(
       Array.from({ length: 20 }, (_, i) =>
@@ -212,12 +221,21 @@ describe("one operation per fleet", () => {
         and(eq(auditEvents.targetId, fleet.id), eq(auditEvents.action, "operation.fleet.scale")),
       );
     expect(audits).toHaveLength(1);
-    // The byo operation fails (no driver here) and frees the fleet for the next request.
-    const op = await finished(ops[0]?.id as string);
-    expect(op).toMatchObject({ status: "failed", error: "no worker here runs the byo driver" });
+    // Once it is out of the way (cancelled here), the fleet takes the next request.
+    const cancel = await api.mutate("operation.cancel", { operationId: ops[0]?.id }, asAdmin());
+    expect(cancel.data).toMatchObject({ status: "cancelled" });
     const next = await api.mutate("fleet.scale", { fleetId: fleet.id, size: 2 }, asAdmin());
     expect(next.status).toBe(200);
-    await finished((next.data as { operation: Operation }).operation.id);
+    // A worker without the fleet's driver fails it with a reason, and the fleet is usable again.
+    const nextOp = (next.data as { operation: Operation }).operation;
+    expect(await executeOperation({ db: t.db, drivers: {}, log: logger }, nextOp.id)).toEqual({
+      status: "failed",
+    });
+    expect(await finished(nextOp.id)).toMatchObject({
+      error: "no worker here runs the byo driver",
+    });
+    const [f] = await t.db.select().from(fleets).where(eq(fleets.id, fleet.id));
+    expect(f?.status).toBe("active");
   });
 });
 
