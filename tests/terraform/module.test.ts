@@ -1,4 +1,5 @@
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: HCL expressions look like JS template placeholders
+import { randomBytes } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { parse } from "@cdktf/hcl2json";
@@ -170,6 +171,13 @@ describe("user data", () => {
 
   it("stays under EC2's 16 KB limit for a realistic fleet with the largest startup script", () => {
     const encoded = renderUserData(template(), realistic);
+    expect(encoded.length).toBeLessThan(USER_DATA_LIMIT);
+  });
+
+  it("stays under the limit even for an incompressible startup script of the largest size", () => {
+    const noise = randomBytes(8_000).toString("base64").slice(0, 8_000);
+    const encoded = renderUserData(template(), { ...realistic, startupScript: noise });
+    // About 12.6 KB: the API's 8,000-character cap on the script keeps every fleet under 16 KB.
     expect(encoded.length).toBeLessThan(USER_DATA_LIMIT);
   });
 
