@@ -14,10 +14,9 @@ describe("configuration", () => {
   });
 
   it("treats an empty variable as unset", () => {
-    expect(parseEnv({ DATABASE_URL: "", PORT: "" })).toMatchObject({
-      DATABASE_URL: undefined,
-      PORT: 3000,
-    });
+    const e = parseEnv({ DATABASE_URL: "", PORT: "" });
+    expect(e.DATABASE_URL).toBeUndefined();
+    expect(e.PORT).toBe(3000);
   });
 
   it("names each bad variable and what is wrong", () => {
@@ -48,5 +47,22 @@ describe("configuration", () => {
       /cannot be on while the server listens on 0.0.0.0/,
     );
     expect(() => parseEnv({ LABLINK_DEV_LOGIN: "true", HOST: "127.0.0.1" })).not.toThrow();
+  });
+
+  it("configures provisioning with safe defaults and refuses an S3 backend without a bucket", () => {
+    const e = parseEnv({});
+    expect(e).toMatchObject({
+      LABLINK_TERRAFORM_BIN: "terraform",
+      LABLINK_TERRAFORM_BACKEND: "local",
+      LABLINK_RECONCILE_INTERVAL_S: 60,
+      LABLINK_RECONCILE_ORPHANS: "report",
+      LABLINK_OPERATION_LEASE_S: 30,
+    });
+    expect(() => parseEnv({ LABLINK_TERRAFORM_BACKEND: "s3" })).toThrow(
+      /LABLINK_TERRAFORM_S3_BUCKET: is required when LABLINK_TERRAFORM_BACKEND=s3/,
+    );
+    expect(() => parseEnv({ LABLINK_RECONCILE_ORPHANS: "delete" })).toThrow(
+      /LABLINK_RECONCILE_ORPHANS/,
+    );
   });
 });

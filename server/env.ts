@@ -36,11 +36,38 @@ const schema = z
     LABLINK_AGENT_STALE_S: z.coerce.number().int().min(5).max(86400).default(60),
     /** Size of the simulated local fleet `npm start` keeps running (default 4 with embedded Postgres, else 0). */
     LABLINK_LOCAL_FLEET_SIZE: z.coerce.number().int().min(0).max(64).optional(),
+    /** A worker that has not renewed its hold on a running operation this long is presumed dead. */
+    LABLINK_OPERATION_LEASE_S: z.coerce.number().int().min(5).max(3600).default(30),
+    /** Terraform or OpenTofu executable for terraform fleets. */
+    LABLINK_TERRAFORM_BIN: z.string().min(1).default("terraform"),
+    /** Per-fleet Terraform working folders (default: <data dir>/terraform). */
+    LABLINK_TERRAFORM_WORK_DIR: z.string().min(1).optional(),
+    /** Seconds between SIGINT and SIGTERM when a Terraform run is cancelled. */
+    LABLINK_TERRAFORM_CANCEL_GRACE_S: z.coerce.number().int().min(1).max(600).default(30),
+    /** Where Terraform keeps state: a local folder per fleet, or S3. */
+    LABLINK_TERRAFORM_BACKEND: z.enum(["local", "s3"]).default("local"),
+    LABLINK_TERRAFORM_S3_BUCKET: z.string().min(3).max(63).optional(),
+    LABLINK_TERRAFORM_S3_REGION: z.string().min(1).max(32).optional(),
+    /** DynamoDB lock table; without it the S3 backend locks with a lock file in the bucket. */
+    LABLINK_TERRAFORM_S3_LOCK_TABLE: z.string().min(1).max(255).optional(),
+    /** Container image of the agent that terraform fleets' VMs run. */
+    LABLINK_AGENT_IMAGE: z.string().min(1).max(300).default("ghcr.io/lablink/agent:latest"),
+    /** How often EC2 is compared with the database (seconds; 0 turns reconciliation off). */
+    LABLINK_RECONCILE_INTERVAL_S: z.coerce.number().int().min(0).max(86400).default(60),
+    /** What to do with an instance tagged for a fleet but with no live VM row. */
+    LABLINK_RECONCILE_ORPHANS: z.enum(["report", "adopt", "terminate"]).default("report"),
     LOG_LEVEL: z
       .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
       .default("info"),
   })
   .superRefine((e, ctx) => {
+    if (e.LABLINK_TERRAFORM_BACKEND === "s3" && !e.LABLINK_TERRAFORM_S3_BUCKET) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["LABLINK_TERRAFORM_S3_BUCKET"],
+        message: "is required when LABLINK_TERRAFORM_BACKEND=s3",
+      });
+    }
     if (!e.LABLINK_DEV_LOGIN) return;
     if (e.LABLINK_PUBLIC_URL && !isLoopbackHost(new URL(e.LABLINK_PUBLIC_URL).hostname)) {
       ctx.addIssue({

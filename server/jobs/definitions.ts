@@ -1,13 +1,21 @@
 import { eq } from "drizzle-orm";
 import { z } from "zod";
 import type { FleetDriver } from "../cloud/driver";
+import type { Ec2Api } from "../cloud/ec2/ec2";
 import { fleets } from "../db/schema";
 import { markSilentAgents } from "../domain/health";
+import { type OrphanPolicy, reconcileAll } from "../domain/reconcile";
 import { defineJob } from "./define";
+import { executeOperation, type OperationSettings } from "./operations";
 
 export type JobDeps = {
   staleSeconds: number;
   drivers: Partial<Record<string, FleetDriver>>;
+  operations?: OperationSettings;
+  /** Fires when the worker shuts down; running operations stop and are queued again. */
+  shutdown?: AbortSignal;
+  ec2?: Ec2Api;
+  orphanPolicy?: OrphanPolicy;
 };
 
 /** Marks VMs whose agent went silent as unhealthy (they leave the pool until they speak again). */
@@ -42,4 +50,53 @@ export const applyFleet = (deps: JobDeps) =>
     },
   });
 
-export const allJobs = (deps: JobDeps) => [sweepSilentAgents(deps), applyFleet(deps)];
+/**
+ * Runs one admin operation (create, scale, destroy, reboot, terminate) through its fleet's
+ * driver. Idempotent: a second delivery finds the operation no longer queued and does nothing.
+ */
+export const runOperation = (deps: JobDeps) =>
+  defineJob({
+    name: "operation.run",
+    schema: z.strictObject({ operationId: z.uuid() }),
+    // The operation records driver failures itself; a retry covers only a lost database connection
+    // before the operation was taken.
+    retry: { limit: 2, delaySeconds: 5, backoff: true },
+    timeoutSeconds: 4 * 60 * 60,
+    handler: ({ operationId }, { db, log }) =>
+      executeOperation(
+        { db, log, drivers: deps.drivers, settings: deps.operations, shutdown: deps.shutdown },
+        operationId,
+      ),
+  });
+
+/** Compares EC2 with the database for every cloud fleet (one worker at a time). */
+export const reconcileFleets = (deps: JobDeps) =>
+  defineJob({
+    name: "fleet.reconcile",
+    schema: z.strictObject({}),
+    retry: { limit: 0, delaySeconds: 0, backoff: false },
+    timeoutSeconds: 10 * 60,
+    handler: async (_payload, { db, log }) => {
+      if (!deps.ec2) return { skipped: "no EC2 access in this worker" };
+      const result = await reconcileAll(db, deps.ec2, deps.orphanPolicy ?? "report");
+      if (result.skipped) return { skipped: "another worker is reconciling" };
+      for (const r of result.reports) {
+        if (r.orphans.length || r.ghosts.length || r.mismatches.length || r.errors.length)
+          log.warn(r, "reconciliation found drift");
+      }
+      return {
+        fleets: result.reports.length,
+        orphans: result.reports.reduce((n, r) => n + r.orphans.length, 0),
+        ghosts: result.reports.reduce((n, r) => n + r.ghosts.length, 0),
+        mismatches: result.reports.reduce((n, r) => n + r.mismatches.length, 0),
+        errors: result.reports.flatMap((r) => r.errors),
+      };
+    },
+  });
+
+export const allJobs = (deps: JobDeps) => [
+  reconcileFleets(deps),
+  sweepSilentAgents(deps),
+  applyFleet(deps),
+  runOperation(deps),
+];

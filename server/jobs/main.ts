@@ -1,11 +1,16 @@
 import path from "node:path";
-import { and, eq, inArray } from "drizzle-orm";
+import { and, sql as dsql, eq, inArray, notExists } from "drizzle-orm";
+import { Ec2Fleet } from "../cloud/ec2/ec2";
 import { LocalFleetDriver } from "../cloud/local/driver";
+import { TerraformFleetDriver } from "../cloud/terraform/driver";
+import { TerraformRunner } from "../cloud/terraform/runner";
 import { getDatabase } from "../db/client";
-import { fleets } from "../db/schema";
+import { fleets, operations } from "../db/schema";
 import { env } from "../env";
 import { logger } from "../log";
 import { allJobs } from "./definitions";
+import { startDispatcher } from "./dispatch";
+import { settleOperations } from "./operations";
 import { JobRunner } from "./runner";
 
 /**
@@ -27,15 +32,66 @@ async function main() {
     heartbeatIntervalS: e.LABLINK_HEARTBEAT_INTERVAL_S,
     log,
   });
+  const ec2 = new Ec2Fleet();
+  const terraform = new TerraformFleetDriver({
+    db,
+    runner: new TerraformRunner({
+      bin: e.LABLINK_TERRAFORM_BIN,
+      cancelGraceMs: e.LABLINK_TERRAFORM_CANCEL_GRACE_S * 1000,
+    }),
+    moduleDir: path.join(rootDir, "terraform"),
+    workDir: path.resolve(
+      e.LABLINK_TERRAFORM_WORK_DIR ?? path.join(e.LABLINK_DATA_DIR, "terraform"),
+    ),
+    backend:
+      e.LABLINK_TERRAFORM_BACKEND === "s3"
+        ? {
+            kind: "s3",
+            bucket: e.LABLINK_TERRAFORM_S3_BUCKET as string,
+            region: e.LABLINK_TERRAFORM_S3_REGION,
+            lockTable: e.LABLINK_TERRAFORM_S3_LOCK_TABLE,
+          }
+        : { kind: "local" },
+    // Agents on cloud VMs must reach the server at its public address.
+    serverUrl: e.LABLINK_PUBLIC_URL ?? "",
+    agentImage: e.LABLINK_AGENT_IMAGE,
+    ec2,
+  });
   const runner = new JobRunner(e.DATABASE_URL, db, log);
-  await runner.start(allJobs({ staleSeconds: e.LABLINK_AGENT_STALE_S, drivers: { local } }));
+  const shutdownSignal = new AbortController();
+  await runner.start(
+    allJobs({
+      staleSeconds: e.LABLINK_AGENT_STALE_S,
+      drivers: { local, terraform },
+      ec2,
+      orphanPolicy: e.LABLINK_RECONCILE_ORPHANS,
+      shutdown: shutdownSignal.signal,
+      operations: { leaseSeconds: e.LABLINK_OPERATION_LEASE_S, renewMs: 2_000 },
+    }),
+  );
+  const dispatcher = await startDispatcher({ db, sql, runner, log });
 
   const applyLocalFleets = async () => {
     const rows = await db
       .select({ id: fleets.id })
       .from(fleets)
       .where(
-        and(eq(fleets.driver, "local"), inArray(fleets.status, ["active", "scaling", "creating"])),
+        and(
+          eq(fleets.driver, "local"),
+          eq(fleets.status, "active"),
+          // A fleet with an operation in flight is that operation's to change.
+          notExists(
+            db
+              .select({ one: dsql`1` })
+              .from(operations)
+              .where(
+                and(
+                  eq(operations.fleetId, fleets.id),
+                  inArray(operations.status, ["queued", "running"]),
+                ),
+              ),
+          ),
+        ),
       );
     for (const f of rows)
       await runner.send(
@@ -50,6 +106,15 @@ async function main() {
         .send("vm.sweep-silent", {}, { singletonSeconds: 10 })
         .catch((err) => log.error({ err }, "sweep enqueue failed"));
     }, 10_000),
+    ...(e.LABLINK_RECONCILE_INTERVAL_S > 0
+      ? [
+          setInterval(() => {
+            runner
+              .send("fleet.reconcile", {}, { singletonSeconds: e.LABLINK_RECONCILE_INTERVAL_S })
+              .catch((err) => log.error({ err }, "reconcile enqueue failed"));
+          }, e.LABLINK_RECONCILE_INTERVAL_S * 1000),
+        ]
+      : []),
     // Restart local agents that died (the local driver's "reboot").
     setInterval(
       () => applyLocalFleets().catch((err) => log.error({ err }, "local apply failed")),
@@ -67,6 +132,12 @@ async function main() {
     log.info({ reason }, "worker stopping");
     runner.beginStop();
     for (const t of timers) clearInterval(t);
+    // Running operations stop (Terraform gets SIGINT) and go back to the queue for another worker.
+    shutdownSignal.abort();
+    await dispatcher.stop();
+    // Give an interrupted Terraform its grace period to save state; the operation is then
+    // queued again for the next worker.
+    await settleOperations((e.LABLINK_TERRAFORM_CANCEL_GRACE_S + 5) * 1000);
     await local.close();
     await runner.stop().catch(() => undefined);
     await sql.end({ timeout: 5 });

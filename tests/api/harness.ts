@@ -83,7 +83,9 @@ export async function tableCounts(db: Db): Promise<Record<string, number>> {
       SELECT 'vms', count(*)::int FROM vms UNION ALL
       SELECT 'fleets', count(*)::int FROM fleets UNION ALL
       SELECT 'agent_credentials', count(*)::int FROM agent_credentials UNION ALL
-      SELECT 'audit_events', count(*)::int FROM audit_events`),
+      SELECT 'audit_events', count(*)::int FROM audit_events UNION ALL
+      SELECT 'operations', count(*)::int FROM operations UNION ALL
+      SELECT 'operation_logs', count(*)::int FROM operation_logs`),
   );
   return Object.fromEntries(rows.map((r) => [r.table, r.n]));
 }

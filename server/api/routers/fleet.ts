@@ -1,6 +1,82 @@
+import { z } from "zod";
+import { terraformFleetConfig } from "../../cloud/terraform/config";
 import { listFleets } from "../../domain/fleets";
+import { publicOperation } from "../../domain/operations";
+import { createFleet, destroyFleet, scaleFleet } from "../../domain/provisioning";
 import { adminProcedure, createRouter, noInput } from "../trpc";
+
+/** Fleet sizes an admin may ask for in one request. */
+export const MAX_FLEET_SIZE = 200;
+
+const common = {
+  name: z
+    .string()
+    .trim()
+    .min(2)
+    .max(40)
+    .regex(
+      /^[a-z][a-z0-9-]*[a-z0-9]$/,
+      "use lowercase letters, digits and dashes (it becomes part of VM names and cloud tags)",
+    ),
+  instanceType: z
+    .string()
+    .trim()
+    .min(1)
+    .max(64)
+    .regex(/^[a-z0-9][a-z0-9.-]*$/, "must be an instance type such as g5.xlarge"),
+  gpuModel: z.string().trim().min(1).max(100).optional(),
+  gpuCount: z.number().int().min(0).max(16).default(1),
+  size: z.number().int().min(0).max(MAX_FLEET_SIZE),
+};
+
+const createInput = z.discriminatedUnion("driver", [
+  z.strictObject({ driver: z.literal("local"), ...common }),
+  z.strictObject({
+    driver: z.literal("terraform"),
+    ...common,
+    region: z
+      .string()
+      .trim()
+      .regex(/^[a-z]{2}(-[a-z]+)+-\d$/, "must be an AWS region such as us-west-2"),
+    image: z.string().trim().min(1).max(300),
+    config: terraformFleetConfig.default(terraformFleetConfig.parse({})),
+  }),
+]);
 
 export const fleetRouter = createRouter({
   list: adminProcedure.input(noInput).query(({ ctx }) => listFleets(ctx.db)),
+
+  /** Creates a fleet and queues the operation that provisions its VMs. */
+  create: adminProcedure.input(createInput).mutation(async ({ ctx, input }) => {
+    const { fleet, operation } = await createFleet(
+      ctx.db,
+      {
+        name: input.name,
+        driver: input.driver,
+        instanceType: input.instanceType,
+        gpuModel: input.gpuModel ?? null,
+        gpuCount: input.gpuCount,
+        region: input.driver === "terraform" ? input.region : "this machine",
+        image: input.driver === "terraform" ? input.image : null,
+        size: input.size,
+        config: input.driver === "terraform" ? input.config : {},
+      },
+      ctx.actor,
+    );
+    return { fleetId: fleet.id, operation: publicOperation(operation) };
+  }),
+
+  scale: adminProcedure
+    .input(z.strictObject({ fleetId: z.uuid(), size: common.size }))
+    .mutation(async ({ ctx, input }) => {
+      const { operation } = await scaleFleet(ctx.db, input.fleetId, input.size, ctx.actor);
+      return { operation: publicOperation(operation) };
+    }),
+
+  destroy: adminProcedure
+    .input(z.strictObject({ fleetId: z.uuid() }))
+    .mutation(async ({ ctx, input }) => {
+      const { operation } = await destroyFleet(ctx.db, input.fleetId, ctx.actor);
+      return { operation: publicOperation(operation) };
+    }),
 });

@@ -2,6 +2,8 @@ import { z } from "zod";
 import { vmState } from "../../db/schema";
 import { claimVm, myVm, releaseVm } from "../../domain/allocation";
 import { listVms } from "../../domain/fleets";
+import { publicOperation } from "../../domain/operations";
+import { requestVmOperation } from "../../domain/provisioning";
 import { drainVm, forceReleaseVm, markVmFailed, undrainVm, vmDetail } from "../../domain/vm-admin";
 import { adminProcedure, createRouter, noInput, researcherProcedure } from "../trpc";
 
@@ -73,6 +75,21 @@ export const vmRouter = createRouter({
     .mutation(async ({ ctx, input }) =>
       pick(await markVmFailed(ctx.db, input.vmId, input.reason, ctx.actor)),
     ),
+  /** Restarts one VM (admin); a held VM comes back to its holder. */
+  reboot: adminProcedure
+    .input(z.strictObject({ vmId: z.uuid() }))
+    .mutation(async ({ ctx, input }) => {
+      const { operation } = await requestVmOperation(ctx.db, input.vmId, "vm.reboot", ctx.actor);
+      return { operation: publicOperation(operation) };
+    }),
+
+  /** Removes one VM for good (admin); the fleet's size drops by one. */
+  terminate: adminProcedure
+    .input(z.strictObject({ vmId: z.uuid() }))
+    .mutation(async ({ ctx, input }) => {
+      const { operation } = await requestVmOperation(ctx.db, input.vmId, "vm.terminate", ctx.actor);
+      return { operation: publicOperation(operation) };
+    }),
 });
 
 /** What admin actions answer: enough to update the table, no assignment internals. */

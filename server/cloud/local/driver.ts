@@ -7,7 +7,7 @@ import type { Db } from "../../db/client";
 import { type Fleet, type Vm, vms } from "../../db/schema";
 import { systemActor, transition } from "../../domain/vm-state";
 import type { Logger } from "../../log";
-import type { FleetDriver, InstanceInfo } from "../driver";
+import { type DriverRun, type FleetDriver, type InstanceInfo, throwIfAborted } from "../driver";
 
 export type LocalDriverOptions = {
   db: Db;
@@ -31,10 +31,26 @@ export class LocalFleetDriver implements FleetDriver {
   readonly name = "local" as const;
   private readonly procs = new Map<string, ChildProcess>();
   private closing = false;
+  /** Per-fleet queue: an operation and the periodic restart never interleave on one fleet. */
+  private readonly chains = new Map<string, Promise<unknown>>();
 
   constructor(private readonly o: LocalDriverOptions) {}
 
-  async apply(fleet: Fleet): Promise<void> {
+  private serialize<T>(fleetId: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.chains.get(fleetId) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    this.chains.set(
+      fleetId,
+      next.catch(() => undefined),
+    );
+    return next;
+  }
+
+  apply(fleet: Fleet, run?: DriverRun): Promise<void> {
+    return this.serialize(fleet.id, () => this.applyNow(fleet, run));
+  }
+
+  private async applyNow(fleet: Fleet, run?: DriverRun): Promise<void> {
     const { db } = this.o;
     let live = await db
       .select()
@@ -50,6 +66,7 @@ export class LocalFleetDriver implements FleetDriver {
       if (!taken.has(name)) toCreate.push(name);
     }
     if (toCreate.length > 0) {
+      run?.log(`creating ${toCreate.length} VM(s): ${toCreate.join(", ")}`);
       await db
         .insert(vms)
         .values(
@@ -69,13 +86,49 @@ export class LocalFleetDriver implements FleetDriver {
       const victims = [...live]
         .sort((a, b) => Number(!!a.holderId) - Number(!!b.holderId) || b.name.localeCompare(a.name))
         .slice(0, excess);
-      for (const vm of victims) await this.terminate(vm);
+      for (const vm of victims) {
+        throwIfAborted(run);
+        run?.log(`terminating ${vm.name} (scale down to ${fleet.desiredSize})`);
+        await this.terminate(vm);
+      }
       live = live.filter((v) => !victims.includes(v));
     }
 
+    const total = live.length;
+    let done = live.filter((vm) => this.procs.has(vm.id)).length;
+    run?.progress({ done, total });
     for (const vm of live) {
-      if (!this.procs.has(vm.id)) await this.boot(fleet, vm);
+      if (this.procs.has(vm.id)) continue;
+      throwIfAborted(run);
+      await this.boot(fleet, vm);
+      done += 1;
+      run?.log(`started agent for ${vm.name}`);
+      run?.progress({ done, total });
     }
+    run?.log(`fleet ${fleet.name}: ${total} VM(s) running`);
+  }
+
+  terminateVm(fleet: Fleet, vm: Vm, run?: DriverRun): Promise<void> {
+    return this.serialize(fleet.id, async () => {
+      run?.log(`terminating ${vm.name}`);
+      await this.terminate(vm);
+      run?.log(`${vm.name} terminated`);
+    });
+  }
+
+  rebootVm(fleet: Fleet, vm: Vm, run?: DriverRun): Promise<void> {
+    return this.serialize(fleet.id, async () => {
+      const moved = await transition(this.o.db, {
+        vmId: vm.id,
+        to: "rebooting",
+        actor: systemActor,
+        action: "driver.reboot",
+      });
+      run?.log(`rebooting ${vm.name}: stopping its agent`);
+      await this.kill(vm.id);
+      await this.boot(fleet, moved);
+      run?.log(`${vm.name}: agent started again; it registers and comes back`);
+    });
   }
 
   private async boot(fleet: Fleet, vm: Vm): Promise<void> {
@@ -129,12 +182,18 @@ export class LocalFleetDriver implements FleetDriver {
   }
 
   private async terminate(vm: Vm): Promise<void> {
-    const moved = await transition(this.o.db, {
-      vmId: vm.id,
-      to: "terminating",
-      actor: systemActor,
-      action: "driver.terminate",
-    });
+    // A retried run may find the VM already terminating (the earlier run died half-way).
+    const [current] = await this.o.db.select().from(vms).where(eq(vms.id, vm.id));
+    if (!current || current.state === "terminated") return;
+    const moved =
+      current.state === "terminating"
+        ? current
+        : await transition(this.o.db, {
+            vmId: vm.id,
+            to: "terminating",
+            actor: systemActor,
+            action: "driver.terminate",
+          });
     await this.kill(vm.id);
     await revokeAgentTokens(this.o.db, vm.id);
     await transition(this.o.db, {
@@ -146,12 +205,22 @@ export class LocalFleetDriver implements FleetDriver {
     });
   }
 
-  async destroy(fleet: Fleet): Promise<void> {
-    const live = await this.o.db
-      .select()
-      .from(vms)
-      .where(and(eq(vms.fleetId, fleet.id), notInArray(vms.state, ["terminated", "terminating"])));
-    for (const vm of live) await this.terminate(vm);
+  destroy(fleet: Fleet, run?: DriverRun): Promise<void> {
+    return this.serialize(fleet.id, async () => {
+      const live = await this.o.db
+        .select()
+        .from(vms)
+        .where(and(eq(vms.fleetId, fleet.id), notInArray(vms.state, ["terminated"])));
+      let done = 0;
+      run?.progress({ done, total: live.length });
+      for (const vm of live) {
+        throwIfAborted(run);
+        await this.terminate(vm);
+        done += 1;
+        run?.log(`terminated ${vm.name}`);
+        run?.progress({ done, total: live.length });
+      }
+    });
   }
 
   async describe(fleet: Fleet): Promise<InstanceInfo[]> {

@@ -52,6 +52,9 @@ export const vms = pgTable(
     name: text("name").notNull(),
     /** Cloud instance id (i-0abc...), or the local driver's process key. */
     providerId: text("provider_id"),
+    /** Addresses the provider reported (Terraform output); null for local VMs. */
+    privateIp: text("private_ip"),
+    publicIp: text("public_ip"),
     state: vmState("state").notNull().default("provisioning"),
     holderId: uuid("holder_id").references(() => users.id),
     /** New on every claim; the agent's assignment and wipe acknowledgements name it. */

@@ -1,0 +1,134 @@
+import { and, eq, inArray, sql } from "drizzle-orm";
+import type { Db } from "../db/client";
+import { type Fleet, type FleetDriverName, fleets, vms } from "../db/schema";
+import { isUniqueViolation } from "./allocation";
+import { DomainError } from "./errors";
+import { requestOperation } from "./operations";
+import type { Actor } from "./vm-state";
+
+/**
+ * Admin requests that become operations. Each writes the fleet change and the queued operation
+ * in one transaction: when the fleet is busy, neither is written.
+ */
+
+export type FleetSpec = {
+  name: string;
+  driver: FleetDriverName;
+  instanceType: string;
+  gpuModel?: string | null;
+  gpuCount: number;
+  region?: string | null;
+  image?: string | null;
+  size: number;
+  config: Record<string, unknown>;
+};
+
+export async function createFleet(db: Db, spec: FleetSpec, actor: Actor) {
+  try {
+    return await db.transaction(async (tx) => {
+      const [fleet] = await tx
+        .insert(fleets)
+        .values({
+          name: spec.name,
+          driver: spec.driver,
+          instanceType: spec.instanceType,
+          gpuModel: spec.gpuModel ?? null,
+          gpuCount: spec.gpuCount,
+          region: spec.region ?? null,
+          image: spec.image ?? null,
+          desiredSize: 0,
+          status: "creating",
+          config: spec.config,
+        })
+        .returning();
+      if (!fleet) throw new Error("fleet insert returned nothing");
+      const operation = await requestOperation(tx, {
+        fleetId: fleet.id,
+        kind: "fleet.create",
+        params: { size: spec.size },
+        actor,
+      });
+      return { fleet, operation };
+    });
+  } catch (e) {
+    if (isUniqueViolation(e, "fleets_name_unique"))
+      throw new DomainError("ALREADY_EXISTS", `A fleet named "${spec.name}" already exists.`);
+    throw e;
+  }
+}
+
+async function liveFleet(db: Db, fleetId: string): Promise<Fleet> {
+  const [fleet] = await db.select().from(fleets).where(eq(fleets.id, fleetId));
+  if (!fleet) throw new DomainError("NOT_FOUND", "No such fleet.", { fleetId });
+  if (fleet.status === "destroyed" || fleet.status === "destroying")
+    throw new DomainError("STATE_CONFLICT", `Fleet ${fleet.name} is ${fleet.status}.`, {
+      status: fleet.status,
+    });
+  return fleet;
+}
+
+export async function scaleFleet(db: Db, fleetId: string, size: number, actor: Actor) {
+  const fleet = await liveFleet(db, fleetId);
+  return db.transaction(async (tx) => {
+    const operation = await requestOperation(tx, {
+      fleetId,
+      kind: "fleet.scale",
+      params: { size, from: fleet.desiredSize },
+      actor,
+    });
+    await tx
+      .update(fleets)
+      .set({ status: "scaling", updatedAt: sql`now()` })
+      .where(eq(fleets.id, fleetId));
+    return { operation };
+  });
+}
+
+export async function destroyFleet(db: Db, fleetId: string, actor: Actor) {
+  await liveFleet(db, fleetId);
+  return db.transaction(async (tx) => {
+    const operation = await requestOperation(tx, { fleetId, kind: "fleet.destroy", actor });
+    await tx
+      .update(fleets)
+      .set({ status: "destroying", updatedAt: sql`now()` })
+      .where(eq(fleets.id, fleetId));
+    return { operation };
+  });
+}
+
+export async function requestVmOperation(
+  db: Db,
+  vmId: string,
+  kind: "vm.reboot" | "vm.terminate",
+  actor: Actor,
+) {
+  const [vm] = await db.select().from(vms).where(eq(vms.id, vmId));
+  if (!vm) throw new DomainError("NOT_FOUND", "No such VM.", { vmId });
+  if (vm.state === "terminated" || vm.state === "terminating")
+    throw new DomainError("STATE_CONFLICT", `VM ${vm.name} is already ${vm.state}.`, {
+      state: vm.state,
+    });
+  if (kind === "vm.reboot" && vm.state === "provisioning")
+    throw new DomainError("STATE_CONFLICT", `VM ${vm.name} is still being provisioned.`, {
+      state: vm.state,
+    });
+  await liveFleet(db, vm.fleetId);
+  return db.transaction(async (tx) => {
+    const operation = await requestOperation(tx, {
+      fleetId: vm.fleetId,
+      vmId,
+      kind,
+      params: { vmName: vm.name },
+      actor,
+    });
+    if (kind === "vm.terminate") {
+      // The fleet shrinks by one now, so no apply brings a replacement back (or picks another
+      // VM to remove) while this one is going away.
+      await tx
+        .update(fleets)
+        .set({ desiredSize: sql`greatest(${fleets.desiredSize} - 1, 0)`, updatedAt: sql`now()` })
+        .where(and(eq(fleets.id, vm.fleetId), inArray(fleets.status, ["active", "failed"])));
+    }
+    return { operation };
+  });
+}

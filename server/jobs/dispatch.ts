@@ -1,0 +1,50 @@
+import type postgres from "postgres";
+import type { Db } from "../db/client";
+import { queuedOperationIds, recoverInterrupted } from "../domain/operations";
+import type { Logger } from "../log";
+import type { JobRunner } from "./runner";
+
+/**
+ * Turns queued operations into `operation.run` jobs. The API only writes the operation row (and
+ * NOTIFYs `lablink_operation` at commit), so the web process needs no job queue of its own; a
+ * periodic sweep catches any notification missed while no worker listened, and first recovers
+ * operations whose worker died mid-run.
+ */
+export async function startDispatcher(o: {
+  db: Db;
+  sql: postgres.Sql;
+  runner: JobRunner;
+  log: Logger;
+  sweepMs?: number;
+}): Promise<{ stop: () => Promise<void>; sweep: () => Promise<void> }> {
+  const send = (id: string) =>
+    o.runner.send("operation.run", { operationId: id }, { singletonKey: id, singletonSeconds: 5 });
+  let running: Promise<void> | null = null;
+  const sweep = () => {
+    running ??= (async () => {
+      try {
+        for (const r of await recoverInterrupted(o.db))
+          o.log.warn(r, "operation interrupted by a dead worker");
+        for (const id of await queuedOperationIds(o.db)) await send(id);
+      } catch (err) {
+        o.log.error({ err }, "operation dispatch failed");
+      } finally {
+        running = null;
+      }
+    })();
+    return running;
+  };
+  const listener = await o.sql.listen("lablink_operation", (id) => {
+    send(id).catch((err) => o.log.error({ err }, "operation enqueue failed"));
+  });
+  const timer = setInterval(() => void sweep(), o.sweepMs ?? 5_000);
+  await sweep();
+  return {
+    sweep,
+    stop: async () => {
+      clearInterval(timer);
+      await listener.unlisten().catch(() => undefined);
+      await running;
+    },
+  };
+}

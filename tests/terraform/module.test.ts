@@ -1,0 +1,202 @@
+// biome-ignore-all lint/suspicious/noTemplateCurlyInString: HCL expressions look like JS template placeholders
+import { randomBytes } from "node:crypto";
+import { readdirSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { parse } from "@cdktf/hcl2json";
+import { beforeAll, describe, expect, it } from "vitest";
+import {
+  readUserDataTemplate,
+  renderTemplate,
+  renderUserData,
+  templateVars,
+  USER_DATA_LIMIT,
+  type UserDataInput,
+} from "../../server/cloud/terraform/user-data";
+
+const moduleDir = path.resolve(import.meta.dirname, "../../terraform");
+type Json = Record<string, unknown>;
+const files: Record<string, string> = {};
+const parsed: Record<string, Json> = {};
+
+beforeAll(async () => {
+  for (const f of readdirSync(moduleDir).filter((f) => f.endsWith(".tf"))) {
+    files[f] = readFileSync(path.join(moduleDir, f), "utf8");
+    parsed[f] = (await parse(f, files[f] as string)) as Json;
+  }
+});
+
+const variables = () => {
+  const out: Record<string, Json> = {};
+  for (const p of Object.values(parsed))
+    for (const [name, defs] of Object.entries((p.variable ?? {}) as Record<string, Json[]>))
+      out[name] = defs[0] as Json;
+  return out;
+};
+const resources = (type: string) => {
+  const out: Json[] = [];
+  for (const p of Object.values(parsed)) {
+    const byName = ((p.resource ?? {}) as Record<string, Record<string, Json[]>>)[type] ?? {};
+    for (const defs of Object.values(byName)) out.push(...defs);
+  }
+  return out;
+};
+
+// The variables the runner writes into lablink.tfvars.json (server/cloud/terraform/driver.ts).
+const RUNNER_VARS = [
+  "agent_image",
+  "agent_tokens",
+  "allowed_ssh_cidrs",
+  "ami_id",
+  "container_image",
+  "fleet_name",
+  "instance_type",
+  "key_name",
+  "region",
+  "root_volume_gb",
+  "server_url",
+  "startup_on_error",
+  "startup_script",
+  "subnet_id",
+  "tags",
+  "tutorial_repo",
+  "vm_ids",
+  "vpc_id",
+];
+
+describe("the terraform/ module", () => {
+  it("declares exactly the variables the runner passes", () => {
+    expect(Object.keys(variables()).sort()).toEqual(RUNNER_VARS);
+    // The driver writes them from this list too (checked again end to end by the stand-in).
+    const driver = readFileSync(
+      path.resolve(import.meta.dirname, "../../server/cloud/terraform/driver.ts"),
+      "utf8",
+    );
+    for (const v of RUNNER_VARS) expect(driver, v).toMatch(new RegExp(`\\b${v}: `));
+  });
+
+  it("uses every variable it declares", () => {
+    const code = Object.entries(files)
+      .filter(([f]) => f !== "variables.tf")
+      .map(([, text]) => text)
+      .join("\n");
+    for (const name of Object.keys(variables()))
+      expect(code, `var.${name} is never used`).toMatch(new RegExp(`var\\.${name}\\b`));
+  });
+
+  it("marks agent tokens sensitive and describes every variable", () => {
+    const vars = variables();
+    expect(vars.agent_tokens?.sensitive).toBe(true);
+    for (const [name, v] of Object.entries(vars)) expect(v.description, name).toBeTruthy();
+  });
+
+  it("opens SSH to nobody by default, and never to 0.0.0.0/0", () => {
+    expect(variables().allowed_ssh_cidrs?.default).toEqual([]);
+    const ingress = resources("aws_vpc_security_group_ingress_rule");
+    expect(ingress).toHaveLength(1);
+    expect(ingress[0]).toMatchObject({
+      for_each: "${toset(var.allowed_ssh_cidrs)}",
+      from_port: 22,
+      to_port: 22,
+      cidr_ipv4: "${each.value}",
+    });
+    // No inline ingress and no other rule that opens anything to the world.
+    for (const sg of resources("aws_security_group")) expect(sg.ingress).toBeUndefined();
+    expect(resources("aws_security_group_rule")).toEqual([]);
+    for (const r of resources("aws_vpc_security_group_egress_rule"))
+      expect(r.from_port ?? r.to_port).toBeUndefined();
+    expect(JSON.stringify(ingress)).not.toContain("0.0.0.0/0");
+  });
+
+  it("requires IMDSv2 and encrypts the root volume on every instance, tagged for reconciliation", () => {
+    const instances = resources("aws_instance");
+    expect(instances).toHaveLength(1);
+    const vm = instances[0] as Json;
+    expect(vm.for_each).toBe("${var.vm_ids}");
+    expect((vm.metadata_options as Json[])[0]).toMatchObject({
+      http_tokens: "required",
+      http_endpoint: "enabled",
+    });
+    expect((vm.root_block_device as Json[])[0]).toMatchObject({ encrypted: true });
+    expect(vm.tags).toMatchObject({ "lablink:vm": "${each.value}" });
+    // The fleet tag reaches every resource through the provider's default tags.
+    expect(files["versions.tf"]).toMatch(/default_tags[\s\S]*"lablink:fleet" = var\.fleet_name/);
+    expect(String(vm.user_data_base64)).toMatch(/^\$\{base64gzip\(templatefile\(/);
+  });
+
+  it("looks up a Deep Learning AMI when none is given", () => {
+    const ami = (((parsed["main.tf"] as Json).data as Json).aws_ami as Record<string, Json[]>)
+      .deep_learning?.[0] as Json;
+    expect(ami.count).toBe("${var.ami_id == null ? 1 : 0}");
+    expect(JSON.stringify(ami.filter)).toMatch(/Deep Learning/);
+  });
+
+  it("outputs per VM name the instance id, VM id and addresses", () => {
+    const out = ((parsed["outputs.tf"] as Json).output as Record<string, Json[]>).vms?.[0] as Json;
+    for (const k of ["instance_id", "vm_id", "private_ip", "public_ip"])
+      expect(String(out.value)).toContain(k);
+  });
+});
+
+describe("user data", () => {
+  const template = () => readUserDataTemplate(moduleDir);
+  const token = `lla_${"a".repeat(32)}_${"B".repeat(43)}`;
+  const realistic: UserDataInput = {
+    serverUrl: "https://lablink.example.edu",
+    vmId: "0b7c6f2e-7a51-4a8e-9c1e-4f7f5b1c2d3e",
+    agentToken: token,
+    agentImage: "ghcr.io/lablink/agent:1.4.2",
+    containerImage: "ghcr.io/talmolab/lablink-client-base-image:0.0.9a",
+    tutorialRepo: "https://github.com/talmolab/sleap-tutorial-data.git",
+    // The longest startup script the API accepts, of typical shell text.
+    startupScript:
+      `#!/bin/bash\nset -e\n${"pip install --no-cache-dir sleap==1.4.1 && echo ok # $HOME ${USER} 'q' \"dq\"\n".repeat(110)}`.slice(
+        0,
+        8_000,
+      ),
+    startupOnError: "fail",
+  };
+
+  it("hands templatefile() exactly the values the template uses", () => {
+    const call = String(
+      (((parsed["main.tf"] as Json).resource as Json).aws_instance as Record<string, Json[]>)
+        .vm?.[0]?.user_data_base64,
+    );
+    const hclKeys = [...call.matchAll(/^\s+(\w+)\s+=/gm)].map((m) => m[1]).sort();
+    const placeholders = [
+      ...new Set([...template().matchAll(/(?<!\$)\$\{(\w+)\}/g)].map((m) => m[1])),
+    ].sort();
+    expect(hclKeys).toEqual(placeholders);
+    expect(Object.keys(templateVars(realistic)).sort()).toEqual(placeholders);
+  });
+
+  it("stays under EC2's 16 KB limit for a realistic fleet with the largest startup script", () => {
+    const encoded = renderUserData(template(), realistic);
+    expect(encoded.length).toBeLessThan(USER_DATA_LIMIT);
+  });
+
+  it("stays under the limit even for an incompressible startup script of the largest size", () => {
+    const noise = randomBytes(8_000).toString("base64").slice(0, 8_000);
+    const encoded = renderUserData(template(), { ...realistic, startupScript: noise });
+    // About 12.6 KB: the API's 8,000-character cap on the script keeps every fleet under 16 KB.
+    expect(encoded.length).toBeLessThan(USER_DATA_LIMIT);
+  });
+
+  it("writes the token to a root-only file and never prints it", () => {
+    const script = renderTemplate(template(), templateVars(realistic));
+    // The token travels base64-encoded and is decoded straight into a file.
+    expect(script).not.toContain(token);
+    expect(script).toMatch(/umask 077\nd '[A-Za-z0-9+/=]+' > \/etc\/lablink\/agent-token/);
+    expect(script).toContain("LABLINK_AGENT_TOKEN_FILE=/run/lablink/agent-token");
+    expect(script).not.toMatch(/set -x/);
+    expect(script).not.toMatch(/echo .*agent-token/);
+    // Shell variables survive templatefile's escaping.
+    expect(script).toContain('"${GPU_FLAGS[@]}"');
+  });
+
+  it("gives the container GPUs only when the machine has an NVIDIA GPU", () => {
+    const script = renderTemplate(template(), templateVars(realistic));
+    expect(script).toMatch(
+      /if lspci .*grep -qi nvidia[\s\S]*nvidia-ctk runtime configure[\s\S]*GPU_FLAGS=\(--gpus all\)/,
+    );
+  });
+});
