@@ -1,7 +1,8 @@
 import { and, count, eq, getTableColumns, inArray, ne, type SQL, sql } from "drizzle-orm";
 import type { DbOrTx } from "../db/client";
-import { fleets, users, type Vm, type VmState, vms } from "../db/schema";
+import { fleets, type UserRole, users, type Vm, type VmState, vms } from "../db/schema";
 import { DomainError } from "./errors";
+import { assertFleetAccessible, fleetAccessible, type Viewer } from "./groups";
 import { type Actor, HOLDER_STATES, transition } from "./vm-state";
 
 /** `RETURNING` list that maps snake_case columns back to the Drizzle row shape. */
@@ -36,6 +37,8 @@ function toVm(row: RawVm): Vm {
 
 export type ClaimRequest = {
   userId: string;
+  /** Admins may claim from group-restricted fleets; researchers only from their groups' fleets. */
+  role?: UserRole;
   fleetId?: string;
   instanceType?: string;
   actor: Actor;
@@ -74,8 +77,14 @@ function isUniqueViolation(e: unknown, constraint: string): boolean {
 export async function claimVm(db: DbOrTx, req: ClaimRequest): Promise<ClaimResult> {
   const existing = await heldVm(db, req.userId);
   if (existing) return { vm: existing, rejoined: true };
+  const viewer: Viewer = { userId: req.userId, role: req.role ?? "researcher" };
+  if (req.fleetId) await assertFleetAccessible(db, req.fleetId, viewer);
 
-  const filters: SQL[] = [sql`v.state = 'ready'`, sql`v.healthy`];
+  const filters: SQL[] = [
+    sql`v.state = 'ready'`,
+    sql`v.healthy`,
+    fleetAccessible(sql`v.fleet_id`, viewer),
+  ];
   if (req.fleetId) filters.push(sql`v.fleet_id = ${req.fleetId}`);
   if (req.instanceType) {
     filters.push(
@@ -140,9 +149,12 @@ export type Capacity = {
 
 async function capacityFor(
   db: DbOrTx,
-  req: Pick<ClaimRequest, "fleetId" | "instanceType">,
+  req: Pick<ClaimRequest, "fleetId" | "instanceType" | "userId" | "role">,
 ): Promise<Capacity> {
-  const conds: SQL[] = [ne(vms.state, "terminated")];
+  const conds: SQL[] = [
+    ne(vms.state, "terminated"),
+    fleetAccessible(vms.fleetId, { userId: req.userId, role: req.role ?? "researcher" }),
+  ];
   if (req.fleetId) conds.push(eq(vms.fleetId, req.fleetId));
   if (req.instanceType) conds.push(eq(fleets.instanceType, req.instanceType));
   const rows = await db
@@ -178,8 +190,14 @@ export type PoolFleet = {
   gpuCount: number;
 } & Capacity;
 
-/** Availability per fleet. Counts only: safe for anonymous callers. */
-export async function poolSummary(db: DbOrTx): Promise<{ fleets: PoolFleet[]; totals: Capacity }> {
+/**
+ * Availability per fleet the viewer may claim from (anonymous visitors: the fleets open to every
+ * researcher). Counts only: safe for anonymous callers.
+ */
+export async function poolSummary(
+  db: DbOrTx,
+  viewer: Viewer = null,
+): Promise<{ fleets: PoolFleet[]; totals: Capacity }> {
   const fleetRows = await db
     .select({
       fleetId: fleets.id,
@@ -189,7 +207,12 @@ export async function poolSummary(db: DbOrTx): Promise<{ fleets: PoolFleet[]; to
       gpuCount: fleets.gpuCount,
     })
     .from(fleets)
-    .where(inArray(fleets.status, ["active", "scaling", "creating"]))
+    .where(
+      and(
+        inArray(fleets.status, ["active", "scaling", "creating"]),
+        fleetAccessible(fleets.id, viewer),
+      ),
+    )
     .orderBy(fleets.name);
   const counts = await db
     .select({ fleetId: vms.fleetId, state: vms.state, healthy: vms.healthy, n: count() })

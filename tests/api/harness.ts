@@ -83,6 +83,12 @@ export async function tableCounts(db: Db): Promise<Record<string, number>> {
       SELECT 'vms', count(*)::int FROM vms UNION ALL
       SELECT 'fleets', count(*)::int FROM fleets UNION ALL
       SELECT 'agent_credentials', count(*)::int FROM agent_credentials UNION ALL
+      SELECT 'groups', count(*)::int FROM groups UNION ALL
+      SELECT 'group_members', count(*)::int FROM group_members UNION ALL
+      SELECT 'fleet_groups', count(*)::int FROM fleet_groups UNION ALL
+      SELECT 'enrollment_tokens', count(*)::int FROM enrollment_tokens UNION ALL
+      SELECT 'enrollment_uses', coalesce(sum(uses), 0)::int FROM enrollment_tokens UNION ALL
+      SELECT 'admins', count(*)::int FROM users WHERE role = 'admin' UNION ALL
       SELECT 'audit_events', count(*)::int FROM audit_events`),
   );
   return Object.fromEntries(rows.map((r) => [r.table, r.n]));

@@ -2,11 +2,12 @@ import { z } from "zod";
 import { vmState } from "../../db/schema";
 import { claimVm, myVm, releaseVm } from "../../domain/allocation";
 import { listVms } from "../../domain/fleets";
-import { adminProcedure, createRouter, noInput, researcherProcedure } from "../trpc";
+import { adminProcedure, createRouter, noInput, rateLimit, researcherProcedure } from "../trpc";
 
 export const vmRouter = createRouter({
   /** Claims a ready VM, or returns the one this researcher already holds. */
   claim: researcherProcedure
+    .use(rateLimit("claim", "user"))
     .input(
       z
         .strictObject({
@@ -18,6 +19,7 @@ export const vmRouter = createRouter({
     .mutation(async ({ ctx, input }) => {
       const { vm, rejoined } = await claimVm(ctx.db, {
         userId: ctx.user.id,
+        role: ctx.user.role,
         fleetId: input?.fleetId,
         instanceType: input?.instanceType,
         actor: ctx.actor,
