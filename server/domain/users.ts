@@ -119,6 +119,8 @@ export function emailAllowed(email: string | null | undefined, allow: readonly s
   if (!e?.includes("@")) return false;
   const domain = e.slice(e.lastIndexOf("@") + 1);
   return allow.some((entry) =>
-    entry.includes("@") ? entry === e : entry.replace(/^@/, "") === domain,
+    entry.startsWith("@") || !entry.includes("@")
+      ? entry.replace(/^@/, "") === domain
+      : entry === e,
   );
 }

@@ -2,6 +2,7 @@ import { eq, sql } from "drizzle-orm";
 import superjson from "superjson";
 import { handleTrpc } from "../../server/api/handler";
 import type { SessionUser } from "../../server/api/trpc";
+import { DEFAULT_RATE_LIMITS, type RateLimits } from "../../server/auth/rate-limit";
 import type { Db } from "../../server/db/client";
 import { users } from "../../server/db/schema";
 
@@ -10,11 +11,14 @@ import { users } from "../../server/db/schema";
  * handler the Next route uses. Sessions come from the `x-test-user` header, which only this
  * harness's context reads.
  */
-export function apiClient(db: Db) {
+export function apiClient(db: Db, options: { rateLimits?: Partial<RateLimits> } = {}) {
   const makeContext = (req: Request) => ({
     db,
     events: null,
-    settings: { heartbeatIntervalS: 15 },
+    settings: {
+      heartbeatIntervalS: 15,
+      rateLimits: { ...DEFAULT_RATE_LIMITS, ...options.rateLimits },
+    },
     getSession: async (): Promise<SessionUser | null> => {
       const id = req.headers.get("x-test-user");
       if (!id) return null;
@@ -27,9 +31,10 @@ export function apiClient(db: Db) {
     type: "query" | "mutation",
     path: string,
     input: unknown,
-    auth: { userId?: string; authorization?: string; rawBody?: string } = {},
+    auth: { userId?: string; authorization?: string; rawBody?: string; ip?: string } = {},
   ) {
     const headers = new Headers({ "content-type": "application/json" });
+    if (auth.ip) headers.set("x-forwarded-for", auth.ip);
     if (auth.userId) headers.set("x-test-user", auth.userId);
     if (auth.authorization) headers.set("authorization", auth.authorization);
     const encoded = input === undefined ? undefined : superjson.serialize(input);
@@ -60,6 +65,7 @@ export function apiClient(db: Db) {
     const data = body.result?.data as { json: unknown; meta?: never } | undefined;
     return {
       status: res.status,
+      headers: res.headers,
       data: data
         ? superjson.deserialize(data as Parameters<typeof superjson.deserialize>[0])
         : undefined,
