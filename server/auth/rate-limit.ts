@@ -51,3 +51,24 @@ export async function enforceRateLimit(db: DbOrTx, key: string, rule: RateRule):
     );
   }
 }
+
+/**
+ * For `/api/auth` POSTs that start a sign-in (email link requests, OIDC/GitHub redirects): a 429
+ * response with Retry-After once the client IP is over its limit, else null.
+ */
+export async function signInThrottle(
+  db: DbOrTx,
+  req: Request,
+  ip: string | null,
+  rule: RateRule = DEFAULT_RATE_LIMITS.signIn,
+): Promise<Response | null> {
+  if (req.method !== "POST" || !new URL(req.url).pathname.startsWith("/api/auth/signin/")) {
+    return null;
+  }
+  const r = await hitRateLimit(db, `signIn:ip:${ip ?? "unknown"}`, rule);
+  if (r.allowed) return null;
+  return new Response("Too many sign-in attempts. Wait a minute and try again.\n", {
+    status: 429,
+    headers: { "retry-after": String(r.retryAfterS), "content-type": "text/plain" },
+  });
+}

@@ -50,3 +50,24 @@ describe("rate limits", () => {
     expect((await call("192.0.2.2")).status).toBe(401);
   });
 });
+
+describe("sign-in rate limit", () => {
+  it("answers 429 with Retry-After per client IP for sign-in starts only, and recovers", async () => {
+    const { signInThrottle } = await import("../../server/auth/rate-limit");
+    const rule = { limit: 2, windowS: 1 };
+    const start = () =>
+      new Request("http://localhost/api/auth/signin/email", { method: "POST", body: "" });
+    await new Promise((r) => setTimeout(r, 1000 - (Date.now() % 1000) + 20));
+    expect(await signInThrottle(t.db, start(), "192.0.2.50", rule)).toBeNull();
+    expect(await signInThrottle(t.db, start(), "192.0.2.50", rule)).toBeNull();
+    const limited = await signInThrottle(t.db, start(), "192.0.2.50", rule);
+    expect(limited?.status).toBe(429);
+    expect(limited?.headers.get("retry-after")).toBe("1");
+    // Other IPs and other Auth.js calls are not affected.
+    expect(await signInThrottle(t.db, start(), "192.0.2.51", rule)).toBeNull();
+    const session = new Request("http://localhost/api/auth/session");
+    expect(await signInThrottle(t.db, session, "192.0.2.50", rule)).toBeNull();
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(await signInThrottle(t.db, start(), "192.0.2.50", rule)).toBeNull();
+  });
+});

@@ -42,12 +42,13 @@ describe("a real agent with a token file", () => {
     const first = await makeAgent(t.db, vm);
     const tokenFile = path.join(dir, "agent.token");
     writeFileSync(tokenFile, `${first}\n`, { mode: 0o600 });
-    child = spawn(
+    const proc = spawn(
       process.execPath,
       ["--import", "tsx", path.resolve(import.meta.dirname, "../../agent/src/main.ts")],
       {
         env: {
           PATH: process.env.PATH,
+          NODE_ENV: "test",
           LABLINK_SERVER_URL: api.url,
           LABLINK_AGENT_TOKEN_FILE: tokenFile,
           LABLINK_VM_ID: vm.id,
@@ -60,10 +61,11 @@ describe("a real agent with a token file", () => {
         stdio: ["ignore", "pipe", "pipe"],
       },
     );
-    child.stdout?.on("data", (d) => {
+    child = proc;
+    proc.stdout?.on("data", (d) => {
       output += d;
     });
-    child.stderr?.on("data", (d) => {
+    proc.stderr?.on("data", (d) => {
       output += d;
     });
 
