@@ -63,8 +63,22 @@ export const mergeRouters = t.mergeRouters;
  * Domain errors become tRPC errors here, in one place. Anything else that escapes a procedure is
  * a bug: logged with its stack, answered as a plain 500 without details.
  */
-const errorMapping = t.middleware(async ({ next, path, type }) => {
+const errorMapping = t.middleware(async ({ ctx, next, path, type }) => {
+  const started = performance.now();
   const result = await next();
+  // One line per call: never the input or headers (they carry tokens), only what and who.
+  const fields = {
+    path,
+    type,
+    ip: ctx.ip,
+    ms: Math.round(performance.now() - started),
+    code: result.ok ? "OK" : result.error.code,
+  };
+  if (!result.ok && ["UNAUTHORIZED", "FORBIDDEN"].includes(result.error.code)) {
+    logger.info(fields, "access refused");
+  } else {
+    logger.debug(fields, "api call");
+  }
   if (!result.ok) {
     const cause = result.error.cause;
     if (isDomainError(cause)) {

@@ -1,6 +1,5 @@
 import { eq, sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createEnrollmentToken } from "../../server/auth/enrollment";
 import { agentCredentials, type Fleet, type users, type Vm, vms } from "../../server/db/schema";
 import { transition } from "../../server/domain/vm-state";
 import { createTestDatabase, type TestDatabase } from "../db";
