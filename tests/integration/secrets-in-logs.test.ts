@@ -1,8 +1,8 @@
-import { Auth } from "@auth/core";
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { Auth } from "@auth/core";
 import { eq } from "drizzle-orm";
 import nodemailer from "nodemailer";
 import pino from "pino";
