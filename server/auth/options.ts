@@ -100,6 +100,9 @@ export function buildAuthConfig(deps: AuthDeps): NextAuthConfig {
       clientId: e.LABLINK_OIDC_CLIENT_ID,
       clientSecret: e.LABLINK_OIDC_CLIENT_SECRET,
       checks: ["pkce", "state", "nonce"],
+      // Read email and name from the userinfo endpoint: conformant providers put only `sub` (and
+      // no email) in the ID token when an access token is issued.
+      idToken: false,
     });
   }
   if (options.github) {
