@@ -122,8 +122,21 @@ export function buildAuthConfig(deps: AuthDeps): NextAuthConfig {
     session: { strategy: "jwt", maxAge: 12 * 60 * 60 },
     // Auth.js's own messages go to our logger as type and message only (no request details).
     logger: {
-      error: (error) =>
-        logger.warn({ authError: error.name, message: error.message }, "sign-in error"),
+      error: (error) => {
+        // `type` survives minification (the class name does not); the cause says what failed.
+        const cause = (error as { cause?: { err?: unknown } }).cause?.err;
+        logger.warn(
+          {
+            authError: (error as { type?: string }).type ?? error.name,
+            cause: cause instanceof Error ? `${cause.name}: ${cause.message}` : undefined,
+            // OAuth error responses (e.g. invalid_grant): codes and descriptions, no secrets.
+            oauthError: (cause as { error?: string } | undefined)?.error,
+            oauthErrorDescription: (cause as { error_description?: string } | undefined)
+              ?.error_description,
+          },
+          "sign-in error",
+        );
+      },
       warn: (code) => logger.warn({ authWarning: code }, "Auth.js warning"),
       debug: () => {},
     },
