@@ -11,7 +11,7 @@ test.afterAll(async () => {
 
 async function signInWithProvider(page: import("@playwright/test").Page, login: string) {
   await page.goto("/signin");
-  await page.getByRole("button", { name: "Sign in with Example University" }).click();
+  await page.getByRole("button", { name: "Continue with Example University" }).click();
   // The provider's own (development) login and consent pages.
   await page.locator('input[name="login"]').fill(login);
   await page.locator('input[name="password"]').fill("any password");

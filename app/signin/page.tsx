@@ -97,12 +97,12 @@ export default async function SignInPage({
             <form action={providerSignInAction} className={box}>
               {options.oidc && (
                 <button type="submit" name="provider" value="oidc" className={button}>
-                  Sign in with {options.oidc.name}
+                  Continue with {options.oidc.name}
                 </button>
               )}
               {options.github && (
                 <button type="submit" name="provider" value="github" className={button}>
-                  Sign in with GitHub
+                  Continue with GitHub
                 </button>
               )}
             </form>

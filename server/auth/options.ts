@@ -2,6 +2,7 @@ import { DrizzleAdapter } from "@auth/drizzle-adapter";
 import type { NextAuthConfig } from "next-auth";
 import Credentials from "next-auth/providers/credentials";
 import GitHub from "next-auth/providers/github";
+import { clientIp } from "../api/handler";
 import type { Db } from "../db/client";
 import { accounts, sessions, type UserRole, users, verificationTokens } from "../db/schema";
 import { audit } from "../domain/audit";
@@ -66,7 +67,7 @@ export function buildAuthConfig(deps: AuthDeps): NextAuthConfig {
             role: credentials?.role,
           });
           if (!parsed.success) return null;
-          return devSignIn(db, parsed.data);
+          return devSignIn(db, parsed.data, clientIp(request.headers));
         },
       }),
     );

