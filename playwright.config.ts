@@ -5,6 +5,8 @@ import { defineConfig } from "@playwright/test";
 const PORT = Number(process.env.LABLINK_E2E_PORT ?? 3100);
 const PG_PORT = process.env.LABLINK_E2E_PG_PORT ?? "54359";
 const baseURL = `http://127.0.0.1:${PORT}`;
+// e2e/oidc-provider.ts runs a real OpenID provider here during e2e/oidc.spec.ts.
+const OIDC_PORT = Number(process.env.LABLINK_E2E_OIDC_PORT ?? PORT + 1);
 const ci = !!process.env.CI;
 // No browser download is possible on these machines: Debian's chromium (apt-get install chromium).
 // Where neither is present, Playwright's own (`npx playwright install chromium`) is used.
@@ -64,6 +66,13 @@ export default defineConfig({
       LABLINK_AGENT_STALE_S: "30",
       // The app's and agents' info logs would bury the test report; warnings and errors still show.
       LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
+      // Sign-in with a real OpenID provider (e2e/oidc.spec.ts); development sign-in is exempt
+      // from the allow-list, so the other tests are unaffected.
+      LABLINK_OIDC_ISSUER: `http://127.0.0.1:${OIDC_PORT}`,
+      LABLINK_OIDC_CLIENT_ID: "lablink-e2e",
+      LABLINK_OIDC_CLIENT_SECRET: "lablink-e2e-client-secret",
+      LABLINK_OIDC_NAME: "Example University",
+      LABLINK_ALLOWED_EMAILS: "example.edu",
     },
     // Includes `next build` when sources changed since the last build: measured ~140 s from a
     // cold start on two busy cores (compile ~35 s, type check ~65 s), so 180 s was too tight.

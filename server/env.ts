@@ -59,6 +59,25 @@ const schema = z
     LOG_LEVEL: z
       .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
       .default("info"),
+    /** Emails that become admins when they sign in (comma or space separated). */
+    LABLINK_ADMIN_EMAILS: z.string().max(10_000).optional(),
+    /** Only these domains (example.edu) and addresses (a@b.org) may sign in; unset: anyone. */
+    LABLINK_ALLOWED_EMAILS: z.string().max(10_000).optional(),
+    /** Take the client IP from X-Forwarded-For (only behind a proxy that sets it). */
+    LABLINK_TRUST_PROXY: bool,
+    /** Email sign-in links: smtp(s)://user:pass@host:port. Unset: the option is hidden. */
+    LABLINK_SMTP_URL: z
+      .string()
+      .regex(/^smtps?:\/\//, "must be an smtp:// or smtps:// URL")
+      .optional(),
+    LABLINK_EMAIL_FROM: z.string().min(3).max(200).optional(),
+    /** A generic OpenID Connect provider (Keycloak, CILogon, Google Workspace, Entra...). */
+    LABLINK_OIDC_ISSUER: z.url().optional(),
+    LABLINK_OIDC_CLIENT_ID: z.string().min(1).optional(),
+    LABLINK_OIDC_CLIENT_SECRET: z.string().min(1).optional(),
+    LABLINK_OIDC_NAME: z.string().min(1).max(60).default("University sign-in"),
+    AUTH_GITHUB_ID: z.string().min(1).optional(),
+    AUTH_GITHUB_SECRET: z.string().min(1).optional(),
   })
   .superRefine((e, ctx) => {
     if (e.LABLINK_TERRAFORM_BACKEND === "s3" && !e.LABLINK_TERRAFORM_S3_BUCKET) {
@@ -66,6 +85,29 @@ const schema = z
         code: "custom",
         path: ["LABLINK_TERRAFORM_S3_BUCKET"],
         message: "is required when LABLINK_TERRAFORM_BACKEND=s3",
+      });
+    }
+    const oidc = [e.LABLINK_OIDC_ISSUER, e.LABLINK_OIDC_CLIENT_ID, e.LABLINK_OIDC_CLIENT_SECRET];
+    if (oidc.some(Boolean) && !oidc.every(Boolean)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["LABLINK_OIDC_ISSUER"],
+        message:
+          "set LABLINK_OIDC_ISSUER, LABLINK_OIDC_CLIENT_ID and LABLINK_OIDC_CLIENT_SECRET together",
+      });
+    }
+    if (Boolean(e.AUTH_GITHUB_ID) !== Boolean(e.AUTH_GITHUB_SECRET)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["AUTH_GITHUB_ID"],
+        message: "set AUTH_GITHUB_ID and AUTH_GITHUB_SECRET together",
+      });
+    }
+    if (e.LABLINK_SMTP_URL && !e.LABLINK_EMAIL_FROM) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["LABLINK_EMAIL_FROM"],
+        message: "is required with LABLINK_SMTP_URL (the sender of sign-in links)",
       });
     }
     if (!e.LABLINK_DEV_LOGIN) return;

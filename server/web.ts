@@ -21,6 +21,12 @@ async function main() {
   await app.prepare();
   const handle = app.getRequestHandler();
   const server = http.createServer((req, res) => {
+    // Client IPs (rate limits, audit rows): from the socket, unless a trusted proxy says otherwise.
+    if (!e.LABLINK_TRUST_PROXY) {
+      delete req.headers["x-forwarded-for"];
+      delete req.headers["x-real-ip"];
+    }
+    req.headers["x-lablink-peer"] = req.socket.remoteAddress ?? "";
     handle(req, res).catch((err) => {
       logger.error({ err, url: req.url }, "request failed");
       if (!res.headersSent) res.statusCode = 500;

@@ -32,6 +32,8 @@ export function createTrpcTransport(options: {
   serverUrl: string;
   /** Called for every request, so a rotated token file is picked up. */
   token: () => string;
+  /** When set, registration asks the server for a new token and hands it here. */
+  onCredential?: (token: string) => void;
   fetch?: typeof fetch;
 }): AgentTransport {
   const client = createTRPCClient<AgentApi>({
@@ -54,7 +56,17 @@ export function createTrpcTransport(options: {
   };
 
   return {
-    register: (input, signal) => call(() => client.agent.register.mutate(input, { signal })),
+    register: async (input, signal) => {
+      const rotate = options.onCredential;
+      const reply = await call(() =>
+        client.agent.register.mutate(rotate ? { ...input, rotateCredential: true } : input, {
+          signal,
+        }),
+      );
+      const { credential, ...rest } = reply;
+      if (credential && rotate) rotate(credential);
+      return rest;
+    },
     heartbeat: (input, signal) => call(() => client.agent.heartbeat.mutate(input, { signal })),
     ack: async (input, signal) => {
       await call(() => client.agent.ack.mutate(input, { signal }));

@@ -4,6 +4,7 @@ import { hostname } from "node:os";
 import { createTrpcTransport } from "./client";
 import { StateDirActions } from "./commands";
 import { type AgentConfig, ConfigError, loadConfig } from "./config";
+import { RotatingCredential } from "./credential";
 import { NvidiaSmiProbe, SimulatedProbe } from "./gpu/probe";
 import { BoundedCommand } from "./gpu/query";
 import { SimulatedGpus } from "./gpu/simulate";
@@ -47,6 +48,11 @@ async function main(config: AgentConfig): Promise<void> {
     process.exit(1);
   });
 
+  const credential = new RotatingCredential(
+    config.token,
+    config.tokenSource === "env" ? null : config.tokenSource,
+    log,
+  );
   const actions = new StateDirActions(config.stateDir);
   const activeAssignments = await actions.init();
 
@@ -55,7 +61,11 @@ async function main(config: AgentConfig): Promise<void> {
     bootId: config.bootId,
     hostname: hostname().slice(0, 255) || "unknown",
     agentVersion: version,
-    transport: createTrpcTransport({ serverUrl: config.serverUrl, token: config.token }),
+    transport: createTrpcTransport({
+      serverUrl: config.serverUrl,
+      token: credential.current,
+      onCredential: credential.canRotate ? credential.accept : undefined,
+    }),
     createGpuSource: (inUse) =>
       config.simulateGpu
         ? new SimulatedProbe(new SimulatedGpus({ ...config.simulateGpu, vmId: config.vmId }), inUse)

@@ -41,6 +41,11 @@ export const registerInput = z.strictObject({
   protocolVersion: z.number().int().min(1).max(1000),
   gpus: z.array(gpuReadingSchema).max(64),
   health: healthSchema,
+  /**
+   * The agent can store a new token (it reads it from a file it may write): the reply then
+   * carries `credential`, and the token used for this call stops working after a grace period.
+   */
+  rotateCredential: z.boolean().optional(),
 });
 export type RegisterInput = z.infer<typeof registerInput>;
 
@@ -90,4 +95,21 @@ export type AgentReply = {
   commands: AgentCommand[];
   /** True when the server wants the agent to call agent.register again (e.g. unknown boot). */
   reRegister: boolean;
+  /** Only on a register reply that asked for rotation: this VM's new agent token. */
+  credential?: string;
+};
+
+/** An agent on a bring-your-own machine presents its enrollment token and describes itself. */
+export const enrollInput = z.strictObject({
+  hostname: shortText(255),
+  agentVersion: shortText(64),
+  protocolVersion: z.number().int().min(1).max(1000),
+});
+export type EnrollInput = z.infer<typeof enrollInput>;
+
+export type EnrollReply = {
+  vmId: string;
+  name: string;
+  /** The machine's own agent token; the enrollment token is not needed again. */
+  token: string;
 };

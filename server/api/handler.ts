@@ -1,11 +1,26 @@
 import { fetchRequestHandler } from "@trpc/server/adapters/fetch";
+import { isDomainError } from "../domain/errors";
 import { appRouter } from "./root";
 import type { Context } from "./trpc";
 
-/** Client IP from the proxy header chain, else null (Next does not expose the socket address). */
+/**
+ * Client IP: the proxy header chain when present (server/web.ts strips it unless
+ * LABLINK_TRUST_PROXY is on), else the socket address web.ts puts in `x-lablink-peer`, else null.
+ */
 export function clientIp(headers: Headers): string | null {
   const forwarded = headers.get("x-forwarded-for")?.split(",")[0]?.trim();
-  return forwarded || headers.get("x-real-ip") || null;
+  return forwarded || headers.get("x-real-ip") || headers.get("x-lablink-peer") || null;
+}
+
+/** 429 answers carry Retry-After (seconds), from the domain error's details. */
+export function retryAfterHeader(errors: readonly { cause?: unknown }[]): Record<string, string> {
+  for (const e of errors) {
+    const cause = e.cause;
+    if (isDomainError(cause) && cause.code === "RATE_LIMITED") {
+      return { "retry-after": String(cause.details.retryAfterS ?? 60) };
+    }
+  }
+  return {};
 }
 
 /**
@@ -20,6 +35,7 @@ export function handleTrpc(
     endpoint: "/api/trpc",
     req,
     router: appRouter,
+    responseMeta: ({ errors }) => ({ headers: retryAfterHeader(errors) }),
     createContext: () => ({
       ...makeContext(req),
       headers: req.headers,

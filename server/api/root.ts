@@ -1,7 +1,10 @@
 import { agentRouter } from "./routers/agent";
+import { enrollmentRouter } from "./routers/enrollment";
 import { fleetRouter } from "./routers/fleet";
+import { groupRouter } from "./routers/group";
 import { operationRouter } from "./routers/operation";
 import { poolRouter } from "./routers/pool";
+import { userRouter } from "./routers/user";
 import { vmRouter } from "./routers/vm";
 import { createCallerFactory, createRouter } from "./trpc";
 
@@ -11,6 +14,9 @@ export const appRouter = createRouter({
   fleet: fleetRouter,
   operation: operationRouter,
   agent: agentRouter,
+  user: userRouter,
+  group: groupRouter,
+  enrollment: enrollmentRouter,
 });
 
 export type AppRouter = typeof appRouter;

@@ -3,6 +3,8 @@ import { eq } from "drizzle-orm";
 import superjson from "superjson";
 import { ZodError, z } from "zod";
 import { type AgentIdentity, bearerToken, verifyAgentToken } from "../auth/agent-tokens";
+import { looksLikeEnrollmentToken, verifyEnrollmentToken } from "../auth/enrollment";
+import { DEFAULT_RATE_LIMITS, enforceRateLimit, type RateLimits } from "../auth/rate-limit";
 import type { Db } from "../db/client";
 import { type UserRole, users } from "../db/schema";
 import { domainErrorCodes, isDomainError } from "../domain/errors";
@@ -25,7 +27,7 @@ export type Context = {
   /** Resolves the signed-in user from the request (Auth.js in the app, a fixture in tests). */
   getSession: () => Promise<SessionUser | null>;
   events: VmEventHub | null;
-  settings: { heartbeatIntervalS: number };
+  settings: { heartbeatIntervalS: number; rateLimits?: RateLimits };
   signal?: AbortSignal;
 };
 
@@ -61,8 +63,22 @@ export const mergeRouters = t.mergeRouters;
  * Domain errors become tRPC errors here, in one place. Anything else that escapes a procedure is
  * a bug: logged with its stack, answered as a plain 500 without details.
  */
-const errorMapping = t.middleware(async ({ next, path, type }) => {
+const errorMapping = t.middleware(async ({ ctx, next, path, type }) => {
+  const started = performance.now();
   const result = await next();
+  // One line per call: never the input or headers (they carry tokens), only what and who.
+  const fields = {
+    path,
+    type,
+    ip: ctx.ip,
+    ms: Math.round(performance.now() - started),
+    code: result.ok ? "OK" : result.error.code,
+  };
+  if (!result.ok && ["UNAUTHORIZED", "FORBIDDEN"].includes(result.error.code)) {
+    logger.info(fields, "access refused");
+  } else {
+    logger.debug(fields, "api call");
+  }
   if (!result.ok) {
     const cause = result.error.cause;
     if (isDomainError(cause)) {
@@ -82,6 +98,33 @@ const errorMapping = t.middleware(async ({ next, path, type }) => {
 const base = t.procedure.use(errorMapping);
 
 export const publicProcedure = base;
+
+/** Counts the call against a per-user or per-IP limit; over it, 429 with Retry-After. */
+export function rateLimit(rule: keyof RateLimits, by: "user" | "ip") {
+  return t.middleware(async ({ ctx, next }) => {
+    const who = by === "user" ? (ctx as { user?: { id: string } }).user?.id : (ctx.ip ?? "unknown");
+    const limits = { ...DEFAULT_RATE_LIMITS, ...ctx.settings.rateLimits };
+    await enforceRateLimit(ctx.db, `${rule}:${by}:${who}`, limits[rule]);
+    return next();
+  });
+}
+
+/**
+ * The viewer of a public procedure: the signed-in user with their current role (re-read from the
+ * database), or null. Never throws for a missing or stale session.
+ */
+export const viewerProcedure = base.use(async ({ ctx, next }) => {
+  const session = await ctx.getSession();
+  let viewer: { userId: string; role: UserRole } | null = null;
+  if (session?.id) {
+    const [user] = await ctx.db
+      .select({ id: users.id, role: users.role })
+      .from(users)
+      .where(eq(users.id, session.id));
+    if (user) viewer = { userId: user.id, role: user.role };
+  }
+  return next({ ctx: { viewer } });
+});
 
 type AuthedUser = { id: string; role: UserRole; name: string | null; email: string | null };
 
@@ -134,3 +177,35 @@ export const agentProcedure = base.use(async ({ ctx, next, getRawInput }) => {
   const actor: Actor = { kind: "agent", id: agent.vmId, ip: ctx.ip };
   return next({ ctx: { agent, actor } });
 });
+
+/**
+ * Bring-your-own machines enroll with an enrollment token (`Authorization: Bearer lle_...`), checked
+ * here without spending it; the procedure spends one use in the same transaction that creates the
+ * VM. Limited per client IP.
+ */
+export const enrollmentProcedure = base
+  .use(async ({ ctx, next }) => {
+    const header = ctx.headers.get("authorization");
+    const token = bearerToken(header);
+    if (!token || !looksLikeEnrollmentToken(token)) {
+      throw new TRPCError({
+        code: "UNAUTHORIZED",
+        message: "Enrollment token missing. Use `Authorization: Bearer <enrollment token>`.",
+      });
+    }
+    return next();
+  })
+  .use(rateLimit("enroll", "ip"))
+  .use(async ({ ctx, next }) => {
+    const token = bearerToken(ctx.headers.get("authorization")) ?? "";
+    const enrollmentTokenId = await verifyEnrollmentToken(ctx.db, token);
+    if (!enrollmentTokenId) {
+      throw new TRPCError({
+        code: "UNAUTHORIZED",
+        message:
+          "This enrollment token is not valid: unknown, used up, expired or revoked. Ask your admin for a new one.",
+      });
+    }
+    const actor: Actor = { kind: "agent", id: null, ip: ctx.ip };
+    return next({ ctx: { enrollmentTokenId, actor } });
+  });

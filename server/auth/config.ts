@@ -1,9 +1,9 @@
 import NextAuth from "next-auth";
-import Credentials from "next-auth/providers/credentials";
+import nodemailer from "nodemailer";
+import { clientIp } from "../api/handler";
 import { getDb } from "../db/client";
 import { env } from "../env";
-import { logger } from "../log";
-import { devLoginInput, devSignIn, isLoopbackRequest } from "./dev-login";
+import { buildAuthConfig, type Mailer } from "./options";
 
 declare module "next-auth" {
   interface User {
@@ -19,54 +19,23 @@ declare module "next-auth" {
   }
 }
 
-/**
- * Auth.js. Sessions are JWTs carrying the user id (and the role for display only: every
- * server-side check re-reads the role from the database). Providers beyond development sign-in
- * arrive with the identity issue.
- */
-export const { handlers, auth, signIn, signOut } = NextAuth(() => {
-  const e = env();
-  return {
-    secret: e.AUTH_SECRET,
-    trustHost: true,
-    session: { strategy: "jwt", maxAge: 12 * 60 * 60 },
-    pages: { signIn: "/signin" },
-    providers: e.LABLINK_DEV_LOGIN
-      ? [
-          Credentials({
-            id: "dev",
-            name: "Development sign-in",
-            credentials: { name: { label: "Name" }, role: { label: "Role" } },
-            async authorize(credentials, request) {
-              if (!env().LABLINK_DEV_LOGIN || !isLoopbackRequest(request.headers)) {
-                logger.warn("development sign-in refused: not a loopback request");
-                return null;
-              }
-              const parsed = devLoginInput.safeParse({
-                name: credentials?.name,
-                role: credentials?.role,
-              });
-              if (!parsed.success) return null;
-              return devSignIn(getDb(), parsed.data);
-            },
-          }),
-        ]
-      : [],
-    callbacks: {
-      jwt({ token, user }) {
-        if (user?.id) {
-          token.sub = user.id;
-          token.role = user.role;
-        }
-        return token;
-      },
-      session({ session, token }) {
-        if (token.sub) {
-          session.user.id = token.sub;
-          session.user.role = token.role as "researcher" | "admin" | undefined;
-        }
-        return session;
-      },
-    },
-  };
-});
+let mailer: Mailer | null | undefined;
+
+/** The SMTP transport for sign-in links, or null when LABLINK_SMTP_URL is not set. */
+export function getMailer(): Mailer | null {
+  if (mailer === undefined) {
+    const url = env().LABLINK_SMTP_URL;
+    mailer = url ? nodemailer.createTransport(url) : null;
+  }
+  return mailer;
+}
+
+/** Auth.js for the Next app; the configuration itself is in ./options.ts. */
+export const { handlers, auth, signIn, signOut } = NextAuth((req) =>
+  buildAuthConfig({
+    db: getDb(),
+    env: env(),
+    mailer: getMailer(),
+    clientIp: req ? clientIp(req.headers) : null,
+  }),
+);

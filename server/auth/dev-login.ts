@@ -31,6 +31,7 @@ export function isLoopbackRequest(headers: Headers): boolean {
 export async function devSignIn(
   db: DbOrTx,
   input: { name: string; role: UserRole },
+  ip: string | null = null,
 ): Promise<{ id: string; name: string | null; email: string | null; role: UserRole }> {
   const slug =
     input.name
@@ -50,6 +51,7 @@ export async function devSignIn(
   await db.insert(auditEvents).values({
     actorKind: "user",
     actorId: user.id,
+    ip,
     action: "auth.sign_in",
     targetKind: "user",
     targetId: user.id,

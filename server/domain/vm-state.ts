@@ -1,4 +1,5 @@
 import { and, eq, inArray, sql } from "drizzle-orm";
+import { revokeAgentTokens } from "../auth/agent-tokens";
 import type { DbOrTx } from "../db/client";
 import { type ActorKind, auditEvents, type Vm, type VmState, vms } from "../db/schema";
 import { DomainError } from "./errors";
@@ -134,6 +135,9 @@ export async function transition(db: DbOrTx, req: TransitionRequest): Promise<Vm
         "The VM changed state meanwhile; nothing was changed.",
       );
     }
+
+    // A terminated VM's agent tokens die with it, in the same transaction.
+    if (req.to === "terminated") await revokeAgentTokens(tx, req.vmId);
 
     await tx.insert(auditEvents).values({
       actorKind: req.actor.kind,

@@ -2,6 +2,7 @@ import { eq, sql } from "drizzle-orm";
 import superjson from "superjson";
 import { handleTrpc } from "../../server/api/handler";
 import type { SessionUser } from "../../server/api/trpc";
+import { DEFAULT_RATE_LIMITS, type RateLimits } from "../../server/auth/rate-limit";
 import type { Db } from "../../server/db/client";
 import { users } from "../../server/db/schema";
 
@@ -10,11 +11,14 @@ import { users } from "../../server/db/schema";
  * handler the Next route uses. Sessions come from the `x-test-user` header, which only this
  * harness's context reads.
  */
-export function apiClient(db: Db) {
+export function apiClient(db: Db, options: { rateLimits?: Partial<RateLimits> } = {}) {
   const makeContext = (req: Request) => ({
     db,
     events: null,
-    settings: { heartbeatIntervalS: 15 },
+    settings: {
+      heartbeatIntervalS: 15,
+      rateLimits: { ...DEFAULT_RATE_LIMITS, ...options.rateLimits },
+    },
     getSession: async (): Promise<SessionUser | null> => {
       const id = req.headers.get("x-test-user");
       if (!id) return null;
@@ -27,9 +31,10 @@ export function apiClient(db: Db) {
     type: "query" | "mutation",
     path: string,
     input: unknown,
-    auth: { userId?: string; authorization?: string; rawBody?: string } = {},
+    auth: { userId?: string; authorization?: string; rawBody?: string; ip?: string } = {},
   ) {
     const headers = new Headers({ "content-type": "application/json" });
+    if (auth.ip) headers.set("x-forwarded-for", auth.ip);
     if (auth.userId) headers.set("x-test-user", auth.userId);
     if (auth.authorization) headers.set("authorization", auth.authorization);
     const encoded = input === undefined ? undefined : superjson.serialize(input);
@@ -60,6 +65,7 @@ export function apiClient(db: Db) {
     const data = body.result?.data as { json: unknown; meta?: never } | undefined;
     return {
       status: res.status,
+      headers: res.headers,
       data: data
         ? superjson.deserialize(data as Parameters<typeof superjson.deserialize>[0])
         : undefined,
@@ -83,6 +89,12 @@ export async function tableCounts(db: Db): Promise<Record<string, number>> {
       SELECT 'vms', count(*)::int FROM vms UNION ALL
       SELECT 'fleets', count(*)::int FROM fleets UNION ALL
       SELECT 'agent_credentials', count(*)::int FROM agent_credentials UNION ALL
+      SELECT 'groups', count(*)::int FROM groups UNION ALL
+      SELECT 'group_members', count(*)::int FROM group_members UNION ALL
+      SELECT 'fleet_groups', count(*)::int FROM fleet_groups UNION ALL
+      SELECT 'enrollment_tokens', count(*)::int FROM enrollment_tokens UNION ALL
+      SELECT 'enrollment_uses', coalesce(sum(uses), 0)::int FROM enrollment_tokens UNION ALL
+      SELECT 'admins', count(*)::int FROM users WHERE role = 'admin' UNION ALL
       SELECT 'audit_events', count(*)::int FROM audit_events UNION ALL
       SELECT 'operations', count(*)::int FROM operations UNION ALL
       SELECT 'operation_logs', count(*)::int FROM operation_logs`),

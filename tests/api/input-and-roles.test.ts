@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createEnrollmentToken } from "../../server/auth/enrollment";
 import type { users, Vm } from "../../server/db/schema";
+import { systemActor } from "../../server/domain/vm-state";
 import { createTestDatabase, type TestDatabase } from "../db";
 import { makeAgent, makeFleet, makeUser, makeVms } from "../fixtures";
 import { apiClient, tableCounts } from "./harness";
@@ -11,6 +13,7 @@ let researcher: typeof users.$inferSelect;
 let admin: typeof users.$inferSelect;
 let vm: Vm;
 let token: string;
+let enrollmentToken: string;
 
 beforeAll(async () => {
   t = await createTestDatabase();
@@ -20,6 +23,15 @@ beforeAll(async () => {
   const fleet = await makeFleet(t.db);
   [vm] = (await makeVms(t.db, fleet, 3, "ready")) as [Vm];
   token = await makeAgent(t.db, vm);
+  const byo = await makeFleet(t.db, { driver: "byo" });
+  enrollmentToken = (
+    await createEnrollmentToken(t.db, {
+      fleetId: byo.id,
+      maxUses: 5,
+      expiresInS: 600,
+      actor: systemActor,
+    })
+  ).token;
 });
 afterAll(() => t.drop());
 
@@ -27,6 +39,7 @@ const procedures = allProcedures();
 
 function authFor(tier: string) {
   if (tier === "agent") return { authorization: `Bearer ${token}` };
+  if (tier === "enrollment") return { authorization: `Bearer ${enrollmentToken}` };
   if (tier === "admin") return { userId: admin.id };
   if (tier === "researcher") return { userId: researcher.id };
   return {};

@@ -1,6 +1,12 @@
 import { appRouter } from "../../server/api/root";
 
-export type Tier = "public" | "researcher" | "admin" | "agent";
+/**
+ * - public: anyone; `pool.summary` shows each caller only what they may claim
+ * - researcher: any signed-in user; admin: signed-in admins (role re-read on every call)
+ * - agent: a VM's own agent token, acting for that VM only
+ * - enrollment: an enrollment token (bring-your-own machines), spent by the call
+ */
+export type Tier = "public" | "researcher" | "admin" | "agent" | "enrollment";
 
 /**
  * Every procedure's access tier. The API tests walk the router itself and fail for any procedure
@@ -27,10 +33,119 @@ export const ACCESS: Record<string, Tier> = {
   "operation.get": "admin",
   "operation.logs": "admin",
   "operation.cancel": "admin",
+  "agent.enroll": "enrollment",
   "agent.register": "agent",
   "agent.heartbeat": "agent",
   "agent.ack": "agent",
   "agent.poll": "agent",
+  "user.me": "researcher",
+  "user.list": "admin",
+  "user.setRole": "admin",
+  "group.list": "admin",
+  "group.members": "admin",
+  "group.create": "admin",
+  "group.delete": "admin",
+  "group.addMember": "admin",
+  "group.removeMember": "admin",
+  "group.setFleetGroups": "admin",
+  "enrollment.create": "admin",
+  "enrollment.list": "admin",
+  "enrollment.revoke": "admin",
+};
+
+/** What the authorization matrix needs to build a valid input for any procedure. */
+export type World = {
+  /** The VM of the "agent of this VM" principal. */
+  vmId: string;
+  /** A fleet restricted to the first researcher's group. */
+  restrictedFleetId: string;
+  byoFleetId: string;
+  /** A group and a user that admin procedures may freely change. */
+  groupId: string;
+  userId: string;
+  /** Deleted / revoked by the admin's call (not the ones other principals use). */
+  spareGroupId: string;
+  spareEnrollmentTokenId: string;
+  unique: () => string;
+};
+
+const gpus = [] as const;
+const NOBODY = "00000000-0000-4000-8000-00000000beef";
+const health = { healthy: true, reasons: [] as string[] };
+
+/**
+ * A valid input for every procedure, so the matrix tests the access decision rather than input
+ * validation. The matrix fails for a procedure without one.
+ */
+export const SAMPLE_INPUT: Record<string, (w: World) => unknown> = {
+  "pool.summary": () => undefined,
+  "vm.claim": (w) => ({ fleetId: w.restrictedFleetId }),
+  "vm.mine": () => undefined,
+  "vm.release": () => undefined,
+  "vm.list": () => ({ limit: 5 }),
+  "fleet.list": () => undefined,
+  // Actions on things that do not exist: the access decision is made before the 404.
+  "vm.get": (w) => ({ vmId: w.vmId }),
+  "vm.drain": () => ({ vmId: NOBODY }),
+  "vm.undrain": () => ({ vmId: NOBODY }),
+  "vm.forceRelease": () => ({ vmId: NOBODY }),
+  "vm.markFailed": () => ({ vmId: NOBODY, reason: "matrix test" }),
+  "vm.reboot": () => ({ vmId: NOBODY }),
+  "vm.terminate": () => ({ vmId: NOBODY }),
+  "fleet.create": (w) => ({
+    name: `matrix-${w.unique()}`,
+    driver: "local",
+    instanceType: "local.sim",
+    size: 0,
+  }),
+  "fleet.scale": () => ({ fleetId: NOBODY, size: 1 }),
+  "fleet.destroy": () => ({ fleetId: NOBODY }),
+  "operation.list": () => ({ limit: 5 }),
+  "operation.get": () => ({ operationId: NOBODY }),
+  "operation.logs": () => ({ operationId: NOBODY }),
+  "operation.cancel": () => ({ operationId: NOBODY }),
+  "agent.enroll": (w) => ({
+    hostname: `ws-${w.unique()}`,
+    agentVersion: "0.1.0",
+    protocolVersion: 1,
+  }),
+  "agent.register": (w) => ({
+    vmId: w.vmId,
+    bootId: "boot-1",
+    hostname: "h",
+    agentVersion: "0.1.0",
+    protocolVersion: 1,
+    gpus,
+    health,
+  }),
+  "agent.heartbeat": (w) => ({
+    vmId: w.vmId,
+    bootId: "boot-1",
+    gpus,
+    health,
+    inUse: false,
+    idleSince: null,
+  }),
+  "agent.ack": (w) => ({
+    vmId: w.vmId,
+    type: "assign",
+    assignmentId: "00000000-0000-4000-8000-000000000000",
+    ok: true,
+  }),
+  "agent.poll": (w) => ({ vmId: w.vmId, waitMs: 0 }),
+  "user.me": () => undefined,
+  "user.list": () => ({ limit: 5 }),
+  "user.setRole": (w) => ({ userId: w.userId, role: "researcher" }),
+  "group.list": () => undefined,
+  "group.members": (w) => ({ groupId: w.groupId }),
+  "group.create": (w) => ({ name: `group-${w.unique()}` }),
+  "group.delete": (w) => ({ groupId: w.spareGroupId }),
+  "group.addMember": (w) => ({ groupId: w.groupId, userId: w.userId }),
+  "group.removeMember": (w) => ({ groupId: w.groupId, userId: w.userId }),
+  "group.setFleetGroups": (w) => ({ fleetId: w.byoFleetId, groupIds: [w.groupId] }),
+  "enrollment.create": (w) => ({ fleetId: w.byoFleetId, maxUses: 1 }),
+  "enrollment.list": () => ({}),
+  "enrollment.revoke": (w) => ({ id: w.spareEnrollmentTokenId }),
 };
 
 type ProcedureDef = { _def: { type: "query" | "mutation" | "subscription" } };

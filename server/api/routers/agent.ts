@@ -1,8 +1,29 @@
+import { enrollMachine } from "../../auth/enrollment";
 import { acknowledge, pendingReply, recordHeartbeat, registerAgent } from "../../domain/agents";
-import { ackInput, heartbeatInput, pollInput, registerInput } from "../agent-protocol";
-import { agentProcedure, createRouter } from "../trpc";
+import {
+  ackInput,
+  type EnrollReply,
+  enrollInput,
+  heartbeatInput,
+  pollInput,
+  registerInput,
+} from "../agent-protocol";
+import { agentProcedure, createRouter, enrollmentProcedure } from "../trpc";
 
 export const agentRouter = createRouter({
+  /**
+   * A bring-your-own machine exchanges an enrollment token for its own VM record and agent
+   * token, then registers like any other agent.
+   */
+  enroll: enrollmentProcedure.input(enrollInput).mutation(
+    ({ ctx, input }): Promise<EnrollReply> =>
+      enrollMachine(ctx.db, {
+        tokenId: ctx.enrollmentTokenId,
+        hostname: input.hostname,
+        actor: ctx.actor,
+      }),
+  ),
+
   register: agentProcedure
     .input(registerInput)
     .mutation(({ ctx, input }) => registerAgent(ctx.db, input, ctx.settings, ctx.actor)),

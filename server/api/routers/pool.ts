@@ -1,7 +1,10 @@
 import { poolSummary } from "../../domain/allocation";
-import { createRouter, noInput, publicProcedure } from "../trpc";
+import { createRouter, noInput, viewerProcedure } from "../trpc";
 
 export const poolRouter = createRouter({
-  /** Availability per fleet: counts only, so anonymous visitors may see it. */
-  summary: publicProcedure.input(noInput).query(({ ctx }) => poolSummary(ctx.db)),
+  /**
+   * Availability per fleet the caller may claim from: anonymous visitors see the fleets open to
+   * everyone; a researcher also sees their groups' fleets; admins see all. Counts only.
+   */
+  summary: viewerProcedure.input(noInput).query(({ ctx }) => poolSummary(ctx.db, ctx.viewer)),
 });

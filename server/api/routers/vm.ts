@@ -5,11 +5,12 @@ import { listVms } from "../../domain/fleets";
 import { publicOperation } from "../../domain/operations";
 import { requestVmOperation } from "../../domain/provisioning";
 import { drainVm, forceReleaseVm, markVmFailed, undrainVm, vmDetail } from "../../domain/vm-admin";
-import { adminProcedure, createRouter, noInput, researcherProcedure } from "../trpc";
+import { adminProcedure, createRouter, noInput, rateLimit, researcherProcedure } from "../trpc";
 
 export const vmRouter = createRouter({
   /** Claims a ready VM, or returns the one this researcher already holds. */
   claim: researcherProcedure
+    .use(rateLimit("claim", "user"))
     .input(
       z
         .strictObject({
@@ -21,6 +22,7 @@ export const vmRouter = createRouter({
     .mutation(async ({ ctx, input }) => {
       const { vm, rejoined } = await claimVm(ctx.db, {
         userId: ctx.user.id,
+        role: ctx.user.role,
         fleetId: input?.fleetId,
         instanceType: input?.instanceType,
         actor: ctx.actor,

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { createWriteStream, mkdirSync } from "node:fs";
+import { chmodSync, createWriteStream, mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { and, asc, eq, notInArray } from "drizzle-orm";
 import { issueAgentToken, revokeAgentTokens } from "../../auth/agent-tokens";
@@ -135,6 +135,10 @@ export class LocalFleetDriver implements FleetDriver {
     const token = await issueAgentToken(this.o.db, vm.id);
     const dir = path.join(this.o.stateDir, vm.name);
     mkdirSync(dir, { recursive: true });
+    // A token file (not the environment) lets the agent take over rotated tokens.
+    const tokenFile = path.join(dir, "agent.token");
+    writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
+    chmodSync(tokenFile, 0o600);
     const logFile = createWriteStream(path.join(dir, "agent.log"), { flags: "a" });
     const child = spawn(
       process.execPath,
@@ -145,7 +149,7 @@ export class LocalFleetDriver implements FleetDriver {
           PATH: process.env.PATH,
           NODE_ENV: process.env.NODE_ENV,
           LABLINK_SERVER_URL: this.o.serverUrl,
-          LABLINK_AGENT_TOKEN: token,
+          LABLINK_AGENT_TOKEN_FILE: tokenFile,
           LABLINK_VM_ID: vm.id,
           LABLINK_SIMULATE_GPU: `${fleet.gpuModel ?? "Simulated GPU"}:${fleet.gpuCount}`,
           LABLINK_STATE_DIR: dir,

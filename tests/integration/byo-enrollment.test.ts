@@ -1,0 +1,106 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { eq } from "drizzle-orm";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createEnrollmentToken } from "../../server/auth/enrollment";
+import { vms } from "../../server/db/schema";
+import { systemActor } from "../../server/domain/vm-state";
+import { createTestDatabase, type TestDatabase } from "../db";
+import { makeFleet } from "../fixtures";
+import { startApiServer } from "../http";
+
+const AGENT = path.resolve(import.meta.dirname, "../../agent/src");
+let t: TestDatabase;
+let api: Awaited<ReturnType<typeof startApiServer>>;
+const children: ChildProcess[] = [];
+
+beforeAll(async () => {
+  t = await createTestDatabase();
+  api = await startApiServer(t.db, t.sql, 1);
+});
+afterAll(async () => {
+  for (const c of children) c.kill("SIGKILL");
+  await api?.close();
+  await t?.drop();
+});
+
+function run(script: string, env: Record<string, string>) {
+  const child = spawn(process.execPath, ["--import", "tsx", path.join(AGENT, script)], {
+    env: { PATH: process.env.PATH, NODE_ENV: "test", LABLINK_SERVER_URL: api.url, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  children.push(child);
+  let out = "";
+  child.stdout?.on("data", (d) => {
+    out += d;
+  });
+  child.stderr?.on("data", (d) => {
+    out += d;
+  });
+  const exit = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+  return { child, exit, out: () => out };
+}
+
+describe("a bring-your-own machine", () => {
+  it("enrolls once with the admin's token, then its agent registers and joins the pool", async () => {
+    const fleet = await makeFleet(t.db, { driver: "byo", gpuCount: 1 });
+    const { token } = await createEnrollmentToken(t.db, {
+      fleetId: fleet.id,
+      maxUses: 1,
+      expiresInS: 600,
+      actor: systemActor,
+    });
+    const dir = mkdtempSync(path.join(os.tmpdir(), "lablink-byo-"));
+    const files = {
+      LABLINK_AGENT_TOKEN_FILE: path.join(dir, "etc", "agent.token"),
+      LABLINK_ENROLLED_ENV_FILE: path.join(dir, "etc", "enrolled.env"),
+    };
+    const first = run("enroll.ts", { LABLINK_ENROLLMENT_TOKEN: token, ...files });
+    expect(await first.exit, first.out()).toBe(0);
+    const vmId = /LABLINK_VM_ID=(\S+)/.exec(
+      readFileSync(files.LABLINK_ENROLLED_ENV_FILE, "utf8"),
+    )?.[1];
+    expect(vmId).toMatch(/^[0-9a-f-]{36}$/);
+    const agentToken = readFileSync(files.LABLINK_AGENT_TOKEN_FILE, "utf8").trim();
+    expect(agentToken).toMatch(/^lla_/);
+    expect(first.out()).not.toContain(token.split("_").at(-1));
+    expect(first.out()).not.toContain(agentToken.split("_").at(-1));
+
+    // Running it again (a service restart) keeps the enrollment.
+    const again = run("enroll.ts", { LABLINK_ENROLLMENT_TOKEN: token, ...files });
+    expect(await again.exit).toBe(0);
+    expect(again.out()).toContain("already enrolled");
+
+    // A second machine with the same single-use token is refused and writes nothing.
+    const other = mkdtempSync(path.join(os.tmpdir(), "lablink-byo-"));
+    const refused = run("enroll.ts", {
+      LABLINK_ENROLLMENT_TOKEN: token,
+      LABLINK_AGENT_TOKEN_FILE: path.join(other, "agent.token"),
+      LABLINK_ENROLLED_ENV_FILE: path.join(other, "enrolled.env"),
+    });
+    expect(await refused.exit).toBe(1);
+    expect(refused.out()).toMatch(/used up, expired or revoked/);
+    expect(existsSync(path.join(other, "agent.token"))).toBe(false);
+
+    run("main.ts", {
+      LABLINK_VM_ID: vmId as string,
+      LABLINK_AGENT_TOKEN_FILE: files.LABLINK_AGENT_TOKEN_FILE,
+      LABLINK_SIMULATE_GPU: "NVIDIA RTX 4090:1",
+      LABLINK_STATE_DIR: dir,
+      LABLINK_HEARTBEAT_S: "0.5",
+      LOG_LEVEL: "warn",
+    });
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const [vm] = await t.db
+        .select()
+        .from(vms)
+        .where(eq(vms.id, vmId as string));
+      if (vm?.state === "ready" && vm.healthy) break;
+      if (Date.now() > deadline) throw new Error(`VM never became ready: ${vm?.state}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  });
+});
