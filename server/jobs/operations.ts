@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { eq, sql } from "drizzle-orm";
-import { type DriverRun, type FleetDriver, RunAborted } from "../cloud/driver";
+import { type DriverRun, type FleetDriver, RunAborted, throwIfAborted } from "../cloud/driver";
 import type { Db } from "../db/client";
 import { fleets, type Operation, vms } from "../db/schema";
 import { getFleet } from "../domain/fleets";
@@ -212,6 +212,7 @@ async function perform(
   if (!fleet) throw new Error("the fleet no longer exists");
   const driver = deps.drivers[fleet.driver];
   if (!driver) throw new Error(`no worker here runs the ${fleet.driver} driver`);
+  throwIfAborted(run);
   switch (op.kind) {
     case "fleet.create":
     case "fleet.scale": {

@@ -235,6 +235,8 @@ describe("worker shutdown", () => {
       name: "byo" as const,
       apply: (_f: unknown, run?: { signal: AbortSignal }) =>
         new Promise<void>((_resolve, reject) => {
+          // The worker may begin stopping before the driver starts listening.
+          if (run?.signal.aborted) reject(new Error("interrupted"));
           run?.signal.addEventListener("abort", () => reject(new Error("interrupted")));
         }),
       destroy: async () => {},

@@ -263,10 +263,12 @@ describe("cancel", () => {
       apply: (_f: unknown, run?: { signal: AbortSignal; log: (l: string) => void }) =>
         new Promise<void>((_resolve, reject) => {
           run?.log("working…");
-          run?.signal.addEventListener("abort", () => {
+          const stop = () => {
             sawAbort = true;
             reject(new Error("interrupted"));
-          });
+          };
+          if (run?.signal.aborted) stop();
+          run?.signal.addEventListener("abort", stop);
         }),
       destroy: async () => {},
       terminateVm: async () => {},

@@ -3,9 +3,12 @@ import { z } from "zod";
 const cidr = z
   .string()
   .trim()
-  .max(43)
-  .regex(/^[0-9a-fA-F:.]+\/\d{1,3}$/, "must be a CIDR block such as 203.0.113.0/24")
-  .refine((c) => c !== "0.0.0.0/0" && c !== "::/0", {
+  .max(18)
+  .regex(
+    /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}\/(3[0-2]|[12]?\d)$/,
+    "must be an IPv4 CIDR block such as 203.0.113.0/24",
+  )
+  .refine((c) => !c.endsWith("/0"), {
     message: "SSH may not be opened to the whole internet; name your lab's address ranges",
   });
 
