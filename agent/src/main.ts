@@ -1,14 +1,17 @@
 import { readFileSync } from "node:fs";
 import { statfs } from "node:fs/promises";
 import { hostname } from "node:os";
+import { join } from "node:path";
 import { createTrpcTransport } from "./client";
-import { StateDirActions } from "./commands";
 import { type AgentConfig, ConfigError, loadConfig } from "./config";
 import { NvidiaSmiProbe, SimulatedProbe } from "./gpu/probe";
 import { BoundedCommand } from "./gpu/query";
 import { SimulatedGpus } from "./gpu/simulate";
+import { HostActions, lookupUser, type ResearchUser } from "./host-actions";
 import { createLogger } from "./log";
 import { Agent } from "./loop";
+import { AssignedUsageSource, HostUsageMonitor, type UsageSource } from "./usage/monitor";
+import { ProcProcessLister } from "./usage/processes";
 
 /** SIGTERM must end the process within 2 s; this is the backstop if something hangs. */
 const HARD_EXIT_MS = 1_800;
@@ -47,13 +50,59 @@ async function main(config: AgentConfig): Promise<void> {
     process.exit(1);
   });
 
-  const actions = new StateDirActions(config.stateDir);
+  let user: ResearchUser | null = null;
+  if (config.researchUser) {
+    const found = lookupUser(config.researchUser, readFileSync("/etc/passwd", "utf8"));
+    if (!found)
+      throw new ConfigError(`LABLINK_RESEARCH_USER: no local user "${config.researchUser}"`);
+    user = { ...found, home: config.researchHome ?? found.home };
+  }
+  const processes = new ProcProcessLister(config.procRoot);
+  const host = hostname().slice(0, 255) || "unknown";
+  const actions = new HostActions({
+    stateDir: config.stateDir,
+    user,
+    simulatedHome: config.researchHome ?? join(config.stateDir, "research-home"),
+    crd: {
+      startHost: config.crd.startHost,
+      hostName: config.crd.hostName ?? host.replace(/[^A-Za-z0-9._-]/g, "-").slice(0, 64),
+      redirectUrl: config.crd.redirectUrl,
+    },
+    files: config.wipe.files,
+    killProcesses: config.wipe.killProcesses && user !== null,
+    processes,
+    log,
+  });
   const activeAssignments = await actions.init();
+  let assigned = () => activeAssignments.length > 0;
+  // Simulated VMs have no real sessions: "in use" means "assigned", as the simulated GPU shows.
+  const usage: UsageSource = config.simulateGpu
+    ? new AssignedUsageSource(() => assigned(), config.usage.idleAfterS * 1000)
+    : new HostUsageMonitor({
+        rules: {
+          researchNames: config.usage.researchNames,
+          researchPattern: config.usage.researchPattern,
+          researchUid: user?.uid ?? null,
+          researchUser: user?.name ?? null,
+          gpuBusyPct: config.usage.gpuBusyPct,
+          cpuBusyPct: config.usage.cpuBusyPct,
+          inputRecentMs: config.usage.inputRecentS * 1000,
+          idleAfterMs: config.usage.idleAfterS * 1000,
+        },
+        processes,
+        inputIdle: config.usage.inputIdleCommand
+          ? {
+              command: new BoundedCommand(config.usage.inputIdleCommand[0] ?? "", 2_000),
+              args: config.usage.inputIdleCommand.slice(1),
+            }
+          : null,
+        log,
+      });
 
   const agent = new Agent({
     vmId: config.vmId,
     bootId: config.bootId,
-    hostname: hostname().slice(0, 255) || "unknown",
+    hostname: host,
     agentVersion: version,
     transport: createTrpcTransport({ serverUrl: config.serverUrl, token: config.token }),
     createGpuSource: (inUse) =>
@@ -69,11 +118,14 @@ async function main(config: AgentConfig): Promise<void> {
           }),
     actions,
     activeAssignments,
+    usage,
     log,
     heartbeatOverrideS: config.heartbeatOverrideS,
     pollWaitMs: config.pollWaitMs,
     diskFreePct: () => diskFreePct(config.stateDir),
   });
+
+  assigned = () => agent.usage().inUse;
 
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {
@@ -108,4 +160,10 @@ try {
   }
   throw err;
 }
-await main(config);
+try {
+  await main(config);
+} catch (err) {
+  if (!(err instanceof ConfigError)) throw err;
+  process.stderr.write(`lablink-agent: ${err.message}\n`);
+  process.exit(2);
+}

@@ -38,6 +38,10 @@ function setup(options: { failAssign?: number; failAck?: number } = {}) {
     wipe: async (c) => {
       calls.push(`wipe:${c.assignmentId}`);
     },
+    connect: async (c) => {
+      calls.push(`connect:${c.requestId}`);
+      if (c.code.includes("FAIL")) throw new Error("Chrome Remote Desktop setup failed: expired");
+    },
   };
   const processor = new CommandProcessor({
     actions,
@@ -141,6 +145,7 @@ describe("CommandProcessor: level-triggered commands run once", () => {
           await new Promise((r) => setTimeout(r, 30));
           order.push(`wipe ${c.assignmentId} end`);
         },
+        connect: async () => {},
       },
       ack: async () => {},
       onShutdown: () => {},
@@ -195,7 +200,7 @@ describe("CommandProcessor: level-triggered commands run once", () => {
 
   it("starts in use when the state dir still holds an assignment", () => {
     const processor = new CommandProcessor({
-      actions: { assign: async () => {}, wipe: async () => {} },
+      actions: { assign: async () => {}, wipe: async () => {}, connect: async () => {} },
       ack: async () => {},
       onShutdown: () => {},
       log: silentLogger,

@@ -127,6 +127,9 @@ describe("contract with the server (real tRPC over HTTP, server's zod schemas)",
       wipe: async (c) => {
         done.push(`wipe:${c.assignmentId}`);
       },
+      connect: async (c) => {
+        done.push(`connect:${c.requestId}`);
+      },
     };
     const agent = new Agent({
       vmId: VM,

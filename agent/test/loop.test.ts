@@ -71,6 +71,9 @@ function start(server: FakeServer, overrides: Partial<AgentOptions> = {}) {
     wipe: async (c) => {
       done.push(`wipe:${c.assignmentId}`);
     },
+    connect: async (c) => {
+      done.push(`connect:${c.requestId}`);
+    },
   };
   const agent = new Agent({
     vmId: VM,

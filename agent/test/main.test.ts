@@ -112,7 +112,7 @@ describe("lablink agent process", () => {
     expect(s.state.registers[0]).toMatchObject({
       vmId: VM,
       bootId: "boot-test",
-      protocolVersion: 1,
+      protocolVersion: 2,
     });
     expect(s.state.registers[0]?.gpus.map((g) => g.name)).toEqual(["NVIDIA A10G", "NVIDIA A10G"]);
     expect(s.state.heartbeats[0]?.diskFreePct).toBeTypeOf("number");

@@ -1,6 +1,7 @@
 import { agentRouter } from "./routers/agent";
 import { fleetRouter } from "./routers/fleet";
 import { poolRouter } from "./routers/pool";
+import { profileRouter } from "./routers/profile";
 import { vmRouter } from "./routers/vm";
 import { createCallerFactory, createRouter } from "./trpc";
 
@@ -9,6 +10,7 @@ export const appRouter = createRouter({
   vm: vmRouter,
   fleet: fleetRouter,
   agent: agentRouter,
+  profile: profileRouter,
 });
 
 export type AppRouter = typeof appRouter;

@@ -83,7 +83,9 @@ export async function tableCounts(db: Db): Promise<Record<string, number>> {
       SELECT 'vms', count(*)::int FROM vms UNION ALL
       SELECT 'fleets', count(*)::int FROM fleets UNION ALL
       SELECT 'agent_credentials', count(*)::int FROM agent_credentials UNION ALL
-      SELECT 'audit_events', count(*)::int FROM audit_events`),
+      SELECT 'audit_events', count(*)::int FROM audit_events UNION ALL
+      SELECT 'ssh_keys', count(*)::int FROM ssh_keys UNION ALL
+      SELECT 'crd_handoffs', count(*)::int FROM crd_handoffs`),
   );
   return Object.fromEntries(rows.map((r) => [r.table, r.n]));
 }
