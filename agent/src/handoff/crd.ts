@@ -41,19 +41,37 @@ export function startHostArgs(code: string, o: Pick<StartHostOptions, "hostName"
 function reasonFrom(output: string, code: string): string {
   const lines = output
     .split(/\r?\n/)
-    .map((l) => l.split(code).join("[code]").trim())
-    // start-host's own prompts are not the reason.
-    .filter((l) => l.length > 0 && !/PIN/i.test(l));
+    .map((l) =>
+      (code ? l.split(code).join("[code]") : l)
+        // start-host's own prompts (printed without a newline) are not the reason.
+        .replace(/Enter (a|the same) PIN[^:]*:\s*/gi, "")
+        .trim(),
+    )
+    .filter((l) => l.length > 0);
   return (lines.at(-1) ?? "").slice(0, 300);
 }
 
+/** Checks the code and PIN again (the server did too: defence in depth), then runs start-host. */
 export async function runStartHost(code: string, pin: string, o: StartHostOptions): Promise<void> {
   if (!CRD_CODE.test(code)) throw new HandoffError("the setup code has characters it cannot have");
   if (!CRD_PIN.test(pin)) throw new HandoffError("the PIN must be 6 to 32 digits");
+  await execStartHost(startHostArgs(code, o), pin, code, o);
+}
+
+/**
+ * Spawns start-host with exactly `args` (no shell), writes the PIN twice on stdin, and turns a
+ * failure into a readable reason with `secret` cut out of it.
+ */
+export function execStartHost(
+  args: readonly string[],
+  pin: string,
+  secret: string,
+  o: StartHostOptions,
+): Promise<void> {
   const home = o.user?.home ?? o.home;
-  const args = startHostArgs(code, o);
-  await new Promise<void>((resolve, reject) => {
-    const child = spawn(o.startHost, args, {
+  const code = secret;
+  return new Promise<void>((resolve, reject) => {
+    const child = spawn(o.startHost, [...args], {
       shell: false,
       stdio: ["pipe", "pipe", "pipe"],
       cwd: home,
