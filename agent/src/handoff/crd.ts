@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import { lstat, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
+import { childEnv } from "../child-env";
 
 /**
  * Chrome Remote Desktop hand-off. The researcher pastes Google's headless setup command into the
@@ -76,12 +77,13 @@ export function execStartHost(
       stdio: ["pipe", "pipe", "pipe"],
       cwd: home,
       // A minimal environment: nothing of the agent's (its token) reaches the research user.
-      env: {
+      env: childEnv({
         PATH: "/usr/local/bin:/usr/bin:/bin",
         HOME: home,
         LANG: "C.UTF-8",
-        ...(o.user ? { USER: o.user.name, LOGNAME: o.user.name } : {}),
-      },
+        USER: o.user?.name,
+        LOGNAME: o.user?.name,
+      }),
       ...(o.user ? { uid: o.user.uid, gid: o.user.gid } : {}),
     });
     let output = "";
