@@ -2,6 +2,8 @@ import { readFileSync } from "node:fs";
 import { statfs } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
+import pkg from "../package.json" with { type: "json" };
+import { parseCli, USAGE } from "./cli";
 import { createTrpcTransport } from "./client";
 import { type AgentConfig, ConfigError, loadConfig } from "./config";
 import { NvidiaSmiProbe, SimulatedProbe } from "./gpu/probe";
@@ -16,13 +18,9 @@ import { ProcProcessLister } from "./usage/processes";
 /** SIGTERM must end the process within 2 s; this is the backstop if something hangs. */
 const HARD_EXIT_MS = 1_800;
 
+/** Inlined by esbuild in the bundle, so a lone lablink-agent.mjs still knows its version. */
 function agentVersion(): string {
-  try {
-    const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"));
-    return typeof pkg.version === "string" ? pkg.version : "unknown";
-  } catch {
-    return "unknown";
-  }
+  return typeof pkg.version === "string" ? pkg.version : "unknown";
 }
 
 async function diskFreePct(path: string): Promise<number | null> {
@@ -152,7 +150,16 @@ async function main(config: AgentConfig): Promise<void> {
 
 let config: AgentConfig;
 try {
-  config = loadConfig();
+  const cli = parseCli(process.argv.slice(2), process.env);
+  if (cli.kind === "help") {
+    process.stdout.write(USAGE);
+    process.exit(0);
+  }
+  if (cli.kind === "version") {
+    process.stdout.write(`${agentVersion()}\n`);
+    process.exit(0);
+  }
+  config = loadConfig(cli.env);
 } catch (err) {
   if (err instanceof ConfigError) {
     process.stderr.write(`lablink-agent: ${err.message}\n`);
