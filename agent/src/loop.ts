@@ -1,10 +1,9 @@
-import {
-  type AckInput,
-  type AgentReply,
-  BACKLOG_MAX,
-  type BacklogEntry,
-  type HeartbeatInput,
-  type RegisterInput,
+import type {
+  AckInput,
+  AgentReply,
+  BacklogEntry,
+  HeartbeatInput,
+  RegisterInput,
 } from "../../server/api/agent-protocol";
 import { Backoff, type BackoffOptions, childSignal, sleep, untilAborted } from "./backoff";
 import { type CommandActions, CommandProcessor, type Usage } from "./commands";
@@ -15,6 +14,9 @@ import { AssignedUsageSource, type UsageSource } from "./usage/monitor";
 
 /** Must match AGENT_PROTOCOL_VERSION in server/api/agent-protocol.ts (a test checks it). */
 export const PROTOCOL_VERSION = 2;
+
+/** Most readings kept while the server is unreachable; the server's BACKLOG_MAX (a test checks). */
+export const BACKLOG_MAX = 120;
 
 export type PollRequest = { vmId: string; waitMs: number };
 
