@@ -8,7 +8,7 @@ import { loadConfig } from "../../agent/src/config";
 import { DEFAULT_REDIRECT_URL } from "../../agent/src/handoff/crd";
 import { AuthorizedKeys } from "../../agent/src/handoff/ssh";
 import { HostActions } from "../../agent/src/host-actions";
-import { silentLogger } from "../../agent/src/log";
+import { createLogger } from "../../agent/src/log";
 import { Agent, type AgentTransport } from "../../agent/src/loop";
 import { ProcProcessLister } from "../../agent/src/usage/processes";
 import { issueAgentToken } from "../../server/auth/agent-tokens";
@@ -38,6 +38,9 @@ const dir = mkdtempSync(path.join(os.tmpdir(), "lablink-agent-int-"));
 const home = path.join(dir, "home");
 const tokenFile = path.join(dir, "token");
 const calls = { heartbeat: 0, register: 0 };
+/** Everything the agents log, at debug level: the setup code and PIN must never appear. */
+const logLines: string[] = [];
+const log = createLogger({ level: "debug", write: (line) => logLines.push(line) });
 
 async function waitFor<T>(
   what: string,
@@ -88,7 +91,7 @@ function startAgent(bootId: string) {
     files: { kind: "home" },
     killProcesses: false,
     processes: new ProcProcessLister(),
-    log: silentLogger,
+    log,
   });
   const agent = new Agent({
     vmId: vm.id,
@@ -112,7 +115,7 @@ function startAgent(bootId: string) {
       dispose: () => {},
     }),
     actions,
-    log: silentLogger,
+    log,
     heartbeatOverrideS: HEARTBEAT_S,
     pollWaitMs: 1_000,
     requestTimeoutMs: 2_000,
