@@ -8,6 +8,7 @@ import {
   findSessions,
   IdleTracker,
   isResearchProcess,
+  needsDetails,
   programNames,
   type UsageRules,
 } from "../src/usage/detect";
@@ -82,6 +83,18 @@ describe("process table (fake /proc)", () => {
       },
     ]);
     expect(parseStat("garbage")).toBeNull();
+
+    // Only processes that could matter get uid, exe and argv read.
+    const cheap = await new ProcProcessLister(root).list((comm) => needsDetails(comm, rules()));
+    expect(cheap.find((p) => p.pid === 7)).toEqual({
+      pid: 7,
+      uid: null,
+      comm: "my (odd) name",
+      exe: null,
+      argv: [],
+      cpuTicks: 3,
+    });
+    expect(cheap.find((p) => p.pid === 42)?.argv).toHaveLength(3);
   });
 
   it("a missing /proc yields no processes rather than an error", async () => {

@@ -81,6 +81,18 @@ export function isResearchProcess(p: ProcessInfo, rules: UsageRules): boolean {
   return rules.researchPattern?.test(p.argv.join(" ")) ?? false;
 }
 
+/**
+ * Whether a process, known so far only by its kernel name, could matter to these rules; only
+ * those get their uid, executable and arguments read (a /proc scan stays cheap on a busy VM).
+ */
+export function needsDetails(comm: string, rules: UsageRules): boolean {
+  if (rules.researchPattern) return true;
+  if (INTERPRETERS.test(comm) || comm.startsWith("sshd") || comm === CRD_HOST.slice(0, 15)) {
+    return true;
+  }
+  return rules.researchNames.some((n) => n === comm || n.slice(0, 15) === comm);
+}
+
 export type Session = { kind: "ssh" | "crd"; user: string; pid: number };
 
 /** OpenSSH names its per-connection process "sshd: user@pts/0" ("sshd-session:" from 9.8 on). */

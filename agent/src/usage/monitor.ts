@@ -1,7 +1,7 @@
 import type { GpuSnapshot } from "../gpu/probe";
 import type { BoundedCommand } from "../gpu/query";
 import type { Logger } from "../log";
-import { IdleTracker, type UsageReport, type UsageRules } from "./detect";
+import { IdleTracker, needsDetails, type UsageReport, type UsageRules } from "./detect";
 import type { ProcessLister } from "./processes";
 
 /** Where "in use" and "idle since" come from; `sample()` never rejects. */
@@ -35,10 +35,12 @@ export class HostUsageMonitor implements UsageSource {
 
   async sample(gpus: GpuSnapshot): Promise<UsageReport> {
     const at = this.now();
-    const processes = await this.o.processes.list().catch((err) => {
-      this.o.log.warn("cannot list processes", { error: err });
-      return [];
-    });
+    const processes = await this.o.processes
+      .list((comm) => needsDetails(comm, this.o.rules))
+      .catch((err) => {
+        this.o.log.warn("cannot list processes", { error: err });
+        return [];
+      });
     const utils = gpus.gpus.map((g) => g.utilizationPct).filter((u): u is number => u !== null);
     let lastInputAt: number | undefined;
     if (this.o.inputIdle) {
