@@ -26,10 +26,18 @@ export class VmEventHub {
     return this.listening;
   }
 
-  /** Resolves true when the VM changes, false after `ms` or on abort. */
-  async waitForChange(vmId: string, ms: number, signal?: AbortSignal): Promise<boolean> {
+  /** Resolves once this process's LISTEN connection is active. */
+  async listen(): Promise<void> {
     await this.ensureListening();
-    return new Promise((resolve) => {
+  }
+
+  /**
+   * Resolves true when the VM changes, false after `ms` or on abort. The listener is registered
+   * synchronously, so a caller that called `listen()` first and reads the VM *after* this call
+   * cannot miss a change that commits in between.
+   */
+  waitForChange(vmId: string, ms: number, signal?: AbortSignal): Promise<boolean> {
+    const changed = new Promise<boolean>((resolve) => {
       const done = (changed: boolean) => {
         clearTimeout(timer);
         this.emitter.off(vmId, onEvent);
@@ -40,8 +48,10 @@ export class VmEventHub {
       const onAbort = () => done(false);
       const timer = setTimeout(() => done(false), ms);
       this.emitter.once(vmId, onEvent);
+      if (signal?.aborted) return done(false);
       signal?.addEventListener("abort", onAbort, { once: true });
     });
+    return this.ensureListening().then(() => changed);
   }
 
   listenerCount(vmId: string): number {

@@ -11,7 +11,13 @@ import { VmEventHub } from "../server/events";
  * (agent processes). Only the host differs from production (Node's HTTP server instead of Next);
  * the router, context shape, auth tiers and event hub are the same.
  */
-export async function startApiServer(db: Db, sql: postgres.Sql, heartbeatIntervalS: number) {
+export async function startApiServer(
+  db: Db,
+  sql: postgres.Sql,
+  heartbeatIntervalS: number,
+  /** A fixed port, to restart a server where its agents expect it. */
+  port = 0,
+) {
   const events = new VmEventHub(sql);
   const server = createHTTPServer({
     router: appRouter,
@@ -31,10 +37,11 @@ export async function startApiServer(db: Db, sql: postgres.Sql, heartbeatInterva
       };
     },
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
+  const bound = (server.address() as AddressInfo).port;
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `http://127.0.0.1:${bound}`,
+    port: bound,
     events,
     close: () =>
       new Promise<void>((resolve) => {

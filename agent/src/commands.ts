@@ -5,7 +5,8 @@ import type { Logger } from "./log";
 
 export type AssignCommand = Extract<AgentCommand, { type: "assign" }>;
 export type WipeCommand = Extract<AgentCommand, { type: "wipe" }>;
-type WorkCommand = AssignCommand | WipeCommand;
+export type ConnectCommand = Extract<AgentCommand, { type: "connect" }>;
+type WorkCommand = AssignCommand | WipeCommand | ConnectCommand;
 
 export type AckRequest = Omit<AckInput, "vmId">;
 
@@ -13,6 +14,8 @@ export type AckRequest = Omit<AckInput, "vmId">;
 export interface CommandActions {
   assign(command: AssignCommand): Promise<void>;
   wipe(command: WipeCommand): Promise<void>;
+  /** Remote-desktop hand-off; a thrown message is shown to the researcher, so make it readable. */
+  connect(command: ConnectCommand): Promise<void>;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -60,6 +63,10 @@ export class StateDirActions implements CommandActions {
     const tmp = `${marker}.tmp`;
     await writeFile(tmp, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
     await rename(tmp, marker);
+  }
+
+  connect(_command: ConnectCommand): Promise<void> {
+    return Promise.reject(new Error("remote desktop hand-off is not set up on this VM"));
   }
 
   async wipe(command: WipeCommand): Promise<void> {
@@ -148,14 +155,27 @@ export class CommandProcessor {
         }
         continue;
       }
-      if (!UUID.test(command.assignmentId)) {
+      if (command.type !== "assign" && command.type !== "wipe" && command.type !== "connect") {
+        // A newer server's command this agent does not know: never guess what it means.
+        this.options.log.warn("ignoring an unknown command", {
+          type: String((command as { type: unknown }).type).slice(0, 40),
+        });
+        continue;
+      }
+      if (
+        !UUID.test(command.assignmentId) ||
+        (command.type === "connect" && !UUID.test(command.requestId))
+      ) {
         this.options.log.error("ignoring command with an invalid assignment id", {
           type: command.type,
           assignmentId: String(command.assignmentId).slice(0, 80),
         });
         continue;
       }
-      const key = `${command.type}:${command.assignmentId.toLowerCase()}`;
+      const key =
+        command.type === "connect"
+          ? `connect:${command.requestId.toLowerCase()}`
+          : `${command.type}:${command.assignmentId.toLowerCase()}`;
       const entry = this.entries.get(key);
       if (!entry) {
         const fresh: Entry = {
@@ -170,6 +190,9 @@ export class CommandProcessor {
         this.enqueue(fresh);
         started += 1;
       } else if (entry.status === "succeeded") {
+        this.sendAck(entry, false);
+      } else if (entry.status === "failed" && command.type === "connect") {
+        // A hand-off is not retried: the code is single-use. The researcher submits a new one.
         this.sendAck(entry, false);
       } else if (entry.status === "failed" && this.now() >= entry.retryAt) {
         entry.command = command; // e.g. a newer display name
@@ -207,9 +230,11 @@ export class CommandProcessor {
 
   private async execute(entry: Entry): Promise<void> {
     const { command } = entry;
+    // Never the command itself in a log line: a connect carries a setup code and a PIN.
     const log = this.options.log.child({
       command: command.type,
       assignmentId: command.assignmentId,
+      ...(command.type === "connect" ? { requestId: command.requestId } : {}),
     });
     entry.status = "running";
     entry.attempts += 1;
@@ -218,6 +243,8 @@ export class CommandProcessor {
         await this.options.actions.assign(command);
         this.active.add(command.assignmentId.toLowerCase());
         this.idleSince = null;
+      } else if (command.type === "connect") {
+        await this.options.actions.connect(command);
       } else {
         await this.options.actions.wipe(command);
       }
@@ -250,6 +277,7 @@ export class CommandProcessor {
     const request: AckRequest = {
       type: entry.command.type,
       assignmentId: entry.command.assignmentId,
+      ...(entry.command.type === "connect" ? { requestId: entry.command.requestId } : {}),
       ok: entry.status === "succeeded",
       ...(entry.status === "failed"
         ? { error: (entry.error ?? "unknown error").slice(0, 1000) }

@@ -3,6 +3,8 @@ import { readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
+import { DEFAULT_REDIRECT_URL, DEFAULT_START_HOST } from "./handoff/crd";
+import { type FilePolicy, safeRelativePath } from "./host-actions";
 import { LOG_LEVELS, type LogLevel } from "./log";
 
 /**
@@ -34,6 +36,25 @@ export type AgentConfig = {
   xidWindowS: number;
   pollWaitMs: number;
   logLevel: LogLevel;
+  /** In-use and idle detection (src/usage/detect.ts). */
+  usage: {
+    researchNames: string[];
+    researchPattern: RegExp | null;
+    gpuBusyPct: number;
+    cpuBusyPct: number;
+    idleAfterS: number;
+    inputRecentS: number;
+    /** argv of a command printing milliseconds since the last input (e.g. xprintidle); no shell. */
+    inputIdleCommand: string[] | null;
+  };
+  /** The research user's Unix account; null: simulated in the state dir (local fleet). */
+  researchUser: string | null;
+  /** Overrides the research user's home from /etc/passwd. */
+  researchHome: string | null;
+  crd: { startHost: string; hostName: string | null; redirectUrl: string };
+  wipe: { files: FilePolicy; killProcesses: boolean };
+  /** /proc, or a fake tree in tests. */
+  procRoot: string;
 };
 
 export class ConfigError extends Error {
@@ -69,7 +90,63 @@ const envSchema = z.object({
   LABLINK_POLL_WAIT_MS: optionalNumber(z.number().int().min(0).max(30_000)),
   LABLINK_BOOT_ID: z.string().trim().min(1).max(128).optional(),
   LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),
+  LABLINK_RESEARCH_PROCESSES: z
+    .string()
+    .regex(/^[A-Za-z0-9._+-]+(,[A-Za-z0-9._+-]+)*$/, "must be comma-separated executable names")
+    .optional(),
+  LABLINK_RESEARCH_PATTERN: z
+    .string()
+    .max(500)
+    .refine((p) => {
+      try {
+        new RegExp(p);
+        return true;
+      } catch {
+        return false;
+      }
+    }, "must be a valid regular expression")
+    .optional(),
+  LABLINK_GPU_BUSY_PCT: optionalNumber(z.number().min(0).max(100)),
+  LABLINK_CPU_BUSY_PCT: optionalNumber(z.number().min(0).max(1000)),
+  LABLINK_IDLE_AFTER_S: optionalNumber(
+    z
+      .number()
+      .min(0)
+      .max(7 * 86_400),
+  ),
+  LABLINK_INPUT_RECENT_S: optionalNumber(z.number().min(1).max(86_400)),
+  LABLINK_INPUT_IDLE_CMD: z.string().max(500).optional(),
+  LABLINK_RESEARCH_USER: z
+    .string()
+    .regex(/^[a-z_][a-z0-9_-]{0,31}$/, "must be a Unix user name")
+    .optional(),
+  LABLINK_RESEARCH_HOME: z.string().regex(/^\/./, "must be an absolute path").optional(),
+  LABLINK_CRD_START_HOST: z.string().min(1).optional(),
+  LABLINK_CRD_NAME: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]{1,64}$/, "letters, digits, . _ - only")
+    .optional(),
+  LABLINK_CRD_REDIRECT_URL: z.url({ protocol: /^https$/ }).optional(),
+  LABLINK_WIPE_FILES: z.string().max(2000).optional(),
+  LABLINK_WIPE_KILL_PROCESSES: z.enum(["0", "1", "true", "false"]).optional(),
+  LABLINK_PROC_ROOT: z.string().min(1).optional(),
 });
+
+function filePolicy(value: string | undefined): FilePolicy {
+  if (value === undefined || value === "home") return { kind: "home" };
+  if (value === "none") return { kind: "none" };
+  const paths = value.split(",").map((p) => p.trim());
+  const bad = paths.filter((p) => safeRelativePath(p) === null);
+  if (bad.length > 0) {
+    throw new ConfigError(
+      `Invalid agent configuration:\n  LABLINK_WIPE_FILES: "home", "none" or comma-separated paths inside the home (not ${bad.join(", ")})`,
+    );
+  }
+  return { kind: "paths", paths };
+}
+
+const flag = (v: string | undefined, fallback: boolean) =>
+  v === undefined ? fallback : ["1", "true"].includes(v);
 
 /** Names of every variable the agent reads, for docs and tests. */
 export const CONFIG_VARIABLES = Object.keys(envSchema.shape);
@@ -161,5 +238,29 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AgentConfig {
     xidWindowS: e.LABLINK_XID_WINDOW_S ?? 3600,
     pollWaitMs: e.LABLINK_POLL_WAIT_MS ?? 25_000,
     logLevel: e.LOG_LEVEL,
+    usage: {
+      researchNames: e.LABLINK_RESEARCH_PROCESSES?.split(",") ?? [],
+      researchPattern: e.LABLINK_RESEARCH_PATTERN ? new RegExp(e.LABLINK_RESEARCH_PATTERN) : null,
+      gpuBusyPct: e.LABLINK_GPU_BUSY_PCT ?? 10,
+      cpuBusyPct: e.LABLINK_CPU_BUSY_PCT ?? 5,
+      idleAfterS: e.LABLINK_IDLE_AFTER_S ?? 1800,
+      inputRecentS: e.LABLINK_INPUT_RECENT_S ?? 300,
+      inputIdleCommand: e.LABLINK_INPUT_IDLE_CMD?.trim()
+        ? e.LABLINK_INPUT_IDLE_CMD.trim().split(/\s+/)
+        : null,
+    },
+    researchUser: e.LABLINK_RESEARCH_USER ?? null,
+    researchHome: e.LABLINK_RESEARCH_HOME ?? null,
+    crd: {
+      startHost: e.LABLINK_CRD_START_HOST ?? DEFAULT_START_HOST,
+      hostName: e.LABLINK_CRD_NAME ?? null,
+      redirectUrl: e.LABLINK_CRD_REDIRECT_URL ?? DEFAULT_REDIRECT_URL,
+    },
+    wipe: {
+      files: filePolicy(e.LABLINK_WIPE_FILES),
+      // Only meaningful with a real research user; the local fleet has none.
+      killProcesses: flag(e.LABLINK_WIPE_KILL_PROCESSES, true),
+    },
+    procRoot: e.LABLINK_PROC_ROOT ?? "/proc",
   };
 }

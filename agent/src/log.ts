@@ -19,7 +19,7 @@ export interface Logger {
 }
 
 /** Keys whose values never reach the log, even if a caller passes them by mistake. */
-const SECRET_KEY = /token|authorization|secret|password|cookie/i;
+const SECRET_KEY = /token|authorization|secret|password|cookie|^pin$/i;
 
 function sanitize(value: unknown, depth = 0): unknown {
   if (value instanceof Error) {

@@ -1,6 +1,7 @@
 import type {
   AckInput,
   AgentReply,
+  BacklogEntry,
   HeartbeatInput,
   RegisterInput,
 } from "../../server/api/agent-protocol";
@@ -8,9 +9,14 @@ import { Backoff, type BackoffOptions, childSignal, sleep, untilAborted } from "
 import { type CommandActions, CommandProcessor, type Usage } from "./commands";
 import type { GpuSource } from "./gpu/probe";
 import type { Logger } from "./log";
+import type { UsageReport } from "./usage/detect";
+import { AssignedUsageSource, type UsageSource } from "./usage/monitor";
 
 /** Must match AGENT_PROTOCOL_VERSION in server/api/agent-protocol.ts (a test checks it). */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
+
+/** Most readings kept while the server is unreachable; the server's BACKLOG_MAX (a test checks). */
+export const BACKLOG_MAX = 120;
 
 export type PollRequest = { vmId: string; waitMs: number };
 
@@ -56,8 +62,10 @@ export type AgentOptions = {
   hostname: string;
   agentVersion: string;
   transport: AgentTransport;
-  /** Builds the GPU source; gets the usage so simulated GPUs can look busy while assigned. */
-  createGpuSource: (inUse: () => boolean) => GpuSource;
+  /** Builds the GPU source; gets "is someone assigned" so simulated GPUs can look busy. */
+  createGpuSource: (assigned: () => boolean) => GpuSource;
+  /** In-use and idle detection; default: in use while assigned, idle as soon as not. */
+  usage?: UsageSource;
   actions: CommandActions;
   activeAssignments?: string[];
   log: Logger;
@@ -72,6 +80,8 @@ export type AgentOptions = {
   /** Passed to CommandProcessor (tests shorten them). */
   commandRetryBaseMs?: number;
   reackAfterMs?: number;
+  /** Deadline of the final "shutting down" report (SIGTERM must end the process within 2 s). */
+  shutdownReportMs?: number;
 };
 
 /** A sleep that another loop can cut short. Not latched: only a sleeper at the time wakes. */
@@ -134,6 +144,12 @@ export class Agent {
   private readonly heartbeatWake = new Wakeup();
   private readonly registeredWake = new Wakeup();
   private readonly log: Logger;
+  private readonly usageSource: UsageSource;
+  private usageReport: UsageReport = { inUse: false, idleSince: null, signals: [] };
+  private usageSampling = false;
+  /** Readings not delivered while the server was unreachable, oldest first, bounded. */
+  private backlog: BacklogEntry[] = [];
+  private backlogDropped = 0;
 
   constructor(private readonly options: AgentOptions) {
     this.log = options.log;
@@ -149,6 +165,8 @@ export class Agent {
       reackAfterMs: options.reackAfterMs,
     });
     this.gpus = options.createGpuSource(() => this.commands.usage().inUse);
+    this.usageSource =
+      options.usage ?? new AssignedUsageSource(() => this.commands.usage().inUse, 0);
   }
 
   get stopped(): boolean {
@@ -159,8 +177,44 @@ export class Agent {
     return this.intervalMs;
   }
 
+  /** Whether a researcher's assignment is set up (not the same as "in use"). */
   usage(): Usage {
     return this.commands.usage();
+  }
+
+  /** The latest in-use / idle report sent with heartbeats. */
+  get latestUsage(): UsageReport {
+    return this.usageReport;
+  }
+
+  /**
+   * Samples usage in the background, like the GPU probe: reading /proc can block on a process
+   * stuck in the kernel, and that must never hold up a heartbeat.
+   */
+  private refreshUsage(): Promise<void> {
+    if (this.usageSampling) return Promise.resolve();
+    this.usageSampling = true;
+    return this.usageSource
+      .sample(this.gpus.latest())
+      .then(
+        (report) => {
+          if (report.inUse !== this.usageReport.inUse) {
+            this.log.info(report.inUse ? "in use" : "no longer in use", {
+              signals: report.signals,
+            });
+          }
+          if ((report.idleSince === null) !== (this.usageReport.idleSince === null)) {
+            this.log.info(report.idleSince ? "idle" : "active again", {
+              idleSince: report.idleSince,
+            });
+          }
+          this.usageReport = report;
+        },
+        (err) => this.log.error("usage sampling failed", { error: err }),
+      )
+      .finally(() => {
+        this.usageSampling = false;
+      });
   }
 
   /** Ends both loops; in-flight requests are aborted. The first reason wins. */
@@ -176,9 +230,11 @@ export class Agent {
     const stop = this.stopController.signal;
     // The first registration should carry real readings; the probe is bounded by its own timeout.
     await untilAborted(this.gpus.refresh(), stop);
+    await untilAborted(this.refreshUsage(), stop);
     await Promise.all([this.heartbeatLoop(), this.pollLoop()]);
     // Let a command that is half done finish and be acknowledged, briefly (SIGTERM gives us ~2 s).
     await untilAborted(this.commands.drain(), AbortSignal.timeout(1_000));
+    await this.reportShuttingDown();
     this.gpus.dispose();
     return this.exitReason;
   }
@@ -214,7 +270,10 @@ export class Agent {
         this.noteFailure(this.needsRegister ? "register" : "heartbeat", err);
         delay = this.heartbeatBackoff.next();
       }
-      this.gpus.refresh().catch((err) => this.log.error("GPU probe failed", { error: err }));
+      this.gpus
+        .refresh()
+        .catch((err) => this.log.error("GPU probe failed", { error: err }))
+        .then(() => this.refreshUsage());
       const woken = await this.heartbeatWake.wait(delay, stop);
       // Woken early to register: still keep a second between registrations, so a server that
       // keeps asking for one cannot drive a tight register loop.
@@ -252,26 +311,93 @@ export class Agent {
 
   private async heartbeat(): Promise<void> {
     const snapshot = this.gpus.latest();
-    const usage = this.commands.usage();
+    const usage = this.usageReport;
     const diskFreePct = this.options.diskFreePct
       ? await this.options.diskFreePct().catch(() => null)
       : undefined;
-    const reply = await this.request(this.requestTimeoutMs, (signal) =>
-      this.options.transport.heartbeat(
+    const input: HeartbeatInput = {
+      vmId: this.options.vmId,
+      bootId: this.options.bootId,
+      gpus: snapshot.gpus,
+      health: snapshot.health,
+      inUse: usage.inUse,
+      idleSince: usage.idleSince,
+      ...(diskFreePct === undefined ? {} : { diskFreePct }),
+    };
+    const backlog = this.backlog.slice();
+    const dropped = this.backlogDropped;
+    let reply: AgentReply;
+    try {
+      reply = await this.request(this.requestTimeoutMs, (signal) =>
+        this.options.transport.heartbeat(
+          {
+            ...input,
+            ...(backlog.length > 0 ? { backlog } : {}),
+            ...(dropped > 0 ? { backlogDropped: dropped } : {}),
+          },
+          signal,
+        ),
+      );
+    } catch (err) {
+      if (!this.stopped && describe(err).kind === "unavailable") this.queueReading(input);
+      throw err;
+    }
+    if (backlog.length > 0) {
+      this.log.info("sent readings queued while the server was unreachable", {
+        count: backlog.length,
+        dropped,
+      });
+      this.backlog.splice(0, backlog.length);
+      this.backlogDropped -= dropped;
+    }
+    this.log.debug("heartbeat", { state: reply.state, commands: reply.commands.length });
+    this.handleReply(reply);
+  }
+
+  /** Tells the server we are going away (SIGTERM: reboot, upgrade), within a short deadline. */
+  private async reportShuttingDown(): Promise<void> {
+    if (this.needsRegister || this.exitReason === "shutdown") return;
+    const snapshot = this.gpus.latest();
+    try {
+      await this.options.transport.heartbeat(
         {
           vmId: this.options.vmId,
           bootId: this.options.bootId,
           gpus: snapshot.gpus,
           health: snapshot.health,
-          inUse: usage.inUse,
-          idleSince: usage.inUse ? null : usage.idleSince,
-          ...(diskFreePct === undefined ? {} : { diskFreePct }),
+          inUse: this.usageReport.inUse,
+          idleSince: this.usageReport.idleSince,
+          shuttingDown: true,
         },
-        signal,
-      ),
-    );
-    this.log.debug("heartbeat", { state: reply.state, commands: reply.commands.length });
-    this.handleReply(reply);
+        AbortSignal.timeout(this.options.shutdownReportMs ?? 800),
+      );
+      this.log.info("reported shutting down");
+    } catch (err) {
+      this.log.warn("could not report shutting down", { error: describe(err).message });
+    }
+  }
+
+  /** Keeps a compact copy of a reading the server did not get. */
+  private queueReading(input: HeartbeatInput): void {
+    const utils = input.gpus.map((g) => g.utilizationPct).filter((v): v is number => v !== null);
+    const temps = input.gpus.map((g) => g.temperatureC).filter((v): v is number => v !== null);
+    this.backlog.push({
+      at: new Date().toISOString(),
+      healthy: input.health.healthy,
+      reasons: input.health.reasons.slice(0, 20),
+      inUse: input.inUse,
+      maxUtilizationPct: utils.length > 0 ? Math.max(...utils) : null,
+      maxTemperatureC: temps.length > 0 ? Math.max(...temps) : null,
+    });
+    if (this.backlog.length > BACKLOG_MAX) {
+      this.backlogDropped += this.backlog.length - BACKLOG_MAX;
+      this.backlog.splice(0, this.backlog.length - BACKLOG_MAX);
+    }
+  }
+
+  /** Readings waiting to be sent (tests, logs). */
+  get queuedReadings(): number {
+    return this.backlog.length;
   }
 
   private async pollLoop(): Promise<void> {

@@ -1,26 +1,27 @@
 import { readFileSync } from "node:fs";
 import { statfs } from "node:fs/promises";
 import { hostname } from "node:os";
+import { join } from "node:path";
+import pkg from "../package.json" with { type: "json" };
+import { parseCli, USAGE } from "./cli";
 import { createTrpcTransport } from "./client";
-import { StateDirActions } from "./commands";
 import { type AgentConfig, ConfigError, loadConfig } from "./config";
 import { RotatingCredential } from "./credential";
 import { NvidiaSmiProbe, SimulatedProbe } from "./gpu/probe";
 import { BoundedCommand } from "./gpu/query";
 import { SimulatedGpus } from "./gpu/simulate";
+import { HostActions, lookupUser, type ResearchUser } from "./host-actions";
 import { createLogger } from "./log";
 import { Agent } from "./loop";
+import { AssignedUsageSource, HostUsageMonitor, type UsageSource } from "./usage/monitor";
+import { ProcProcessLister } from "./usage/processes";
 
 /** SIGTERM must end the process within 2 s; this is the backstop if something hangs. */
 const HARD_EXIT_MS = 1_800;
 
+/** Inlined by esbuild in the bundle, so a lone lablink-agent.mjs still knows its version. */
 function agentVersion(): string {
-  try {
-    const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"));
-    return typeof pkg.version === "string" ? pkg.version : "unknown";
-  } catch {
-    return "unknown";
-  }
+  return typeof pkg.version === "string" ? pkg.version : "unknown";
 }
 
 async function diskFreePct(path: string): Promise<number | null> {
@@ -53,13 +54,59 @@ async function main(config: AgentConfig): Promise<void> {
     config.tokenSource === "env" ? null : config.tokenSource,
     log,
   );
-  const actions = new StateDirActions(config.stateDir);
+  let user: ResearchUser | null = null;
+  if (config.researchUser) {
+    const found = lookupUser(config.researchUser, readFileSync("/etc/passwd", "utf8"));
+    if (!found)
+      throw new ConfigError(`LABLINK_RESEARCH_USER: no local user "${config.researchUser}"`);
+    user = { ...found, home: config.researchHome ?? found.home };
+  }
+  const processes = new ProcProcessLister(config.procRoot);
+  const host = hostname().slice(0, 255) || "unknown";
+  const actions = new HostActions({
+    stateDir: config.stateDir,
+    user,
+    simulatedHome: config.researchHome ?? join(config.stateDir, "research-home"),
+    crd: {
+      startHost: config.crd.startHost,
+      hostName: config.crd.hostName ?? host.replace(/[^A-Za-z0-9._-]/g, "-").slice(0, 64),
+      redirectUrl: config.crd.redirectUrl,
+    },
+    files: config.wipe.files,
+    killProcesses: config.wipe.killProcesses && user !== null,
+    processes,
+    log,
+  });
   const activeAssignments = await actions.init();
+  let assigned = () => activeAssignments.length > 0;
+  // Simulated VMs have no real sessions: "in use" means "assigned", as the simulated GPU shows.
+  const usage: UsageSource = config.simulateGpu
+    ? new AssignedUsageSource(() => assigned(), config.usage.idleAfterS * 1000)
+    : new HostUsageMonitor({
+        rules: {
+          researchNames: config.usage.researchNames,
+          researchPattern: config.usage.researchPattern,
+          researchUid: user?.uid ?? null,
+          researchUser: user?.name ?? null,
+          gpuBusyPct: config.usage.gpuBusyPct,
+          cpuBusyPct: config.usage.cpuBusyPct,
+          inputRecentMs: config.usage.inputRecentS * 1000,
+          idleAfterMs: config.usage.idleAfterS * 1000,
+        },
+        processes,
+        inputIdle: config.usage.inputIdleCommand
+          ? {
+              command: new BoundedCommand(config.usage.inputIdleCommand[0] ?? "", 2_000),
+              args: config.usage.inputIdleCommand.slice(1),
+            }
+          : null,
+        log,
+      });
 
   const agent = new Agent({
     vmId: config.vmId,
     bootId: config.bootId,
-    hostname: hostname().slice(0, 255) || "unknown",
+    hostname: host,
     agentVersion: version,
     transport: createTrpcTransport({
       serverUrl: config.serverUrl,
@@ -79,11 +126,14 @@ async function main(config: AgentConfig): Promise<void> {
           }),
     actions,
     activeAssignments,
+    usage,
     log,
     heartbeatOverrideS: config.heartbeatOverrideS,
     pollWaitMs: config.pollWaitMs,
     diskFreePct: () => diskFreePct(config.stateDir),
   });
+
+  assigned = () => agent.usage().inUse;
 
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {
@@ -110,7 +160,16 @@ async function main(config: AgentConfig): Promise<void> {
 
 let config: AgentConfig;
 try {
-  config = loadConfig();
+  const cli = parseCli(process.argv.slice(2), process.env);
+  if (cli.kind === "help") {
+    process.stdout.write(USAGE);
+    process.exit(0);
+  }
+  if (cli.kind === "version") {
+    process.stdout.write(`${agentVersion()}\n`);
+    process.exit(0);
+  }
+  config = loadConfig(cli.env);
 } catch (err) {
   if (err instanceof ConfigError) {
     process.stderr.write(`lablink-agent: ${err.message}\n`);
@@ -118,4 +177,10 @@ try {
   }
   throw err;
 }
-await main(config);
+try {
+  await main(config);
+} catch (err) {
+  if (!(err instanceof ConfigError)) throw err;
+  process.stderr.write(`lablink-agent: ${err.message}\n`);
+  process.exit(2);
+}

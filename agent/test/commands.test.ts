@@ -38,6 +38,10 @@ function setup(options: { failAssign?: number; failAck?: number } = {}) {
     wipe: async (c) => {
       calls.push(`wipe:${c.assignmentId}`);
     },
+    connect: async (c) => {
+      calls.push(`connect:${c.requestId}`);
+      if (c.code.includes("FAIL")) throw new Error("Chrome Remote Desktop setup failed: expired");
+    },
   };
   const processor = new CommandProcessor({
     actions,
@@ -141,6 +145,7 @@ describe("CommandProcessor: level-triggered commands run once", () => {
           await new Promise((r) => setTimeout(r, 30));
           order.push(`wipe ${c.assignmentId} end`);
         },
+        connect: async () => {},
       },
       ack: async () => {},
       onShutdown: () => {},
@@ -177,6 +182,51 @@ describe("CommandProcessor: level-triggered commands run once", () => {
     expect(t.acks.map((a) => a.ok)).toEqual([false, false, true]);
   });
 
+  it("connect runs once per request id, acks with the request id, and a failed one is not retried", async () => {
+    const R1 = "33333333-3333-4333-8333-333333333333";
+    const R2 = "44444444-4444-4444-8444-444444444444";
+    const connect = (requestId: string, code: string): AgentCommand => ({
+      type: "connect",
+      method: "crd",
+      assignmentId: A,
+      requestId,
+      code,
+      pin: "402913",
+    });
+    const t = setup();
+    t.processor.accept([assign(A), connect(R1, "4/FAIL-code-xyz")]);
+    await t.processor.drain();
+    expect(t.acks).toEqual([
+      { type: "assign", assignmentId: A, ok: true },
+      {
+        type: "connect",
+        assignmentId: A,
+        requestId: R1,
+        ok: false,
+        error: "Chrome Remote Desktop setup failed: expired",
+      },
+    ]);
+    // Repeated (the ack was lost): not run again, whatever the delay, only re-acknowledged.
+    t.advance(600_000);
+    expect(t.processor.accept([connect(R1, "4/FAIL-code-xyz")])).toBe(0);
+    await t.processor.drain();
+    expect(t.calls).toEqual([`assign:${A}`, `connect:${R1}`]);
+    expect(t.acks.at(-1)).toMatchObject({ type: "connect", requestId: R1, ok: false });
+    // A new request (new code) for the same assignment runs.
+    expect(t.processor.accept([connect(R2, "4/good-code-xyz")])).toBe(1);
+    await t.processor.drain();
+    expect(t.acks.at(-1)).toEqual({ type: "connect", assignmentId: A, requestId: R2, ok: true });
+  });
+
+  it("ignores command types it does not know (a newer server), without acting or acking", async () => {
+    const t = setup();
+    const unknown = { type: "reboot", assignmentId: A } as unknown as AgentCommand;
+    expect(t.processor.accept([unknown])).toBe(0);
+    await t.processor.drain();
+    expect(t.calls).toEqual([]);
+    expect(t.acks).toEqual([]);
+  });
+
   it("tracks use: in use after assign, idle (with a timestamp) after wipe", async () => {
     const t = setup();
     const idleAtStart = t.processor.usage();
@@ -195,7 +245,7 @@ describe("CommandProcessor: level-triggered commands run once", () => {
 
   it("starts in use when the state dir still holds an assignment", () => {
     const processor = new CommandProcessor({
-      actions: { assign: async () => {}, wipe: async () => {} },
+      actions: { assign: async () => {}, wipe: async () => {}, connect: async () => {} },
       ack: async () => {},
       onShutdown: () => {},
       log: silentLogger,

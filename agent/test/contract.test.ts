@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import {
   AGENT_PROTOCOL_VERSION,
+  BACKLOG_MAX,
   heartbeatInput,
   registerInput,
 } from "../../server/api/agent-protocol";
@@ -9,7 +10,12 @@ import type { CommandActions } from "../src/commands";
 import { SimulatedProbe } from "../src/gpu/probe";
 import { SimulatedGpus } from "../src/gpu/simulate";
 import { silentLogger } from "../src/log";
-import { Agent, PROTOCOL_VERSION, TransportError } from "../src/loop";
+import {
+  BACKLOG_MAX as AGENT_BACKLOG_MAX,
+  Agent,
+  PROTOCOL_VERSION,
+  TransportError,
+} from "../src/loop";
 import { startContractServer } from "./contract-server";
 import { eventually } from "./helpers";
 
@@ -31,8 +37,9 @@ async function server() {
 const signal = () => AbortSignal.timeout(5_000);
 
 describe("contract with the server (real tRPC over HTTP, server's zod schemas)", () => {
-  it("speaks the server's protocol version", () => {
+  it("speaks the server's protocol version and queues no more readings than it accepts", () => {
     expect(PROTOCOL_VERSION).toBe(AGENT_PROTOCOL_VERSION);
+    expect(AGENT_BACKLOG_MAX).toBe(BACKLOG_MAX);
   });
 
   it("register / heartbeat / ack / poll round-trip with the bearer token", async () => {
@@ -126,6 +133,9 @@ describe("contract with the server (real tRPC over HTTP, server's zod schemas)",
       },
       wipe: async (c) => {
         done.push(`wipe:${c.assignmentId}`);
+      },
+      connect: async (c) => {
+        done.push(`connect:${c.requestId}`);
       },
     };
     const agent = new Agent({

@@ -3,7 +3,13 @@ import type { AgentCommand, GpuReadingInput } from "../../server/api/agent-proto
 import type { CommandActions } from "../src/commands";
 import type { GpuSnapshot, GpuSource } from "../src/gpu/probe";
 import { createLogger, silentLogger } from "../src/log";
-import { Agent, type AgentOptions, type ExitReason, PROTOCOL_VERSION } from "../src/loop";
+import {
+  Agent,
+  type AgentOptions,
+  BACKLOG_MAX,
+  type ExitReason,
+  PROTOCOL_VERSION,
+} from "../src/loop";
 import { FakeServer } from "./fake-transport";
 import { eventually } from "./helpers";
 
@@ -70,6 +76,9 @@ function start(server: FakeServer, overrides: Partial<AgentOptions> = {}) {
     },
     wipe: async (c) => {
       done.push(`wipe:${c.assignmentId}`);
+    },
+    connect: async (c) => {
+      done.push(`connect:${c.requestId}`);
     },
   };
   const agent = new Agent({
@@ -278,5 +287,50 @@ describe("Agent loop (fake transport)", () => {
     agent.stop();
     expect(await run).toBe("stopped");
     expect(Date.now() - t0).toBeLessThan(500);
+  });
+
+  it("queues readings while the server is unreachable (bounded) and sends them when it is back", async () => {
+    const server = new FakeServer();
+    start(server, { backoff: { baseMs: 1, capMs: 4, minMs: 1 } });
+    await eventually(() => server.registers.length === 1, 2_000, "register");
+    server.fail("heartbeat", "unavailable", BACKLOG_MAX + 10);
+    await eventually(() => server.heartbeats.length >= 1, 10_000, "a heartbeat that gets through");
+    const first = server.heartbeats[0];
+    expect(first?.backlog).toHaveLength(BACKLOG_MAX);
+    expect(first?.backlogDropped).toBe(10);
+    expect(first?.backlog?.[0]).toMatchObject({
+      healthy: true,
+      inUse: false,
+      maxUtilizationPct: 0,
+    });
+    await eventually(() => server.heartbeats.length >= 2, 2_000, "next heartbeat");
+    expect(server.heartbeats[1]?.backlog).toBeUndefined();
+    expect(server.heartbeats[1]?.backlogDropped).toBeUndefined();
+  });
+
+  it("a rejected heartbeat (4xx) is not queued: only an unreachable server is an outage", async () => {
+    const server = new FakeServer();
+    const { agent } = start(server);
+    await eventually(() => server.registers.length === 1, 2_000, "register");
+    server.fail("heartbeat", "rejected", 3);
+    await eventually(() => server.heartbeats.length >= 1, 5_000, "heartbeat");
+    expect(server.heartbeats[0]?.backlog).toBeUndefined();
+    expect(agent.queuedReadings).toBe(0);
+  });
+
+  it("tells the server it is shutting down when stopped, but not when the server asked it to", async () => {
+    const server = new FakeServer();
+    const { agent, run } = start(server, { heartbeatOverrideS: 30 });
+    await eventually(() => server.registers.length === 1, 2_000, "register");
+    agent.stop();
+    expect(await run).toBe("stopped");
+    expect(server.heartbeats.at(-1)).toMatchObject({ shuttingDown: true, vmId: VM });
+
+    const server2 = new FakeServer();
+    const second = start(server2, { heartbeatOverrideS: 30 });
+    await eventually(() => server2.registers.length === 1, 2_000, "register");
+    server2.setCommands([{ type: "shutdown", reason: "VM is terminating" }]);
+    expect(await second.run).toBe("shutdown");
+    expect(server2.heartbeats.some((h) => h.shuttingDown)).toBe(false);
   });
 });

@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import pkg from "../package.json" with { type: "json" };
 import { startContractServer } from "./contract-server";
 import { eventually, FIXTURES, fakeBinary, tempDir } from "./helpers";
 
@@ -112,7 +113,7 @@ describe("lablink agent process", () => {
     expect(s.state.registers[0]).toMatchObject({
       vmId: VM,
       bootId: "boot-test",
-      protocolVersion: 1,
+      protocolVersion: 2,
     });
     expect(s.state.registers[0]?.gpus.map((g) => g.name)).toEqual(["NVIDIA A10G", "NVIDIA A10G"]);
     expect(s.state.heartbeats[0]?.diskFreePct).toBeTypeOf("number");
@@ -142,7 +143,7 @@ describe("lablink agent process", () => {
     );
     expect(lines.find((l) => l.msg === "agent starting")).toMatchObject({
       credentialFrom: "env",
-      version: "0.1.0",
+      version: pkg.version,
     });
     expect(p.stdout()).not.toContain("do-not-log-me");
     expect(p.stderr()).not.toContain("do-not-log-me");

@@ -5,7 +5,13 @@ import { z } from "zod";
  * `import type` only; the server validates every field with these schemas. Bump
  * AGENT_PROTOCOL_VERSION when a change is not backwards compatible.
  */
-export const AGENT_PROTOCOL_VERSION = 1;
+export const AGENT_PROTOCOL_VERSION = 2;
+
+/**
+ * Agents registered with a lower protocol version get no `connect` commands (a version-1 agent
+ * would have taken an unknown command for a wipe).
+ */
+export const CONNECT_MIN_PROTOCOL_VERSION = 2;
 
 const shortText = (max: number) => z.string().trim().min(1).max(max);
 
@@ -28,6 +34,20 @@ export const healthSchema = z.strictObject({
   healthy: z.boolean(),
   reasons: z.array(z.string().max(200)).max(50),
 });
+
+/** The agent keeps at most this many unsent readings (one per missed heartbeat). */
+export const BACKLOG_MAX = 120;
+
+/** A compact reading kept by the agent while the server was unreachable. */
+export const backlogEntrySchema = z.strictObject({
+  at: z.iso.datetime({ offset: true }),
+  healthy: z.boolean(),
+  reasons: z.array(z.string().max(200)).max(20),
+  inUse: z.boolean(),
+  maxUtilizationPct: z.number().min(0).max(100).nullable(),
+  maxTemperatureC: z.number().min(-50).max(200).nullable(),
+});
+export type BacklogEntry = z.infer<typeof backlogEntrySchema>;
 
 /** Every agent call names the VM it acts for; the server checks it matches the token's VM. */
 const vmRef = { vmId: z.uuid() };
@@ -55,20 +75,37 @@ export const heartbeatInput = z.strictObject({
   gpus: z.array(gpuReadingSchema).max(64),
   health: healthSchema,
   inUse: z.boolean(),
-  /** When the VM last became idle (ISO 8601), or null while in use. */
+  /**
+   * Since when nothing happened on the VM (no session, GPU below the threshold, no research
+   * process activity) once that has lasted the agent's idle time (ISO 8601); null while active.
+   * Independent of `inUse`: research software left open overnight is in use but idle.
+   */
   idleSince: z.iso.datetime({ offset: true }).nullable(),
   diskFreePct: z.number().min(0).max(100).nullable().optional(),
+  /** Readings the agent could not send while the server was unreachable (oldest first). */
+  backlog: z.array(backlogEntrySchema).max(BACKLOG_MAX).optional(),
+  /** How many older readings the agent dropped because its queue was full. */
+  backlogDropped: z.number().int().min(0).max(1_000_000).optional(),
+  /** The agent is stopping (SIGTERM: reboot, shutdown, upgrade): keep the VM out of the pool. */
+  shuttingDown: z.boolean().optional(),
 });
 export type HeartbeatInput = z.infer<typeof heartbeatInput>;
 
-export const ackInput = z.strictObject({
-  ...vmRef,
-  type: z.enum(["assign", "wipe"]),
-  assignmentId: z.uuid(),
-  ok: z.boolean(),
-  /** Why the command failed, shown to admins (and to the researcher for connection hand-off). */
-  error: z.string().max(1000).optional(),
-});
+export const ackInput = z
+  .strictObject({
+    ...vmRef,
+    type: z.enum(["assign", "wipe", "connect"]),
+    assignmentId: z.uuid(),
+    /** Required for `connect`: which hand-off request this answers. */
+    requestId: z.uuid().optional(),
+    ok: z.boolean(),
+    /** Why the command failed, shown to admins (and to the researcher for connection hand-off). */
+    error: z.string().max(1000).optional(),
+  })
+  .refine((a) => a.type !== "connect" || a.requestId !== undefined, {
+    message: "requestId is required to acknowledge a connect command",
+    path: ["requestId"],
+  });
 export type AckInput = z.infer<typeof ackInput>;
 
 export const pollInput = z.strictObject({
@@ -84,6 +121,21 @@ export type AgentCommand =
       assignmentId: string;
       /** Who now holds the VM. No email, no secrets. */
       user: { id: string; displayName: string };
+      /** The holder's SSH public keys, each "type base64" (validated by the server). */
+      sshKeys?: string[];
+    }
+  | {
+      /**
+       * Chrome Remote Desktop hand-off for the current holder. Sent only to this VM's agent, only
+       * until acknowledged; the agent runs start-host with the code as one argv element and the
+       * PIN on stdin.
+       */
+      type: "connect";
+      method: "crd";
+      assignmentId: string;
+      requestId: string;
+      code: string;
+      pin: string;
     }
   | { type: "wipe"; assignmentId: string }
   | { type: "shutdown"; reason: string };

@@ -4,6 +4,7 @@ import { fleetRouter } from "./routers/fleet";
 import { groupRouter } from "./routers/group";
 import { operationRouter } from "./routers/operation";
 import { poolRouter } from "./routers/pool";
+import { profileRouter } from "./routers/profile";
 import { userRouter } from "./routers/user";
 import { vmRouter } from "./routers/vm";
 import { createCallerFactory, createRouter } from "./trpc";
@@ -17,6 +18,7 @@ export const appRouter = createRouter({
   user: userRouter,
   group: groupRouter,
   enrollment: enrollmentRouter,
+  profile: profileRouter,
 });
 
 export type AppRouter = typeof appRouter;

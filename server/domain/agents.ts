@@ -11,6 +11,8 @@ import type { DbOrTx } from "../db/client";
 import { auditEvents, fleets, type Vm, vms } from "../db/schema";
 import { displayNameOf } from "./allocation";
 import { DomainError } from "./errors";
+import { connectCommandFor, finishCrdHandoff } from "./handoff";
+import { keyLinesFor } from "./ssh-keys";
 import { type Actor, transition } from "./vm-state";
 
 export type AgentSettings = { heartbeatIntervalS: number };
@@ -43,10 +45,20 @@ export async function commandsFor(db: DbOrTx, vm: Vm): Promise<AgentCommand[]> {
         type: "assign",
         assignmentId: vm.assignmentId,
         user: { id: vm.holderId, displayName: await displayNameOf(db, vm.holderId) },
+        sshKeys: await keyLinesFor(db, vm.holderId),
       },
+      ...(await connectCommands(db, vm)),
     ];
   }
+  if ((vm.state === "claimed" || vm.state === "draining") && vm.holderId) {
+    return connectCommands(db, vm);
+  }
   return [];
+}
+
+async function connectCommands(db: DbOrTx, vm: Vm): Promise<AgentCommand[]> {
+  const connect = await connectCommandFor(db, vm);
+  return connect ? [connect] : [];
 }
 
 async function reply(
@@ -111,6 +123,7 @@ export async function registerAgent(
       bootId: input.bootId,
       hostname: input.hostname,
       agentVersion: input.agentVersion,
+      agentProtocolVersion: input.protocolVersion,
       gpus: input.gpus,
       healthy: health.healthy,
       healthReasons: health.reasons,
@@ -183,6 +196,11 @@ export async function recordHeartbeat(
     return reply(db, before, settings, true);
   }
   const health = await healthVerdict(db, before, input);
+  if (input.shuttingDown) {
+    // Going away (reboot, upgrade, power-off): out of the pool until it registers again.
+    health.healthy = false;
+    health.reasons = [...health.reasons, SHUTTING_DOWN];
+  }
   const [vm] = (await db
     .update(vms)
     .set({
@@ -195,6 +213,17 @@ export async function recordHeartbeat(
     })
     .where(eq(vms.id, input.vmId))
     .returning()) as [Vm];
+  if (input.backlog && input.backlog.length > 0) await recordBacklog(db, vm, input, actor);
+  if (input.shuttingDown) {
+    await db.insert(auditEvents).values({
+      actorKind: actor.kind,
+      actorId: actor.id,
+      action: "agent.shutting_down",
+      targetKind: "vm",
+      targetId: vm.id,
+      details: {},
+    });
+  }
   if (before.healthy !== health.healthy) {
     await db.insert(auditEvents).values({
       actorKind: actor.kind,
@@ -206,6 +235,37 @@ export async function recordHeartbeat(
     });
   }
   return reply(db, vm, settings);
+}
+
+export const SHUTTING_DOWN = "agent is shutting down";
+
+/**
+ * Readings an agent queued while it could not reach the server: one audit row summarising the
+ * gap, with every period the VM reported itself unhealthy, so admins see what happened meanwhile.
+ */
+async function recordBacklog(db: DbOrTx, vm: Vm, input: HeartbeatInput, actor: Actor) {
+  const backlog = input.backlog ?? [];
+  const unhealthy = backlog
+    .filter((b) => !b.healthy)
+    .slice(0, 20)
+    .map((b) => ({ at: b.at, reasons: b.reasons.slice(0, 5) }));
+  await db.insert(auditEvents).values({
+    actorKind: actor.kind,
+    actorId: actor.id,
+    action: "agent.backlog",
+    targetKind: "vm",
+    targetId: vm.id,
+    details: {
+      count: backlog.length,
+      dropped: input.backlogDropped ?? 0,
+      from: backlog[0]?.at,
+      to: backlog.at(-1)?.at,
+      unhealthy,
+      maxTemperatureC: Math.max(
+        ...backlog.map((b) => b.maxTemperatureC ?? Number.NEGATIVE_INFINITY),
+      ),
+    },
+  });
 }
 
 /** Current commands without writing anything (long-poll answers). */
@@ -231,6 +291,16 @@ export async function acknowledge(
     throw new DomainError("STATE_CONFLICT", "That assignment is no longer current on this VM.", {
       state: vm.state,
     });
+  }
+  if (input.type === "connect") {
+    await finishCrdHandoff(db, {
+      vm,
+      requestId: input.requestId as string,
+      ok: input.ok,
+      error: input.error,
+      actor,
+    });
+    return { ok: true };
   }
   if (input.type === "assign") {
     if (!input.ok) {

@@ -1,7 +1,15 @@
 import { and, count, eq, getTableColumns, inArray, ne, sql } from "drizzle-orm";
 import type postgres from "postgres";
 import type { DbOrTx } from "../db/client";
-import { fleets, type UserRole, users, type Vm, type VmState, vms } from "../db/schema";
+import {
+  crdHandoffs,
+  fleets,
+  type UserRole,
+  users,
+  type Vm,
+  type VmState,
+  vms,
+} from "../db/schema";
 import { DomainError } from "./errors";
 import { assertFleetAccessible, fleetAccessible, type Viewer } from "./groups";
 import { type Actor, HOLDER_STATES, transition } from "./vm-state";
@@ -269,14 +277,19 @@ export async function releaseVm(db: DbOrTx, req: { userId: string; actor: Actor 
   const vm = await heldVm(db, req.userId);
   if (!vm)
     throw new DomainError("NOT_FOUND", "You do not hold a VM, so there is nothing to release.");
-  return transition(db, {
-    vmId: vm.id,
-    from: ["claimed", "draining"],
-    to: "releasing",
-    actor: req.actor,
-    action: "vm.release",
-    patch: { releasedAt: new Date() },
-    details: { holderId: req.userId },
+  return db.transaction(async (tx) => {
+    const released = await transition(tx, {
+      vmId: vm.id,
+      from: ["claimed", "draining"],
+      to: "releasing",
+      actor: req.actor,
+      action: "vm.release",
+      patch: { releasedAt: new Date() },
+      details: { holderId: req.userId },
+    });
+    // No remote-desktop code outlives the assignment it was meant for.
+    await tx.delete(crdHandoffs).where(eq(crdHandoffs.vmId, vm.id));
+    return released;
   });
 }
 

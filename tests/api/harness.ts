@@ -97,7 +97,9 @@ export async function tableCounts(db: Db): Promise<Record<string, number>> {
       SELECT 'admins', count(*)::int FROM users WHERE role = 'admin' UNION ALL
       SELECT 'audit_events', count(*)::int FROM audit_events UNION ALL
       SELECT 'operations', count(*)::int FROM operations UNION ALL
-      SELECT 'operation_logs', count(*)::int FROM operation_logs`),
+      SELECT 'operation_logs', count(*)::int FROM operation_logs UNION ALL
+      SELECT 'ssh_keys', count(*)::int FROM ssh_keys UNION ALL
+      SELECT 'crd_handoffs', count(*)::int FROM crd_handoffs`),
   );
   return Object.fromEntries(rows.map((r) => [r.table, r.n]));
 }

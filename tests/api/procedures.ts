@@ -17,6 +17,10 @@ export const ACCESS: Record<string, Tier> = {
   "vm.claim": "researcher",
   "vm.mine": "researcher",
   "vm.release": "researcher",
+  "vm.connectCrd": "researcher",
+  "profile.sshKeys.list": "researcher",
+  "profile.sshKeys.add": "researcher",
+  "profile.sshKeys.remove": "researcher",
   "vm.list": "admin",
   "vm.get": "admin",
   "vm.drain": "admin",
@@ -84,6 +88,16 @@ export const SAMPLE_INPUT: Record<string, (w: World) => unknown> = {
   "vm.release": () => undefined,
   "vm.list": () => ({ limit: 5 }),
   "fleet.list": () => undefined,
+  // The researcher holds no VM here: a valid request that the domain answers with 404.
+  "vm.connectCrd": () => ({
+    command:
+      'DISPLAY= /opt/google/chrome-remote-desktop/start-host --code="4/0AbCdEfGhIjKlMnOp" --redirect-url="https://remotedesktop.google.com/_/oauthredirect" --name=$(hostname)',
+    pin: "493817",
+  }),
+  "profile.sshKeys.list": () => undefined,
+  // Malformed on purpose (validated after the access decision): nothing is stored.
+  "profile.sshKeys.add": () => ({ publicKey: "ssh-ed25519 AAAA!!!!", label: "matrix" }),
+  "profile.sshKeys.remove": () => ({ id: NOBODY }),
   // Actions on things that do not exist: the access decision is made before the 404.
   "vm.get": (w) => ({ vmId: w.vmId }),
   "vm.drain": () => ({ vmId: NOBODY }),

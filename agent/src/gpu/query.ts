@@ -1,4 +1,5 @@
 import { type ChildProcess, type ExecFileException, execFile } from "node:child_process";
+import { childEnv } from "../child-env";
 
 /**
  * The `--query-gpu` fields, in the order the parser expects them. Verified on an H200 with driver
@@ -90,7 +91,7 @@ export class BoundedCommand {
           windowsHide: true,
           // A minimal environment: the agent's token must not leak into child processes, and
           // LC_ALL=C keeps decimal points as "." in nvidia-smi's numbers.
-          env: { PATH: process.env.PATH ?? "/usr/bin:/bin", LC_ALL: "C", LANG: "C" },
+          env: childEnv({ PATH: process.env.PATH ?? "/usr/bin:/bin", LC_ALL: "C", LANG: "C" }),
         },
         (err: ExecFileException | null, stdout: string, stderr: string) => {
           this.lingering.delete(child);

@@ -41,10 +41,22 @@ export const agentRouter = createRouter({
    * (pushed by the process's single LISTEN connection) or after `waitMs`.
    */
   poll: agentProcedure.input(pollInput).query(async ({ ctx, input }) => {
-    const now = await pendingReply(ctx.db, input.vmId, ctx.settings);
-    if (now.commands.length > 0 || input.waitMs === 0 || !ctx.events) return now;
-    const changed = await ctx.events.waitForChange(input.vmId, input.waitMs, ctx.signal);
-    return changed ? pendingReply(ctx.db, input.vmId, ctx.settings) : now;
+    if (input.waitMs === 0 || !ctx.events) return pendingReply(ctx.db, input.vmId, ctx.settings);
+    // Listen before reading: a claim committed between the read and the wait would otherwise be
+    // missed until the next heartbeat.
+    await ctx.events.listen();
+    const stop = new AbortController();
+    const onAbort = () => stop.abort();
+    ctx.signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      const change = ctx.events.waitForChange(input.vmId, input.waitMs, stop.signal);
+      const now = await pendingReply(ctx.db, input.vmId, ctx.settings);
+      if (now.commands.length > 0) return now;
+      return (await change) ? pendingReply(ctx.db, input.vmId, ctx.settings) : now;
+    } finally {
+      stop.abort();
+      ctx.signal?.removeEventListener("abort", onAbort);
+    }
   }),
 });
 

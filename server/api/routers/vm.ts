@@ -1,7 +1,8 @@
 import { z } from "zod";
 import { vmState } from "../../db/schema";
-import { claimVm, myVm, releaseVm } from "../../domain/allocation";
+import { claimVm, releaseVm } from "../../domain/allocation";
 import { listVms } from "../../domain/fleets";
+import { myVmWithConnection, requestCrdHandoff } from "../../domain/handoff";
 import { publicOperation } from "../../domain/operations";
 import { requestVmOperation } from "../../domain/provisioning";
 import { drainVm, forceReleaseVm, markVmFailed, undrainVm, vmDetail } from "../../domain/vm-admin";
@@ -30,7 +31,26 @@ export const vmRouter = createRouter({
       return { vmId: vm.id, name: vm.name, state: vm.state, rejoined };
     }),
 
-  mine: researcherProcedure.input(noInput).query(({ ctx }) => myVm(ctx.db, ctx.user.id)),
+  /** The researcher's VM, with the state of their remote-desktop hand-off (never its code). */
+  mine: researcherProcedure
+    .input(noInput)
+    .query(({ ctx }) => myVmWithConnection(ctx.db, ctx.user.id)),
+
+  /**
+   * Hands the researcher's VM to Chrome Remote Desktop: the command from
+   * remotedesktop.google.com/headless and a PIN. Only the --code value is used; the VM's agent
+   * runs start-host itself. The outcome shows in `vm.mine`.
+   */
+  connectCrd: researcherProcedure
+    .input(
+      z.strictObject({
+        command: z.string().trim().min(1).max(4096),
+        pin: z.string().trim().min(1).max(32),
+      }),
+    )
+    .mutation(({ ctx, input }) =>
+      requestCrdHandoff(ctx.db, { userId: ctx.user.id, ...input, actor: ctx.actor }),
+    ),
 
   release: researcherProcedure.input(noInput).mutation(async ({ ctx }) => {
     const vm = await releaseVm(ctx.db, { userId: ctx.user.id, actor: ctx.actor });

@@ -153,6 +153,8 @@ export class LocalFleetDriver implements FleetDriver {
           LABLINK_VM_ID: vm.id,
           LABLINK_SIMULATE_GPU: `${fleet.gpuModel ?? "Simulated GPU"}:${fleet.gpuCount}`,
           LABLINK_STATE_DIR: dir,
+          // The stand-in that records what it was given: a local VM has no Chrome Remote Desktop.
+          LABLINK_CRD_START_HOST: path.join(this.o.rootDir, "agent/dev/fake-start-host"),
           LABLINK_HEARTBEAT_S: String(this.o.heartbeatIntervalS),
           LOG_LEVEL: process.env.LABLINK_AGENT_LOG_LEVEL ?? "info",
         },

@@ -3,6 +3,7 @@ import {
   boolean,
   check,
   index,
+  integer,
   jsonb,
   pgEnum,
   pgTable,
@@ -70,6 +71,8 @@ export const vms = pgTable(
     bootId: text("boot_id"),
     hostname: text("hostname"),
     agentVersion: text("agent_version"),
+    /** The protocol version the agent registered with; gates commands older agents do not know. */
+    agentProtocolVersion: integer("agent_protocol_version"),
     healthy: boolean("healthy").notNull().default(false),
     healthReasons: jsonb("health_reasons").$type<string[]>().notNull().default([]),
     gpus: jsonb("gpus").$type<GpuReading[]>().notNull().default([]),

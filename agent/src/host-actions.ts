@@ -1,0 +1,180 @@
+import { lstat, readdir, rm } from "node:fs/promises";
+import { isAbsolute, join, normalize, sep } from "node:path";
+import { sleep } from "./backoff";
+import {
+  type AssignCommand,
+  type CommandActions,
+  type ConnectCommand,
+  StateDirActions,
+  type WipeCommand,
+} from "./commands";
+import { removeCrdRegistration, runStartHost } from "./handoff/crd";
+import { AuthorizedKeys } from "./handoff/ssh";
+import type { Logger } from "./log";
+import type { ProcessLister } from "./usage/processes";
+
+/** The Unix account researchers use on the VM. */
+export type ResearchUser = { name: string; uid: number; gid: number; home: string };
+
+/** What a wipe removes from the research home besides SSH keys and the CRD registration. */
+export type FilePolicy = { kind: "none" } | { kind: "home" } | { kind: "paths"; paths: string[] };
+
+/** Kept by a "home" wipe: the shell's skeleton files and `.ssh` (our keys are removed from it). */
+const KEEP_IN_HOME = new Set([".ssh", ".bashrc", ".profile", ".bash_logout"]);
+
+export type HostActionsOptions = {
+  stateDir: string;
+  /** The real research user; null in the local fleet, where its home is simulated. */
+  user: ResearchUser | null;
+  /** The home used when `user` is null. */
+  simulatedHome: string;
+  crd: { startHost: string; hostName: string; redirectUrl: string; timeoutMs?: number };
+  files: FilePolicy;
+  /** Kill the research user's processes on wipe (real user only, never root or the agent). */
+  killProcesses: boolean;
+  processes: ProcessLister;
+  log: Logger;
+};
+
+/** Checks a relative wipe path: inside the home, no `..`, not absolute. */
+export function safeRelativePath(path: string): string | null {
+  if (!path || isAbsolute(path)) return null;
+  const n = normalize(path);
+  if (n === "." || n.startsWith("..") || n.split(sep).includes("..")) return null;
+  return n;
+}
+
+/** A home a wipe may delete in: absolute, normalized, and not "/" or a top-level folder. */
+function checkHome(home: string): void {
+  const n = normalize(home);
+  if (!isAbsolute(n) || n !== home.replace(/\/+$/, "") || n.split(sep).filter(Boolean).length < 2) {
+    throw new Error(`refusing to wipe files under "${home}": not a safe home folder`);
+  }
+}
+
+/**
+ * Sets the VM up for a researcher and wipes it afterwards: SSH keys, CRD hand-off, the research
+ * user's processes and files. The same code runs in the local fleet with the home in the state
+ * directory, the fake start-host, and no process killing.
+ */
+export class HostActions implements CommandActions {
+  private readonly markers: StateDirActions;
+  private readonly keys: AuthorizedKeys;
+
+  constructor(private readonly o: HostActionsOptions) {
+    this.markers = new StateDirActions(o.stateDir);
+    this.keys = new AuthorizedKeys(this.home, o.user ? { uid: o.user.uid, gid: o.user.gid } : null);
+  }
+
+  get home(): string {
+    return this.o.user?.home ?? this.o.simulatedHome;
+  }
+
+  /** Returns the assignments set up and not yet wiped (see StateDirActions). */
+  init(): Promise<string[]> {
+    return this.markers.init();
+  }
+
+  async assign(command: AssignCommand): Promise<void> {
+    await this.markers.assign(command);
+    await this.keys.install(command.sshKeys ?? []);
+  }
+
+  async connect(command: ConnectCommand): Promise<void> {
+    await runStartHost(command.code, command.pin, {
+      ...this.o.crd,
+      user: this.o.user,
+      home: this.home,
+    });
+  }
+
+  /** Every step runs even if an earlier one failed; the first failure is then reported. */
+  async wipe(command: WipeCommand): Promise<void> {
+    const failures: string[] = [];
+    const step = async (name: string, fn: () => Promise<unknown>) => {
+      try {
+        await fn();
+      } catch (err) {
+        failures.push(`${name}: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    };
+    await step("processes", () => this.killUserProcesses());
+    await step("remote desktop", () => removeCrdRegistration(this.home));
+    await step("ssh keys", () => this.keys.remove());
+    await step("files", () => this.wipeFiles());
+    if (failures.length > 0) throw new Error(`wipe incomplete (${failures.join("; ")})`);
+    await this.markers.wipe(command);
+  }
+
+  private async killUserProcesses(): Promise<void> {
+    const user = this.o.user;
+    if (!this.o.killProcesses || !user) return;
+    if (user.uid === 0 || user.uid === process.getuid?.()) {
+      throw new Error("refusing to kill the processes of root or of the agent's own user");
+    }
+    for (const signal of ["SIGTERM", "SIGKILL"] as const) {
+      const victims = (await this.o.processes.list()).filter((p) => p.uid === user.uid);
+      if (victims.length === 0) return;
+      for (const p of victims) {
+        try {
+          process.kill(p.pid, signal);
+        } catch {
+          // gone already
+        }
+      }
+      if (signal === "SIGTERM") {
+        for (let i = 0; i < 30; i++) {
+          await sleep(100);
+          const left = (await this.o.processes.list()).filter((p) => p.uid === user.uid);
+          if (left.length === 0) return;
+        }
+      }
+    }
+    this.o.log.info("research user's processes stopped", { user: user.name });
+  }
+
+  private async wipeFiles(): Promise<void> {
+    const policy = this.o.files;
+    if (policy.kind === "none") return;
+    const home = this.home;
+    checkHome(home);
+    if (policy.kind === "home") {
+      const entries = await readdir(home).catch(() => [] as string[]);
+      for (const entry of entries) {
+        if (!KEEP_IN_HOME.has(entry)) await rm(join(home, entry), { recursive: true, force: true });
+      }
+      return;
+    }
+    for (const raw of policy.paths) {
+      const rel = safeRelativePath(raw);
+      if (!rel) throw new Error(`refusing to wipe "${raw}": not a path inside the home`);
+      // No component may be a link the research user planted (it could point anywhere).
+      const parts = rel.split(sep);
+      let at = home;
+      let exists = true;
+      for (const part of parts.slice(0, -1)) {
+        at = join(at, part);
+        const s = await lstat(at).catch(() => null);
+        if (!s) {
+          exists = false;
+          break;
+        }
+        if (s.isSymbolicLink() || !s.isDirectory()) {
+          throw new Error(`refusing to wipe "${raw}": ${part} is not a plain folder`);
+        }
+      }
+      if (exists) await rm(join(home, rel), { recursive: true, force: true });
+    }
+  }
+}
+
+/** Finds a user in /etc/passwd-format text (no NSS: research users are local accounts). */
+export function lookupUser(name: string, passwd: string): ResearchUser | null {
+  for (const line of passwd.split("\n")) {
+    const [user, , uid, gid, , home] = line.split(":");
+    if (user === name && uid && gid && home) {
+      return { name, uid: Number(uid), gid: Number(gid), home };
+    }
+  }
+  return null;
+}

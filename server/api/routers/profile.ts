@@ -1,0 +1,25 @@
+import { z } from "zod";
+import { addSshKey, listSshKeys, removeSshKey } from "../../domain/ssh-keys";
+import { createRouter, noInput, researcherProcedure } from "../trpc";
+
+/** The signed-in researcher's own settings. */
+export const profileRouter = createRouter({
+  sshKeys: createRouter({
+    /** Their SSH keys: label, type, fingerprint (the key itself is not echoed back). */
+    list: researcherProcedure.input(noInput).query(({ ctx }) => listSshKeys(ctx.db, ctx.user.id)),
+
+    /** Adds a public key (ssh-ed25519, ecdsa, or rsa ≥ 3072 bits), installed at the next claim. */
+    add: researcherProcedure
+      .input(
+        z.strictObject({
+          publicKey: z.string().trim().min(1).max(16_384),
+          label: z.string().trim().min(1).max(64).optional(),
+        }),
+      )
+      .mutation(({ ctx, input }) => addSshKey(ctx.db, { userId: ctx.user.id, ...input })),
+
+    remove: researcherProcedure
+      .input(z.strictObject({ id: z.uuid() }))
+      .mutation(({ ctx, input }) => removeSshKey(ctx.db, { userId: ctx.user.id, id: input.id })),
+  }),
+});
