@@ -174,6 +174,13 @@ describe("claim and release", () => {
     expect(ready).toHaveLength(1);
   });
 
+  it("claiming from a fleet that does not exist is NOT_FOUND, not NO_CAPACITY", async () => {
+    const me = await makeUser(t.db);
+    await expect(
+      claimVm(t.db, { userId: me.id, fleetId: crypto.randomUUID(), actor: actorOf(me.id) }),
+    ).rejects.toMatchObject({ code: "NOT_FOUND", message: "No such fleet." });
+  });
+
   it("releasing with nothing held is a clear NOT_FOUND", async () => {
     const me = await makeUser(t.db);
     await expect(releaseVm(t.db, { userId: me.id, actor: actorOf(me.id) })).rejects.toMatchObject({

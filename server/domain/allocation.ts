@@ -11,7 +11,7 @@ import {
   vms,
 } from "../db/schema";
 import { DomainError } from "./errors";
-import { assertFleetAccessible, fleetAccessible, type Viewer } from "./groups";
+import { fleetAccessible, type Viewer } from "./groups";
 import { type Actor, HOLDER_STATES, transition } from "./vm-state";
 
 /** Select list that maps snake_case columns back to the Drizzle row shape. */
@@ -67,6 +67,15 @@ function pgClient(db: DbOrTx): postgres.Sql {
 const HOLDER_STATES_SQL = HOLDER_STATES.map((s) => `'${s}'`).join(", ");
 
 /**
+ * Group-restricted fleets: only their groups' members may claim (admins anywhere). The same rule
+ * as fleetAccessible() in groups.ts, written out as text because the claim statement is prepared.
+ */
+const fleetOpenTo = (fleetId: string) =>
+  `(NOT EXISTS (SELECT 1 FROM fleet_groups fg WHERE fg.fleet_id = ${fleetId})
+    OR EXISTS (SELECT 1 FROM fleet_groups fg JOIN group_members gm ON gm.group_id = fg.group_id
+               WHERE fg.fleet_id = ${fleetId} AND gm.user_id = $1))`;
+
+/**
  * The claim statement, one fixed text per shape (fleet filter, instance-type filter, admin or
  * researcher) so each is prepared once per connection and planned for its own shape.
  * $1 user, $2 actor kind, $3 actor id, $4 ip, then the filters.
@@ -77,13 +86,7 @@ const claimSql = (byFleet: boolean, byType: boolean, admin: boolean) => {
     byType
       ? `v.fleet_id IN (SELECT id FROM fleets WHERE instance_type = $${byFleet ? 6 : 5})`
       : null,
-    // Group-restricted fleets: only their groups' members (admins may claim anywhere). Same rule
-    // as fleetAccessible() in groups.ts, written out here because this text is prepared.
-    admin
-      ? null
-      : `(NOT EXISTS (SELECT 1 FROM fleet_groups fg WHERE fg.fleet_id = v.fleet_id)
-          OR EXISTS (SELECT 1 FROM fleet_groups fg JOIN group_members gm ON gm.group_id = fg.group_id
-                     WHERE fg.fleet_id = v.fleet_id AND gm.user_id = $1))`,
+    admin ? null : fleetOpenTo("v.fleet_id"),
   ].filter(Boolean);
   const where = (extra: string[]) => [...extra, ...scope].join(" AND ") || "true";
   return `
@@ -123,7 +126,13 @@ const claimSql = (byFleet: boolean, byType: boolean, admin: boolean) => {
         'booting', count(*) FILTER (WHERE v.state IN ('provisioning', 'booting', 'rebooting')),
         'inUse', count(*) FILTER (WHERE v.state IN ('claimed', 'releasing', 'draining')),
         'unhealthy', count(*) FILTER (WHERE (v.state = 'ready' AND NOT v.healthy) OR v.state = 'failed'),
-        'total', count(*))
+        'total', count(*),
+        -- Whether a named fleet exists and this researcher may use it, for a precise error.
+        'fleetOk', ${
+          byFleet
+            ? `(SELECT ${admin ? "true" : fleetOpenTo("f.id")} FROM fleets f WHERE f.id = $5)`
+            : "true"
+        })
       FROM vms v WHERE ${where(["v.state <> 'terminated'"])}
     ) END AS capacity
     FROM (SELECT 1) AS one LEFT JOIN result ON true`;
@@ -140,7 +149,10 @@ function claimText(byFleet: boolean, byType: boolean, admin: boolean): string {
   return text;
 }
 
-type ClaimRow = Vm & { outcome: "held" | "claimed" | null; capacity: Capacity | null };
+type ClaimRow = Vm & {
+  outcome: "held" | "claimed" | null;
+  capacity: (Capacity & { fleetOk: boolean | null }) | null;
+};
 
 /**
  * Claims one ready, healthy VM for a researcher, race-free, in one round trip.
@@ -179,16 +191,24 @@ export async function claimVm(db: DbOrTx, req: ClaimRequest): Promise<ClaimResul
   if (outcome === "claimed") return { vm, rejoined: false };
   if (outcome === "held") return { vm, rejoined: true };
 
-  // Nothing claimable: say so precisely. A named fleet the researcher may not use is a 403,
-  // checked only now so that the common path stays one round trip.
-  if (req.fleetId) {
-    await assertFleetAccessible(db, req.fleetId, {
-      userId: req.userId,
-      role: req.role ?? "researcher",
-    });
+  // Nothing claimable: say so precisely. A named fleet that does not exist is a 404, one the
+  // researcher may not use a 403 — both answered by the same statement (no extra round trip).
+  if (capacity && capacity.fleetOk === null) throw new DomainError("NOT_FOUND", "No such fleet.");
+  if (capacity && capacity.fleetOk === false) {
+    throw new DomainError(
+      "FORBIDDEN",
+      "This fleet is reserved for particular groups, and you are not in any of them. Ask your LabLink admin.",
+    );
   }
 
-  const c = capacity ?? { ready: 0, booting: 0, inUse: 0, unhealthy: 0, total: 0 };
+  const { fleetOk: _ok, ...c } = capacity ?? {
+    ready: 0,
+    booting: 0,
+    inUse: 0,
+    unhealthy: 0,
+    total: 0,
+    fleetOk: true,
+  };
   throw new DomainError(
     "NO_CAPACITY",
     c.total === 0
