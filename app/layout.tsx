@@ -22,6 +22,11 @@ export default async function RootLayout({ children }: { children: React.ReactNo
             <Link href="/" className="text-sm hover:underline">
               My VM
             </Link>
+            {session?.user && (
+              <Link href="/profile" className="text-sm hover:underline">
+                Profile
+              </Link>
+            )}
             {session?.user?.role === "admin" && (
               <Link href="/admin" className="text-sm hover:underline">
                 Fleet dashboard

@@ -65,3 +65,10 @@ test("the VM detail page has no serious accessibility problems", async ({ signIn
   await expectNoSeriousViolations(page, "/admin/vms/[id] (confirming an action)");
   await page.getByRole("button", { name: "Cancel" }).click();
 });
+
+test("the profile page has no serious accessibility problems", async ({ signInAs }) => {
+  const { page } = await signInAs("researcher", "a11y-profile");
+  await page.goto("/profile");
+  await expect(page.getByRole("heading", { name: "SSH keys" })).toBeVisible();
+  await expectNoSeriousViolations(page, "/profile");
+});

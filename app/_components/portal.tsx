@@ -3,6 +3,7 @@
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useState } from "react";
 import { useTRPC } from "../providers";
+import { ConnectCrd } from "./connect-crd";
 import { GpuList } from "./gpu-list";
 import { PoolSummary } from "./pool-summary";
 
@@ -54,6 +55,7 @@ export function Portal() {
               <dd>{vm.claimedAt ? new Date(vm.claimedAt).toLocaleString() : "—"}</dd>
             </dl>
             <GpuList gpus={vm.gpus} />
+            <ConnectCrd crd={vm.connection.crd} />
             {confirming ? (
               <div className="flex flex-wrap items-center gap-3 rounded border border-amber-300 bg-amber-50 p-3 text-sm dark:border-amber-800 dark:bg-amber-950">
                 <span>Release this VM? Your files on it will be wiped.</span>
