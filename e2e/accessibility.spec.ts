@@ -72,3 +72,10 @@ test("the profile page has no serious accessibility problems", async ({ signInAs
   await expect(page.getByRole("heading", { name: "SSH keys" })).toBeVisible();
   await expectNoSeriousViolations(page, "/profile");
 });
+
+test("the fleets page has no serious accessibility problems", async ({ signInAs }) => {
+  const { page } = await signInAs("admin", "a11y-fleets");
+  await page.goto("/admin/fleets");
+  await expect(page.getByTestId("fleet-card").first()).toBeVisible();
+  await expectNoSeriousViolations(page, "/admin/fleets");
+});

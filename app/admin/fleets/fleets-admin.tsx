@@ -1,0 +1,327 @@
+"use client";
+
+import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
+import { useState } from "react";
+import { useTRPC } from "@/app/providers";
+import { OperationLog } from "./operation-log";
+
+type FieldErrors = { path: string; message: string }[] | undefined;
+const inputClass =
+  "w-full rounded border border-slate-300 px-3 py-2 dark:border-slate-700 dark:bg-slate-950";
+
+function FieldError({ errors, path }: { errors: FieldErrors; path: string }) {
+  const e = errors?.find((x) => x.path === path);
+  return e ? (
+    <p className="mt-1 text-sm text-red-700 dark:text-red-300" id={`err-${path}`}>
+      {e.message}
+    </p>
+  ) : null;
+}
+
+export function FleetsAdmin() {
+  const trpc = useTRPC();
+  const queryClient = useQueryClient();
+  const fleets = useQuery({ ...trpc.fleet.list.queryOptions(), refetchInterval: 3_000 });
+  const [op, setOp] = useState<{ id: string; title: string } | null>(null);
+  const [form, setForm] = useState({
+    name: "",
+    driver: "local" as "local" | "terraform",
+    instanceType: "local.sim",
+    gpuModel: "",
+    gpuCount: 1,
+    size: 2,
+    region: "us-west-2",
+    image: "",
+  });
+  const [sizes, setSizes] = useState<Record<string, number>>({});
+  const [destroying, setDestroying] = useState<{ id: string; name: string } | null>(null);
+  const [typed, setTyped] = useState("");
+  const refresh = () => queryClient.invalidateQueries();
+
+  const create = useMutation(
+    trpc.fleet.create.mutationOptions({
+      onSuccess: (r) => {
+        setOp({ id: r.operation.id, title: `Create ${form.name}` });
+        return refresh();
+      },
+    }),
+  );
+  const scale = useMutation(
+    trpc.fleet.scale.mutationOptions({
+      onSuccess: (r) => {
+        setOp({ id: r.operation.id, title: "Scale" });
+        return refresh();
+      },
+    }),
+  );
+  const destroy = useMutation(
+    trpc.fleet.destroy.mutationOptions({
+      onSuccess: (r) => {
+        setOp({ id: r.operation.id, title: `Destroy ${destroying?.name ?? ""}` });
+        setDestroying(null);
+        setTyped("");
+        return refresh();
+      },
+    }),
+  );
+  const fieldErrors = create.error?.data?.fieldErrors as FieldErrors;
+
+  return (
+    <div className="space-y-6">
+      <h1 className="text-2xl font-semibold">Fleets</h1>
+      {op && <OperationLog key={op.id} operationId={op.id} title={op.title} />}
+
+      <section aria-labelledby="fleets-heading" className="space-y-3">
+        <h2 id="fleets-heading" className="text-lg font-semibold">
+          Current fleets
+        </h2>
+        {fleets.data?.length === 0 && <p className="text-sm text-slate-500">No fleets yet.</p>}
+        <ul className="grid gap-3 md:grid-cols-2">
+          {fleets.data?.map((f) => (
+            <li
+              key={f.id}
+              data-testid="fleet-card"
+              className="space-y-2 rounded-lg border border-slate-200 bg-white p-4 text-sm dark:border-slate-800 dark:bg-slate-900"
+            >
+              <p className="font-medium">
+                {f.name}{" "}
+                <span className="text-slate-500">
+                  ({f.driver}, {f.status})
+                </span>
+              </p>
+              <p data-testid="fleet-counts">
+                {Object.entries(f.vmCounts)
+                  .map(([s, n]) => `${n} ${s}`)
+                  .join(" · ") || "no VMs"}
+              </p>
+              <div className="flex flex-wrap items-center gap-2">
+                <label htmlFor={`size-${f.id}`}>Size</label>
+                <input
+                  id={`size-${f.id}`}
+                  type="number"
+                  min={0}
+                  max={200}
+                  value={sizes[f.id] ?? f.desiredSize}
+                  onChange={(e) => setSizes({ ...sizes, [f.id]: Number(e.target.value) })}
+                  className="w-20 rounded border border-slate-300 px-2 py-1 dark:border-slate-700 dark:bg-slate-950"
+                />
+                <button
+                  type="button"
+                  onClick={() =>
+                    scale.mutate({ fleetId: f.id, size: sizes[f.id] ?? f.desiredSize })
+                  }
+                  className="rounded border px-2 py-1"
+                >
+                  Scale {f.name}
+                </button>
+                <button
+                  type="button"
+                  onClick={() => setDestroying({ id: f.id, name: f.name })}
+                  className="rounded border border-red-700 px-2 py-1 text-red-700 dark:border-red-400 dark:text-red-300"
+                >
+                  Destroy {f.name}
+                </button>
+              </div>
+            </li>
+          ))}
+        </ul>
+        {destroying && (
+          <form
+            onSubmit={(e) => {
+              e.preventDefault();
+              destroy.mutate({ fleetId: destroying.id });
+            }}
+            className="space-y-2 rounded border border-red-300 bg-red-50 p-3 text-sm dark:border-red-800 dark:bg-red-950"
+          >
+            <p>
+              Destroying <strong>{destroying.name}</strong> terminates every VM in it, including
+              ones researchers hold. Type the fleet's name to confirm.
+            </p>
+            <label htmlFor="confirm-name" className="block">
+              Fleet name
+            </label>
+            <input
+              id="confirm-name"
+              value={typed}
+              onChange={(e) => setTyped(e.target.value)}
+              className={inputClass}
+              autoComplete="off"
+            />
+            <div className="flex gap-2">
+              <button
+                type="submit"
+                disabled={typed !== destroying.name}
+                className="rounded bg-red-700 px-3 py-1.5 font-medium text-white disabled:opacity-50"
+              >
+                Destroy fleet
+              </button>
+              <button
+                type="button"
+                onClick={() => setDestroying(null)}
+                className="rounded border px-3 py-1.5"
+              >
+                Cancel
+              </button>
+            </div>
+          </form>
+        )}
+        {(scale.isError || destroy.isError) && (
+          <p role="alert" className="text-sm text-red-700 dark:text-red-300">
+            {scale.error?.message ?? destroy.error?.message}
+          </p>
+        )}
+      </section>
+
+      <section aria-labelledby="create-heading" className="space-y-3">
+        <h2 id="create-heading" className="text-lg font-semibold">
+          Create a fleet
+        </h2>
+        <form
+          className="grid gap-3 rounded-lg border border-slate-200 bg-white p-4 text-sm sm:grid-cols-2 dark:border-slate-800 dark:bg-slate-900"
+          onSubmit={(e) => {
+            e.preventDefault();
+            const common = {
+              name: form.name,
+              instanceType: form.instanceType,
+              gpuModel: form.gpuModel || undefined,
+              gpuCount: form.gpuCount,
+              size: form.size,
+            };
+            create.mutate(
+              form.driver === "local"
+                ? { driver: "local", ...common }
+                : { driver: "terraform", ...common, region: form.region, image: form.image },
+            );
+          }}
+        >
+          <div>
+            <label htmlFor="fleet-name" className="mb-1 block font-medium">
+              Name
+            </label>
+            <input
+              id="fleet-name"
+              required
+              value={form.name}
+              onChange={(e) => setForm({ ...form, name: e.target.value })}
+              className={inputClass}
+              aria-describedby="err-name"
+            />
+            <FieldError errors={fieldErrors} path="name" />
+          </div>
+          <div>
+            <label htmlFor="fleet-driver" className="mb-1 block font-medium">
+              Where
+            </label>
+            <select
+              id="fleet-driver"
+              value={form.driver}
+              onChange={(e) =>
+                setForm({ ...form, driver: e.target.value as "local" | "terraform" })
+              }
+              className={inputClass}
+            >
+              <option value="local">This machine (simulated GPUs)</option>
+              <option value="terraform">AWS EC2 through Terraform</option>
+            </select>
+          </div>
+          <div>
+            <label htmlFor="fleet-type" className="mb-1 block font-medium">
+              Instance type
+            </label>
+            <input
+              id="fleet-type"
+              required
+              value={form.instanceType}
+              onChange={(e) => setForm({ ...form, instanceType: e.target.value })}
+              className={inputClass}
+            />
+            <FieldError errors={fieldErrors} path="instanceType" />
+          </div>
+          <div>
+            <label htmlFor="fleet-gpu" className="mb-1 block font-medium">
+              GPU model
+            </label>
+            <input
+              id="fleet-gpu"
+              value={form.gpuModel}
+              placeholder="NVIDIA A10G"
+              onChange={(e) => setForm({ ...form, gpuModel: e.target.value })}
+              className={inputClass}
+            />
+          </div>
+          <div>
+            <label htmlFor="fleet-gpus" className="mb-1 block font-medium">
+              GPUs per VM
+            </label>
+            <input
+              id="fleet-gpus"
+              type="number"
+              min={0}
+              max={16}
+              value={form.gpuCount}
+              onChange={(e) => setForm({ ...form, gpuCount: Number(e.target.value) })}
+              className={inputClass}
+            />
+          </div>
+          <div>
+            <label htmlFor="fleet-size" className="mb-1 block font-medium">
+              VMs
+            </label>
+            <input
+              id="fleet-size"
+              type="number"
+              min={0}
+              max={200}
+              value={form.size}
+              onChange={(e) => setForm({ ...form, size: Number(e.target.value) })}
+              className={inputClass}
+            />
+            <FieldError errors={fieldErrors} path="size" />
+          </div>
+          {form.driver === "terraform" && (
+            <>
+              <div>
+                <label htmlFor="fleet-region" className="mb-1 block font-medium">
+                  AWS region
+                </label>
+                <input
+                  id="fleet-region"
+                  value={form.region}
+                  onChange={(e) => setForm({ ...form, region: e.target.value })}
+                  className={inputClass}
+                />
+                <FieldError errors={fieldErrors} path="region" />
+              </div>
+              <div>
+                <label htmlFor="fleet-image" className="mb-1 block font-medium">
+                  Research container image
+                </label>
+                <input
+                  id="fleet-image"
+                  value={form.image}
+                  onChange={(e) => setForm({ ...form, image: e.target.value })}
+                  className={inputClass}
+                />
+                <FieldError errors={fieldErrors} path="image" />
+              </div>
+            </>
+          )}
+          <div className="sm:col-span-2">
+            <button
+              type="submit"
+              disabled={create.isPending}
+              className="rounded bg-indigo-600 px-4 py-2 font-medium text-white hover:bg-indigo-700 disabled:opacity-60"
+            >
+              {create.isPending ? "Creating…" : "Create fleet"}
+            </button>
+            {create.isError && (
+              <p role="alert" className="mt-2 text-sm text-red-700 dark:text-red-300">
+                {fieldErrors?.length ? "Please fix the fields marked above." : create.error.message}
+              </p>
+            )}
+          </div>
+        </form>
+      </section>
+    </div>
+  );
+}

@@ -1,0 +1,23 @@
+import { redirect } from "next/navigation";
+import { auth } from "@/server/auth/config";
+import { userRole } from "@/server/auth/dev-login";
+import { getDb } from "@/server/db/client";
+import { FleetsAdmin } from "./fleets-admin";
+
+export const dynamic = "force-dynamic";
+
+export default async function FleetsPage() {
+  const session = await auth();
+  if (!session?.user?.id) redirect("/signin");
+  if ((await userRole(getDb(), session.user.id)) !== "admin") {
+    return (
+      <p
+        role="alert"
+        className="rounded border border-amber-300 bg-amber-50 p-4 dark:border-amber-800 dark:bg-amber-950"
+      >
+        Fleets are managed by LabLink admins.
+      </p>
+    );
+  }
+  return <FleetsAdmin />;
+}
