@@ -53,8 +53,4 @@ export class VmEventHub {
     });
     return this.ensureListening().then(() => changed);
   }
-
-  listenerCount(vmId: string): number {
-    return this.emitter.listenerCount(vmId);
-  }
 }

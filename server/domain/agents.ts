@@ -76,25 +76,25 @@ async function reply(
   };
 }
 
-async function loadVm(db: DbOrTx, vmId: string): Promise<Vm> {
-  const [vm] = await db.select().from(vms).where(eq(vms.id, vmId));
-  if (!vm) throw new DomainError("NOT_FOUND", "This VM is not known to the server.");
-  return vm;
+/** The VM with its fleet's expected GPU count: one query for everything a heartbeat checks. */
+async function loadVm(db: DbOrTx, vmId: string): Promise<Vm & { expectedGpus: number }> {
+  const [row] = await db
+    .select({ vm: vms, expectedGpus: fleets.gpuCount })
+    .from(vms)
+    .innerJoin(fleets, eq(fleets.id, vms.fleetId))
+    .where(eq(vms.id, vmId));
+  if (!row) throw new DomainError("NOT_FOUND", "This VM is not known to the server.");
+  return { ...row.vm, expectedGpus: row.expectedGpus };
 }
 
 /** Server-side checks on top of the agent's own verdict. */
-async function healthVerdict(
-  db: DbOrTx,
-  vm: Vm,
+function healthVerdict(
+  vm: { expectedGpus: number },
   input: Pick<RegisterInput, "gpus" | "health">,
-): Promise<{ healthy: boolean; reasons: string[] }> {
+): { healthy: boolean; reasons: string[] } {
   const reasons = [...input.health.reasons];
-  const [fleet] = await db
-    .select({ gpuCount: fleets.gpuCount })
-    .from(fleets)
-    .where(eq(fleets.id, vm.fleetId));
-  if (fleet && input.gpus.length < fleet.gpuCount) {
-    reasons.push(`expected ${fleet.gpuCount} GPU(s), agent reports ${input.gpus.length}`);
+  if (input.gpus.length < vm.expectedGpus) {
+    reasons.push(`expected ${vm.expectedGpus} GPU(s), agent reports ${input.gpus.length}`);
   }
   return {
     healthy: input.health.healthy && reasons.length === input.health.reasons.length,
@@ -112,9 +112,10 @@ export async function registerAgent(
   settings: AgentSettings,
   actor: Actor,
 ): Promise<AgentReply> {
-  let vm = await loadVm(db, input.vmId);
+  const loaded = await loadVm(db, input.vmId);
+  let vm: Vm = loaded;
   if (vm.state === "terminated" || vm.state === "terminating") return reply(db, vm, settings);
-  const health = await healthVerdict(db, vm, input);
+  const health = healthVerdict(loaded, input);
   const rebooted = vm.bootId !== null && vm.bootId !== input.bootId;
 
   [vm] = (await db
@@ -195,7 +196,7 @@ export async function recordHeartbeat(
     // The server has not seen this boot: the agent must register first.
     return reply(db, before, settings, true);
   }
-  const health = await healthVerdict(db, before, input);
+  const health = healthVerdict(before, input);
   if (input.shuttingDown) {
     // Going away (reboot, upgrade, power-off): out of the pool until it registers again.
     health.healthy = false;
