@@ -1,4 +1,4 @@
-import { eq, sql } from "drizzle-orm";
+import { and, eq, sql } from "drizzle-orm";
 import type {
   AckInput,
   AgentCommand,
@@ -202,7 +202,10 @@ export async function recordHeartbeat(
     health.healthy = false;
     health.reasons = [...health.reasons, SHUTTING_DOWN];
   }
-  const [vm] = (await db
+  // Once an agent has said goodbye for this boot, only a new registration brings the VM back:
+  // a heartbeat that was in flight when it stopped can land after the goodbye and must not
+  // mark the VM healthy again. The guard is in the UPDATE so the two requests cannot race.
+  const [vm] = await db
     .update(vms)
     .set({
       gpus: input.gpus,
@@ -212,8 +215,16 @@ export async function recordHeartbeat(
       idleSince: input.idleSince ? new Date(input.idleSince) : null,
       lastHeartbeatAt: sql`now()`,
     })
-    .where(eq(vms.id, input.vmId))
-    .returning()) as [Vm];
+    .where(
+      input.shuttingDown
+        ? eq(vms.id, input.vmId)
+        : and(
+            eq(vms.id, input.vmId),
+            sql`not (${vms.healthReasons} @> ${JSON.stringify([SHUTTING_DOWN])}::jsonb)`,
+          ),
+    )
+    .returning();
+  if (!vm) return reply(db, before, settings, true);
   if (input.backlog && input.backlog.length > 0) await recordBacklog(db, vm, input, actor);
   if (input.shuttingDown) {
     await db.insert(auditEvents).values({

@@ -343,6 +343,13 @@ describe("heartbeat: shutting down and readings queued during an outage", () => 
     expect(res.status).toBe(200);
     const [row] = await t.db.select().from(vms).where(eq(vms.id, vmId));
     expect(row).toMatchObject({ healthy: false, healthReasons: ["agent is shutting down"] });
+    // A heartbeat that was in flight when the agent stopped lands after the goodbye: it must
+    // not put the VM back in the pool, and it asks the agent to register again.
+    const late = await api.mutate("agent.heartbeat", beat(vmId), agentAuth(vmId));
+    expect(late.status).toBe(200);
+    expect(late.data).toMatchObject({ reRegister: true });
+    const [still] = await t.db.select().from(vms).where(eq(vms.id, vmId));
+    expect(still).toMatchObject({ healthy: false, healthReasons: ["agent is shutting down"] });
     await register(vmId);
     const [again] = await t.db.select().from(vms).where(eq(vms.id, vmId));
     expect(again).toMatchObject({ healthy: true, healthReasons: [] });
