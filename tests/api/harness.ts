@@ -99,7 +99,9 @@ export async function tableCounts(db: Db): Promise<Record<string, number>> {
       SELECT 'operations', count(*)::int FROM operations UNION ALL
       SELECT 'operation_logs', count(*)::int FROM operation_logs UNION ALL
       SELECT 'ssh_keys', count(*)::int FROM ssh_keys UNION ALL
-      SELECT 'crd_handoffs', count(*)::int FROM crd_handoffs`),
+      SELECT 'crd_handoffs', count(*)::int FROM crd_handoffs UNION ALL
+      SELECT 'vm_logs', count(*)::int FROM vm_logs UNION ALL
+      SELECT 'gpu_samples', count(*)::int FROM gpu_samples`),
   );
   return Object.fromEntries(rows.map((r) => [r.table, r.n]));
 }

@@ -24,6 +24,8 @@ export const fleets = pgTable("fleets", {
   region: text("region"),
   image: text("image"),
   desiredSize: integer("desired_size").notNull().default(0),
+  /** How long a researcher may hold a VM of this fleet; null = no limit. */
+  maxHoldMinutes: integer("max_hold_minutes"),
   status: fleetStatus("status").notNull().default("creating"),
   /** Driver-specific settings (AMI, subnet, startup script...); never secrets. */
   config: jsonb("config").$type<Record<string, unknown>>().notNull().default({}),

@@ -8,4 +8,5 @@ export * from "./operations";
 export * from "./rate-limits";
 export * from "./ssh-keys";
 export * from "./users";
+export * from "./vm-telemetry";
 export * from "./vms";

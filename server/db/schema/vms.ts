@@ -29,6 +29,20 @@ export const vmState = pgEnum("vm_state", [
 ]);
 export type VmState = (typeof vmState.enumValues)[number];
 
+/**
+ * When this boot's milestones finished, as the agent saw them (ISO times). The agent reports what
+ * it can read: the kernel boot time, cloud-init's result, the research container's start.
+ */
+export type BootTimings = {
+  bootId: string;
+  bootedAt?: string | null;
+  cloudInitFinishedAt?: string | null;
+  cloudInitStatus?: string | null;
+  containerReadyAt?: string | null;
+  agentStartedAt?: string | null;
+  registeredAt?: string | null;
+};
+
 /** One GPU as last reported by the agent. */
 export type GpuReading = {
   index: number;
@@ -78,6 +92,8 @@ export const vms = pgTable(
     gpus: jsonb("gpus").$type<GpuReading[]>().notNull().default([]),
     inUse: boolean("in_use").notNull().default(false),
     idleSince: ts("idle_since"),
+    /** The current boot's timings (see BootTimings); null until the agent reports any. */
+    bootTimings: jsonb("boot_timings").$type<BootTimings>(),
     createdAt: createdAt(),
   },
   (t) => [
