@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { access, readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -312,9 +313,11 @@ describe("StateDirActions (simulated setup and wipe)", () => {
     const dir = await tempDir();
     const actions = new StateDirActions(dir);
     await actions.init();
-    await expect(actions.wipe({ type: "wipe", assignmentId: "../x" })).rejects.toThrow(
+    // A name no one else uses: the test must not depend on what else is in the temp folder.
+    const outside = `lablink-escape-${randomUUID()}`;
+    await expect(actions.wipe({ type: "wipe", assignmentId: `../${outside}` })).rejects.toThrow(
       "invalid assignment id",
     );
-    await expect(access(join(dir, "..", "x"))).rejects.toThrow();
+    await expect(access(join(dir, "..", outside))).rejects.toThrow();
   });
 });
