@@ -111,6 +111,8 @@ async function measure(child: ChildProcess, label: string) {
   return { label, rss: stat("rssKb"), anon: stat("anonKb"), pss: stat("pssKb"), cpuPct };
 }
 
+type Measured = Awaited<ReturnType<typeof measure>>;
+
 async function probeTimes(nvidiaSmi: string) {
   const command = new BoundedCommand(nvidiaSmi, 10_000);
   const ms: number[] = [];
@@ -165,7 +167,7 @@ async function main() {
       .returning();
     if (!fleet) throw new Error("no fleet");
 
-    const runs = [];
+    const runs: { baseline: Measured; agent: Measured }[] = [];
     for (const [label, flags] of [
       ["node (no flags)", [] as string[]],
       [`node ${UNIT_FLAGS.join(" ")}`, UNIT_FLAGS],
@@ -187,6 +189,7 @@ async function main() {
       const agent = spawn(process.execPath, [...flags, bundle], {
         env: {
           PATH: process.env.PATH,
+          NODE_ENV: "production",
           LABLINK_SERVER_URL: server.url,
           LABLINK_VM_ID: vm.id,
           LABLINK_AGENT_TOKEN_FILE: tokenFile,
