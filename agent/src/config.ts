@@ -2,10 +2,10 @@ import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { z } from "zod";
 import { DEFAULT_REDIRECT_URL, DEFAULT_START_HOST } from "./handoff/crd";
 import { type FilePolicy, safeRelativePath } from "./host-actions";
 import { LOG_LEVELS, type LogLevel } from "./log";
+import * as z from "./zod";
 
 /**
  * The only module that reads `process.env`. Everything else takes the parsed `AgentConfig`.
@@ -61,75 +61,63 @@ export class ConfigError extends Error {
   override name = "ConfigError";
 }
 
-const optionalNumber = (schema: z.ZodNumber) => z.coerce.number().pipe(schema).optional();
+const optionalNumber = (...checks: Parameters<ReturnType<typeof z.number>["check"]>) =>
+  z.optional(z.pipe(z.coerce.number(), z.number().check(...checks)));
+const optionalString = (...checks: Parameters<ReturnType<typeof z.string>["check"]>) =>
+  z.optional(z.string().check(...checks));
+const boolFlag = z.optional(z.enum(["0", "1", "true", "false"]));
 
 const envSchema = z.object({
   LABLINK_SERVER_URL: z.url({ protocol: /^https?$/, error: "must be an http(s) URL" }),
-  LABLINK_AGENT_TOKEN: z.string().trim().min(1).optional(),
-  LABLINK_AGENT_TOKEN_FILE: z.string().min(1).optional(),
+  LABLINK_AGENT_TOKEN: optionalString(z.trim(), z.minLength(1)),
+  LABLINK_AGENT_TOKEN_FILE: optionalString(z.minLength(1)),
   LABLINK_VM_ID: z.uuid({ error: "must be a UUID" }),
-  LABLINK_SIMULATE_GPU: z
-    .string()
-    .regex(/^[^:]+(:\d{1,2})?$/, 'must be "<model>:<count>", e.g. "NVIDIA A10G:1"')
-    .optional(),
-  LABLINK_HEARTBEAT_S: optionalNumber(z.number().min(0.01).max(3600)),
-  LABLINK_STATE_DIR: z.string().min(1).optional(),
-  LABLINK_NVIDIA_SMI: z.string().min(1).default("nvidia-smi"),
-  LABLINK_NVIDIA_SMI_TIMEOUT_MS: optionalNumber(z.number().int().min(100).max(120_000)),
-  LABLINK_EXPECTED_GPUS: optionalNumber(z.number().int().min(0).max(64)),
-  LABLINK_GPU_TEMP_MAX_C: optionalNumber(z.number().min(30).max(150)),
-  LABLINK_GPU_MEM_TEMP_MAX_C: optionalNumber(z.number().min(30).max(150)),
-  LABLINK_READ_XID: z.enum(["0", "1", "true", "false"]).optional(),
-  LABLINK_XID_WINDOW_S: optionalNumber(
-    z
-      .number()
-      .int()
-      .min(0)
-      .max(30 * 86_400),
+  LABLINK_SIMULATE_GPU: optionalString(
+    z.regex(/^[^:]+(:\d{1,2})?$/, 'must be "<model>:<count>", e.g. "NVIDIA A10G:1"'),
   ),
-  LABLINK_POLL_WAIT_MS: optionalNumber(z.number().int().min(0).max(30_000)),
-  LABLINK_BOOT_ID: z.string().trim().min(1).max(128).optional(),
-  LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),
-  LABLINK_RESEARCH_PROCESSES: z
-    .string()
-    .regex(/^[A-Za-z0-9._+-]+(,[A-Za-z0-9._+-]+)*$/, "must be comma-separated executable names")
-    .optional(),
-  LABLINK_RESEARCH_PATTERN: z
-    .string()
-    .max(500)
-    .refine((p) => {
+  LABLINK_HEARTBEAT_S: optionalNumber(z.gte(0.01), z.lte(3600)),
+  LABLINK_STATE_DIR: optionalString(z.minLength(1)),
+  LABLINK_NVIDIA_SMI: z._default(z.string().check(z.minLength(1)), "nvidia-smi"),
+  LABLINK_NVIDIA_SMI_TIMEOUT_MS: optionalNumber(z.int(), z.gte(100), z.lte(120_000)),
+  LABLINK_EXPECTED_GPUS: optionalNumber(z.int(), z.gte(0), z.lte(64)),
+  LABLINK_GPU_TEMP_MAX_C: optionalNumber(z.gte(30), z.lte(150)),
+  LABLINK_GPU_MEM_TEMP_MAX_C: optionalNumber(z.gte(30), z.lte(150)),
+  LABLINK_READ_XID: boolFlag,
+  LABLINK_XID_WINDOW_S: optionalNumber(z.int(), z.gte(0), z.lte(30 * 86_400)),
+  LABLINK_POLL_WAIT_MS: optionalNumber(z.int(), z.gte(0), z.lte(30_000)),
+  LABLINK_BOOT_ID: optionalString(z.trim(), z.minLength(1), z.maxLength(128)),
+  LOG_LEVEL: z._default(z.enum(LOG_LEVELS), "info"),
+  LABLINK_RESEARCH_PROCESSES: optionalString(
+    z.regex(/^[A-Za-z0-9._+-]+(,[A-Za-z0-9._+-]+)*$/, "must be comma-separated executable names"),
+  ),
+  LABLINK_RESEARCH_PATTERN: optionalString(
+    z.maxLength(500),
+    z.refine((p) => {
       try {
         new RegExp(p);
         return true;
       } catch {
         return false;
       }
-    }, "must be a valid regular expression")
-    .optional(),
-  LABLINK_GPU_BUSY_PCT: optionalNumber(z.number().min(0).max(100)),
-  LABLINK_CPU_BUSY_PCT: optionalNumber(z.number().min(0).max(1000)),
-  LABLINK_IDLE_AFTER_S: optionalNumber(
-    z
-      .number()
-      .min(0)
-      .max(7 * 86_400),
+    }, "must be a valid regular expression"),
   ),
-  LABLINK_INPUT_RECENT_S: optionalNumber(z.number().min(1).max(86_400)),
-  LABLINK_INPUT_IDLE_CMD: z.string().max(500).optional(),
-  LABLINK_RESEARCH_USER: z
-    .string()
-    .regex(/^[a-z_][a-z0-9_-]{0,31}$/, "must be a Unix user name")
-    .optional(),
-  LABLINK_RESEARCH_HOME: z.string().regex(/^\/./, "must be an absolute path").optional(),
-  LABLINK_CRD_START_HOST: z.string().min(1).optional(),
-  LABLINK_CRD_NAME: z
-    .string()
-    .regex(/^[A-Za-z0-9._-]{1,64}$/, "letters, digits, . _ - only")
-    .optional(),
-  LABLINK_CRD_REDIRECT_URL: z.url({ protocol: /^https$/ }).optional(),
-  LABLINK_WIPE_FILES: z.string().max(2000).optional(),
-  LABLINK_WIPE_KILL_PROCESSES: z.enum(["0", "1", "true", "false"]).optional(),
-  LABLINK_PROC_ROOT: z.string().min(1).optional(),
+  LABLINK_GPU_BUSY_PCT: optionalNumber(z.gte(0), z.lte(100)),
+  LABLINK_CPU_BUSY_PCT: optionalNumber(z.gte(0), z.lte(1000)),
+  LABLINK_IDLE_AFTER_S: optionalNumber(z.gte(0), z.lte(7 * 86_400)),
+  LABLINK_INPUT_RECENT_S: optionalNumber(z.gte(1), z.lte(86_400)),
+  LABLINK_INPUT_IDLE_CMD: optionalString(z.maxLength(500)),
+  LABLINK_RESEARCH_USER: optionalString(
+    z.regex(/^[a-z_][a-z0-9_-]{0,31}$/, "must be a Unix user name"),
+  ),
+  LABLINK_RESEARCH_HOME: optionalString(z.regex(/^\/./, "must be an absolute path")),
+  LABLINK_CRD_START_HOST: optionalString(z.minLength(1)),
+  LABLINK_CRD_NAME: optionalString(
+    z.regex(/^[A-Za-z0-9._-]{1,64}$/, "letters, digits, . _ - only"),
+  ),
+  LABLINK_CRD_REDIRECT_URL: z.optional(z.url({ protocol: /^https$/ })),
+  LABLINK_WIPE_FILES: optionalString(z.maxLength(2000)),
+  LABLINK_WIPE_KILL_PROCESSES: boolFlag,
+  LABLINK_PROC_ROOT: optionalString(z.minLength(1)),
 });
 
 function filePolicy(value: string | undefined): FilePolicy {

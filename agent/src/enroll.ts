@@ -3,11 +3,12 @@ import { hostname } from "node:os";
 import { dirname } from "node:path";
 import { createTRPCClient, httpLink } from "@trpc/client";
 import superjson from "superjson";
-import { z } from "zod";
 import type { AgentApi } from "../../server/api/routers/agent";
 import { toTransportError } from "./client";
+import { nodeHttpFetch } from "./http-fetch";
 import { createLogger, LOG_LEVELS } from "./log";
 import { PROTOCOL_VERSION } from "./loop";
+import * as z from "./zod";
 
 /**
  * `lablink-agent enroll` for bring-your-own machines: exchanges an enrollment token (from the
@@ -17,10 +18,10 @@ import { PROTOCOL_VERSION } from "./loop";
  */
 const envSchema = z.object({
   LABLINK_SERVER_URL: z.url({ protocol: /^https?$/, error: "must be an http(s) URL" }),
-  LABLINK_ENROLLMENT_TOKEN: z.string().trim().min(1, "is required"),
-  LABLINK_AGENT_TOKEN_FILE: z.string().min(1, "is required"),
-  LABLINK_ENROLLED_ENV_FILE: z.string().min(1, "is required"),
-  LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),
+  LABLINK_ENROLLMENT_TOKEN: z.string().check(z.trim(), z.minLength(1, "is required")),
+  LABLINK_AGENT_TOKEN_FILE: z.string().check(z.minLength(1, "is required")),
+  LABLINK_ENROLLED_ENV_FILE: z.string().check(z.minLength(1, "is required")),
+  LOG_LEVEL: z._default(z.enum(LOG_LEVELS), "info"),
 });
 
 function writeAtomic(path: string, text: string) {
@@ -52,6 +53,7 @@ export async function enroll(env: NodeJS.ProcessEnv = process.env): Promise<numb
         url: `${e.LABLINK_SERVER_URL.replace(/\/+$/, "")}/api/trpc`,
         transformer: superjson,
         headers: () => ({ authorization: `Bearer ${e.LABLINK_ENROLLMENT_TOKEN}` }),
+        fetch: nodeHttpFetch as unknown as typeof fetch,
       }),
     ],
   });
