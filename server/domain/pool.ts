@@ -34,8 +34,9 @@ function summarize(rows: CountRow[]): Capacity {
     c.total += r.n;
     if (r.state === "ready" && r.healthy) c.ready += r.n;
     else if (r.state === "ready" || r.state === "failed") c.unhealthy += r.n;
+    // A held VM stays in use through a drain or a reboot: it comes back to its researcher.
+    else if (IN_USE.includes(r.state) || r.held) c.inUse += r.n;
     else if (BOOTING.includes(r.state)) c.booting += r.n;
-    else if (IN_USE.includes(r.state) || (r.state === "draining" && r.held)) c.inUse += r.n;
     else if (r.state === "draining") c.draining += r.n;
   }
   return c;

@@ -85,10 +85,13 @@ describe("pool.summary: why a claim is impossible and when capacity is expected"
   it("booting VMs: the median of the fleet's recent boot durations says when", async () => {
     const fleet = await makeFleet(t.db);
     await makeVms(t.db, fleet, 3, "booting");
+    // A held VM rebooting goes back to its researcher: in use, not capacity on its way.
+    await makeVms(t.db, fleet, 1, "rebooting", { holderId: (await makeUser(t.db)).id });
     // Boots of 200 s, 240 s and 600 s: the median is 240 s, whatever the outlier.
     for (const s of [200, 600, 240]) await recordBoot(fleet.id, s);
     const f = await fleetIn(fleet.id);
     expect(f.medianBootSeconds).toBe(240);
+    expect(f).toMatchObject({ booting: 3, inUse: 1 });
     expect(f.outlook).toEqual({ kind: "booting", booting: 3, etaSeconds: 240 });
   });
 
