@@ -298,9 +298,8 @@ export function FleetsAdmin() {
             <input
               id="fleet-hold"
               type="number"
-              min={0.25}
-              max={720}
-              step={0.25}
+              min={0}
+              step="any"
               value={form.holdHours}
               placeholder="no limit"
               onChange={(e) => setForm({ ...form, holdHours: e.target.value })}
