@@ -1,20 +1,10 @@
 "use client";
 
 import { useEffect, useState } from "react";
+import { duration } from "./pool-text";
 
 /** Under this much time left, My VM warns that the VM will be released. */
 export const WARN_BEFORE_MS = 15 * 60_000;
-
-/** "2 h 05 min", "14 min", "under a minute". */
-export function duration(ms: number): string {
-  const minutes = Math.floor(Math.max(0, ms) / 60_000);
-  if (minutes < 1) return "under a minute";
-  if (minutes < 60) return `${minutes} min`;
-  const days = Math.floor(minutes / 1440);
-  const h = Math.floor((minutes % 1440) / 60);
-  const m = String(minutes % 60).padStart(2, "0");
-  return days > 0 ? `${days} d ${h} h ${m} min` : `${h} h ${m} min`;
-}
 
 /** The current time, ticking every `everyMs` (re-renders the clock, nothing else). */
 function useNow(everyMs = 15_000): number {
