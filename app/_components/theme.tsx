@@ -55,7 +55,7 @@ export function ThemeToggle() {
         onChange={(e) => choose(e.target.value as ThemeChoice)}
         className="rounded border border-slate-300 bg-white px-1.5 py-1 text-slate-900 dark:border-slate-700 dark:bg-slate-900 dark:text-slate-100"
       >
-        <option value="system">System theme</option>
+        <option value="system">System</option>
         <option value="light">Light</option>
         <option value="dark">Dark</option>
       </select>
