@@ -2,6 +2,8 @@ import type { Metadata } from "next";
 import Link from "next/link";
 import { auth, signOut } from "@/server/auth/config";
 import "./globals.css";
+import { ThemeToggle } from "./_components/theme";
+import { ThemeScript } from "./_components/theme-script";
 import { Providers } from "./providers";
 
 export const metadata: Metadata = {
@@ -12,10 +14,16 @@ export const metadata: Metadata = {
 export default async function RootLayout({ children }: { children: React.ReactNode }) {
   const session = await auth();
   return (
-    <html lang="en">
+    <html lang="en" suppressHydrationWarning>
+      <head>
+        <ThemeScript />
+      </head>
       <body className="min-h-screen bg-slate-50 text-slate-900 dark:bg-slate-950 dark:text-slate-100">
         <header className="border-b border-slate-200 bg-white dark:border-slate-800 dark:bg-slate-900">
-          <nav className="mx-auto flex max-w-6xl items-center gap-6 px-4 py-3" aria-label="Main">
+          <nav
+            className="mx-auto flex max-w-6xl flex-wrap items-center gap-x-6 gap-y-2 px-4 py-3"
+            aria-label="Main"
+          >
             <Link href="/" className="text-lg font-semibold tracking-tight">
               LabLink
             </Link>
@@ -38,6 +46,7 @@ export default async function RootLayout({ children }: { children: React.ReactNo
               </>
             )}
             <div className="ml-auto flex items-center gap-3 text-sm">
+              <ThemeToggle />
               {session?.user ? (
                 <>
                   <span data-testid="signed-in-as">

@@ -79,3 +79,18 @@ test("the fleets page has no serious accessibility problems", async ({ signInAs 
   await expect(page.getByTestId("fleet-card").first()).toBeVisible();
   await expectNoSeriousViolations(page, "/admin/fleets");
 });
+
+test("a researcher's page in the dark theme has no serious accessibility problems", async ({
+  signInAs,
+  request,
+}) => {
+  await waitForReady(request, 1);
+  const { page, context } = await signInAs("researcher", "a11y-dark");
+  expect((await mutate(context.request, "vm.claim")).error).toBeUndefined();
+  await page.emulateMedia({ colorScheme: "dark" });
+  await page.reload();
+  await expect(page.getByTestId("ssh-command")).toBeVisible();
+  await expect(page.getByTestId("ready-count")).toBeVisible();
+  expect(await page.evaluate(() => document.documentElement.classList.contains("dark"))).toBe(true);
+  await expectNoSeriousViolations(page, "/ (researcher holding a VM, dark theme)");
+});

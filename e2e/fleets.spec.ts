@@ -1,3 +1,4 @@
+import { fleetName } from "./admin-api";
 import { expect, test, uniqueName } from "./fixtures";
 
 test("admin creates a local fleet, watches it come up with its log, scales it and destroys it", async ({
@@ -34,6 +35,68 @@ test("admin creates a local fleet, watches it come up with its log, scales it an
   await expect(confirm).toBeDisabled();
   await page.getByLabel("Fleet name").fill(name);
   await confirm.click();
+  await expect(page.getByTestId("operation-status")).toHaveText("succeeded", { timeout: 60_000 });
+  await expect(page.getByTestId("fleet-card").filter({ hasText: name })).toHaveCount(0, {
+    timeout: 30_000,
+  });
+});
+
+test("admin creates a local fleet and watches it come up with progress, drains and terminates a VM, destroys the fleet", async ({
+  signInAs,
+}) => {
+  const { page } = await signInAs("admin", "lifecycle-admin");
+  await page.goto("/admin/fleets");
+  const name = fleetName("life");
+  await page.getByLabel("Name", { exact: true }).fill(name);
+  await page.getByLabel("VMs", { exact: true }).fill("2");
+  // The hold limit explains its range when it is out of it.
+  await page.getByLabel("Hold limit (hours)").fill("0.1");
+  await page.getByRole("button", { name: "Create fleet" }).click();
+  await expect(page.getByText("must be at least 15 minutes")).toBeVisible();
+  await page.getByLabel("Hold limit (hours)").fill("8");
+  await page.getByRole("button", { name: "Create fleet" }).click();
+
+  // Progress: the bar fills as the driver brings VMs up, and the log says what it did.
+  const bar = page.getByRole("progressbar", { name: "Resources done" });
+  await expect(bar).toHaveAttribute("aria-valuemax", "2", { timeout: 60_000 });
+  await expect(bar).toHaveAttribute("aria-valuenow", "2", { timeout: 60_000 });
+  await expect(page.getByTestId("operation-status")).toHaveText("succeeded", { timeout: 60_000 });
+  const card = page.getByTestId("fleet-card").filter({ hasText: name });
+  await expect(card.getByTestId("fleet-hold-limit")).toHaveText("Hold limit: 8 h");
+  await expect(card.getByTestId("fleet-counts")).toHaveText("2 ready", { timeout: 30_000 });
+
+  // One of its VMs, from the dashboard's search.
+  await page.goto("/admin");
+  await page.getByLabel("Search").fill(name);
+  await expect(page.getByTestId("vm-row")).toHaveCount(2);
+  await page.getByTestId("vm-row").first().getByRole("link").click();
+  await expect(page.getByTestId("detail-state")).toHaveText("ready");
+
+  await page.getByRole("button", { name: "Drain" }).click();
+  await page.getByRole("button", { name: "Yes, drain" }).click();
+  await expect(page.getByTestId("detail-state")).toHaveText("draining");
+  await expect(page.getByTestId("action-outcome")).toContainText("the VM is now draining");
+
+  await page.getByRole("button", { name: "Terminate" }).click();
+  await expect(page.getByText("Terminate this VM for good?")).toBeVisible();
+  await page.getByRole("button", { name: "Yes, terminate" }).click();
+  const outcome = page.getByTestId("action-outcome");
+  await expect(outcome).toContainText("Terminate started as operation");
+  await expect(outcome.getByRole("link")).toHaveAttribute(
+    "href",
+    /^\/admin\/operations\/[0-9a-f-]{36}$/,
+  );
+  await expect(outcome.getByTestId("operation-status")).toHaveText("succeeded", {
+    timeout: 60_000,
+  });
+  await expect(page.getByTestId("detail-state")).toHaveText("terminated", { timeout: 30_000 });
+  await expect(page.getByTestId("history")).toContainText("vm.drain");
+
+  await page.goto("/admin/fleets");
+  await expect(card.getByTestId("fleet-counts")).toHaveText("1 ready", { timeout: 30_000 });
+  await card.getByRole("button", { name: `Destroy ${name}` }).click();
+  await page.getByLabel("Fleet name").fill(name);
+  await page.getByRole("button", { name: "Destroy fleet" }).click();
   await expect(page.getByTestId("operation-status")).toHaveText("succeeded", { timeout: 60_000 });
   await expect(page.getByTestId("fleet-card").filter({ hasText: name })).toHaveCount(0, {
     timeout: 30_000,

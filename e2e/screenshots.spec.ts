@@ -16,7 +16,9 @@ test("the main pages render at desktop and mobile widths", async ({
   const dir = path.resolve(testInfo.project.testDir, "..", "e2e-artifacts");
   await waitForReady(request, 1);
   const researcher = await signInAs("researcher", "screens");
-  expect((await mutate(researcher.context.request, "vm.claim")).error).toBeUndefined();
+  const claim = await mutate(researcher.context.request, "vm.claim");
+  expect(claim.error).toBeUndefined();
+  const { vmId } = claim.data as { vmId: string };
   const admin = await signInAs("admin", "screens-admin");
 
   const shots: { file: string; page: Page; path: string; ready: (p: Page) => Promise<void> }[] = [
@@ -42,19 +44,43 @@ test("the main pages render at desktop and mobile widths", async ({
       },
     },
     {
+      file: "profile",
+      page: researcher.page,
+      path: "/profile",
+      ready: (p) => expect(p.getByRole("heading", { name: "SSH keys" })).toBeVisible(),
+    },
+    {
       file: "admin",
       page: admin.page,
       path: "/admin",
       ready: (p) => expect(p.getByTestId("vm-row").first()).toBeVisible(),
     },
+    {
+      file: "vm-detail",
+      page: admin.page,
+      path: `/admin/vms/${vmId}`,
+      ready: (p) => expect(p.getByTestId("history")).toBeVisible(),
+    },
+    {
+      file: "fleets",
+      page: admin.page,
+      path: "/admin/fleets",
+      ready: (p) => expect(p.getByTestId("fleet-card").first()).toBeVisible(),
+    },
   ];
-  for (const viewport of VIEWPORTS) {
+  // Each page in the light theme at both widths, and in the dark theme at desktop width.
+  const runs = [
+    ...VIEWPORTS.map((viewport) => ({ viewport, scheme: "light" as const, suffix: viewport.name })),
+    { viewport: VIEWPORTS[0], scheme: "dark" as const, suffix: "desktop-dark" },
+  ];
+  for (const { viewport, scheme, suffix } of runs) {
     for (const shot of shots) {
+      await shot.page.emulateMedia({ colorScheme: scheme });
       await shot.page.setViewportSize({ width: viewport.width, height: viewport.height });
       await shot.page.goto(shot.path);
       await shot.ready(shot.page);
       await shot.page.screenshot({
-        path: path.join(dir, `${shot.file}-${viewport.name}.png`),
+        path: path.join(dir, `${shot.file}-${suffix}.png`),
         fullPage: true,
       });
     }

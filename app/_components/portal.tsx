@@ -5,6 +5,7 @@ import { useState } from "react";
 import { useTRPC } from "../providers";
 import { ConnectCrd } from "./connect-crd";
 import { GpuList } from "./gpu-list";
+import { HoldTime, SshCommand } from "./hold-and-ssh";
 import { PoolSummary } from "./pool-summary";
 
 export function Portal() {
@@ -53,8 +54,14 @@ export function Portal() {
               <dd data-testid="vm-agent-ready">{vm.agentReady ? "yes" : "waiting for the VM…"}</dd>
               <dt className="text-slate-500">Claimed</dt>
               <dd>{vm.claimedAt ? new Date(vm.claimedAt).toLocaleString() : "—"}</dd>
+              <HoldTime
+                claimedAt={vm.claimedAt}
+                expiresAt={vm.holdExpiresAt}
+                limitMinutes={vm.fleet.maxHoldMinutes}
+              />
             </dl>
             <GpuList gpus={vm.gpus} />
+            <SshCommand command={vm.ssh.command} />
             <ConnectCrd crd={vm.connection.crd} />
             {confirming ? (
               <div className="flex flex-wrap items-center gap-3 rounded border border-amber-300 bg-amber-50 p-3 text-sm dark:border-amber-800 dark:bg-amber-950">

@@ -4,8 +4,9 @@ import { createTestDatabase, type TestDatabase } from "../../tests/db";
 import { makeFleet, makeUser, makeUsers, makeVms } from "../../tests/fixtures";
 import { auditEvents, vms } from "../db/schema";
 import { acknowledge } from "./agents";
-import { claimVm, heldVm, poolSummary, releaseVm } from "./allocation";
+import { claimVm, heldVm, releaseVm } from "./allocation";
 import { DomainError } from "./errors";
+import { poolSummary } from "./pool";
 import type { Actor } from "./vm-state";
 
 let t: TestDatabase;

@@ -1,17 +1,8 @@
-import { and, count, eq, getTableColumns, inArray, ne, sql } from "drizzle-orm";
+import { and, eq, getTableColumns, inArray, sql } from "drizzle-orm";
 import type postgres from "postgres";
 import type { DbOrTx } from "../db/client";
-import {
-  crdHandoffs,
-  fleets,
-  type UserRole,
-  users,
-  type Vm,
-  type VmState,
-  vms,
-} from "../db/schema";
+import { crdHandoffs, fleets, type UserRole, users, type Vm, vms } from "../db/schema";
 import { DomainError } from "./errors";
-import { fleetAccessible, type Viewer } from "./groups";
 import { type Actor, HOLDER_STATES, transition } from "./vm-state";
 
 /** Select list that maps snake_case columns back to the Drizzle row shape. */
@@ -149,9 +140,18 @@ function claimText(byFleet: boolean, byType: boolean, admin: boolean): string {
   return text;
 }
 
+/** What a failed claim reports about the VMs it could have had (the error's details). */
+export type ClaimCapacity = {
+  ready: number;
+  booting: number;
+  inUse: number;
+  unhealthy: number;
+  total: number;
+};
+
 type ClaimRow = Vm & {
   outcome: "held" | "claimed" | null;
-  capacity: (Capacity & { fleetOk: boolean | null }) | null;
+  capacity: (ClaimCapacity & { fleetOk: boolean | null }) | null;
 };
 
 /**
@@ -220,75 +220,6 @@ export async function claimVm(db: DbOrTx, req: ClaimRequest): Promise<ClaimResul
   );
 }
 
-export type Capacity = {
-  ready: number;
-  booting: number;
-  inUse: number;
-  unhealthy: number;
-  total: number;
-};
-
-const BOOTING: readonly VmState[] = ["provisioning", "booting", "rebooting"];
-const IN_USE: readonly VmState[] = ["claimed", "releasing", "draining"];
-
-function summarize(rows: { state: VmState; healthy: boolean; n: number }[]): Capacity {
-  const c: Capacity = { ready: 0, booting: 0, inUse: 0, unhealthy: 0, total: 0 };
-  for (const r of rows) {
-    if (r.state === "terminated") continue;
-    c.total += r.n;
-    if (r.state === "ready" && r.healthy) c.ready += r.n;
-    else if (r.state === "ready" || r.state === "failed") c.unhealthy += r.n;
-    else if (BOOTING.includes(r.state)) c.booting += r.n;
-    else if (IN_USE.includes(r.state)) c.inUse += r.n;
-  }
-  return c;
-}
-
-export type PoolFleet = {
-  fleetId: string;
-  name: string;
-  instanceType: string;
-  gpuModel: string | null;
-  gpuCount: number;
-} & Capacity;
-
-/**
- * Availability per fleet the viewer may claim from (anonymous visitors: the fleets open to every
- * researcher). Counts only: safe for anonymous callers.
- */
-export async function poolSummary(
-  db: DbOrTx,
-  viewer: Viewer = null,
-): Promise<{ fleets: PoolFleet[]; totals: Capacity }> {
-  const fleetRows = await db
-    .select({
-      fleetId: fleets.id,
-      name: fleets.name,
-      instanceType: fleets.instanceType,
-      gpuModel: fleets.gpuModel,
-      gpuCount: fleets.gpuCount,
-    })
-    .from(fleets)
-    .where(
-      and(
-        inArray(fleets.status, ["active", "scaling", "creating"]),
-        fleetAccessible(fleets.id, viewer),
-      ),
-    )
-    .orderBy(fleets.name);
-  const counts = await db
-    .select({ fleetId: vms.fleetId, state: vms.state, healthy: vms.healthy, n: count() })
-    .from(vms)
-    .where(ne(vms.state, "terminated"))
-    .groupBy(vms.fleetId, vms.state, vms.healthy);
-  const result = fleetRows.map((f) => ({
-    ...f,
-    ...summarize(counts.filter((c) => c.fleetId === f.fleetId)),
-  }));
-  const totals = summarize(counts.filter((c) => fleetRows.some((f) => f.fleetId === c.fleetId)));
-  return { fleets: result, totals };
-}
-
 /**
  * Gives the researcher's VM back: it goes to `releasing`, the agent wipes the researcher's traces
  * and acknowledges, and only then does the VM return to the pool.
@@ -313,6 +244,31 @@ export async function releaseVm(db: DbOrTx, req: { userId: string; actor: Actor 
   });
 }
 
+/**
+ * The login researchers use on a fleet's VMs when its config names none: the default user of the
+ * Ubuntu images (AWS Deep Learning AMIs included) LabLink fleets run on. It must match the agent's
+ * LABLINK_RESEARCH_USER, the account whose authorized_keys receives the researcher's keys.
+ */
+export const DEFAULT_SSH_USER = "ubuntu";
+
+/** A host name or IP address safe to print in a shell command (agents report host names). */
+const SAFE_HOST = /^[A-Za-z0-9](?:[A-Za-z0-9.:-]{0,252}[A-Za-z0-9])?$/;
+/** A POSIX login name (what useradd accepts by default). */
+const SAFE_USER = /^[a-z_][a-z0-9_-]{0,31}$/;
+
+/** How to reach a VM over SSH: the public address, else the private one, else its host name. */
+export function sshAccess(vm: {
+  publicIp: string | null;
+  privateIp: string | null;
+  hostname: string | null;
+  sshUser: string | null;
+}) {
+  const address =
+    [vm.publicIp, vm.privateIp, vm.hostname].find((a) => a && SAFE_HOST.test(a)) ?? null;
+  const user = vm.sshUser && SAFE_USER.test(vm.sshUser) ? vm.sshUser : DEFAULT_SSH_USER;
+  return { address, user, command: address ? `ssh ${user}@${address}` : null };
+}
+
 /** The researcher's VM with what the portal shows about it. */
 export async function myVm(db: DbOrTx, userId: string) {
   const [row] = await db
@@ -326,18 +282,31 @@ export async function myVm(db: DbOrTx, userId: string) {
       claimedAt: vms.claimedAt,
       lastHeartbeatAt: vms.lastHeartbeatAt,
       hostname: vms.hostname,
+      publicIp: vms.publicIp,
+      privateIp: vms.privateIp,
       agentReady: sql<boolean>`${vms.assignmentAckedId} IS NOT DISTINCT FROM ${vms.assignmentId} AND ${vms.assignmentId} IS NOT NULL`,
+      sshUser: sql<string | null>`${fleets.config}->>'sshUser'`,
       fleet: {
         id: fleets.id,
         name: fleets.name,
         instanceType: fleets.instanceType,
         gpuModel: fleets.gpuModel,
+        maxHoldMinutes: fleets.maxHoldMinutes,
       },
     })
     .from(vms)
     .innerJoin(fleets, eq(fleets.id, vms.fleetId))
     .where(and(eq(vms.holderId, userId), inArray(vms.state, HOLDER_STATES)));
-  return row ?? null;
+  if (!row) return null;
+  const { sshUser, ...vm } = row;
+  const limit = vm.fleet.maxHoldMinutes;
+  return {
+    ...vm,
+    ssh: sshAccess({ ...vm, sshUser }),
+    /** When the hold limit releases this VM; null without a limit. */
+    holdExpiresAt:
+      limit !== null && vm.claimedAt ? new Date(vm.claimedAt.getTime() + limit * 60_000) : null,
+  };
 }
 
 /** Display name of a user, for the agent (no email). */

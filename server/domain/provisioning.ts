@@ -20,6 +20,8 @@ export type FleetSpec = {
   region?: string | null;
   image?: string | null;
   size: number;
+  /** How long a researcher may hold one of its VMs; null or absent: no limit. */
+  maxHoldMinutes?: number | null;
   config: Record<string, unknown>;
 };
 
@@ -37,6 +39,7 @@ export async function createFleet(db: Db, spec: FleetSpec, actor: Actor) {
           region: spec.region ?? null,
           image: spec.image ?? null,
           desiredSize: 0,
+          maxHoldMinutes: spec.maxHoldMinutes ?? null,
           status: "creating",
           config: spec.config,
         })

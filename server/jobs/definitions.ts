@@ -4,6 +4,7 @@ import type { FleetDriver } from "../cloud/driver";
 import type { Ec2Api } from "../cloud/ec2/ec2";
 import { fleets } from "../db/schema";
 import { markSilentAgents } from "../domain/health";
+import { releaseExpiredHolds } from "../domain/hold-limits";
 import { type OrphanPolicy, reconcileAll } from "../domain/reconcile";
 import { defineJob } from "./define";
 import { executeOperation, type OperationSettings } from "./operations";
@@ -30,6 +31,22 @@ export const sweepSilentAgents = (deps: JobDeps) =>
       if (ids.length > 0)
         log.warn({ count: ids.length }, "agents went silent; VMs marked unhealthy");
       return { marked: ids.length };
+    },
+  });
+
+/** Releases VMs held past their fleet's hold limit (the agent wipes them as in any release). */
+export const expireHolds = () =>
+  defineJob({
+    name: "vm.expire-holds",
+    schema: z.strictObject({}),
+    retry: { limit: 0, delaySeconds: 0, backoff: false },
+    timeoutSeconds: 5 * 60,
+    handler: async (_payload, { db, log }) => {
+      const released = await releaseExpiredHolds(db);
+      // Ids only: who held the VM is in the audit row, not in the logs.
+      if (released.length > 0)
+        log.info({ vmIds: released.map((r) => r.vmId) }, "holds expired; VMs released");
+      return { released: released.length };
     },
   });
 
@@ -97,6 +114,7 @@ export const reconcileFleets = (deps: JobDeps) =>
 export const allJobs = (deps: JobDeps) => [
   reconcileFleets(deps),
   sweepSilentAgents(deps),
+  expireHolds(),
   applyFleet(deps),
   runOperation(deps),
 ];

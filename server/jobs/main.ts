@@ -106,6 +106,12 @@ async function main() {
         .send("vm.sweep-silent", {}, { singletonSeconds: 10 })
         .catch((err) => log.error({ err }, "sweep enqueue failed"));
     }, 10_000),
+    // Hold limits are whole minutes: checking every 30 s releases a VM at most that late.
+    setInterval(() => {
+      runner
+        .send("vm.expire-holds", {}, { singletonSeconds: 30 })
+        .catch((err) => log.error({ err }, "hold-limit enqueue failed"));
+    }, 30_000),
     ...(e.LABLINK_RECONCILE_INTERVAL_S > 0
       ? [
           setInterval(() => {

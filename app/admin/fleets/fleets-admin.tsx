@@ -30,6 +30,8 @@ export function FleetsAdmin() {
     gpuModel: "",
     gpuCount: 1,
     size: 2,
+    /** Hours a researcher may hold a VM; empty: no limit. */
+    holdHours: "",
     region: "us-west-2",
     image: "",
   });
@@ -89,6 +91,14 @@ export function FleetsAdmin() {
                   ({f.driver}, {f.status})
                 </span>
               </p>
+              {f.maxHoldMinutes !== null && (
+                <p data-testid="fleet-hold-limit">
+                  Hold limit:{" "}
+                  {f.maxHoldMinutes >= 60
+                    ? `${f.maxHoldMinutes / 60} h`
+                    : `${f.maxHoldMinutes} min`}
+                </p>
+              )}
               <p data-testid="fleet-counts">
                 {Object.entries(f.vmCounts)
                   .map(([s, n]) => `${n} ${s}`)
@@ -186,6 +196,9 @@ export function FleetsAdmin() {
               gpuModel: form.gpuModel || undefined,
               gpuCount: form.gpuCount,
               size: form.size,
+              maxHoldMinutes: form.holdHours.trim()
+                ? Math.round(Number(form.holdHours) * 60)
+                : null,
             };
             create.mutate(
               form.driver === "local"
@@ -277,6 +290,26 @@ export function FleetsAdmin() {
               className={inputClass}
             />
             <FieldError errors={fieldErrors} path="size" />
+          </div>
+          <div>
+            <label htmlFor="fleet-hold" className="mb-1 block font-medium">
+              Hold limit (hours)
+            </label>
+            <input
+              id="fleet-hold"
+              type="number"
+              min={0}
+              step="any"
+              value={form.holdHours}
+              placeholder="no limit"
+              onChange={(e) => setForm({ ...form, holdHours: e.target.value })}
+              className={inputClass}
+              aria-describedby="hold-help err-maxHoldMinutes"
+            />
+            <p id="hold-help" className="mt-1 text-slate-600 dark:text-slate-400">
+              A researcher's VM is released this long after they claim it. Empty: no limit.
+            </p>
+            <FieldError errors={fieldErrors} path="maxHoldMinutes" />
           </div>
           {form.driver === "terraform" && (
             <>

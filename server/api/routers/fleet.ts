@@ -7,6 +7,9 @@ import { adminProcedure, createRouter, noInput } from "../trpc";
 
 /** Fleet sizes an admin may ask for in one request. */
 export const MAX_FLEET_SIZE = 200;
+/** Hold limits an admin may set: shorter than 15 minutes leaves no time to work, 30 days at most. */
+export const MIN_HOLD_MINUTES = 15;
+export const MAX_HOLD_MINUTES = 43_200;
 
 const common = {
   name: z
@@ -27,6 +30,14 @@ const common = {
   gpuModel: z.string().trim().min(1).max(100).optional(),
   gpuCount: z.number().int().min(0).max(16).default(1),
   size: z.number().int().min(0).max(MAX_FLEET_SIZE),
+  /** A researcher's hold limit: 15 minutes to 30 days; null or absent: no limit. */
+  maxHoldMinutes: z
+    .number()
+    .int("must be a whole number of minutes")
+    .min(MIN_HOLD_MINUTES, `must be at least ${MIN_HOLD_MINUTES} minutes`)
+    .max(MAX_HOLD_MINUTES, `must be at most ${MAX_HOLD_MINUTES} minutes (30 days)`)
+    .nullable()
+    .optional(),
 };
 
 const createInput = z.discriminatedUnion("driver", [
@@ -59,6 +70,7 @@ export const fleetRouter = createRouter({
         region: input.driver === "terraform" ? input.region : "this machine",
         image: input.driver === "terraform" ? input.image : null,
         size: input.size,
+        maxHoldMinutes: input.maxHoldMinutes ?? null,
         config: input.driver === "terraform" ? input.config : {},
       },
       ctx.actor,

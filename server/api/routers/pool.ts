@@ -1,4 +1,4 @@
-import { poolSummary } from "../../domain/allocation";
+import { poolSummary } from "../../domain/pool";
 import { createRouter, noInput, viewerProcedure } from "../trpc";
 
 export const poolRouter = createRouter({

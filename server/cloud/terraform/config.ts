@@ -31,6 +31,11 @@ export const terraformFleetConfig = z.strictObject({
     .optional(),
   rootVolumeGb: z.number().int().min(20).max(4096).default(100),
   keyName: z.string().trim().min(1).max(255).optional(),
+  /** The login researchers' `ssh` command names (the portal's default: ubuntu). */
+  sshUser: z
+    .string()
+    .regex(/^[a-z_][a-z0-9_-]{0,31}$/, "must be a Unix login name such as ubuntu")
+    .optional(),
   allowedSshCidrs: z.array(cidr).max(20).default([]),
   tutorialRepo: z
     .url({ protocol: /^https$/ })

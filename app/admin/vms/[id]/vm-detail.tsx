@@ -6,8 +6,9 @@ import { useState } from "react";
 import { GpuList } from "@/app/_components/gpu-list";
 import { useTRPC } from "@/app/providers";
 import { age, HealthBadge, StateBadge } from "../../badges";
+import { OperationLog } from "../../fleets/operation-log";
 
-type Action = "drain" | "undrain" | "forceRelease" | "markFailed";
+type Action = "drain" | "undrain" | "forceRelease" | "markFailed" | "reboot" | "terminate";
 
 const LABELS: Record<Action, { button: string; confirm: string }> = {
   drain: {
@@ -24,7 +25,19 @@ const LABELS: Record<Action, { button: string; confirm: string }> = {
     button: "Mark failed",
     confirm: "Mark this VM failed? It leaves the pool and its researcher loses it.",
   },
+  reboot: {
+    button: "Reboot",
+    confirm: "Reboot this VM? A researcher on it is disconnected and gets it back when it is up.",
+  },
+  terminate: {
+    button: "Terminate",
+    confirm:
+      "Terminate this VM for good? Its researcher loses it and everything on it; the fleet shrinks by one.",
+  },
 };
+
+/** What the last action did: the VM's new state, or the operation it started. */
+type Outcome = { action: Action; state?: string; operationId?: string };
 
 export function VmDetail({ vmId }: { vmId: string }) {
   const trpc = useTRPC();
@@ -32,16 +45,22 @@ export function VmDetail({ vmId }: { vmId: string }) {
   const vm = useQuery({ ...trpc.vm.get.queryOptions({ vmId }), refetchInterval: 3_000 });
   const [pending, setPending] = useState<Action | null>(null);
   const [reason, setReason] = useState("");
-  const done = () => {
+  const [outcome, setOutcome] = useState<Outcome | null>(null);
+  const done = (action: Action) => (r: { state?: string; operation?: { id: string } }) => {
     setPending(null);
     setReason("");
+    setOutcome({ action, state: r.state, operationId: r.operation?.id });
     return queryClient.invalidateQueries();
   };
   const mutations = {
-    drain: useMutation(trpc.vm.drain.mutationOptions({ onSuccess: done })),
-    undrain: useMutation(trpc.vm.undrain.mutationOptions({ onSuccess: done })),
-    forceRelease: useMutation(trpc.vm.forceRelease.mutationOptions({ onSuccess: done })),
-    markFailed: useMutation(trpc.vm.markFailed.mutationOptions({ onSuccess: done })),
+    drain: useMutation(trpc.vm.drain.mutationOptions({ onSuccess: done("drain") })),
+    undrain: useMutation(trpc.vm.undrain.mutationOptions({ onSuccess: done("undrain") })),
+    forceRelease: useMutation(
+      trpc.vm.forceRelease.mutationOptions({ onSuccess: done("forceRelease") }),
+    ),
+    markFailed: useMutation(trpc.vm.markFailed.mutationOptions({ onSuccess: done("markFailed") })),
+    reboot: useMutation(trpc.vm.reboot.mutationOptions({ onSuccess: done("reboot") })),
+    terminate: useMutation(trpc.vm.terminate.mutationOptions({ onSuccess: done("terminate") })),
   };
   const error = Object.values(mutations).find((m) => m.isError)?.error;
 
@@ -59,6 +78,8 @@ export function VmDetail({ vmId }: { vmId: string }) {
   if (v.state === "draining") available.push("undrain");
   if (v.holder) available.push("forceRelease");
   if (!["failed", "terminated", "terminating"].includes(v.state)) available.push("markFailed");
+  if (!["provisioning", "terminated", "terminating"].includes(v.state)) available.push("reboot");
+  if (!["terminated", "terminating"].includes(v.state)) available.push("terminate");
 
   const run = (a: Action) => {
     if (a === "markFailed") mutations.markFailed.mutate({ vmId, reason });
@@ -166,6 +187,33 @@ export function VmDetail({ vmId }: { vmId: string }) {
           <p role="alert" className="text-sm text-red-700 dark:text-red-300">
             {error.message}
           </p>
+        )}
+        {outcome && !pending && (
+          <div data-testid="action-outcome" role="status" className="space-y-2 text-sm">
+            {outcome.operationId ? (
+              <>
+                <p>
+                  {LABELS[outcome.action].button} started as operation{" "}
+                  <Link
+                    href={`/admin/operations/${outcome.operationId}`}
+                    className="font-mono text-indigo-700 hover:underline dark:text-indigo-300"
+                  >
+                    {outcome.operationId.slice(0, 8)}
+                  </Link>
+                  .
+                </p>
+                <OperationLog
+                  key={outcome.operationId}
+                  operationId={outcome.operationId}
+                  title={`${LABELS[outcome.action].button} ${v.name}`}
+                />
+              </>
+            ) : (
+              <p>
+                {LABELS[outcome.action].button}: the VM is now <strong>{outcome.state}</strong>.
+              </p>
+            )}
+          </div>
         )}
       </section>
 

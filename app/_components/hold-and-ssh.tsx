@@ -1,0 +1,121 @@
+"use client";
+
+import { useEffect, useState } from "react";
+import { duration } from "./pool-text";
+
+/** Under this much time left, My VM warns that the VM will be released. */
+export const WARN_BEFORE_MS = 15 * 60_000;
+
+/** The current time, ticking every `everyMs` (re-renders the clock, nothing else). */
+function useNow(everyMs = 15_000): number {
+  const [now, setNow] = useState(() => Date.now());
+  useEffect(() => {
+    const t = setInterval(() => setNow(Date.now()), everyMs);
+    return () => clearInterval(t);
+  }, [everyMs]);
+  return now;
+}
+
+/** Time held since the claim, and time left when the fleet has a hold limit. */
+export function HoldTime({
+  claimedAt,
+  expiresAt,
+  limitMinutes,
+}: {
+  claimedAt: Date | string | null;
+  expiresAt: Date | string | null;
+  limitMinutes: number | null;
+}) {
+  const now = useNow();
+  if (!claimedAt) return null;
+  const held = now - new Date(claimedAt).getTime();
+  const left = expiresAt ? new Date(expiresAt).getTime() - now : null;
+  return (
+    <>
+      <dt className="text-slate-500 dark:text-slate-400">Held for</dt>
+      <dd data-testid="time-held">{duration(held)}</dd>
+      <dt className="text-slate-500 dark:text-slate-400">Time left</dt>
+      <dd data-testid="time-left">
+        {left === null ? (
+          "no limit"
+        ) : (
+          <>
+            {duration(left)}{" "}
+            <span className="text-slate-500 dark:text-slate-400">
+              (limit {duration((limitMinutes ?? 0) * 60_000)}, released at{" "}
+              {new Date(expiresAt as Date | string).toLocaleTimeString([], {
+                hour: "2-digit",
+                minute: "2-digit",
+              })}
+              )
+            </span>
+          </>
+        )}
+      </dd>
+      {left !== null && left < WARN_BEFORE_MS && (
+        <dd
+          role="alert"
+          data-testid="hold-warning"
+          className="col-span-2 rounded border border-amber-300 bg-amber-50 p-2 text-amber-950 dark:border-amber-800 dark:bg-amber-950 dark:text-amber-100"
+        >
+          {left > 0
+            ? `This VM will be released in ${duration(left)}: save your work and copy off what you need.`
+            : "Your time on this VM is up: it is being released. Save what you can now."}
+        </dd>
+      )}
+    </>
+  );
+}
+
+/** The exact ssh command for the VM, with a copy button. */
+export function SshCommand({ command }: { command: string | null }) {
+  const [copied, setCopied] = useState<"yes" | "failed" | null>(null);
+  return (
+    <section
+      aria-labelledby="ssh-heading"
+      className="space-y-2 rounded border border-slate-200 p-4 dark:border-slate-800"
+    >
+      <h2 id="ssh-heading" className="font-semibold">
+        Connect with SSH
+      </h2>
+      {command ? (
+        <>
+          <div className="flex flex-wrap items-center gap-2">
+            <code
+              data-testid="ssh-command"
+              className="min-w-0 flex-1 overflow-x-auto rounded bg-slate-100 px-3 py-2 font-mono text-sm whitespace-nowrap dark:bg-slate-800"
+            >
+              {command}
+            </code>
+            <button
+              type="button"
+              onClick={() =>
+                navigator.clipboard.writeText(command).then(
+                  () => setCopied("yes"),
+                  () => setCopied("failed"),
+                )
+              }
+              className="rounded border border-slate-400 px-3 py-1.5 text-sm hover:bg-slate-100 dark:border-slate-600 dark:hover:bg-slate-800"
+            >
+              Copy
+            </button>
+            <span aria-live="polite" className="text-sm text-slate-600 dark:text-slate-400">
+              {copied === "yes" ? "Copied." : copied === "failed" ? "Select and copy it." : ""}
+            </span>
+          </div>
+          <p className="text-sm text-slate-600 dark:text-slate-400">
+            Uses the SSH keys in your{" "}
+            <a href="/profile" className="text-indigo-700 underline dark:text-indigo-300">
+              profile
+            </a>
+            ; add one there first if you have none.
+          </p>
+        </>
+      ) : (
+        <p className="text-sm text-slate-600 dark:text-slate-400">
+          The VM's address is not known yet; it appears here once the VM has started.
+        </p>
+      )}
+    </section>
+  );
+}

@@ -1,0 +1,98 @@
+import type { PoolSummary } from "../server/domain/pool";
+import { createLocalFleet, destroyFleet, fleetName, query } from "./admin-api";
+import { expect, FLEET_SIZE, mutate, test, waitForReady } from "./fixtures";
+
+test("researcher sees the ssh command, time held and time left on My VM, and a warning near the limit", async ({
+  signInAs,
+}) => {
+  const admin = await signInAs("admin", "hold-admin");
+  // The shortest limit an admin may set: a fresh claim already has under 15 minutes left.
+  const fleetId = await createLocalFleet(admin.context.request, {
+    name: fleetName("held"),
+    size: 1,
+    maxHoldMinutes: 15,
+  });
+  try {
+    const researcher = await signInAs("researcher", "holder");
+    const claim = await mutate(researcher.context.request, "vm.claim", { fleetId });
+    expect(claim.error).toBeUndefined();
+    const { page, context } = researcher;
+    await page.reload();
+
+    await expect(page.getByTestId("vm-state")).toHaveText("claimed");
+    // A local VM's address is its host name; the login is the documented default.
+    await expect(page.getByTestId("ssh-command")).toHaveText(/^ssh ubuntu@[A-Za-z0-9.:-]+$/);
+    await context.grantPermissions(["clipboard-read", "clipboard-write"]);
+    await page.getByRole("button", { name: "Copy" }).click();
+    await expect(page.getByText("Copied.")).toBeVisible();
+    expect(await page.evaluate(() => navigator.clipboard.readText())).toBe(
+      await page.getByTestId("ssh-command").textContent(),
+    );
+
+    await expect(page.getByTestId("time-held")).toHaveText(/^(under a minute|\d+ min)$/);
+    await expect(page.getByTestId("time-left")).toContainText(/1[45] min/);
+    await expect(page.getByTestId("time-left")).toContainText("limit 15 min");
+    await expect(page.getByTestId("hold-warning")).toContainText("This VM will be released in");
+
+    await page.getByRole("button", { name: "Release VM" }).click();
+    await page.getByRole("button", { name: "Yes, release it" }).click();
+    await expect(page.getByRole("button", { name: "Claim a GPU VM" })).toBeVisible();
+  } finally {
+    await destroyFleet(admin.context.request, fleetId);
+  }
+});
+
+test("researcher sees why no VM can be claimed and when capacity is expected", async ({
+  signInAs,
+  request,
+}) => {
+  await waitForReady(request, FLEET_SIZE);
+  for (let i = 0; i < FLEET_SIZE - 1; i++) {
+    const holder = await signInAs("researcher", `taker${i}`);
+    expect((await mutate(holder.context.request, "vm.claim")).error).toBeUndefined();
+  }
+  const waiting = await signInAs("researcher", "waiting");
+  const { page } = waiting;
+
+  // The last free VM reboots: capacity on its way, due in the fleet's usual boot time (the
+  // median of its VMs' boots so far).
+  const admin = await signInAs("admin", "rebooter");
+  const free = await query<{ rows: { id: string }[] }>(admin.context.request, "vm.list", {
+    states: ["ready"],
+    limit: 1,
+  });
+  const vmId = free.rows[0]?.id;
+  expect(vmId).toBeTruthy();
+  expect((await mutate(admin.context.request, "vm.reboot", { vmId })).error).toBeUndefined();
+  // A local VM is back within seconds, faster than the page polls: catch the server's answer
+  // while it reboots, then show the page exactly that answer.
+  let rebooting: unknown = null;
+  await expect
+    .poll(
+      async () => {
+        const res = await waiting.context.request.get("/api/trpc/pool.summary");
+        const body = await res.json();
+        const pool = body.result.data.json as PoolSummary;
+        if (pool.totals.ready === 0 && pool.fleets.some((f) => f.outlook.kind === "booting"))
+          rebooting = body;
+        return rebooting !== null;
+      },
+      { timeout: 30_000, intervals: [100] },
+    )
+    .toBe(true);
+  await page.route("**/api/trpc/pool.summary**", (route) => route.fulfill({ json: rebooting }));
+  await page.reload();
+  await expect(page.getByTestId("pool-message")).toContainText(
+    /No VM is free right now\. 1 VM is starting up, usually ready in about \d+ min/,
+  );
+  await expect(page.getByTestId("fleet-outlook").first()).toContainText("1 VM is starting up");
+  await page.unroute("**/api/trpc/pool.summary**");
+
+  // Why, live: once it is back and taken too, every VM is held and nothing is starting.
+  await waitForReady(request, 1);
+  const last = await signInAs("researcher", "last-taker");
+  expect((await mutate(last.context.request, "vm.claim")).error).toBeUndefined();
+  await page.reload();
+  await expect(page.getByTestId("pool-message")).toContainText("every VM is in use");
+  await expect(page.getByTestId("fleet-outlook").first()).toContainText("Every VM is in use");
+});
