@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { statfs } from "node:fs/promises";
+import { mkdir, statfs } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
@@ -71,6 +71,7 @@ async function main(config: AgentConfig): Promise<void> {
           config.boot.containerReadyFile ?? join(config.stateDir, "container-ready"),
       })
     : null;
+  if (shipper) await mkdir(config.stateDir, { recursive: true });
   const tails = shipper
     ? tailFiles({
         shipper,
@@ -79,6 +80,7 @@ async function main(config: AgentConfig): Promise<void> {
           { source: "container", path: config.logs.containerLog },
         ],
         maxLineChars: config.logs.maxLineChars,
+        positionsFile: join(config.stateDir, "log-positions.json"),
         log: stdoutOnly,
       })
     : null;

@@ -1,4 +1,4 @@
-import { appendFile, rename, truncate, writeFile } from "node:fs/promises";
+import { appendFile, rename, rm, truncate, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import type { LogsInput } from "../../server/api/agent-protocol";
@@ -15,7 +15,7 @@ import {
   type ShipperOptions,
   scrubSecrets,
 } from "../src/logs/shipper";
-import { agentLogTap } from "../src/logs/sources";
+import { agentLogTap, tailFiles } from "../src/logs/sources";
 import { FileTail, truncateLine } from "../src/logs/tail";
 import { TransportError } from "../src/loop";
 import { eventually, tempDir } from "./helpers";
@@ -283,5 +283,44 @@ describe("file tail (real temp files)", () => {
     expect(lines.at(-1)).toBe("line-99");
     for (const l of lines) expect(l).toMatch(/^line-\d+$/);
     await t.close();
+  });
+});
+
+describe("log file positions survive an agent restart", () => {
+  it("a restarted agent resumes where the last one stopped; a replaced file starts over", async () => {
+    const dir = await tempDir();
+    const file = join(dir, "cloud-init-output.log");
+    const positions = join(dir, "log-positions.json");
+    const shipped: string[] = [];
+    const fakeShipper = {
+      push: (_source: string, _level: string, message: string) => shipped.push(message),
+    } as unknown as LogShipper;
+    const run = () =>
+      tailFiles({
+        shipper: fakeShipper,
+        files: [{ source: "cloud-init", path: file }],
+        maxLineChars: 100,
+        pollMs: 60_000,
+        positionsFile: positions,
+        log: silentLogger,
+      });
+    await writeFile(file, "boot-1 line-1\nboot-1 line-2\npart");
+    const first = run();
+    await first.pollNow();
+    await first.stop();
+    expect(shipped).toEqual(["boot-1 line-1", "boot-1 line-2"]);
+
+    await appendFile(file, "ial\nboot-2 line-1\n");
+    const second = run();
+    await second.pollNow();
+    await second.stop();
+    expect(shipped).toEqual(["boot-1 line-1", "boot-1 line-2", "partial", "boot-2 line-1"]);
+
+    await rm(file);
+    await writeFile(file, "new file\n");
+    const third = run();
+    await third.pollNow();
+    await third.stop();
+    expect(shipped.at(-1)).toBe("new file");
   });
 });

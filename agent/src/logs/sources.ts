@@ -1,6 +1,18 @@
+import { readFileSync } from "node:fs";
+import { rename, writeFile } from "node:fs/promises";
 import type { LogFields, Logger, Severity } from "../log";
 import { formatAgentEntry, guessLevel, type LogShipper } from "./shipper";
-import { FileTail } from "./tail";
+import { type FilePosition, FileTail } from "./tail";
+
+function loadPositions(file: string | null): Record<string, FilePosition> {
+  if (!file) return {};
+  try {
+    const parsed = JSON.parse(readFileSync(file, "utf8")) as unknown;
+    return parsed && typeof parsed === "object" ? (parsed as Record<string, FilePosition>) : {};
+  } catch {
+    return {};
+  }
+}
 
 /** Agent entries at this level and above are shipped (debug stays on the VM). */
 const SHIPPED: Severity[] = ["info", "warn", "error"];
@@ -23,22 +35,53 @@ export function tailFiles(options: {
   files: { source: "cloud-init" | "container"; path: string | null }[];
   maxLineChars: number;
   pollMs?: number;
+  /** A JSON file remembering how far each file was read (in the state dir); null: none. */
+  positionsFile: string | null;
   log: Logger;
 }): { stop: () => Promise<void>; pollNow: () => Promise<void> } {
+  const saved = loadPositions(options.positionsFile);
   const tails = options.files
     .filter((f): f is { source: "cloud-init" | "container"; path: string } => f.path !== null)
-    .map(
-      (f) =>
-        new FileTail({
-          path: f.path,
-          maxLineChars: options.maxLineChars,
-          // An agent restarted late in a boot ships the end of a long log, not all of it again.
-          startBytes: 256 * 1024,
-          onLine: (line) => options.shipper.push(f.source, guessLevel(line), line),
-        }),
-    );
+    .map((f) => ({
+      path: f.path,
+      tail: new FileTail({
+        path: f.path,
+        maxLineChars: options.maxLineChars,
+        // Without a saved position (first start, or the file was replaced), ship the end of a
+        // long log, not all of it: cloud-init's output log keeps every earlier boot's output.
+        startBytes: 256 * 1024,
+        resumeFrom: saved[f.path] ?? null,
+        onLine: (line) => options.shipper.push(f.source, guessLevel(line), line),
+      }),
+    }));
+  let written = JSON.stringify(saved);
+  let saving = Promise.resolve();
+  // One save at a time: the timer's poll and stop()'s last poll may overlap.
+  const savePositions = () => {
+    saving = saving.then(saveNow);
+    return saving;
+  };
+  const saveNow = async () => {
+    if (!options.positionsFile) return;
+    const now: Record<string, FilePosition> = { ...saved };
+    for (const t of tails) {
+      const at = t.tail.checkpoint();
+      if (at) now[t.path] = at;
+    }
+    const text = JSON.stringify(now);
+    if (text === written) return;
+    try {
+      const tmp = `${options.positionsFile}.tmp`;
+      await writeFile(tmp, text);
+      await rename(tmp, options.positionsFile);
+      written = text;
+    } catch (err) {
+      options.log.warn("could not save log file positions", { error: err });
+    }
+  };
   const pollNow = async () => {
-    await Promise.all(tails.map((t) => t.poll()));
+    await Promise.all(tails.map((t) => t.tail.poll()));
+    await savePositions();
   };
   const timer = setInterval(() => void pollNow(), options.pollMs ?? 1_000);
   timer.unref();
@@ -48,7 +91,7 @@ export function tailFiles(options: {
     stop: async () => {
       clearInterval(timer);
       await pollNow();
-      await Promise.all(tails.map((t) => t.close()));
+      await Promise.all(tails.map((t) => t.tail.close()));
     },
   };
 }

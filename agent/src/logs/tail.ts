@@ -14,7 +14,15 @@ export type TailOptions = {
   startBytes?: number;
   /** Most bytes read per poll, so one burst cannot hold the event loop. */
   chunkBytes?: number;
+  /**
+   * Where an earlier run of the agent stopped in this file (same inode): resume there instead,
+   * so a restarted agent, or the next boot, does not ship the same lines again.
+   */
+  resumeFrom?: FilePosition | null;
 };
+
+/** A place in a file: its inode and the byte offset of the first line not yet handed on. */
+export type FilePosition = { ino: number; position: number };
 
 const TRUNCATED = " …[truncated]";
 
@@ -35,22 +43,21 @@ export class FileTail {
   private decoder = new StringDecoder("utf8");
   private partial = "";
   private first = true;
-  private polling = false;
+  private inflight: Promise<void> | null = null;
 
   constructor(private readonly o: TailOptions) {}
 
-  /** Reads whatever was appended since the last poll. Never throws. */
-  async poll(): Promise<void> {
-    if (this.polling) return;
-    this.polling = true;
-    try {
-      await this.step();
-    } catch {
-      // An unreadable file (permissions, EIO) is tried again on the next poll.
-      await this.close();
-    } finally {
-      this.polling = false;
-    }
+  /** Reads whatever was appended since the last poll. Never throws; one read at a time. */
+  poll(): Promise<void> {
+    this.inflight ??= this.step()
+      .catch(async () => {
+        // An unreadable file (permissions, EIO) is tried again on the next poll.
+        await this.closeHandle();
+      })
+      .finally(() => {
+        this.inflight = null;
+      });
+    return this.inflight;
   }
 
   private async step(): Promise<void> {
@@ -65,19 +72,24 @@ export class FileTail {
       // Rotated or removed: finish the old file (still open) before moving on.
       await this.drain();
       this.flushPartial();
-      await this.close();
+      await this.closeHandle();
     }
     if (!current) return;
     if (!this.handle) {
       this.handle = await open(this.o.path, "r");
       this.ino = current.ino;
+      const resume = this.first ? this.o.resumeFrom : null;
       const skip = this.first && this.o.startBytes !== undefined;
-      this.position = skip ? Math.max(0, current.size - (this.o.startBytes ?? 0)) : 0;
-      this.first = false;
       this.decoder = new StringDecoder("utf8");
       this.partial = "";
-      // Started mid-file: the first "line" is a fragment, not worth shipping.
-      if (this.position > 0) this.skipFragment = true;
+      if (resume && resume.ino === current.ino && resume.position <= current.size) {
+        this.position = resume.position;
+      } else {
+        this.position = skip ? Math.max(0, current.size - (this.o.startBytes ?? 0)) : 0;
+        // Started mid-file: the first "line" is a fragment, not worth shipping.
+        if (this.position > 0) this.skipFragment = true;
+      }
+      this.first = false;
     } else if (current.size < this.position) {
       // Truncated in place: start again from the top.
       this.position = 0;
@@ -88,6 +100,12 @@ export class FileTail {
   }
 
   private skipFragment = false;
+
+  /** Where to resume after a restart (lines handed on so far); null while no file is open. */
+  checkpoint(): FilePosition | null {
+    if (this.ino === null) return null;
+    return { ino: this.ino, position: this.position - Buffer.byteLength(this.partial) };
+  }
 
   private async drain(): Promise<void> {
     const handle = this.handle;
@@ -131,7 +149,13 @@ export class FileTail {
     if (rest) this.emit(rest);
   }
 
+  /** Waits for a read in progress, then closes the file. */
   async close(): Promise<void> {
+    await this.inflight;
+    await this.closeHandle();
+  }
+
+  private async closeHandle(): Promise<void> {
     const h = this.handle;
     this.handle = null;
     this.ino = null;
