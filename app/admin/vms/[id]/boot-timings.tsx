@@ -59,7 +59,10 @@ export function BootTimings({ vmId }: { vmId: string }) {
       </p>
     );
   else {
-    const all = steps(t);
+    // In the order they happened (an agent often starts before cloud-init is done); not yet
+    // known milestones last.
+    const time = (s: Step) => (s.at ? Date.parse(s.at) : Number.POSITIVE_INFINITY);
+    const all = steps(t).sort((a, b) => time(a) - time(b));
     const origin =
       Date.parse(t.bootedAt ?? "") ||
       Math.min(...all.map((s) => Date.parse(s.at ?? "") || Infinity));
