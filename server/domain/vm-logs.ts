@@ -11,7 +11,7 @@ export const VM_LOG_KEEP = 5_000;
  * so the per-VM bound costs one index range delete now and then, not one per call. A VM may hold
  * up to about this many lines over VM_LOG_KEEP between prunes.
  */
-export const VM_LOG_PRUNE_EVERY = 200;
+export const VM_LOG_PRUNE_EVERY = 1_000;
 
 export type RecordLogsOptions = { keep?: number; pruneEvery?: number };
 

@@ -2,7 +2,7 @@ import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LOG_BATCH_MAX, LOG_LINE_MAX } from "../../server/api/agent-protocol";
 import { type Vm, vmLogs, vms } from "../../server/db/schema";
-import { listLogs, pruneLogs, recordLogs } from "../../server/domain/vm-logs";
+import { listLogs, pruneLogs, recordLogs, VM_LOG_PRUNE_EVERY } from "../../server/domain/vm-logs";
 import { createTestDatabase, type TestDatabase } from "../db";
 import { makeAgent, makeFleet, makeUser, makeVms } from "../fixtures";
 import { apiClient, tableCounts } from "./harness";
@@ -131,14 +131,14 @@ describe("bounded per VM", () => {
   it("prunes now and then by default, so a VM stays near the bound", async () => {
     const fleet = await makeFleet(t.db, { gpuCount: 0 });
     const [v] = (await makeVms(t.db, fleet, 1, "ready")) as [Vm];
-    for (let i = 0; i < 30; i++) {
+    for (let i = 0; i < 60; i++) {
       const lines = Array.from({ length: 50 }, (_, j) => line(`${i}-${j}`));
       await recordLogs(t.db, batch(v.id, lines) as never, { keep: 300 });
     }
     const count = (await rowsOf(v.id)).length;
-    // 1,500 lines shipped; pruning every ~200 ids keeps it within keep + 200 + one batch.
+    // 3,000 lines shipped; a prune at least every VM_LOG_PRUNE_EVERY ids keeps it near the bound.
     expect(count).toBeGreaterThanOrEqual(300);
-    expect(count).toBeLessThanOrEqual(300 + 200 + 50);
+    expect(count).toBeLessThanOrEqual(300 + VM_LOG_PRUNE_EVERY + 50);
     expect(await pruneLogs(t.db, v.id, 300)).toBe(count - 300);
   });
 });

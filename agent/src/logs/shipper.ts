@@ -20,7 +20,7 @@ export type ShipperOptions = {
   send: LogSink;
   /** Lines held while the server is slow or away; the oldest go first when full. */
   maxBuffered: number;
-  /** A batch goes out when this many lines wait, or `flushMs` after the first of them. */
+  /** A batch goes out when this many lines wait, or every `flushMs` with whatever waits. */
   batchLines: number;
   flushMs: number;
   maxLineChars: number;
