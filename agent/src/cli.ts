@@ -14,6 +14,10 @@ Options (each overrides its environment variable):
   --state-dir PATH     agent state folder                        LABLINK_STATE_DIR
   --research-user NAME the researchers' Unix account             LABLINK_RESEARCH_USER
   --log-level LEVEL    debug, info, warn, error, silent          LOG_LEVEL
+  --ship-logs 0|1      ship log lines to the server (default 1)  LABLINK_SHIP_LOGS
+  --cloud-init-log PATH cloud-init output log, or "none"         LABLINK_CLOUD_INIT_LOG
+  --container-log PATH research container log file, or "none"    LABLINK_CONTAINER_LOG
+  --container-ready-file PATH  created when the container is up  LABLINK_CONTAINER_READY_FILE
   -h, --help           show this help
   -v, --version        print the agent version
 
@@ -28,6 +32,10 @@ const FLAGS = {
   "state-dir": "LABLINK_STATE_DIR",
   "research-user": "LABLINK_RESEARCH_USER",
   "log-level": "LOG_LEVEL",
+  "ship-logs": "LABLINK_SHIP_LOGS",
+  "cloud-init-log": "LABLINK_CLOUD_INIT_LOG",
+  "container-log": "LABLINK_CONTAINER_LOG",
+  "container-ready-file": "LABLINK_CONTAINER_READY_FILE",
 } as const;
 
 export type CliResult =

@@ -74,5 +74,6 @@ export function createTrpcTransport(options: {
       await call(() => client.agent.ack.mutate(input, { signal }));
     },
     poll: (input, signal) => call(() => client.agent.poll.query(input, { signal })),
+    logs: (input, signal) => call(() => client.agent.logs.mutate(input, { signal })),
   };
 }

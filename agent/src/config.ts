@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { DEFAULT_REDIRECT_URL, DEFAULT_START_HOST } from "./handoff/crd";
 import { type FilePolicy, safeRelativePath } from "./host-actions";
 import { LOG_LEVELS, type LogLevel } from "./log";
+import { LOG_BATCH_MAX, LOG_LINE_MAX } from "./logs/shipper";
 import * as z from "./zod";
 
 /**
@@ -55,6 +56,27 @@ export type AgentConfig = {
   wipe: { files: FilePolicy; killProcesses: boolean };
   /** /proc, or a fake tree in tests. */
   procRoot: string;
+  /** Log shipping (agent.logs): the agent's own lines plus the files below. */
+  logs: {
+    enabled: boolean;
+    bufferLines: number;
+    batchLines: number;
+    flushMs: number;
+    maxLineChars: number;
+    /** cloud-init's output log; null: not shipped. */
+    cloudInitLog: string | null;
+    /** The research container's log file; null: not shipped. */
+    containerLog: string | null;
+  };
+  /** Where boot timings come from. */
+  boot: {
+    cloudInitDir: string;
+    containerReadyFile: string | null;
+    /** /proc for the boot time (btime); a simulated boot uses its own. */
+    procRoot: string;
+    /** Local fleet: write a plausible cloud-init run and container start into the state dir. */
+    simulate: boolean;
+  };
 };
 
 export class ConfigError extends Error {
@@ -118,7 +140,20 @@ const envSchema = z.object({
   LABLINK_WIPE_FILES: optionalString(z.maxLength(2000)),
   LABLINK_WIPE_KILL_PROCESSES: boolFlag,
   LABLINK_PROC_ROOT: optionalString(z.minLength(1)),
+  LABLINK_SHIP_LOGS: boolFlag,
+  LABLINK_LOG_BUFFER_LINES: optionalNumber(z.int(), z.gte(10), z.lte(100_000)),
+  LABLINK_LOG_BATCH_LINES: optionalNumber(z.int(), z.gte(1), z.lte(LOG_BATCH_MAX)),
+  LABLINK_LOG_FLUSH_S: optionalNumber(z.gte(0.05), z.lte(300)),
+  LABLINK_CLOUD_INIT_LOG: optionalString(z.minLength(1), z.maxLength(1000)),
+  LABLINK_CONTAINER_LOG: optionalString(z.minLength(1), z.maxLength(1000)),
+  LABLINK_CLOUD_INIT_DIR: optionalString(z.minLength(1), z.maxLength(1000)),
+  LABLINK_CONTAINER_READY_FILE: optionalString(z.minLength(1), z.maxLength(1000)),
+  LABLINK_SIMULATE_BOOT: boolFlag,
 });
+
+/** "none" switches a file off. */
+const pathOrNone = (v: string | undefined, fallback: string | null) =>
+  v === undefined ? fallback : v === "none" ? null : v;
 
 function filePolicy(value: string | undefined): FilePolicy {
   if (value === undefined || value === "home") return { kind: "home" };
@@ -208,6 +243,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AgentConfig {
     simulateGpu = { model: m[1].trim(), count };
   }
 
+  const stateDir = e.LABLINK_STATE_DIR ?? join(tmpdir(), `lablink-agent-${e.LABLINK_VM_ID}`);
+  const simulateBoot = flag(e.LABLINK_SIMULATE_BOOT, false);
+  const simDir = join(stateDir, "simulated-boot");
+
   return {
     serverUrl: e.LABLINK_SERVER_URL.replace(/\/+$/, ""),
     token,
@@ -216,7 +255,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AgentConfig {
     bootId: e.LABLINK_BOOT_ID ?? readBootId(),
     simulateGpu,
     heartbeatOverrideS: e.LABLINK_HEARTBEAT_S ?? null,
-    stateDir: e.LABLINK_STATE_DIR ?? join(tmpdir(), `lablink-agent-${e.LABLINK_VM_ID}`),
+    stateDir,
     nvidiaSmi: e.LABLINK_NVIDIA_SMI,
     nvidiaSmiTimeoutMs: e.LABLINK_NVIDIA_SMI_TIMEOUT_MS ?? 10_000,
     expectedGpus: e.LABLINK_EXPECTED_GPUS ?? null,
@@ -250,5 +289,28 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AgentConfig {
       killProcesses: flag(e.LABLINK_WIPE_KILL_PROCESSES, true),
     },
     procRoot: e.LABLINK_PROC_ROOT ?? "/proc",
+    logs: {
+      enabled: flag(e.LABLINK_SHIP_LOGS, true),
+      bufferLines: e.LABLINK_LOG_BUFFER_LINES ?? 2_000,
+      batchLines: e.LABLINK_LOG_BATCH_LINES ?? 200,
+      flushMs: Math.round((e.LABLINK_LOG_FLUSH_S ?? 3) * 1000),
+      maxLineChars: LOG_LINE_MAX,
+      cloudInitLog: simulateBoot
+        ? join(simDir, "cloud-init-output.log")
+        : pathOrNone(e.LABLINK_CLOUD_INIT_LOG, "/var/log/cloud-init-output.log"),
+      containerLog: simulateBoot
+        ? join(simDir, "container.log")
+        : pathOrNone(e.LABLINK_CONTAINER_LOG, null),
+    },
+    boot: {
+      cloudInitDir: simulateBoot
+        ? join(simDir, "run-cloud-init")
+        : (e.LABLINK_CLOUD_INIT_DIR ?? "/run/cloud-init"),
+      containerReadyFile: simulateBoot
+        ? join(simDir, "container-ready")
+        : pathOrNone(e.LABLINK_CONTAINER_READY_FILE, null),
+      procRoot: simulateBoot ? join(simDir, "proc") : (e.LABLINK_PROC_ROOT ?? "/proc"),
+      simulate: simulateBoot,
+    },
   };
 }

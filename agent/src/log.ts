@@ -3,7 +3,7 @@
  * under systemd/journald or the local fleet runner, both of which keep stdout, so no transport.
  */
 const SEVERITIES = ["debug", "info", "warn", "error"] as const;
-type Severity = (typeof SEVERITIES)[number];
+export type Severity = (typeof SEVERITIES)[number];
 /** LOG_LEVEL values; "silent" (used by the test runner) logs nothing. */
 export const LOG_LEVELS = [...SEVERITIES, "silent"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -48,6 +48,8 @@ export function createLogger(
     bindings?: LogFields;
     write?: (line: string) => void;
     now?: () => Date;
+    /** Sees every entry written (already redacted), e.g. to ship it to the server. */
+    tap?: (severity: Severity, entry: LogFields) => void;
   } = {},
 ): Logger {
   const level = options.level ?? "info";
@@ -63,6 +65,7 @@ export function createLogger(
       if (!(k in entry)) entry[k] = v;
     }
     write(`${JSON.stringify(entry)}\n`);
+    options.tap?.(severity, entry);
   };
 
   return {

@@ -2,7 +2,9 @@ import type {
   AckInput,
   AgentReply,
   BacklogEntry,
+  BootTimingsInput,
   HeartbeatInput,
+  LogsInput,
   RegisterInput,
 } from "../../server/api/agent-protocol";
 import { Backoff, type BackoffOptions, childSignal, sleep, untilAborted } from "./backoff";
@@ -29,6 +31,8 @@ export interface AgentTransport {
   heartbeat(input: HeartbeatInput, signal: AbortSignal): Promise<AgentReply>;
   ack(input: AckInput, signal: AbortSignal): Promise<void>;
   poll(input: PollRequest, signal: AbortSignal): Promise<AgentReply>;
+  /** agent.logs (the log shipper's own loop; optional so test fakes can leave it out). */
+  logs?(input: LogsInput, signal: AbortSignal): Promise<{ accepted: number }>;
 }
 
 export type TransportFailure =
@@ -82,6 +86,8 @@ export type AgentOptions = {
   reackAfterMs?: number;
   /** Deadline of the final "shutting down" report (SIGTERM must end the process within 2 s). */
   shutdownReportMs?: number;
+  /** This boot's milestones; sent at registration and with the next heartbeat after a change. */
+  bootTimings?: { latest(): BootTimingsInput | null; refresh(): Promise<void> };
 };
 
 /** A sleep that another loop can cut short. Not latched: only a sleeper at the time wakes. */
@@ -150,6 +156,8 @@ export class Agent {
   /** Readings not delivered while the server was unreachable, oldest first, bounded. */
   private backlog: BacklogEntry[] = [];
   private backlogDropped = 0;
+  /** The boot timings the server last took (JSON), so only changes are sent again. */
+  private sentTimings: string | null = null;
 
   constructor(private readonly options: AgentOptions) {
     this.log = options.log;
@@ -231,6 +239,7 @@ export class Agent {
     // The first registration should carry real readings; the probe is bounded by its own timeout.
     await untilAborted(this.gpus.refresh(), stop);
     await untilAborted(this.refreshUsage(), stop);
+    if (this.options.bootTimings) await untilAborted(this.options.bootTimings.refresh(), stop);
     await Promise.all([this.heartbeatLoop(), this.pollLoop()]);
     // Let a command that is half done finish and be acknowledged, briefly (SIGTERM gives us ~2 s).
     await untilAborted(this.commands.drain(), AbortSignal.timeout(1_000));
@@ -274,6 +283,7 @@ export class Agent {
         .refresh()
         .catch((err) => this.log.error("GPU probe failed", { error: err }))
         .then(() => this.refreshUsage());
+      this.options.bootTimings?.refresh();
       const woken = await this.heartbeatWake.wait(delay, stop);
       // Woken early to register: still keep a second between registrations, so a server that
       // keeps asking for one cannot drive a tight register loop.
@@ -284,6 +294,7 @@ export class Agent {
 
   private async register(): Promise<void> {
     const snapshot = this.gpus.latest();
+    const timings = this.options.bootTimings?.latest() ?? null;
     this.lastRegisterAt = Date.now();
     const reply = await this.request(this.requestTimeoutMs, (signal) =>
       this.options.transport.register(
@@ -295,11 +306,13 @@ export class Agent {
           protocolVersion: PROTOCOL_VERSION,
           gpus: snapshot.gpus,
           health: snapshot.health,
+          ...(timings ? { bootTimings: timings } : {}),
         },
         signal,
       ),
     );
     this.needsRegister = false;
+    this.sentTimings = timings ? JSON.stringify(timings) : null;
     this.log.info("registered", {
       state: reply.state,
       healthy: snapshot.health.healthy,
@@ -324,6 +337,9 @@ export class Agent {
       idleSince: usage.idleSince,
       ...(diskFreePct === undefined ? {} : { diskFreePct }),
     };
+    const timings = this.options.bootTimings?.latest() ?? null;
+    const timingsJson = timings ? JSON.stringify(timings) : null;
+    const sendTimings = timings !== null && timingsJson !== this.sentTimings;
     const backlog = this.backlog.slice();
     const dropped = this.backlogDropped;
     let reply: AgentReply;
@@ -334,6 +350,7 @@ export class Agent {
             ...input,
             ...(backlog.length > 0 ? { backlog } : {}),
             ...(dropped > 0 ? { backlogDropped: dropped } : {}),
+            ...(sendTimings ? { bootTimings: timings } : {}),
           },
           signal,
         ),
@@ -342,6 +359,7 @@ export class Agent {
       if (!this.stopped && describe(err).kind === "unavailable") this.queueReading(input);
       throw err;
     }
+    if (sendTimings && !reply.reRegister) this.sentTimings = timingsJson;
     if (backlog.length > 0) {
       this.log.info("sent readings queued while the server was unreachable", {
         count: backlog.length,

@@ -1,8 +1,10 @@
 import { readFileSync } from "node:fs";
-import { statfs } from "node:fs/promises";
+import { mkdir, statfs } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
+import { simulateBoot } from "./boot/simulate";
+import { BootTimingsSource } from "./boot/timings";
 import { parseCli, USAGE } from "./cli";
 import { createTrpcTransport } from "./client";
 import { type AgentConfig, ConfigError, loadConfig } from "./config";
@@ -12,7 +14,9 @@ import { BoundedCommand } from "./gpu/query";
 import { SimulatedGpus } from "./gpu/simulate";
 import { HostActions, lookupUser, type ResearchUser } from "./host-actions";
 import { createLogger } from "./log";
-import { Agent } from "./loop";
+import { LogShipper } from "./logs/shipper";
+import { agentLogTap, tailFiles } from "./logs/sources";
+import { Agent, type AgentTransport, TransportError } from "./loop";
 import { AssignedUsageSource, HostUsageMonitor, type UsageSource } from "./usage/monitor";
 import { ProcProcessLister } from "./usage/processes";
 
@@ -31,7 +35,63 @@ async function diskFreePct(path: string): Promise<number | null> {
 }
 
 async function main(config: AgentConfig): Promise<void> {
-  const log = createLogger({ level: config.logLevel, bindings: { vmId: config.vmId } });
+  const startedAt = new Date();
+  // Lines are shipped by their own loop; the transport is built below, so the sink is late-bound.
+  let transport: AgentTransport | null = null;
+  // The shipper reports its own trouble to stdout only: a log line about failing to ship log
+  // lines must not itself be queued for shipping.
+  const stdoutOnly = createLogger({ level: config.logLevel, bindings: { vmId: config.vmId } });
+  const shipper = config.logs.enabled
+    ? new LogShipper({
+        vmId: config.vmId,
+        bootId: config.bootId,
+        send: async (input, signal) => {
+          if (!transport?.logs) throw new TransportError("unavailable", "not connected yet");
+          return transport.logs(input, signal);
+        },
+        maxBuffered: config.logs.bufferLines,
+        batchLines: config.logs.batchLines,
+        flushMs: config.logs.flushMs,
+        maxLineChars: config.logs.maxLineChars,
+        log: stdoutOnly,
+      })
+    : null;
+  const log = createLogger({
+    level: config.logLevel,
+    bindings: { vmId: config.vmId },
+    ...(shipper ? { tap: agentLogTap(shipper) } : {}),
+  });
+  const simulated = config.boot.simulate
+    ? await simulateBoot({
+        procRoot: config.boot.procRoot,
+        cloudInitDir: config.boot.cloudInitDir,
+        cloudInitLog: config.logs.cloudInitLog ?? join(config.stateDir, "cloud-init-output.log"),
+        containerLog: config.logs.containerLog ?? join(config.stateDir, "container.log"),
+        containerReadyFile:
+          config.boot.containerReadyFile ?? join(config.stateDir, "container-ready"),
+      })
+    : null;
+  if (shipper) await mkdir(config.stateDir, { recursive: true });
+  const tails = shipper
+    ? tailFiles({
+        shipper,
+        files: [
+          { source: "cloud-init", path: config.logs.cloudInitLog },
+          { source: "container", path: config.logs.containerLog },
+        ],
+        maxLineChars: config.logs.maxLineChars,
+        positionsFile: join(config.stateDir, "log-positions.json"),
+        log: stdoutOnly,
+      })
+    : null;
+  const bootTimings = new BootTimingsSource(
+    {
+      procRoot: config.boot.procRoot,
+      cloudInitDir: config.boot.cloudInitDir,
+      containerReadyFile: config.boot.containerReadyFile,
+    },
+    startedAt,
+  );
   const version = agentVersion();
   log.info("agent starting", {
     version,
@@ -103,16 +163,19 @@ async function main(config: AgentConfig): Promise<void> {
         log,
       });
 
+  transport = createTrpcTransport({
+    serverUrl: config.serverUrl,
+    token: credential.current,
+    onCredential: credential.canRotate ? credential.accept : undefined,
+  });
+  shipper?.start();
   const agent = new Agent({
     vmId: config.vmId,
     bootId: config.bootId,
     hostname: host,
     agentVersion: version,
-    transport: createTrpcTransport({
-      serverUrl: config.serverUrl,
-      token: credential.current,
-      onCredential: credential.canRotate ? credential.accept : undefined,
-    }),
+    transport,
+    bootTimings,
     createGpuSource: (inUse) =>
       config.simulateGpu
         ? new SimulatedProbe(new SimulatedGpus({ ...config.simulateGpu, vmId: config.vmId }), inUse)
@@ -155,6 +218,10 @@ async function main(config: AgentConfig): Promise<void> {
 
   const reason = await agent.run();
   log.info("agent stopped", { reason });
+  simulated?.stop();
+  await tails?.stop();
+  // SIGTERM must end the process within 2 s: the last lines get a short deadline.
+  await shipper?.stop(400);
   process.exit(0);
 }
 

@@ -1,6 +1,7 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { parseCli } from "../src/cli";
 import { ConfigError, loadConfig } from "../src/config";
 import { tempDir } from "./helpers";
 
@@ -106,5 +107,91 @@ describe("loadConfig", () => {
     const a = loadConfig(base).bootId;
     expect(a.length).toBeGreaterThan(0);
     expect(loadConfig(base).bootId).toBe(a);
+  });
+});
+
+describe("log shipping and boot timing options", () => {
+  it("defaults: ship logs, follow cloud-init's output log, no container files", () => {
+    const c = loadConfig(base);
+    expect(c.logs).toEqual({
+      enabled: true,
+      bufferLines: 2_000,
+      batchLines: 200,
+      flushMs: 3_000,
+      maxLineChars: 4096,
+      cloudInitLog: "/var/log/cloud-init-output.log",
+      containerLog: null,
+    });
+    expect(c.boot).toMatchObject({
+      cloudInitDir: "/run/cloud-init",
+      containerReadyFile: null,
+      procRoot: "/proc",
+      simulate: false,
+    });
+  });
+
+  it("reads paths, limits and 'none' from the environment; refuses bad limits", () => {
+    const c = loadConfig({
+      ...base,
+      LABLINK_SHIP_LOGS: "0",
+      LABLINK_LOG_BUFFER_LINES: "500",
+      LABLINK_LOG_BATCH_LINES: "50",
+      LABLINK_LOG_FLUSH_S: "0.5",
+      LABLINK_CLOUD_INIT_LOG: "none",
+      LABLINK_CONTAINER_LOG: "/var/log/lablink/container.log",
+      LABLINK_CLOUD_INIT_DIR: "/tmp/ci",
+      LABLINK_CONTAINER_READY_FILE: "/run/lablink/container-ready",
+    });
+    expect(c.logs).toMatchObject({
+      enabled: false,
+      bufferLines: 500,
+      batchLines: 50,
+      flushMs: 500,
+      cloudInitLog: null,
+      containerLog: "/var/log/lablink/container.log",
+    });
+    expect(c.boot).toMatchObject({
+      cloudInitDir: "/tmp/ci",
+      containerReadyFile: "/run/lablink/container-ready",
+    });
+    expect(errorOf({ ...base, LABLINK_LOG_BATCH_LINES: "501" })).toContain(
+      "LABLINK_LOG_BATCH_LINES",
+    );
+    expect(errorOf({ ...base, LABLINK_LOG_BUFFER_LINES: "lots" })).toContain(
+      "LABLINK_LOG_BUFFER_LINES",
+    );
+  });
+
+  it("a simulated boot keeps every file in the state dir", () => {
+    const c = loadConfig({ ...base, LABLINK_STATE_DIR: "/tmp/s", LABLINK_SIMULATE_BOOT: "1" });
+    expect(c.boot.simulate).toBe(true);
+    for (const p of [
+      c.logs.cloudInitLog,
+      c.logs.containerLog,
+      c.boot.cloudInitDir,
+      c.boot.procRoot,
+    ]) {
+      expect(p?.startsWith("/tmp/s/simulated-boot/")).toBe(true);
+    }
+  });
+
+  it("command-line flags set the same options", () => {
+    const cli = parseCli(
+      [
+        "--ship-logs",
+        "0",
+        "--cloud-init-log",
+        "none",
+        "--container-log",
+        "/c.log",
+        "--container-ready-file",
+        "/r",
+      ],
+      base,
+    );
+    if (cli.kind !== "run") throw new Error("expected run");
+    const c = loadConfig(cli.env);
+    expect(c.logs).toMatchObject({ enabled: false, cloudInitLog: null, containerLog: "/c.log" });
+    expect(c.boot.containerReadyFile).toBe("/r");
   });
 });

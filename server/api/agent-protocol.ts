@@ -52,6 +52,49 @@ export type BacklogEntry = z.infer<typeof backlogEntrySchema>;
 /** Every agent call names the VM it acts for; the server checks it matches the token's VM. */
 const vmRef = { vmId: z.uuid() };
 
+const instant = z.iso.datetime({ offset: true }).nullable();
+
+/**
+ * When this boot's milestones happened, as far as the agent can tell (null: not yet, or unknown).
+ * The server adds `bootId` and `registeredAt` and keeps the object per boot (vms.boot_timings).
+ */
+export const bootTimingsInput = z.strictObject({
+  /** Kernel boot time (/proc/stat btime). */
+  bootedAt: instant,
+  /** cloud-init's last stage (modules-final) finished; null while it runs or where it never ran. */
+  cloudInitFinishedAt: instant,
+  /** "running", "done", "error" (finished with errors), "disabled" or null (no cloud-init seen). */
+  cloudInitStatus: z.enum(["running", "done", "error", "disabled"]).nullable(),
+  /** The research container said it is ready (its marker file appeared). */
+  containerReadyAt: instant,
+  agentStartedAt: instant,
+});
+export type BootTimingsInput = z.infer<typeof bootTimingsInput>;
+
+export const LOG_SOURCES = ["agent", "cloud-init", "container"] as const;
+export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
+/** Most lines in one agent.logs call; the agent batches at most this many. */
+export const LOG_BATCH_MAX = 500;
+/** Longest line the server stores (characters); the agent cuts longer ones first. */
+export const LOG_LINE_MAX = 4096;
+
+export const logLineSchema = z.strictObject({
+  at: z.iso.datetime({ offset: true }),
+  source: z.enum(LOG_SOURCES),
+  level: z.enum(LOG_LEVELS),
+  message: z.string().max(LOG_LINE_MAX),
+});
+export type LogLine = z.infer<typeof logLineSchema>;
+
+export const logsInput = z.strictObject({
+  ...vmRef,
+  bootId: shortText(128),
+  lines: z.array(logLineSchema).min(1).max(LOG_BATCH_MAX),
+  /** Lines the agent dropped (its buffer was full) since its last successful call. */
+  dropped: z.number().int().min(0).max(1_000_000_000).optional(),
+});
+export type LogsInput = z.infer<typeof logsInput>;
+
 export const registerInput = z.strictObject({
   ...vmRef,
   /** Changes on every boot (e.g. /proc/sys/kernel/random/boot_id); tells the server the VM rebooted. */
@@ -66,6 +109,8 @@ export const registerInput = z.strictObject({
    * carries `credential`, and the token used for this call stops working after a grace period.
    */
   rotateCredential: z.boolean().optional(),
+  /** Additive (agents before it send none): this boot's timings so far. */
+  bootTimings: bootTimingsInput.optional(),
 });
 export type RegisterInput = z.infer<typeof registerInput>;
 
@@ -88,6 +133,8 @@ export const heartbeatInput = z.strictObject({
   backlogDropped: z.number().int().min(0).max(1_000_000).optional(),
   /** The agent is stopping (SIGTERM: reboot, shutdown, upgrade): keep the VM out of the pool. */
   shuttingDown: z.boolean().optional(),
+  /** Sent when the boot timings changed since the last call the server took (cloud-init finished). */
+  bootTimings: bootTimingsInput.optional(),
 });
 export type HeartbeatInput = z.infer<typeof heartbeatInput>;
 

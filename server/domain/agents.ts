@@ -13,6 +13,7 @@ import { displayNameOf } from "./allocation";
 import { DomainError } from "./errors";
 import { connectCommandFor, finishCrdHandoff } from "./handoff";
 import { keyLinesFor } from "./ssh-keys";
+import { bootTimingsUpdate, mergeBootTimings } from "./vm-logs";
 import { type Actor, transition } from "./vm-state";
 
 export type AgentSettings = { heartbeatIntervalS: number };
@@ -129,6 +130,7 @@ export async function registerAgent(
       healthy: health.healthy,
       healthReasons: health.reasons,
       lastHeartbeatAt: sql`now()`,
+      bootTimings: mergeBootTimings(vm.bootTimings, input.bootId, input.bootTimings, true),
       // After a reboot the holder's setup is gone: deliver the assignment again.
       ...(rebooted ? { assignmentAckedId: null } : {}),
     })
@@ -214,6 +216,9 @@ export async function recordHeartbeat(
       inUse: input.inUse,
       idleSince: input.idleSince ? new Date(input.idleSince) : null,
       lastHeartbeatAt: sql`now()`,
+      ...(input.bootTimings
+        ? { bootTimings: bootTimingsUpdate(input.bootId, input.bootTimings) }
+        : {}),
     })
     .where(
       input.shuttingDown

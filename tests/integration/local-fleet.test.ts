@@ -4,7 +4,7 @@ import path from "node:path";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LocalFleetDriver } from "../../server/cloud/local/driver";
-import { type Fleet, vms } from "../../server/db/schema";
+import { type Fleet, vmLogs, vms } from "../../server/db/schema";
 import { claimVm, releaseVm } from "../../server/domain/allocation";
 import { ensureFleet } from "../../server/domain/fleets";
 import { logger } from "../../server/log";
@@ -134,6 +134,31 @@ describe("the local fleet", () => {
       },
       15_000,
     );
+  });
+
+  it("simulated VMs report boot timings and ship cloud-init, container and agent lines", async () => {
+    const rows = await fleetVms();
+    const vm = rows.find((v) => v.state !== "terminated");
+    if (!vm) throw new Error("no VM");
+    // Registration carries the timings known by then; later milestones come with the next
+    // heartbeat (60 s here; tests/integration/agent-logs.test.ts follows a whole boot).
+    const [row] = await t.db.select().from(vms).where(eq(vms.id, vm.id));
+    const timings = row?.bootTimings;
+    expect(timings?.bootId).toBe(row?.bootId);
+    expect(Date.parse(timings?.agentStartedAt ?? "")).toBeGreaterThan(
+      Date.parse(timings?.bootedAt ?? ""),
+    );
+    expect(timings?.registeredAt).toBeTruthy();
+    const sources = await waitFor(
+      "lines from all three sources",
+      async () => {
+        const lines = await t.db.select().from(vmLogs).where(eq(vmLogs.vmId, vm.id));
+        const seen = new Set(lines.map((l) => l.source));
+        return seen.size === 3 && [...seen].sort();
+      },
+      20_000,
+    );
+    expect(sources).toEqual(["agent", "cloud-init", "container"]);
   });
 
   it("never writes an agent token into the agents' logs", async () => {

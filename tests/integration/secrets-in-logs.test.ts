@@ -8,7 +8,7 @@ import nodemailer from "nodemailer";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildAuthConfig } from "../../server/auth/options";
-import { vms } from "../../server/db/schema";
+import { vmLogs, vms } from "../../server/db/schema";
 import { parseEnv } from "../../server/env";
 import { logger } from "../../server/log";
 import { apiClient } from "../api/harness";
@@ -164,6 +164,7 @@ describe("secrets in logs", () => {
           LABLINK_STATE_DIR: dir,
           LABLINK_HEARTBEAT_S: "0.3",
           LABLINK_POLL_WAIT_MS: "1000",
+          LABLINK_LOG_FLUSH_S: "0.2",
           LOG_LEVEL: "debug",
         },
         stdio: ["ignore", "pipe", "pipe"],
@@ -196,12 +197,18 @@ describe("secrets in logs", () => {
       return vm?.state === "ready";
     });
 
+    // The lines the agent shipped to the server (agent.logs) are logs too.
+    const shipped = await waitFor("the agent's lines on the server", async () => {
+      const rows = await t.db.select().from(vmLogs).where(eq(vmLogs.vmId, vmId));
+      return rows.some((r) => r.message.startsWith("agent token rotated")) && rows;
+    });
     // The flow was logged (otherwise this test would prove nothing)...
     expect(serverLog.length).toBeGreaterThan(0);
     expect(agentLog).toContain("agent token rotated");
     expect(agentLog).toContain("registered");
     // ...and no secret is in it.
-    const everything = serverLog.join("") + agentLog;
+    const everything =
+      serverLog.join("") + agentLog + shipped.map((r) => `${r.message}\n`).join("");
     expect(secrets.size).toBeGreaterThanOrEqual(10);
     for (const s of secrets) {
       expect(everything.includes(s), `a secret (${s.slice(0, 6)}…) is in the logs`).toBe(false);

@@ -1,10 +1,12 @@
 import { enrollMachine } from "../../auth/enrollment";
 import { acknowledge, pendingReply, recordHeartbeat, registerAgent } from "../../domain/agents";
+import { recordLogs } from "../../domain/vm-logs";
 import {
   ackInput,
   type EnrollReply,
   enrollInput,
   heartbeatInput,
+  logsInput,
   pollInput,
   registerInput,
 } from "../agent-protocol";
@@ -35,6 +37,9 @@ export const agentRouter = createRouter({
   ack: agentProcedure
     .input(ackInput)
     .mutation(({ ctx, input }) => acknowledge(ctx.db, input, ctx.actor)),
+
+  /** Log lines shipped by the agent (its own, cloud-init's, the research container's), batched. */
+  logs: agentProcedure.input(logsInput).mutation(({ ctx, input }) => recordLogs(ctx.db, input)),
 
   /**
    * Long-poll: answers at once when there is something to do, otherwise when the VM changes

@@ -1,11 +1,12 @@
 import { z } from "zod";
-import { vmState } from "../../db/schema";
+import { vmLogSource, vmState } from "../../db/schema";
 import { claimVm, releaseVm } from "../../domain/allocation";
 import { listVms } from "../../domain/fleets";
 import { myVmWithConnection, requestCrdHandoff } from "../../domain/handoff";
 import { publicOperation } from "../../domain/operations";
 import { requestVmOperation } from "../../domain/provisioning";
 import { drainVm, forceReleaseVm, markVmFailed, undrainVm, vmDetail } from "../../domain/vm-admin";
+import { listLogs } from "../../domain/vm-logs";
 import { adminProcedure, createRouter, noInput, rateLimit, researcherProcedure } from "../trpc";
 
 export const vmRouter = createRouter({
@@ -79,6 +80,18 @@ export const vmRouter = createRouter({
   get: adminProcedure
     .input(z.strictObject({ vmId: z.uuid() }))
     .query(({ ctx, input }) => vmDetail(ctx.db, input.vmId)),
+
+  /** A VM's shipped log lines, oldest first; `afterId` is the live tail's cursor (admin). */
+  logs: adminProcedure
+    .input(
+      z.strictObject({
+        vmId: z.uuid(),
+        afterId: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+        source: z.enum(vmLogSource.enumValues).optional(),
+        limit: z.number().int().min(1).max(1_000).default(200),
+      }),
+    )
+    .query(({ ctx, input }) => listLogs(ctx.db, input)),
 
   drain: adminProcedure
     .input(z.strictObject({ vmId: z.uuid() }))

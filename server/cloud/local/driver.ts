@@ -156,6 +156,9 @@ export class LocalFleetDriver implements FleetDriver {
           // The stand-in that records what it was given: a local VM has no Chrome Remote Desktop.
           LABLINK_CRD_START_HOST: path.join(this.o.rootDir, "agent/dev/fake-start-host"),
           LABLINK_HEARTBEAT_S: String(this.o.heartbeatIntervalS),
+          // Plays a short cloud-init run and container start in the state dir, so the dashboard
+          // has boot timings and cloud-init/container log lines for local VMs too.
+          LABLINK_SIMULATE_BOOT: "1",
           LOG_LEVEL: process.env.LABLINK_AGENT_LOG_LEVEL ?? "info",
         },
         // The IPC channel lets the agent notice if this worker dies, so no agent is orphaned.

@@ -2,7 +2,9 @@ import { redirect } from "next/navigation";
 import { auth } from "@/server/auth/config";
 import { userRole } from "@/server/auth/dev-login";
 import { getDb } from "@/server/db/client";
+import { BootTimings } from "./boot-timings";
 import { VmDetail } from "./vm-detail";
+import { VmLogs } from "./vm-logs";
 
 export const dynamic = "force-dynamic";
 
@@ -20,5 +22,11 @@ export default async function VmPage({ params }: { params: Promise<{ id: string 
     );
   }
   const { id } = await params;
-  return <VmDetail vmId={id} />;
+  return (
+    <div className="space-y-6">
+      <VmDetail vmId={id} />
+      <BootTimings vmId={id} />
+      <VmLogs vmId={id} />
+    </div>
+  );
 }
