@@ -1,6 +1,6 @@
 import { asc, count, eq, ilike, or, sql } from "drizzle-orm";
 import type { DbOrTx } from "../db/client";
-import { groupMembers, groups, type UserRole, users } from "../db/schema";
+import { auditEvents, groupMembers, groups, type UserRole, users } from "../db/schema";
 import { audit } from "./audit";
 import { DomainError } from "./errors";
 import type { Actor } from "./vm-state";
@@ -24,6 +24,13 @@ export async function listUsers(db: DbOrTx, q: { search?: string; limit: number;
         groups: sql<string[]>`coalesce((
           SELECT array_agg(g.name ORDER BY g.name) FROM ${groupMembers} gm
           JOIN ${groups} g ON g.id = gm.group_id WHERE gm.user_id = ${users.id}), '{}')`,
+        groupIds: sql<string[]>`coalesce((
+          SELECT array_agg(gm.group_id::text) FROM ${groupMembers} gm
+          WHERE gm.user_id = ${users.id}), '{}')`,
+        // Sign-ins are audited (every provider); audit_target_idx answers this per user.
+        lastSignInAt: sql<Date | null>`(SELECT max(a.at) FROM ${auditEvents} a
+          WHERE a.target_kind = 'user' AND a.target_id = ${users.id}::text
+          AND a.action = 'auth.sign_in')`.mapWith(users.createdAt),
       })
       .from(users)
       .where(where)
