@@ -13,7 +13,9 @@ export const dangerClass =
   "rounded border border-red-700 px-3 py-1.5 text-sm text-red-700 hover:bg-red-50 disabled:opacity-50 dark:border-red-400 dark:text-red-300 dark:hover:bg-red-950";
 export const panelClass =
   "rounded-lg border border-slate-200 bg-white p-4 dark:border-slate-800 dark:bg-slate-900";
-export const linkClass = "text-indigo-700 hover:underline dark:text-indigo-300";
+// Underlined: links inside text must not rely on colour alone (axe link-in-text-block).
+export const linkClass =
+  "text-indigo-700 underline underline-offset-2 hover:text-indigo-900 dark:text-indigo-300 dark:hover:text-indigo-100";
 
 type ErrorLike = {
   message: string;

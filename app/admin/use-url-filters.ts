@@ -1,33 +1,39 @@
 "use client";
 
-import { usePathname, useRouter, useSearchParams } from "next/navigation";
-import { useCallback, useMemo } from "react";
+import { usePathname, useSearchParams } from "next/navigation";
+import { useCallback, useEffect, useState } from "react";
+
+function read<K extends string>(keys: readonly K[], query: string): Record<K, string> {
+  const p = new URLSearchParams(query);
+  return Object.fromEntries(keys.map((k) => [k, p.get(k) ?? ""])) as Record<K, string>;
+}
 
 /**
  * Filters kept in the URL's query string, so a filtered view can be bookmarked and shared.
- * Empty values are left out of the URL. Pages using this wrap it in <Suspense>.
+ * The filters live in state (the list reacts at once) and are written to the address bar with
+ * history.replaceState, which Next's router observes without a server round trip; a link to
+ * the same page with other filters is picked up from useSearchParams. Empty values are left out
+ * of the URL. Pages using this wrap it in <Suspense>.
  */
 export function useUrlFilters<K extends string>(keys: readonly K[]) {
   const params = useSearchParams();
-  const router = useRouter();
   const pathname = usePathname();
   const query = params.toString();
+  const [values, setValues] = useState(() => read(keys, query));
   // biome-ignore lint/correctness/useExhaustiveDependencies: keys is a constant list
-  const values = useMemo(() => {
-    const p = new URLSearchParams(query);
-    return Object.fromEntries(keys.map((k) => [k, p.get(k) ?? ""])) as Record<K, string>;
-  }, [query]);
+  useEffect(() => setValues(read(keys, query)), [query]);
   const set = useCallback(
     (next: Partial<Record<K, string>>) => {
-      const p = new URLSearchParams(query);
+      setValues((prev) => ({ ...prev, ...next }));
+      const p = new URLSearchParams(window.location.search);
       for (const [k, v] of Object.entries(next) as [K, string | undefined][]) {
         if (v) p.set(k, v);
         else p.delete(k);
       }
       const qs = p.toString();
-      router.replace(qs ? `${pathname}?${qs}` : pathname, { scroll: false });
+      window.history.replaceState(null, "", qs ? `${pathname}?${qs}` : pathname);
     },
-    [query, pathname, router],
+    [pathname],
   );
   return [values, set] as const;
 }

@@ -61,8 +61,8 @@ function CopyButton({ text, label }: { text: string; label: string }) {
 export function EnrollmentAdmin() {
   const trpc = useTRPC();
   const queryClient = useQueryClient();
-  const fleets = useQuery(trpc.fleet.list.queryOptions());
-  const tokens = useQuery(trpc.enrollment.list.queryOptions({}));
+  const fleets = useQuery({ ...trpc.fleet.list.queryOptions(), refetchOnMount: "always" });
+  const tokens = useQuery({ ...trpc.enrollment.list.queryOptions({}), refetchOnMount: "always" });
   const byo = fleets.data?.filter((f) => f.driver === "byo") ?? [];
   const [fleetId, setFleetId] = useState("");
   const [maxUses, setMaxUses] = useState(1);

@@ -19,7 +19,7 @@ export function GroupsAdmin() {
   const trpc = useTRPC();
   const queryClient = useQueryClient();
   const refresh = () => queryClient.invalidateQueries();
-  const groups = useQuery(trpc.group.list.queryOptions());
+  const groups = useQuery({ ...trpc.group.list.queryOptions(), refetchOnMount: "always" });
   const [name, setName] = useState("");
   const [description, setDescription] = useState("");
   const [openId, setOpenId] = useState<string | null>(null);
@@ -153,8 +153,8 @@ function GroupDetail({
   const trpc = useTRPC();
   const queryClient = useQueryClient();
   const members = useQuery(trpc.group.members.queryOptions({ groupId: group.id }));
-  const fleets = useQuery(trpc.fleet.list.queryOptions());
-  const groups = useQuery(trpc.group.list.queryOptions());
+  const fleets = useQuery({ ...trpc.fleet.list.queryOptions(), refetchOnMount: "always" });
+  const groups = useQuery({ ...trpc.group.list.queryOptions(), refetchOnMount: "always" });
   const [email, setEmail] = useState("");
   const [lookupError, setLookupError] = useState<string | null>(null);
   const add = useMutation(

@@ -32,7 +32,8 @@ export function OperationsList() {
   // Cursors of the pages before this one (keyset pagination: "newer" pops, "older" pushes).
   const [cursors, setCursors] = useState<string[]>([]);
   const cursor = cursors.at(-1);
-  const fleets = useQuery(trpc.fleet.list.queryOptions());
+  // Always refetched on arrival: the dashboard's cached list may predate a fleet made since.
+  const fleets = useQuery({ ...trpc.fleet.list.queryOptions(), refetchOnMount: "always" });
   const ops = useQuery({
     ...trpc.operation.list.queryOptions({
       limit: PAGE,

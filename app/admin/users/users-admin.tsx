@@ -28,7 +28,7 @@ export function UsersAdmin() {
     ...trpc.user.list.queryOptions({ search: f.q || undefined, limit: PAGE, offset }),
     placeholderData: keepPreviousData,
   });
-  const groups = useQuery(trpc.group.list.queryOptions());
+  const groups = useQuery({ ...trpc.group.list.queryOptions(), refetchOnMount: "always" });
   const me = useQuery(trpc.user.me.queryOptions());
   const refresh = () => queryClient.invalidateQueries();
   const setRole = useMutation(trpc.user.setRole.mutationOptions({ onSettled: refresh }));
