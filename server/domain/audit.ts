@@ -1,4 +1,4 @@
-import { and, desc, eq, gte, inArray, like, lt, type SQL, sql } from "drizzle-orm";
+import { and, desc, eq, gte, like, lt, type SQL, sql } from "drizzle-orm";
 import { alias } from "drizzle-orm/pg-core";
 import type { DbOrTx } from "../db/client";
 import { type ActorKind, auditEvents, users } from "../db/schema";
@@ -79,17 +79,17 @@ export async function listAuditEvents(db: DbOrTx, q: AuditQuery) {
   }
   if (q.actorKind) conds.push(eq(auditEvents.actorKind, q.actorKind));
   if (q.actor) {
-    conds.push(
-      UUID_RE.test(q.actor)
-        ? eq(auditEvents.actorId, q.actor.toLowerCase())
-        : inArray(
-            auditEvents.actorId,
-            db
-              .select({ id: sql<string>`${users.id}::text` })
-              .from(users)
-              .where(sql`lower(${users.email}) = lower(${q.actor})`),
-          ),
-    );
+    let actorId = q.actor.toLowerCase();
+    if (!UUID_RE.test(actorId)) {
+      // An email: resolved first, so the filter is an equality that audit_actor_at_idx serves.
+      const [u] = await db
+        .select({ id: users.id })
+        .from(users)
+        .where(sql`lower(${users.email}) = ${actorId}`);
+      if (!u) return { rows: [], nextCursor: null };
+      actorId = u.id;
+    }
+    conds.push(eq(auditEvents.actorId, actorId));
   }
   if (q.targetKind) conds.push(eq(auditEvents.targetKind, q.targetKind));
   if (q.targetId) conds.push(eq(auditEvents.targetId, q.targetId));
