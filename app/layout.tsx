@@ -38,7 +38,9 @@ export default async function RootLayout({ children }: { children: React.ReactNo
                 <>
                   <span data-testid="signed-in-as">
                     {session.user.name}{" "}
-                    <span className="text-slate-500">({session.user.role})</span>
+                    <span className="text-slate-500 dark:text-slate-400">
+                      ({session.user.role})
+                    </span>
                   </span>
                   <form
                     action={async () => {

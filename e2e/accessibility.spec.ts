@@ -107,6 +107,14 @@ test("the admin pages have no serious accessibility problems", async ({ signInAs
     await ready();
     await expectNoSeriousViolations(page, url);
   }
+  // The same pages in the dark theme (Tailwind's dark: variants follow the system setting).
+  await page.emulateMedia({ colorScheme: "dark" });
+  for (const [url, ready] of pages) {
+    await page.goto(url);
+    await ready();
+    await expectNoSeriousViolations(page, `${url} (dark)`);
+  }
+  await page.emulateMedia({ colorScheme: "light" });
   // An operation's detail page, with its log.
   await page.goto(`/admin/operations/${operation.id}`);
   await expect(page.getByTestId("operation-status")).toHaveText("succeeded", { timeout: 60_000 });

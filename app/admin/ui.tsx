@@ -132,7 +132,7 @@ export function ConfirmButton({
 
 /** "3 min ago"-style age, with the exact time on hover. */
 export function When({ at }: { at: Date | string | null | undefined }) {
-  if (!at) return <span className="text-slate-500">—</span>;
+  if (!at) return <span className="text-slate-500 dark:text-slate-400">—</span>;
   const d = typeof at === "string" ? new Date(at) : at;
   return (
     <time dateTime={d.toISOString()} title={d.toISOString()}>

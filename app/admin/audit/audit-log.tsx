@@ -220,12 +220,16 @@ export function AuditLog() {
                       ) : (
                         <span className="text-slate-600 dark:text-slate-400">system</span>
                       )}
-                      {r.ip && <span className="block text-xs text-slate-500">{r.ip}</span>}
+                      {r.ip && (
+                        <span className="block text-xs text-slate-500 dark:text-slate-400">
+                          {r.ip}
+                        </span>
+                      )}
                     </td>
                     <td className="px-3 py-2 font-mono">
                       {r.action}
                       {r.fromState && (
-                        <span className="block text-xs text-slate-500">
+                        <span className="block text-xs text-slate-500 dark:text-slate-400">
                           {r.fromState} → {r.toState}
                         </span>
                       )}

@@ -267,7 +267,7 @@ export function EnrollmentAdmin() {
                         {fleetName.get(t.fleetId) ?? "(destroyed fleet)"}
                       </td>
                       <td className="px-3 py-2">
-                        {t.label ?? <span className="text-slate-500">—</span>}
+                        {t.label ?? <span className="text-slate-500 dark:text-slate-400">—</span>}
                       </td>
                       <td className="px-3 py-2 tabular-nums">
                         {t.uses} / {t.maxUses}

@@ -295,7 +295,9 @@ function GroupDetail({
                   />
                   {f.name}
                   {current.length > 0 && !checked && (
-                    <span className="text-xs text-slate-500">(restricted to other groups)</span>
+                    <span className="text-xs text-slate-500 dark:text-slate-400">
+                      (restricted to other groups)
+                    </span>
                   )}
                 </label>
               </li>

@@ -85,7 +85,9 @@ export function UsersAdmin() {
                     <span className="font-normal text-slate-600 dark:text-slate-400">
                       {u.email}
                     </span>
-                    {isMe && <span className="ml-1 text-xs text-slate-500">(you)</span>}
+                    {isMe && (
+                      <span className="ml-1 text-xs text-slate-500 dark:text-slate-400">(you)</span>
+                    )}
                   </p>
                   <span
                     data-testid="user-role"
@@ -128,7 +130,9 @@ export function UsersAdmin() {
                 <ErrorMessage error={roleError} />
                 <div className="flex flex-wrap items-center gap-2">
                   <span className="text-slate-600 dark:text-slate-400">Groups:</span>
-                  {u.groupIds.length === 0 && <span className="text-slate-500">none</span>}
+                  {u.groupIds.length === 0 && (
+                    <span className="text-slate-500 dark:text-slate-400">none</span>
+                  )}
                   {u.groupIds.map((gid) => (
                     <span
                       key={gid}
