@@ -36,14 +36,10 @@ export default async function RootLayout({ children }: { children: React.ReactNo
               </Link>
             )}
             {session?.user?.role === "admin" && (
-              <>
-                <Link href="/admin" className="text-sm hover:underline">
-                  Fleet dashboard
-                </Link>
-                <Link href="/admin/fleets" className="text-sm hover:underline">
-                  Fleets
-                </Link>
-              </>
+              // The admin pages carry their own navigation (app/admin/admin-nav.tsx).
+              <Link href="/admin" className="text-sm hover:underline">
+                Admin
+              </Link>
             )}
             <div className="ml-auto flex items-center gap-3 text-sm">
               <ThemeToggle />
@@ -51,7 +47,9 @@ export default async function RootLayout({ children }: { children: React.ReactNo
                 <>
                   <span data-testid="signed-in-as">
                     {session.user.name}{" "}
-                    <span className="text-slate-500">({session.user.role})</span>
+                    <span className="text-slate-500 dark:text-slate-400">
+                      ({session.user.role})
+                    </span>
                   </span>
                   <form
                     action={async () => {

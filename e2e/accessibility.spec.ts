@@ -94,3 +94,54 @@ test("a researcher's page in the dark theme has no serious accessibility problem
   expect(await page.evaluate(() => document.documentElement.classList.contains("dark"))).toBe(true);
   await expectNoSeriousViolations(page, "/ (researcher holding a VM, dark theme)");
 });
+
+test("the admin pages have no serious accessibility problems", async ({ signInAs }) => {
+  const { page, context } = await signInAs("admin", "a11y-admin-pages");
+  // An operation of its own (a fleet of no VMs, so the shared pool is untouched), for the lists.
+  const name = `a11y-${Date.now().toString(36)}`;
+  const created = await mutate(context.request, "fleet.create", {
+    name,
+    driver: "local",
+    instanceType: "local.sim",
+    size: 0,
+  });
+  expect(created.error).toBeUndefined();
+  const { fleetId, operation } = created.data as { fleetId: string; operation: { id: string } };
+  const pages: [string, () => Promise<void>][] = [
+    ["/admin/operations", () => expect(page.getByTestId("operation-row").first()).toBeVisible()],
+    ["/admin/audit", () => expect(page.getByTestId("audit-row").first()).toBeVisible()],
+    ["/admin/users", () => expect(page.getByTestId("user-row").first()).toBeVisible()],
+    ["/admin/groups", () => expect(page.getByRole("heading", { name: "New group" })).toBeVisible()],
+    [
+      "/admin/enrollment",
+      () => expect(page.getByRole("heading", { name: "New token" })).toBeVisible(),
+    ],
+  ];
+  for (const [url, ready] of pages) {
+    await page.goto(url);
+    await ready();
+    await expectNoSeriousViolations(page, url);
+  }
+  // The same pages in the dark theme (Tailwind's dark: variants follow the system setting).
+  await page.emulateMedia({ colorScheme: "dark" });
+  for (const [url, ready] of pages) {
+    await page.goto(url);
+    await ready();
+    await expectNoSeriousViolations(page, `${url} (dark)`);
+  }
+  await page.emulateMedia({ colorScheme: "light" });
+  // An operation's detail page, with its log.
+  await page.goto(`/admin/operations/${operation.id}`);
+  await expect(page.getByTestId("operation-status")).toHaveText("succeeded", { timeout: 60_000 });
+  await expectNoSeriousViolations(page, "/admin/operations/[id]");
+  // A confirmation in progress (users page), then cancelled.
+  await page.goto("/admin/users");
+  await page
+    .getByTestId("user-row")
+    .first()
+    .getByRole("button", { name: /^Make / })
+    .click();
+  await expectNoSeriousViolations(page, "/admin/users (confirming a role change)");
+  await page.getByRole("button", { name: "Cancel" }).click();
+  await mutate(context.request, "fleet.destroy", { fleetId });
+});

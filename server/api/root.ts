@@ -1,4 +1,5 @@
 import { agentRouter } from "./routers/agent";
+import { auditRouter } from "./routers/audit";
 import { enrollmentRouter } from "./routers/enrollment";
 import { fleetRouter } from "./routers/fleet";
 import { groupRouter } from "./routers/group";
@@ -19,6 +20,7 @@ export const appRouter = createRouter({
   group: groupRouter,
   enrollment: enrollmentRouter,
   profile: profileRouter,
+  audit: auditRouter,
 });
 
 export type AppRouter = typeof appRouter;

@@ -9,6 +9,7 @@ import {
   type OperationStatus,
   operationLogs,
   operations,
+  users,
 } from "../db/schema";
 import { isUniqueViolation } from "./allocation";
 import { DomainError } from "./errors";
@@ -118,22 +119,75 @@ export function publicOperation(op: Operation) {
   return rest;
 }
 
+/**
+ * A page of operations, newest first, with the fleet's name and who asked. Keyset pagination on
+ * (created_at, id): `cursor` is the previous page's last id, whose exact timestamp is read back
+ * in SQL (a JavaScript Date would round microseconds away and skip or repeat rows).
+ */
 export async function listOperations(
   db: DbOrTx,
-  q: { fleetId?: string; status?: OperationStatus[]; limit: number; before?: Date },
+  q: {
+    fleetId?: string;
+    status?: OperationStatus[];
+    kind?: OperationKind[];
+    limit: number;
+    before?: Date;
+    cursor?: string;
+  },
 ) {
   const conds: SQL[] = [];
   if (q.fleetId) conds.push(eq(operations.fleetId, q.fleetId));
   if (q.status?.length) conds.push(inArray(operations.status, q.status));
+  if (q.kind?.length) conds.push(inArray(operations.kind, q.kind));
   if (q.before) conds.push(lt(operations.createdAt, q.before));
+  if (q.cursor) {
+    const at = sql`(SELECT c.created_at FROM ${operations} c WHERE c.id = ${q.cursor})`;
+    conds.push(
+      sql`${operations.createdAt} <= ${at} AND (${operations.createdAt} < ${at} OR ${operations.id} < ${q.cursor})`,
+    );
+  }
   const rows = await db
-    .select({ op: operations, fleetName: fleets.name })
+    .select({
+      op: operations,
+      fleetName: fleets.name,
+      requestedByEmail: users.email,
+      requestedByName: users.name,
+    })
     .from(operations)
     .innerJoin(fleets, eq(fleets.id, operations.fleetId))
+    .leftJoin(users, eq(users.id, operations.requestedBy))
     .where(conds.length ? and(...conds) : undefined)
     .orderBy(desc(operations.createdAt), desc(operations.id))
-    .limit(q.limit);
-  return rows.map((r) => ({ ...publicOperation(r.op), fleetName: r.fleetName }));
+    .limit(q.limit + 1);
+  const page = rows.slice(0, q.limit).map((r) => ({
+    ...publicOperation(r.op),
+    fleetName: r.fleetName,
+    requestedByEmail: r.requestedByEmail,
+    requestedByName: r.requestedByName,
+  }));
+  return { rows: page, nextCursor: rows.length > q.limit ? (page.at(-1)?.id ?? null) : null };
+}
+
+/** One operation with its fleet's name and who asked, for the detail page. */
+export async function getOperationDetail(db: DbOrTx, id: string) {
+  const [row] = await db
+    .select({
+      op: operations,
+      fleetName: fleets.name,
+      requestedByEmail: users.email,
+      requestedByName: users.name,
+    })
+    .from(operations)
+    .innerJoin(fleets, eq(fleets.id, operations.fleetId))
+    .leftJoin(users, eq(users.id, operations.requestedBy))
+    .where(eq(operations.id, id));
+  if (!row) throw new DomainError("NOT_FOUND", "No such operation.", { operationId: id });
+  return {
+    ...publicOperation(row.op),
+    fleetName: row.fleetName,
+    requestedByEmail: row.requestedByEmail,
+    requestedByName: row.requestedByName,
+  };
 }
 
 /**

@@ -1,9 +1,13 @@
 import { asc, count, eq, ilike, or, sql } from "drizzle-orm";
 import type { DbOrTx } from "../db/client";
-import { groupMembers, groups, type UserRole, users } from "../db/schema";
+import { auditEvents, groupMembers, groups, type UserRole, users } from "../db/schema";
 import { audit } from "./audit";
 import { DomainError } from "./errors";
 import type { Actor } from "./vm-state";
+
+// Qualified by hand: drizzle renders `users.id` as a bare "id" in a one-table select, which
+// inside a subquery binds to the subquery's own table (groups.id, audit_events.id).
+const userId = sql.raw(`"users"."id"`);
 
 /** Users with their groups, for the admin page. */
 export async function listUsers(db: DbOrTx, q: { search?: string; limit: number; offset: number }) {
@@ -23,7 +27,14 @@ export async function listUsers(db: DbOrTx, q: { search?: string; limit: number;
         createdAt: users.createdAt,
         groups: sql<string[]>`coalesce((
           SELECT array_agg(g.name ORDER BY g.name) FROM ${groupMembers} gm
-          JOIN ${groups} g ON g.id = gm.group_id WHERE gm.user_id = ${users.id}), '{}')`,
+          JOIN ${groups} g ON g.id = gm.group_id WHERE gm.user_id = ${userId}), '{}')`,
+        groupIds: sql<string[]>`coalesce((
+          SELECT array_agg(gm.group_id::text) FROM ${groupMembers} gm
+          WHERE gm.user_id = ${userId}), '{}')`,
+        // Sign-ins are audited (every provider); audit_target_idx answers this per user.
+        lastSignInAt: sql<Date | null>`(SELECT max(a.at) FROM ${auditEvents} a
+          WHERE a.target_kind = 'user' AND a.target_id = ${userId}::text
+          AND a.action = 'auth.sign_in')`.mapWith(users.createdAt),
       })
       .from(users)
       .where(where)

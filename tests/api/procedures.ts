@@ -57,6 +57,7 @@ export const ACCESS: Record<string, Tier> = {
   "enrollment.create": "admin",
   "enrollment.list": "admin",
   "enrollment.revoke": "admin",
+  "audit.list": "admin",
 };
 
 /** What the authorization matrix needs to build a valid input for any procedure. */
@@ -168,6 +169,7 @@ export const SAMPLE_INPUT: Record<string, (w: World) => unknown> = {
   "enrollment.create": (w) => ({ fleetId: w.byoFleetId, maxUses: 1 }),
   "enrollment.list": () => ({}),
   "enrollment.revoke": (w) => ({ id: w.spareEnrollmentTokenId }),
+  "audit.list": () => ({ action: "vm.*", limit: 5 }),
 };
 
 type ProcedureDef = { _def: { type: "query" | "mutation" | "subscription" } };

@@ -183,7 +183,8 @@ describe("local fleet through operations, end to end", () => {
     expect(destroyLog.filter((l) => l.startsWith("terminated workshop-"))).toHaveLength(4);
 
     const list = await api.query("operation.list", { fleetId }, asAdmin());
-    expect((list.data as Operation[]).map((o) => o.kind)).toEqual([
+    const listed = (list.data as { rows: Operation[] }).rows;
+    expect(listed.map((o) => o.kind)).toEqual([
       "fleet.destroy",
       "vm.terminate",
       "vm.reboot",
@@ -191,7 +192,7 @@ describe("local fleet through operations, end to end", () => {
       "fleet.create",
     ]);
     // Who asked is recorded.
-    expect((list.data as Operation[]).every((o) => o.requestedBy === admin.id)).toBe(true);
+    expect(listed.every((o) => o.requestedBy === admin.id)).toBe(true);
   });
 });
 

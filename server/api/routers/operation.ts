@@ -1,7 +1,7 @@
 import { z } from "zod";
-import { operationStatus } from "../../db/schema";
+import { operationKind, operationStatus } from "../../db/schema";
 import {
-  getOperation,
+  getOperationDetail,
   listOperations,
   publicOperation,
   readLogs,
@@ -18,7 +18,10 @@ export const operationRouter = createRouter({
         .strictObject({
           fleetId: z.uuid().optional(),
           status: z.array(z.enum(operationStatus.enumValues)).max(5).optional(),
+          kind: z.array(z.enum(operationKind.enumValues)).max(5).optional(),
           before: z.date().optional(),
+          /** The previous page's `nextCursor`. */
+          cursor: z.uuid().optional(),
           limit: z.number().int().min(1).max(200).default(50),
         })
         .default({ limit: 50 }),
@@ -27,9 +30,7 @@ export const operationRouter = createRouter({
 
   get: adminProcedure
     .input(byId)
-    .query(async ({ ctx, input }) =>
-      publicOperation(await getOperation(ctx.db, input.operationId)),
-    ),
+    .query(({ ctx, input }) => getOperationDetail(ctx.db, input.operationId)),
 
   /**
    * Log lines after `after` (0 for the start). Poll with the returned `nextCursor` until `done`;

@@ -22,6 +22,10 @@ export const auditEvents = pgTable(
   (t) => [
     index("audit_target_idx").on(t.targetKind, t.targetId, t.at),
     index("audit_at_idx").on(t.at),
+    // The audit page's filters by action and by actor, newest first: without these, a rare
+    // action or a quiet actor means walking the whole log backwards by time.
+    index("audit_action_at_idx").on(t.action, t.at),
+    index("audit_actor_at_idx").on(t.actorId, t.at),
   ],
 );
 
