@@ -1,7 +1,8 @@
 import { parseArgs } from "node:util";
 import { ConfigError } from "./config";
 
-export const USAGE = `Usage: lablink-agent [options]
+export const USAGE = `Usage: lablink-agent --server URL --vm-id UUID --token-file PATH [options]
+       lablink-agent --server URL --enroll TOKEN [options]     (bring-your-own machine)
 
 The LabLink VM agent: registers this VM with the LabLink server, reports GPU health and usage,
 and acts on the server's commands (set up a researcher, remote-desktop hand-off, wipe).
@@ -11,6 +12,10 @@ Options (each overrides its environment variable):
   --vm-id UUID         this VM's id                              LABLINK_VM_ID
   --token-file PATH    file holding this VM's token (preferred)  LABLINK_AGENT_TOKEN_FILE
   --token TOKEN        the token itself (visible in ps; avoid)   LABLINK_AGENT_TOKEN
+  --enroll TOKEN       enroll this machine with an admin's enrollment token, once, then run:
+                       writes the token file and enrolled.env (VM id) in the state dir
+                       (default /var/lib/lablink-agent); already enrolled: just runs
+                                                                 LABLINK_ENROLLMENT_TOKEN
   --state-dir PATH     agent state folder                        LABLINK_STATE_DIR
   --research-user NAME the researchers' Unix account             LABLINK_RESEARCH_USER
   --log-level LEVEL    debug, info, warn, error, silent          LOG_LEVEL
@@ -29,6 +34,7 @@ const FLAGS = {
   "vm-id": "LABLINK_VM_ID",
   "token-file": "LABLINK_AGENT_TOKEN_FILE",
   token: "LABLINK_AGENT_TOKEN",
+  enroll: "LABLINK_ENROLLMENT_TOKEN",
   "state-dir": "LABLINK_STATE_DIR",
   "research-user": "LABLINK_RESEARCH_USER",
   "log-level": "LOG_LEVEL",

@@ -9,6 +9,7 @@ import { parseCli, USAGE } from "./cli";
 import { createTrpcTransport } from "./client";
 import { type AgentConfig, ConfigError, loadConfig } from "./config";
 import { RotatingCredential } from "./credential";
+import { enrollThenRun } from "./enrollment";
 import { NvidiaSmiProbe, SimulatedProbe } from "./gpu/probe";
 import { BoundedCommand } from "./gpu/query";
 import { SimulatedGpus } from "./gpu/simulate";
@@ -236,7 +237,13 @@ try {
     process.stdout.write(`${agentVersion()}\n`);
     process.exit(0);
   }
-  config = loadConfig(cli.env);
+  let env = cli.env;
+  if (env.LABLINK_ENROLLMENT_TOKEN) {
+    const enrolled = await enrollThenRun(env);
+    if (enrolled.code !== 0) process.exit(enrolled.code);
+    env = enrolled.env ?? env;
+  }
+  config = loadConfig(env);
 } catch (err) {
   if (err instanceof ConfigError) {
     process.stderr.write(`lablink-agent: ${err.message}\n`);

@@ -26,8 +26,8 @@ afterAll(async () => {
   await t?.drop();
 });
 
-function run(script: string, env: Record<string, string>) {
-  const child = spawn(process.execPath, ["--import", "tsx", path.join(AGENT, script)], {
+function run(script: string, env: Record<string, string>, args: string[] = []) {
+  const child = spawn(process.execPath, ["--import", "tsx", path.join(AGENT, script), ...args], {
     env: { PATH: process.env.PATH, NODE_ENV: "test", LABLINK_SERVER_URL: api.url, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -102,5 +102,57 @@ describe("a bring-your-own machine", () => {
       if (Date.now() > deadline) throw new Error(`VM never became ready: ${vm?.state}`);
       await new Promise((r) => setTimeout(r, 200));
     }
+  });
+
+  it("`lablink-agent --enroll TOKEN` enrolls once, then runs; a restart with the same flag keeps its VM", async () => {
+    const fleet = await makeFleet(t.db, { driver: "byo", gpuCount: 1 });
+    const { token } = await createEnrollmentToken(t.db, {
+      fleetId: fleet.id,
+      maxUses: 1,
+      expiresInS: 600,
+      actor: systemActor,
+    });
+    const stateDir = mkdtempSync(path.join(os.tmpdir(), "lablink-byo-flag-"));
+    const env = {
+      LABLINK_SIMULATE_GPU: "NVIDIA RTX 4090:1",
+      LABLINK_HEARTBEAT_S: "0.5",
+      LOG_LEVEL: "info",
+    };
+    const args = ["--server", api.url, "--enroll", token, "--state-dir", stateDir];
+    const waitReady = async (vmId: string) => {
+      const deadline = Date.now() + 20_000;
+      for (;;) {
+        const [vm] = await t.db.select().from(vms).where(eq(vms.id, vmId));
+        if (vm?.state === "ready" && vm.healthy) return;
+        if (Date.now() > deadline) throw new Error(`VM never became ready: ${vm?.state}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    };
+    const enrolledEnv = path.join(stateDir, "enrolled.env");
+    const first = run("main.ts", env, args);
+    const deadline = Date.now() + 20_000;
+    while (!existsSync(enrolledEnv)) {
+      if (Date.now() > deadline || first.child.exitCode !== null) {
+        throw new Error(`no enrollment: ${first.out()}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const vmId = /LABLINK_VM_ID=(\S+)/.exec(readFileSync(enrolledEnv, "utf8"))?.[1] as string;
+    expect(vmId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(readFileSync(path.join(stateDir, "agent.token"), "utf8")).toMatch(/^lla_/);
+    await waitReady(vmId);
+    first.child.kill("SIGTERM");
+    expect(await first.exit).toBe(0);
+    // The enrollment token is a secret: never in the agent's output.
+    expect(first.out()).not.toContain(token.split("_").at(-1));
+
+    // The service restarts with the same (now used-up) token: no second VM, the same one returns.
+    const second = run("main.ts", env, args);
+    await waitReady(vmId);
+    const mine = await t.db.select().from(vms).where(eq(vms.fleetId, fleet.id));
+    expect(mine.map((v) => v.id)).toEqual([vmId]);
+    expect(second.out()).toContain("already enrolled");
+    second.child.kill("SIGTERM");
+    expect(await second.exit).toBe(0);
   });
 });

@@ -22,13 +22,11 @@ const EXPIRY = [
   { label: "30 days", s: 30 * 86_400 },
 ] as const;
 
-/** The commands to run on the machine, as agent/README.md documents them. */
+/** The command to run on the machine, as agent/README.md documents it. */
 function enrollCommand(serverUrl: string, token: string) {
-  return [
-    `LABLINK_SERVER_URL=${serverUrl} LABLINK_ENROLLMENT_TOKEN=${token} \\`,
-    "LABLINK_AGENT_TOKEN_FILE=/etc/lablink/agent.token \\",
-    "LABLINK_ENROLLED_ENV_FILE=/etc/lablink/enrolled.env npm run enroll -w agent",
-  ].join("\n");
+  // Enrolls once (token and VM id land in /var/lib/lablink-agent), then runs the agent; a
+  // restart with the same command finds the enrollment and just runs.
+  return `sudo node /opt/lablink/lablink-agent.mjs --server ${serverUrl} --enroll ${token}`;
 }
 
 function CopyButton({ text, label }: { text: string; label: string }) {
