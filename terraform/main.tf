@@ -83,6 +83,7 @@ resource "aws_instance" "vm" {
     tutorial_repo_b64   = base64encode(var.tutorial_repo)
     startup_script_b64  = base64encode(var.startup_script)
     startup_on_error    = var.startup_on_error
+    research_user       = var.research_user
   }))
 
   tags = {

@@ -109,6 +109,17 @@ variable "startup_on_error" {
   }
 }
 
+variable "research_user" {
+  description = "Unix account researchers use on the VM: the agent installs their SSH keys there (the Deep Learning AMI's is ubuntu)."
+  type        = string
+  default     = "ubuntu"
+
+  validation {
+    condition     = can(regex("^[a-z_][a-z0-9_-]{0,31}$", var.research_user))
+    error_message = "research_user must be a Unix login name such as ubuntu."
+  }
+}
+
 variable "server_url" {
   description = "URL the agents reach the LabLink server at (https://…)."
   type        = string

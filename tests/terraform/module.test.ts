@@ -52,6 +52,7 @@ const RUNNER_VARS = [
   "instance_type",
   "key_name",
   "region",
+  "research_user",
   "root_volume_gb",
   "server_url",
   "startup_on_error",
@@ -154,6 +155,7 @@ describe("user data", () => {
         8_000,
       ),
     startupOnError: "fail",
+    researchUser: "ubuntu",
   };
 
   it("hands templatefile() exactly the values the template uses", () => {
@@ -186,7 +188,7 @@ describe("user data", () => {
     // The token travels base64-encoded and is decoded straight into a file.
     expect(script).not.toContain(token);
     expect(script).toMatch(/umask 077\nd '[A-Za-z0-9+/=]+' > \/etc\/lablink\/agent-token/);
-    expect(script).toContain("LABLINK_AGENT_TOKEN_FILE=/run/lablink/agent-token");
+    expect(script).toContain("LABLINK_AGENT_TOKEN_FILE=/etc/lablink/agent-token");
     expect(script).not.toMatch(/set -x/);
     expect(script).not.toMatch(/echo .*agent-token/);
     // Shell variables survive templatefile's escaping.
@@ -198,5 +200,36 @@ describe("user data", () => {
     expect(script).toMatch(
       /if lspci .*grep -qi nvidia[\s\S]*nvidia-ctk runtime configure[\s\S]*GPU_FLAGS=\(--gpus all\)/,
     );
+  });
+
+  it("runs the agent on the host under systemd, for the research user, with the container's log and ready marker", () => {
+    const script = renderTemplate(
+      template(),
+      templateVars({ ...realistic, researchUser: "scientist" }),
+    );
+    expect(script).toContain("RESEARCH_USER='scientist'");
+    expect(script).toContain("LABLINK_RESEARCH_USER=$RESEARCH_USER");
+    // node and the bundle come out of the agent image; the unit runs them with the measured flags.
+    expect(script).toMatch(/docker cp "\$CID:\/opt\/lablink\/lablink-agent\.mjs"/);
+    expect(script).toContain(
+      "ExecStart=/opt/lablink/node --max-semi-space-size=1 --max-old-space-size=48 --lite-mode /opt/lablink/lablink-agent.mjs",
+    );
+    expect(script).toContain("systemctl enable --now lablink-agent");
+    // What the agent ships and times: the startup script's output and the ready marker.
+    expect(script).toContain("LABLINK_CONTAINER_LOG=/var/log/lablink/container.log");
+    expect(script).toMatch(/startup\.sh 2>&1 \\\n\s+\| tee -a \/var\/log\/lablink\/container\.log/);
+    expect(script).toContain("touch /run/lablink/container-ready");
+    // The agent no longer runs in a container (it could not reach the research user's home).
+    expect(script).not.toMatch(/docker run[^\n]*lablink-agent/);
+  });
+
+  it("the packaged systemd unit and the bootstrap's unit run the agent with the same node flags", () => {
+    const packaged = readFileSync(
+      path.join(moduleDir, "..", "agent", "packaging", "lablink-agent.service"),
+      "utf8",
+    );
+    const flags = (text: string) => /ExecStart=\S+(?: node)? ((?:--\S+ )+)/.exec(text)?.[1]?.trim();
+    expect(flags(packaged)).toBeTruthy();
+    expect(flags(template())).toBe(flags(packaged));
   });
 });

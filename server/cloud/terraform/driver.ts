@@ -5,6 +5,7 @@ import { z } from "zod";
 import { issueAgentToken, revokeAgentTokens } from "../../auth/agent-tokens";
 import type { Db } from "../../db/client";
 import { type Fleet, type Vm, vms } from "../../db/schema";
+import { DEFAULT_SSH_USER } from "../../domain/allocation";
 import { systemActor, transition } from "../../domain/vm-state";
 import { type DriverRun, type FleetDriver, type InstanceInfo, quietRun } from "../driver";
 import type { Ec2Api } from "../ec2/ec2";
@@ -188,6 +189,7 @@ export class TerraformFleetDriver implements FleetDriver {
             tutorialRepo: cfg.tutorialRepo ?? "",
             startupScript: cfg.startupScript ?? "",
             startupOnError: cfg.startupOnError,
+            researchUser: cfg.sshUser ?? DEFAULT_SSH_USER,
           }).length;
           if (size > USER_DATA_LIMIT)
             throw new Error(
@@ -322,6 +324,8 @@ export class TerraformFleetDriver implements FleetDriver {
       tutorial_repo: cfg.tutorialRepo ?? "",
       startup_script: cfg.startupScript ?? "",
       startup_on_error: cfg.startupOnError,
+      // The same account the portal's ssh command names.
+      research_user: cfg.sshUser ?? DEFAULT_SSH_USER,
       server_url: this.o.serverUrl,
       tags: cfg.tags,
     };

@@ -14,6 +14,8 @@ export type UserDataInput = {
   tutorialRepo: string;
   startupScript: string;
   startupOnError: "fail" | "continue";
+  /** Unix account the agent installs researchers' SSH keys for (validated by the fleet config). */
+  researchUser: string;
 };
 
 const b64 = (s: string) => Buffer.from(s, "utf8").toString("base64");
@@ -32,6 +34,7 @@ export function templateVars(i: UserDataInput): Record<string, string> {
     tutorial_repo_b64: b64(i.tutorialRepo),
     startup_script_b64: b64(i.startupScript),
     startup_on_error: i.startupOnError,
+    research_user: i.researchUser,
   };
 }
 
