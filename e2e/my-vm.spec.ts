@@ -42,6 +42,31 @@ test("researcher sees the ssh command, time held and time left on My VM, and a w
   }
 });
 
+test("a researcher whose VM an admin released is told so on My VM", async ({ signInAs }) => {
+  const admin = await signInAs("admin", "taker-back");
+  const fleetId = await createLocalFleet(admin.context.request, {
+    name: fleetName("taken"),
+    size: 1,
+  });
+  try {
+    const researcher = await signInAs("researcher", "taken-from");
+    const claim = await mutate(researcher.context.request, "vm.claim", { fleetId });
+    expect(claim.error).toBeUndefined();
+    const { vmId } = claim.data as { vmId: string };
+    const { page } = researcher;
+    await page.reload();
+    await expect(page.getByTestId("vm-state")).toHaveText("claimed");
+    expect(
+      (await mutate(admin.context.request, "vm.forceRelease", { vmId })).error,
+    ).toBeUndefined();
+    // My VM polls: the page turns to the claim button, with the reason.
+    await expect(page.getByTestId("ended-notice")).toContainText("An admin released");
+    await expect(page.getByRole("button", { name: "Claim a GPU VM" })).toBeVisible();
+  } finally {
+    await destroyFleet(admin.context.request, fleetId);
+  }
+});
+
 test("researcher sees why no VM can be claimed and when capacity is expected", async ({
   signInAs,
   request,

@@ -12,6 +12,11 @@ export function Portal() {
   const trpc = useTRPC();
   const queryClient = useQueryClient();
   const mine = useQuery({ ...trpc.vm.mine.queryOptions(), refetchInterval: 3_000 });
+  // Only without a VM: why the last one went, when that was not the researcher's doing.
+  const lastEnded = useQuery({
+    ...trpc.vm.lastEnded.queryOptions(),
+    enabled: mine.isSuccess && mine.data === null,
+  });
   const [confirming, setConfirming] = useState(false);
   const invalidate = () => queryClient.invalidateQueries();
   const claim = useMutation(trpc.vm.claim.mutationOptions({ onSuccess: invalidate }));
@@ -99,6 +104,7 @@ export function Portal() {
           </div>
         ) : (
           <div className="space-y-3">
+            {lastEnded.data && <EndedNotice ended={lastEnded.data} />}
             <p className="text-sm text-slate-600 dark:text-slate-400">You do not hold a VM.</p>
             <button
               type="button"
@@ -122,5 +128,36 @@ export function Portal() {
       </section>
       <PoolSummary />
     </div>
+  );
+}
+
+function EndedNotice({
+  ended,
+}: {
+  ended: {
+    reason: "hold_expired" | "force_release";
+    at: Date;
+    vmName: string | null;
+    maxHoldMinutes: number | null;
+  };
+}) {
+  const vm = ended.vmName ?? "your VM";
+  const at = ended.at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const limit =
+    ended.maxHoldMinutes === null
+      ? ""
+      : ended.maxHoldMinutes % 60 === 0
+        ? ` of ${ended.maxHoldMinutes / 60} h`
+        : ` of ${ended.maxHoldMinutes} min`;
+  return (
+    <p
+      role="status"
+      data-testid="ended-notice"
+      className="rounded border border-amber-300 bg-amber-50 px-3 py-2 text-sm text-amber-900 dark:border-amber-700 dark:bg-amber-950 dark:text-amber-100"
+    >
+      {ended.reason === "hold_expired"
+        ? `Your hold on ${vm} ended at ${at}: the fleet's limit${limit} was reached. Claim a VM to go on working.`
+        : `An admin released ${vm} at ${at}. Claim a VM to go on working.`}
+    </p>
   );
 }

@@ -1,6 +1,6 @@
 import { and, eq, inArray, isNotNull, sql } from "drizzle-orm";
-import type { Db } from "../db/client";
-import { crdHandoffs, fleets, vms } from "../db/schema";
+import type { Db, DbOrTx } from "../db/client";
+import { auditEvents, crdHandoffs, fleets, vms } from "../db/schema";
 import { DomainError } from "./errors";
 import { systemActor, transition } from "./vm-state";
 
@@ -70,4 +70,48 @@ export async function releaseExpiredHolds(db: Db): Promise<ExpiredHold[]> {
     if (done) released.push(done);
   }
   return released;
+}
+
+/** How long after the fact a researcher is told that their hold was ended for them. */
+const NOTICE_WINDOW = "2 hours";
+
+export type EndedHold = {
+  reason: "hold_expired" | "force_release";
+  at: Date;
+  vmName: string | null;
+  maxHoldMinutes: number | null;
+};
+
+/**
+ * Why the researcher's last VM went away, when it was not their doing: the hold limit, or an
+ * admin's force release, in the last two hours and with no claim of theirs since. My VM shows it,
+ * so a researcher whose VM vanished is told why instead of finding an empty page.
+ */
+export async function lastEndedHold(db: DbOrTx, userId: string): Promise<EndedHold | null> {
+  const rows = await db.execute<{
+    action: string;
+    at: Date | string;
+    vm_name: string | null;
+    max_hold_minutes: string | number | null;
+  }>(sql`
+    SELECT e.action, e.at, v.name AS vm_name, e.details->>'maxHoldMinutes' AS max_hold_minutes
+    FROM ${auditEvents} e
+    LEFT JOIN ${vms} v ON v.id::text = e.target_id
+    WHERE e.action IN ('vm.hold_expired', 'vm.force_release')
+      AND e.at > now() - ${NOTICE_WINDOW}::interval
+      AND e.details->>'holderId' = ${userId}
+      AND NOT EXISTS (
+        SELECT 1 FROM ${auditEvents} c
+        WHERE c.action = 'vm.claim' AND c.actor_id = ${userId} AND c.at > e.at
+      )
+    ORDER BY e.at DESC
+    LIMIT 1`);
+  const row = rows[0];
+  if (!row) return null;
+  return {
+    reason: row.action === "vm.hold_expired" ? "hold_expired" : "force_release",
+    at: new Date(row.at),
+    vmName: row.vm_name,
+    maxHoldMinutes: row.max_hold_minutes === null ? null : Number(row.max_hold_minutes),
+  };
 }

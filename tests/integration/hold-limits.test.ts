@@ -1,7 +1,8 @@
 import { and, eq, sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { auditEvents, crdHandoffs, vms } from "../../server/db/schema";
-import { releaseExpiredHolds } from "../../server/domain/hold-limits";
+import { lastEndedHold, releaseExpiredHolds } from "../../server/domain/hold-limits";
+import { forceReleaseVm } from "../../server/domain/vm-admin";
 import { allJobs } from "../../server/jobs/definitions";
 import { JobRunner } from "../../server/jobs/runner";
 import { logger } from "../../server/log";
@@ -84,6 +85,38 @@ describe("hold limits", () => {
       .from(auditEvents)
       .where(and(eq(auditEvents.targetId, vm.id), eq(auditEvents.action, "vm.hold_expired")));
     expect(rows[0]?.n).toBe(1);
+  });
+
+  it("tells the researcher why their VM went (limit or admin) until they claim again", async () => {
+    const { vm, holder } = await heldVm(60, 61);
+    const bystander = await makeUser(t.db);
+    expect(await lastEndedHold(t.db, holder.id)).toBeNull();
+    await releaseExpiredHolds(t.db);
+    expect(await lastEndedHold(t.db, holder.id)).toMatchObject({
+      reason: "hold_expired",
+      vmName: vm.name,
+      maxHoldMinutes: 60,
+    });
+    expect(await lastEndedHold(t.db, bystander.id)).toBeNull();
+    // A claim of theirs afterwards: the notice is old news.
+    await t.db.insert(auditEvents).values({
+      actorKind: "user",
+      actorId: holder.id,
+      action: "vm.claim",
+      targetKind: "vm",
+      targetId: vm.id,
+    });
+    expect(await lastEndedHold(t.db, holder.id)).toBeNull();
+
+    // An admin's force release says so.
+    const other = await heldVm(null, 5);
+    const admin = await makeUser(t.db, "admin");
+    await forceReleaseVm(t.db, other.vm.id, { kind: "user", id: admin.id });
+    expect(await lastEndedHold(t.db, other.holder.id)).toMatchObject({
+      reason: "force_release",
+      vmName: other.vm.name,
+      maxHoldMinutes: null,
+    });
   });
 
   it("also ends a drained VM's hold, but waits for a rebooting one to come back", async () => {

@@ -3,6 +3,7 @@ import { vmLogSource, vmState } from "../../db/schema";
 import { claimVm, releaseVm } from "../../domain/allocation";
 import { listVms } from "../../domain/fleets";
 import { myVmWithConnection, requestCrdHandoff } from "../../domain/handoff";
+import { lastEndedHold } from "../../domain/hold-limits";
 import { publicOperation } from "../../domain/operations";
 import { requestVmOperation } from "../../domain/provisioning";
 import { drainVm, forceReleaseVm, markVmFailed, undrainVm, vmDetail } from "../../domain/vm-admin";
@@ -36,6 +37,11 @@ export const vmRouter = createRouter({
   mine: researcherProcedure
     .input(noInput)
     .query(({ ctx }) => myVmWithConnection(ctx.db, ctx.user.id)),
+
+  /** Why the researcher's last VM was taken back (hold limit, admin), if it was lately. */
+  lastEnded: researcherProcedure
+    .input(noInput)
+    .query(({ ctx }) => lastEndedHold(ctx.db, ctx.user.id)),
 
   /**
    * Hands the researcher's VM to Chrome Remote Desktop: the command from
