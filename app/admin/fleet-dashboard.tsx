@@ -53,6 +53,7 @@ export function FleetDashboard() {
   const [state, setState] = useState<VmState | "">("");
   const [fleetId, setFleetId] = useState("");
   const [health, setHealth] = useState<"" | "healthy" | "unhealthy">("");
+  const [held, setHeld] = useState<"" | "held" | "free">("");
   const [search, setSearch] = useState("");
   const [sort, setSort] = useState<Sort>("name");
   const [order, setOrder] = useState<"asc" | "desc">("asc");
@@ -63,6 +64,7 @@ export function FleetDashboard() {
       states: state ? [state] : undefined,
       fleetId: fleetId || undefined,
       healthy: health === "" ? undefined : health === "healthy",
+      held: held === "" ? undefined : held === "held",
       search: search || undefined,
       sort,
       order,
@@ -214,6 +216,22 @@ export function FleetDashboard() {
               <option value="">any</option>
               <option value="healthy">healthy</option>
               <option value="unhealthy">unhealthy</option>
+            </select>
+          </div>
+          <div className="flex items-center gap-2">
+            <label htmlFor="filter-holder">Holder</label>
+            <select
+              id="filter-holder"
+              value={held}
+              onChange={(e) => {
+                setHeld(e.target.value as typeof held);
+                reset();
+              }}
+              className={selectClass}
+            >
+              <option value="">any</option>
+              <option value="held">held by a researcher</option>
+              <option value="free">no holder</option>
             </select>
           </div>
           <div className="flex items-center gap-2">

@@ -1,4 +1,18 @@
-import { and, asc, count, desc, eq, ilike, inArray, ne, or, type SQL, sql } from "drizzle-orm";
+import {
+  and,
+  asc,
+  count,
+  desc,
+  eq,
+  ilike,
+  inArray,
+  isNotNull,
+  isNull,
+  ne,
+  or,
+  type SQL,
+  sql,
+} from "drizzle-orm";
 import type { DbOrTx } from "../db/client";
 import { type Fleet, fleets, users, type VmState, vms } from "../db/schema";
 
@@ -26,6 +40,8 @@ export type VmListQuery = {
   fleetId?: string;
   states?: VmState[];
   healthy?: boolean;
+  /** true: held by a researcher; false: no holder. */
+  held?: boolean;
   search?: string;
   includeTerminated?: boolean;
   sort?: "name" | "state" | "lastHeartbeat" | "stateChanged";
@@ -41,6 +57,7 @@ export async function listVms(db: DbOrTx, q: VmListQuery) {
   if (q.states?.length) conds.push(inArray(vms.state, q.states));
   else if (!q.includeTerminated) conds.push(ne(vms.state, "terminated"));
   if (q.healthy !== undefined) conds.push(eq(vms.healthy, q.healthy));
+  if (q.held !== undefined) conds.push(q.held ? isNotNull(vms.holderId) : isNull(vms.holderId));
   if (q.search) {
     const pattern = `%${q.search.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
     conds.push(
