@@ -23,6 +23,7 @@ export const ACCESS: Record<string, Tier> = {
   "profile.sshKeys.remove": "researcher",
   "vm.list": "admin",
   "vm.get": "admin",
+  "vm.gpuHistory": "admin",
   "vm.drain": "admin",
   "vm.undrain": "admin",
   "vm.forceRelease": "admin",
@@ -100,6 +101,7 @@ export const SAMPLE_INPUT: Record<string, (w: World) => unknown> = {
   "profile.sshKeys.remove": () => ({ id: NOBODY }),
   // Actions on things that do not exist: the access decision is made before the 404.
   "vm.get": (w) => ({ vmId: w.vmId }),
+  "vm.gpuHistory": (w) => ({ vmId: w.vmId, hours: 6 }),
   "vm.drain": () => ({ vmId: NOBODY }),
   "vm.undrain": () => ({ vmId: NOBODY }),
   "vm.forceRelease": () => ({ vmId: NOBODY }),

@@ -2,6 +2,7 @@ import { z } from "zod";
 import { vmState } from "../../db/schema";
 import { claimVm, releaseVm } from "../../domain/allocation";
 import { listVms } from "../../domain/fleets";
+import { gpuHistory } from "../../domain/gpu-history";
 import { myVmWithConnection, requestCrdHandoff } from "../../domain/handoff";
 import { publicOperation } from "../../domain/operations";
 import { requestVmOperation } from "../../domain/provisioning";
@@ -79,6 +80,11 @@ export const vmRouter = createRouter({
   get: adminProcedure
     .input(z.strictObject({ vmId: z.uuid() }))
     .query(({ ctx, input }) => vmDetail(ctx.db, input.vmId)),
+
+  /** GPU utilisation, memory and temperature over the last 1–24 h, at most ~300 points per GPU. */
+  gpuHistory: adminProcedure
+    .input(z.strictObject({ vmId: z.uuid(), hours: z.number().int().min(1).max(24) }))
+    .query(({ ctx, input }) => gpuHistory(ctx.db, input.vmId, input.hours)),
 
   drain: adminProcedure
     .input(z.strictObject({ vmId: z.uuid() }))
