@@ -2,6 +2,7 @@ import { redirect } from "next/navigation";
 import { auth } from "@/server/auth/config";
 import { userRole } from "@/server/auth/dev-login";
 import { getDb } from "@/server/db/client";
+import { GpuCharts } from "./gpu-charts";
 import { VmDetail } from "./vm-detail";
 
 export const dynamic = "force-dynamic";
@@ -20,5 +21,10 @@ export default async function VmPage({ params }: { params: Promise<{ id: string 
     );
   }
   const { id } = await params;
-  return <VmDetail vmId={id} />;
+  return (
+    <div className="space-y-6">
+      <VmDetail vmId={id} />
+      <GpuCharts vmId={id} />
+    </div>
+  );
 }
