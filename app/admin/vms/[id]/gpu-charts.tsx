@@ -229,7 +229,10 @@ export function GpuCharts({ vmId }: { vmId: string }) {
                   : "border-slate-300 hover:bg-slate-100 dark:border-slate-700 dark:hover:bg-slate-800"
               }`}
             >
-              {r} h<span className="sr-only">{r > 1 ? "ours" : "our"}</span>
+              <span aria-hidden="true">{r} h</span>
+              <span className="sr-only">
+                {r} hour{r > 1 ? "s" : ""}
+              </span>
             </button>
           ))}
         </fieldset>
@@ -254,8 +257,8 @@ export function GpuCharts({ vmId }: { vmId: string }) {
         <>
           <p className="sr-only" aria-live="polite">
             {data.gpus.length} GPU{data.gpus.length > 1 ? "s" : ""}, last {hours} hour
-            {hours > 1 ? "s" : ""}, one point per {Math.round(data.bucketSeconds / 60) || 1} minute
-            {data.bucketSeconds > 60 ? "s" : ""}. The table after the charts lists the figures.
+            {hours > 1 ? "s" : ""}, up to {Math.max(...data.gpus.map((g) => g.points.length))}{" "}
+            readings per GPU. The table after the charts lists the figures.
           </p>
           <div className="grid gap-3 lg:grid-cols-3">
             {METRICS.map((m) => (
