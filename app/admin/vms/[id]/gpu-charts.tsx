@@ -89,7 +89,12 @@ function MetricChart({
       {/* The SVG is decoration for sighted users; the table below carries the same figures. */}
       <div className="h-48 text-slate-500 dark:text-slate-400" aria-hidden="true">
         <ResponsiveContainer width="100%" height="100%">
-          <LineChart data={rows} margin={{ top: 4, right: 8, bottom: 0, left: 0 }}>
+          <LineChart
+            data={rows}
+            margin={{ top: 4, right: 8, bottom: 0, left: 0 }}
+            // Not focusable: the SVG is hidden from assistive technology, the table carries the data.
+            accessibilityLayer={false}
+          >
             <CartesianGrid stroke="currentColor" strokeOpacity={0.2} vertical={false} />
             <XAxis
               dataKey="t"
