@@ -618,7 +618,9 @@ async function main(): Promise<number> {
       `  >= ${TARGET_RATE} hb/s, p95 < ${TARGET_P95_MS} ms: ${
         maxRate
           ? `${best.perS >= TARGET_RATE && best.p95 < TARGET_P95_MS ? "PASS" : "FAIL"}  ${f0(best.perS)} hb/s at p95 ${f1(best.p95)} ms`
-          : "n/a (run with --ramp)"
+          : opts.ramp
+            ? `FAIL  not even the first step (${opts.rampStart}/s) met it`
+            : "n/a (run with --ramp)"
       }${tps ? ` (pgbench ${f1(tps)} tps)` : ""}`,
     );
     console.log(
