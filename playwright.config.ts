@@ -64,6 +64,8 @@ export default defineConfig({
       // Fast heartbeats so releases and registrations show up within a test's patience.
       LABLINK_HEARTBEAT_INTERVAL_S: "2",
       LABLINK_AGENT_STALE_S: "30",
+      // GPU history charts (e2e/gpu-charts.spec.ts) fill within seconds, not minutes.
+      LABLINK_GPU_SAMPLE_INTERVAL_S: "2",
       // The app's and agents' info logs would bury the test report; warnings and errors still show.
       LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
       // Sign-in with a real OpenID provider (e2e/oidc.spec.ts); development sign-in is exempt

@@ -14,8 +14,6 @@
  * not change it), 1 when a run is not (winners != min(users, vms), any duplicate, any loser that
  * did not get NO_CAPACITY), 2 on a setup error. See bench/README.md.
  */
-import { execFile } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
@@ -28,25 +26,29 @@ import { runMigrations } from "../server/db/migrate";
 import * as schema from "../server/db/schema";
 import { claimVm } from "../server/domain/allocation";
 import { isDomainError } from "../server/domain/errors";
+import {
+  cpuMeter,
+  describeCpu,
+  embeddedPostmasterPid,
+  f0,
+  f1,
+  median,
+  percentile,
+  pgbench,
+  positiveInt,
+  table,
+  withDatabase,
+} from "./lib";
 
 const BENCH_DB = "lablink_bench";
 const PGBENCH_DB = "lablink_pgbench";
 const EMBEDDED_DIR = ".data/bench";
 const EMBEDDED_PORT = 54349;
-const PGBENCH_MAX_CLIENTS = 40;
 const TARGET_RATIO = 0.3;
 const TARGET_P95_MS = 100;
 
 // ---------------------------------------------------------------------------------------------
 // Options
-
-function positiveInt(name: string, value: string | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1)
-    throw new Error(`--${name} must be a positive integer, got "${value}"`);
-  return n;
-}
 
 function readOptions() {
   const { values } = parseArgs({
@@ -87,38 +89,6 @@ type Options = ReturnType<typeof readOptions>;
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers
-
-function withDatabase(url: string, db: string): string {
-  const u = new URL(url);
-  u.pathname = `/${db}`;
-  return u.toString();
-}
-
-/** Nearest-rank percentile of an ascending array. */
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  const rank = Math.ceil((p / 100) * sorted.length);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))] as number;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  if (s.length === 0) return Number.NaN;
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
-}
-
-const f1 = (n: number) => n.toFixed(1);
-const f0 = (n: number) => n.toFixed(0);
-
-function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const line = (cells: string[]) =>
-    cells
-      .map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0)))
-      .join("  ");
-  return [line(header), line(widths.map((w) => "-".repeat(w))), ...rows.map(line)].join("\n");
-}
 
 /**
  * Experiment (--prepared), not how the app runs: Drizzle's postgres-js driver sends every query that
@@ -273,100 +243,7 @@ async function burst(database: Database, fleetId: string, userIds: string[], gat
 }
 
 // ---------------------------------------------------------------------------------------------
-// CPU accounting (Linux /proc): who used the cores during a burst. On a shared machine the
-// "other" share shows how much the figures were disturbed by processes outside the benchmark.
-
-const CLK_TCK_MS = 10; // USER_HZ is 100 on Linux
-
-function machineTicks(): { busy: number; total: number } | null {
-  try {
-    const cpu = (readFileSync("/proc/stat", "utf8").split("\n")[0] ?? "")
-      .split(/\s+/)
-      .slice(1)
-      .map(Number);
-    const total = cpu.reduce((a, b) => a + (Number.isFinite(b) ? b : 0), 0);
-    return { busy: total - (cpu[3] ?? 0) - (cpu[4] ?? 0), total };
-  } catch {
-    return null;
-  }
-}
-
-/** CPU ms used so far by a postmaster and its backends, live or exited, or null if unknown. */
-function postgresCpuMs(postmasterPid: number | null): number | null {
-  if (!postmasterPid) return null;
-  let ticks = 0;
-  try {
-    for (const entry of readdirSync("/proc")) {
-      if (!/^\d+$/.test(entry)) continue;
-      let stat: string;
-      try {
-        stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      } catch {
-        continue; // exited meanwhile
-      }
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (Number(entry) === postmasterPid) {
-        // Its own CPU plus that of the backends that have exited (cutime, cstime).
-        ticks += Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]);
-      } else if (Number(fields[1]) === postmasterPid) {
-        ticks += Number(fields[11]) + Number(fields[12]);
-      }
-    }
-  } catch {
-    return null;
-  }
-  return ticks * CLK_TCK_MS;
-}
-
-function embeddedPostmasterPid(): number | null {
-  try {
-    const pid = Number(
-      readFileSync(path.resolve(EMBEDDED_DIR, "postgres", "postmaster.pid"), "utf8").split("\n")[0],
-    );
-    return Number.isInteger(pid) && pid > 0 ? pid : null;
-  } catch {
-    return null;
-  }
-}
-
-type CpuUse = {
-  nodeMs: number;
-  postgresMs: number | null;
-  machineBusyMs: number | null;
-  cores: number;
-};
-
-function cpuMeter(postmasterPid: number | null) {
-  const node0 = process.cpuUsage();
-  const pg0 = postgresCpuMs(postmasterPid);
-  const m0 = machineTicks();
-  return (): CpuUse => {
-    const node = process.cpuUsage(node0);
-    const pg1 = postgresCpuMs(postmasterPid);
-    const m1 = machineTicks();
-    return {
-      nodeMs: (node.user + node.system) / 1000,
-      postgresMs: pg0 !== null && pg1 !== null ? pg1 - pg0 : null,
-      machineBusyMs: m0 && m1 ? (m1.busy - m0.busy) * CLK_TCK_MS : null,
-      cores: cpus().length,
-    };
-  };
-}
-
-function describeCpu(c: CpuUse, wallMs: number, attempts: number): string {
-  const parts = [`bench process ${f0(c.nodeMs)} ms`];
-  if (c.postgresMs !== null) parts.push(`postgres ${f0(c.postgresMs)} ms`);
-  if (c.machineBusyMs !== null) {
-    const other = c.machineBusyMs - c.nodeMs - (c.postgresMs ?? 0);
-    if (c.postgresMs !== null) parts.push(`other processes ${f0(Math.max(0, other))} ms`);
-    parts.push(`machine ${f0((100 * c.machineBusyMs) / (wallMs * c.cores))}% busy`);
-  }
-  const perAttempt =
-    c.postgresMs !== null
-      ? `; ${((c.nodeMs + c.postgresMs) / attempts).toFixed(2)} CPU-ms per attempt`
-      : "";
-  return `cpu: ${parts.join(", ")}${perAttempt}`;
-}
+// Verification from the database
 
 type RunResult = {
   run: number;
@@ -475,130 +352,6 @@ async function verify(
 }
 
 // ---------------------------------------------------------------------------------------------
-// pgbench baseline
-
-type PgbenchResult =
-  | {
-      tps: number;
-      txns: number;
-      latencyMs: number | null;
-      clients: number;
-      cpu: string;
-      pgMsPerTxn: number | null;
-    }
-  | { error: string };
-
-function describePgbenchCpu(c: CpuUse, wallMs: number): string {
-  const parts: string[] = [];
-  if (c.postgresMs !== null) parts.push(`postgres ${f0(c.postgresMs)} ms`);
-  if (c.machineBusyMs !== null) {
-    if (c.postgresMs !== null) {
-      parts.push(
-        `pgbench client and other processes ${f0(Math.max(0, c.machineBusyMs - c.nodeMs - c.postgresMs))} ms`,
-      );
-    }
-    parts.push(`machine ${f0((100 * c.machineBusyMs) / (wallMs * c.cores))}% busy`);
-  }
-  return parts.length ? `cpu: ${parts.join(", ")}` : "";
-}
-
-function runTool(file: string, args: string[], env: NodeJS.ProcessEnv) {
-  return new Promise<{ stdout: string; stderr: string }>((resolve, reject) => {
-    execFile(file, args, { env, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      if (err) reject(Object.assign(err, { stdout, stderr }));
-      else resolve({ stdout, stderr });
-    });
-  });
-}
-
-/** Connection flags from the URL; the password travels in PGPASSWORD, never on the command line. */
-function pgConnection(url: string) {
-  const u = new URL(url);
-  const host = u.searchParams.get("host") ?? (u.hostname || "127.0.0.1");
-  const args = [
-    "-h",
-    host,
-    "-p",
-    u.port || "5432",
-    "-U",
-    decodeURIComponent(u.username || "postgres"),
-  ];
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  delete env.PGPASSWORD;
-  if (u.password) env.PGPASSWORD = decodeURIComponent(u.password);
-  const sslmode = u.searchParams.get("sslmode");
-  if (sslmode) env.PGSSLMODE = sslmode;
-  return { args, env };
-}
-
-async function pgbench(
-  adminUrl: string,
-  admin: postgres.Sql,
-  opts: Options,
-  postmasterPid: number | null,
-): Promise<PgbenchResult> {
-  const clients = Math.min(opts.pool, PGBENCH_MAX_CLIENTS);
-  const { args, env } = pgConnection(adminUrl);
-  try {
-    await runTool("pgbench", ["--version"], env);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") {
-      return { error: "pgbench not found: apt-get install -y postgresql-client" };
-    }
-  }
-  await admin.unsafe(`DROP DATABASE IF EXISTS ${PGBENCH_DB} WITH (FORCE)`);
-  await admin.unsafe(`CREATE DATABASE ${PGBENCH_DB}`);
-  try {
-    console.log(`\npgbench: initialising scale 10 in ${PGBENCH_DB} ...`);
-    await runTool("pgbench", ["-i", "-s", "10", "-q", ...args, PGBENCH_DB], env);
-    const runArgs = [
-      "-N",
-      "-c",
-      String(clients),
-      "-j",
-      "2",
-      "-T",
-      String(opts.pgbenchSeconds),
-      "-M",
-      "prepared",
-    ];
-    console.log(`pgbench ${runArgs.join(" ")} (simple-update, ${opts.pgbenchSeconds} s) ...`);
-    const meter = cpuMeter(postmasterPid);
-    const t0 = performance.now();
-    const { stdout } = await runTool("pgbench", [...runArgs, ...args, PGBENCH_DB], env);
-    const cpu = meter();
-    const wallMs = performance.now() - t0;
-    const tps = stdout.match(/tps = ([\d.]+) \(without initial connection time\)/);
-    if (!tps?.[1])
-      return {
-        error: `could not find "tps = ... (without initial connection time)" in:\n${stdout}`,
-      };
-    const latency = stdout.match(/latency average = ([\d.]+) ms/);
-    const txns = Number(
-      stdout.match(/number of transactions actually processed: (\d+)/)?.[1] ?? Number.NaN,
-    );
-    return {
-      tps: Number(tps[1]),
-      latencyMs: latency?.[1] ? Number(latency[1]) : null,
-      clients,
-      txns,
-      cpu: describePgbenchCpu(cpu, wallMs),
-      pgMsPerTxn: cpu.postgresMs !== null && txns > 0 ? cpu.postgresMs / txns : null,
-    };
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") {
-      return { error: "pgbench not found: apt-get install -y postgresql-client" };
-    }
-    const err = e as Error & { stderr?: string };
-    return { error: `pgbench failed: ${err.stderr?.trim() || err.message}` };
-  } finally {
-    await admin.unsafe(`DROP DATABASE IF EXISTS ${PGBENCH_DB} WITH (FORCE)`);
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Main
-
 async function main(): Promise<number> {
   const opts = readOptions();
   const expectedWinners = Math.min(opts.users, opts.vms);
@@ -639,7 +392,7 @@ async function main(): Promise<number> {
         port: EMBEDDED_PORT,
       });
       adminUrl = embedded.url;
-      postmasterPid = embeddedPostmasterPid();
+      postmasterPid = embeddedPostmasterPid(EMBEDDED_DIR);
       where = `embedded Postgres (${EMBEDDED_DIR}, port ${EMBEDDED_PORT})`;
     }
     admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
@@ -772,7 +525,12 @@ async function main(): Promise<number> {
 
     let ratio: number | null = null;
     if (opts.pgbench) {
-      const pb = await pgbench(adminUrl, admin, opts, postmasterPid);
+      const pb = await pgbench(
+        adminUrl,
+        admin,
+        { clients: opts.pool, seconds: opts.pgbenchSeconds, database: PGBENCH_DB },
+        postmasterPid,
+      );
       if ("error" in pb) {
         console.log(pb.error);
       } else {

@@ -32,6 +32,15 @@ const schema = z
     LABLINK_DATA_DIR: z.string().min(1).default(".data"),
     LABLINK_EMBEDDED_PG_PORT: z.coerce.number().int().min(1024).max(65535).default(54329),
     LABLINK_HEARTBEAT_INTERVAL_S: z.coerce.number().int().min(1).max(3600).default(15),
+    /**
+     * Heartbeats that change nothing material (only fresh GPU readings) are written together,
+     * at most this many milliseconds later; 0 writes every heartbeat at once.
+     */
+    LABLINK_HEARTBEAT_FLUSH_MS: z.coerce.number().int().min(0).max(10_000).default(1000),
+    /** At most one GPU sample per VM per this many seconds, for the VM detail charts (0: none). */
+    LABLINK_GPU_SAMPLE_INTERVAL_S: z.coerce.number().int().min(0).max(3600).default(60),
+    /** GPU samples older than this are deleted by a periodic job. */
+    LABLINK_GPU_SAMPLE_RETENTION_HOURS: z.coerce.number().int().min(1).max(8760).default(24),
     /** An agent silent for this long is marked unhealthy and its VM leaves the pool. */
     LABLINK_AGENT_STALE_S: z.coerce.number().int().min(5).max(86400).default(60),
     /** Size of the simulated local fleet `npm start` keeps running (default 4 with embedded Postgres, else 0). */

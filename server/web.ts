@@ -1,6 +1,7 @@
 import http from "node:http";
 import path from "node:path";
 import next from "next";
+import { flushHeartbeatBuffers } from "./domain/heartbeat-buffer";
 import { env, listenHost } from "./env";
 import { logger } from "./log";
 
@@ -48,7 +49,10 @@ async function main() {
     if (stopping) return;
     stopping = true;
     logger.info({ reason }, "web server stopping");
-    server.close(() => process.exit(0));
+    // Buffered heartbeats (GPU readings, heartbeat times) are written before the process ends.
+    server.close(() => {
+      void flushHeartbeatBuffers().finally(() => process.exit(0));
+    });
     server.closeAllConnections();
     setTimeout(() => process.exit(0), 3_000).unref();
   };

@@ -1,5 +1,6 @@
 import { auth } from "../auth/config";
 import { getDatabase } from "../db/client";
+import { agentSettingsFrom } from "../domain/agents";
 import { env } from "../env";
 import { VmEventHub } from "../events";
 import type { Context, SessionUser } from "./trpc";
@@ -17,7 +18,7 @@ export function nextContext(req: Request): Omit<Context, "headers" | "ip" | "sig
   return {
     db: getDatabase().db,
     events: getEventHub(),
-    settings: { heartbeatIntervalS: env().LABLINK_HEARTBEAT_INTERVAL_S },
+    settings: agentSettingsFrom(env()),
     getSession: async (): Promise<SessionUser | null> => {
       // Agents never carry a session; skip the cookie work for them.
       if (req.headers.get("authorization")) return null;

@@ -7,6 +7,7 @@ import { looksLikeEnrollmentToken, verifyEnrollmentToken } from "../auth/enrollm
 import { DEFAULT_RATE_LIMITS, enforceRateLimit, type RateLimits } from "../auth/rate-limit";
 import type { Db } from "../db/client";
 import { type UserRole, users } from "../db/schema";
+import type { AgentSettings } from "../domain/agents";
 import { domainErrorCodes, isDomainError } from "../domain/errors";
 import type { Actor } from "../domain/vm-state";
 import type { VmEventHub } from "../events";
@@ -27,7 +28,7 @@ export type Context = {
   /** Resolves the signed-in user from the request (Auth.js in the app, a fixture in tests). */
   getSession: () => Promise<SessionUser | null>;
   events: VmEventHub | null;
-  settings: { heartbeatIntervalS: number; rateLimits?: RateLimits };
+  settings: AgentSettings & { rateLimits?: RateLimits };
   signal?: AbortSignal;
 };
 
@@ -168,14 +169,17 @@ export const agentProcedure = base.use(async ({ ctx, next, getRawInput }) => {
       message: header ? "Use `Authorization: Bearer <agent token>`." : "Agent token missing.",
     });
   }
-  const agent: AgentIdentity | null = await verifyAgentToken(ctx.db, token);
-  if (!agent) throw new TRPCError({ code: "UNAUTHORIZED", message: "Agent token is not valid." });
+  const verified = await verifyAgentToken(ctx.db, token);
+  if (!verified)
+    throw new TRPCError({ code: "UNAUTHORIZED", message: "Agent token is not valid." });
+  const agent: AgentIdentity = { vmId: verified.vmId, credentialId: verified.credentialId };
   const raw = (await getRawInput()) as { vmId?: unknown } | undefined;
   if (raw && typeof raw === "object" && raw.vmId !== undefined && raw.vmId !== agent.vmId) {
     throw new TRPCError({ code: "FORBIDDEN", message: "This token belongs to a different VM." });
   }
   const actor: Actor = { kind: "agent", id: agent.vmId, ip: ctx.ip };
-  return next({ ctx: { agent, actor } });
+  // The VM row read with the token (same statement): a heartbeat needs nothing else.
+  return next({ ctx: { agent, actor, agentVm: verified.vm } });
 });
 
 /**

@@ -1,7 +1,8 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { and, eq, gt, isNull, or, sql } from "drizzle-orm";
 import type { DbOrTx } from "../db/client";
-import { agentCredentials } from "../db/schema";
+import { preparedPerDb } from "../db/prepared";
+import { agentCredentials, fleets, type Vm, vms } from "../db/schema";
 
 /**
  * Per-VM agent tokens: `lla_<credential id>_<32 random bytes, base64url>`. The credential id lets
@@ -56,25 +57,52 @@ export async function revokeAgentTokens(db: DbOrTx, vmId: string): Promise<void>
 
 export type AgentIdentity = { vmId: string; credentialId: string };
 
-/** Returns the VM a token acts for, or null for a malformed, unknown or revoked token. */
-export async function verifyAgentToken(db: DbOrTx, token: string): Promise<AgentIdentity | null> {
+export type AgentVm = Vm & { expectedGpus: number };
+
+/**
+ * Every agent call checks its token, and reads its VM (with the fleet's expected GPU count) in the
+ * same statement: one round trip for what a heartbeat needs. Built once per database and sent as
+ * a named prepared statement. Revocation is read from the database on every call, so it takes
+ * effect immediately.
+ */
+const credentialQuery = preparedPerDb((db) =>
+  db
+    .select({
+      tokenHash: agentCredentials.tokenHash,
+      vm: vms,
+      expectedGpus: fleets.gpuCount,
+    })
+    .from(agentCredentials)
+    .innerJoin(vms, eq(vms.id, agentCredentials.vmId))
+    .innerJoin(fleets, eq(fleets.id, vms.fleetId))
+    .where(
+      and(
+        eq(agentCredentials.id, sql.placeholder("credentialId")),
+        or(isNull(agentCredentials.revokedAt), gt(agentCredentials.revokedAt, sql`now()`)),
+      ),
+    )
+    .prepare("lablink_agent_credential"),
+);
+
+/**
+ * Returns the VM a token acts for (and the VM's row as of now), or null for a malformed, unknown
+ * or revoked token.
+ */
+export async function verifyAgentToken(
+  db: DbOrTx,
+  token: string,
+): Promise<(AgentIdentity & { vm: AgentVm }) | null> {
   const m = TOKEN_RE.exec(token);
   if (!m?.[1] || !m[2]) return null;
   const credentialId = toUuid(m[1]);
-  const [cred] = await db
-    .select({ vmId: agentCredentials.vmId, tokenHash: agentCredentials.tokenHash })
-    .from(agentCredentials)
-    .where(
-      and(
-        eq(agentCredentials.id, credentialId),
-        or(isNull(agentCredentials.revokedAt), gt(agentCredentials.revokedAt, sql`now()`)),
-      ),
-    );
+  const [cred] = await credentialQuery(db).execute({ credentialId });
   // Hash even when the row is missing, so both paths take the same time.
   const presented = sha256(m[2]);
   const stored = cred ? Buffer.from(cred.tokenHash, "hex") : Buffer.alloc(32);
   const match = stored.length === presented.length && timingSafeEqual(stored, presented);
-  return cred && match ? { vmId: cred.vmId, credentialId } : null;
+  return cred && match
+    ? { vmId: cred.vm.id, credentialId, vm: { ...cred.vm, expectedGpus: cred.expectedGpus } }
+    : null;
 }
 
 /** Parses `Authorization: Bearer <token>`; anything else yields null. */

@@ -18,6 +18,18 @@ export function createDatabase(url: string, options: { max?: number } = {}): Dat
   return { db: drizzle(sql, { schema }), sql };
 }
 
+/**
+ * The postgres.js client under a Drizzle database or transaction, for statements sent straight to
+ * it as named prepared statements (Drizzle sends raw SQL unprepared).
+ */
+export function pgClient(db: DbOrTx): postgres.Sql {
+  const client = (db as unknown as { session?: { client?: postgres.Sql } }).session?.client;
+  if (!client || typeof client.unsafe !== "function") {
+    throw new Error("this needs a postgres.js-backed Drizzle database");
+  }
+  return client;
+}
+
 const globalForDb = globalThis as unknown as { lablinkDb?: Database };
 
 /** The process-wide pool, created on first use from DATABASE_URL. */

@@ -8,15 +8,42 @@ import type {
 } from "../api/agent-protocol";
 import { issueAgentToken } from "../auth/agent-tokens";
 import type { DbOrTx } from "../db/client";
+import { preparedPerDb } from "../db/prepared";
 import { auditEvents, fleets, type Vm, vms } from "../db/schema";
 import { displayNameOf } from "./allocation";
 import { DomainError } from "./errors";
 import { connectCommandFor, finishCrdHandoff } from "./handoff";
+import { heartbeatBuffer } from "./heartbeat-buffer";
 import { keyLinesFor } from "./ssh-keys";
 import { bootTimingsUpdate, mergeBootTimings } from "./vm-logs";
 import { type Actor, transition } from "./vm-state";
 
-export type AgentSettings = { heartbeatIntervalS: number };
+export type AgentSettings = {
+  heartbeatIntervalS: number;
+  /**
+   * How long a heartbeat that changes nothing material may wait to be written with others
+   * (LABLINK_HEARTBEAT_FLUSH_MS, default 1000; 0 writes every heartbeat at once).
+   */
+  heartbeatFlushMs?: number;
+  /** At most one GPU sample per VM per this many seconds (LABLINK_GPU_SAMPLE_INTERVAL_S; 0: none). */
+  gpuSampleIntervalS?: number;
+};
+
+export const DEFAULT_HEARTBEAT_FLUSH_MS = 1000;
+
+/** The agent settings a web process runs with, from its configuration (server/env.ts). */
+export function agentSettingsFrom(e: {
+  LABLINK_HEARTBEAT_INTERVAL_S: number;
+  LABLINK_HEARTBEAT_FLUSH_MS: number;
+  LABLINK_GPU_SAMPLE_INTERVAL_S: number;
+}): AgentSettings {
+  return {
+    heartbeatIntervalS: e.LABLINK_HEARTBEAT_INTERVAL_S,
+    heartbeatFlushMs: e.LABLINK_HEARTBEAT_FLUSH_MS,
+    gpuSampleIntervalS: e.LABLINK_GPU_SAMPLE_INTERVAL_S,
+  };
+}
+export const DEFAULT_GPU_SAMPLE_INTERVAL_S = 60;
 
 /**
  * How long a rotated-out token keeps working: long enough for a heartbeat or long-poll already in
@@ -77,13 +104,21 @@ async function reply(
   };
 }
 
-/** The VM with its fleet's expected GPU count: one query for everything a heartbeat checks. */
-async function loadVm(db: DbOrTx, vmId: string): Promise<Vm & { expectedGpus: number }> {
-  const [row] = await db
+/**
+ * The VM with its fleet's expected GPU count: one query for everything a heartbeat checks, built
+ * once per database and sent as a named prepared statement (every agent call makes it).
+ */
+const loadVmQuery = preparedPerDb((db) =>
+  db
     .select({ vm: vms, expectedGpus: fleets.gpuCount })
     .from(vms)
     .innerJoin(fleets, eq(fleets.id, vms.fleetId))
-    .where(eq(vms.id, vmId));
+    .where(eq(vms.id, sql.placeholder("vmId")))
+    .prepare("lablink_agent_load_vm"),
+);
+
+async function loadVm(db: DbOrTx, vmId: string): Promise<Vm & { expectedGpus: number }> {
+  const [row] = await loadVmQuery(db).execute({ vmId });
   if (!row) throw new DomainError("NOT_FOUND", "This VM is not known to the server.");
   return { ...row.vm, expectedGpus: row.expectedGpus };
 }
@@ -186,14 +221,48 @@ export async function registerAgent(
   return { ...(await reply(db, vm, settings)), credential };
 }
 
-/** A heartbeat writes the latest readings in place (one UPDATE) and answers pending commands. */
+const sameStrings = (a: readonly string[], b: readonly string[]) =>
+  a.length === b.length && a.every((x, i) => x === b[i]);
+
+/**
+ * Whether a heartbeat must be written at once: anything the pool, the admins or the audit log
+ * act on. What is left (fresh GPU readings, the heartbeat time) may wait for the next flush.
+ */
+function isMaterial(
+  before: Vm,
+  input: HeartbeatInput,
+  health: { healthy: boolean; reasons: string[] },
+): boolean {
+  if (input.shuttingDown || (input.backlog?.length ?? 0) > 0) return true;
+  if (before.lastHeartbeatAt === null) return true;
+  if (before.healthy !== health.healthy || !sameStrings(before.healthReasons, health.reasons))
+    return true;
+  if (before.inUse !== input.inUse) return true;
+  const idle = input.idleSince ? new Date(input.idleSince).getTime() : null;
+  if ((before.idleSince?.getTime() ?? null) !== idle) return true;
+  // The set of GPUs or their own verdicts changed (the readings themselves are not material).
+  if (before.gpus.length !== input.gpus.length) return true;
+  return input.gpus.some((g, i) => {
+    const b = before.gpus[i];
+    return !b || b.index !== g.index || b.uuid !== g.uuid || b.healthy !== g.healthy;
+  });
+}
+
+/**
+ * A heartbeat answers pending commands and records the latest readings. A material change
+ * (health flip or new reasons, in-use or idle change, goodbye, backlog, new GPUs, pending
+ * commands) is one UPDATE at once, with its audit rows; otherwise the readings wait in the
+ * process's buffer for the next multi-row flush (server/domain/heartbeat-buffer.ts).
+ */
 export async function recordHeartbeat(
   db: DbOrTx,
   input: HeartbeatInput,
   settings: AgentSettings,
   actor: Actor,
+  /** The VM as read with the agent's token in the same request (saves a round trip). */
+  loaded?: Vm & { expectedGpus: number },
 ): Promise<AgentReply> {
-  const before = await loadVm(db, input.vmId);
+  const before = loaded?.id === input.vmId ? loaded : await loadVm(db, input.vmId);
   if (before.bootId !== input.bootId) {
     // The server has not seen this boot: the agent must register first.
     return reply(db, before, settings, true);
@@ -204,9 +273,36 @@ export async function recordHeartbeat(
     health.healthy = false;
     health.reasons = [...health.reasons, SHUTTING_DOWN];
   }
+  const now = new Date();
+  const flushMs = settings.heartbeatFlushMs ?? DEFAULT_HEARTBEAT_FLUSH_MS;
+  const buffer = heartbeatBuffer(
+    db,
+    {
+      flushMs: Math.max(1, flushMs),
+      sampleIntervalS: settings.gpuSampleIntervalS ?? DEFAULT_GPU_SAMPLE_INTERVAL_S,
+    },
+    SHUTTING_DOWN,
+  );
+  if (!input.shuttingDown) buffer.sample(input.vmId, input.gpus, now);
+
+  if (flushMs > 0 && !isMaterial(before, input, health)) {
+    const commands = await commandsFor(db, before);
+    if (commands.length === 0) {
+      buffer.put(input.vmId, input.bootId, input.gpus, now);
+      return {
+        vmId: before.id,
+        state: before.state,
+        heartbeatIntervalS: settings.heartbeatIntervalS,
+        commands,
+        reRegister: false,
+      };
+    }
+  }
+
   // Once an agent has said goodbye for this boot, only a new registration brings the VM back:
   // a heartbeat that was in flight when it stopped can land after the goodbye and must not
   // mark the VM healthy again. The guard is in the UPDATE so the two requests cannot race.
+  buffer.drop(input.vmId);
   const [vm] = await db
     .update(vms)
     .set({

@@ -1,6 +1,5 @@
 import { and, eq, getTableColumns, inArray, sql } from "drizzle-orm";
-import type postgres from "postgres";
-import type { DbOrTx } from "../db/client";
+import { type DbOrTx, pgClient } from "../db/client";
 import { crdHandoffs, fleets, type UserRole, users, type Vm, vms } from "../db/schema";
 import { DomainError } from "./errors";
 import { type Actor, HOLDER_STATES, transition } from "./vm-state";
@@ -42,18 +41,9 @@ export function isUniqueViolation(e: unknown, constraint: string): boolean {
   return false;
 }
 
-/**
- * The postgres.js client under a Drizzle database or transaction. The claim statement goes
- * straight to it as a named prepared statement: Drizzle sends raw SQL unprepared, and planning
- * the claim cost more than running it (bench/claim, docs/benchmarks.md).
- */
-function pgClient(db: DbOrTx): postgres.Sql {
-  const client = (db as unknown as { session?: { client?: postgres.Sql } }).session?.client;
-  if (!client || typeof client.unsafe !== "function") {
-    throw new Error("claimVm needs a postgres.js-backed Drizzle database");
-  }
-  return client;
-}
+// The claim statement goes straight to postgres.js (pgClient) as a named prepared statement:
+// Drizzle sends raw SQL unprepared, and planning the claim cost more than running it (bench/claim,
+// docs/benchmarks.md).
 
 const HOLDER_STATES_SQL = HOLDER_STATES.map((s) => `'${s}'`).join(", ");
 

@@ -3,6 +3,7 @@ import { z } from "zod";
 import type { FleetDriver } from "../cloud/driver";
 import type { Ec2Api } from "../cloud/ec2/ec2";
 import { fleets } from "../db/schema";
+import { pruneGpuSamples } from "../domain/gpu-history";
 import { markSilentAgents } from "../domain/health";
 import { releaseExpiredHolds } from "../domain/hold-limits";
 import { type OrphanPolicy, reconcileAll } from "../domain/reconcile";
@@ -11,6 +12,8 @@ import { executeOperation, type OperationSettings } from "./operations";
 
 export type JobDeps = {
   staleSeconds: number;
+  /** GPU samples older than this are deleted (LABLINK_GPU_SAMPLE_RETENTION_HOURS). */
+  gpuSampleRetentionHours?: number;
   drivers: Partial<Record<string, FleetDriver>>;
   operations?: OperationSettings;
   /** Fires when the worker shuts down; running operations stop and are queued again. */
@@ -48,6 +51,18 @@ export const expireHolds = () =>
         log.info({ vmIds: released.map((r) => r.vmId) }, "holds expired; VMs released");
       return { released: released.length };
     },
+  });
+
+/** Deletes GPU samples (VM detail charts) older than the retention period. */
+export const pruneGpuSamplesJob = (deps: JobDeps) =>
+  defineJob({
+    name: "gpu-samples.prune",
+    schema: z.strictObject({}),
+    retry: { limit: 0, delaySeconds: 0, backoff: false },
+    timeoutSeconds: 10 * 60,
+    handler: async (_payload, { db }) => ({
+      deleted: await pruneGpuSamples(db, deps.gpuSampleRetentionHours ?? 24),
+    }),
   });
 
 /** Makes a fleet's VMs match its desired size through its driver. Idempotent. */
@@ -115,6 +130,7 @@ export const allJobs = (deps: JobDeps) => [
   reconcileFleets(deps),
   sweepSilentAgents(deps),
   expireHolds(),
+  pruneGpuSamplesJob(deps),
   applyFleet(deps),
   runOperation(deps),
 ];

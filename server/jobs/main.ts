@@ -62,6 +62,7 @@ async function main() {
   await runner.start(
     allJobs({
       staleSeconds: e.LABLINK_AGENT_STALE_S,
+      gpuSampleRetentionHours: e.LABLINK_GPU_SAMPLE_RETENTION_HOURS,
       drivers: { local, terraform },
       ec2,
       orphanPolicy: e.LABLINK_RECONCILE_ORPHANS,
@@ -121,6 +122,12 @@ async function main() {
           }, e.LABLINK_RECONCILE_INTERVAL_S * 1000),
         ]
       : []),
+    // Old GPU samples go every 10 minutes (one worker at a time: singleton).
+    setInterval(() => {
+      runner
+        .send("gpu-samples.prune", {}, { singletonSeconds: 600 })
+        .catch((err) => log.error({ err }, "gpu sample prune enqueue failed"));
+    }, 600_000),
     // Restart local agents that died (the local driver's "reboot").
     setInterval(
       () => applyLocalFleets().catch((err) => log.error({ err }, "local apply failed")),

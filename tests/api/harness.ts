@@ -5,18 +5,26 @@ import type { SessionUser } from "../../server/api/trpc";
 import { DEFAULT_RATE_LIMITS, type RateLimits } from "../../server/auth/rate-limit";
 import type { Db } from "../../server/db/client";
 import { users } from "../../server/db/schema";
+import type { AgentSettings } from "../../server/domain/agents";
 
 /**
  * Calls `/api/trpc` over real HTTP semantics (Request in, Response out) through the same fetch
  * handler the Next route uses. Sessions come from the `x-test-user` header, which only this
  * harness's context reads.
  */
-export function apiClient(db: Db, options: { rateLimits?: Partial<RateLimits> } = {}) {
+export function apiClient(
+  db: Db,
+  options: {
+    rateLimits?: Partial<RateLimits>;
+    settings?: Omit<AgentSettings, "heartbeatIntervalS">;
+  } = {},
+) {
   const makeContext = (req: Request) => ({
     db,
     events: null,
     settings: {
       heartbeatIntervalS: 15,
+      ...options.settings,
       rateLimits: { ...DEFAULT_RATE_LIMITS, ...options.rateLimits },
     },
     getSession: async (): Promise<SessionUser | null> => {

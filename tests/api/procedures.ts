@@ -25,6 +25,7 @@ export const ACCESS: Record<string, Tier> = {
   "vm.list": "admin",
   "vm.get": "admin",
   "vm.logs": "admin",
+  "vm.gpuHistory": "admin",
   "vm.drain": "admin",
   "vm.undrain": "admin",
   "vm.forceRelease": "admin",
@@ -106,6 +107,7 @@ export const SAMPLE_INPUT: Record<string, (w: World) => unknown> = {
   // Actions on things that do not exist: the access decision is made before the 404.
   "vm.get": (w) => ({ vmId: w.vmId }),
   "vm.logs": (w) => ({ vmId: w.vmId, afterId: 0, source: "agent", limit: 10 }),
+  "vm.gpuHistory": (w) => ({ vmId: w.vmId, hours: 6 }),
   "vm.drain": () => ({ vmId: NOBODY }),
   "vm.undrain": () => ({ vmId: NOBODY }),
   "vm.forceRelease": () => ({ vmId: NOBODY }),

@@ -32,7 +32,9 @@ export const agentRouter = createRouter({
 
   heartbeat: agentProcedure
     .input(heartbeatInput)
-    .mutation(({ ctx, input }) => recordHeartbeat(ctx.db, input, ctx.settings, ctx.actor)),
+    .mutation(({ ctx, input }) =>
+      recordHeartbeat(ctx.db, input, ctx.settings, ctx.actor, ctx.agentVm),
+    ),
 
   ack: agentProcedure
     .input(ackInput)

@@ -2,6 +2,7 @@ import { z } from "zod";
 import { vmLogSource, vmState } from "../../db/schema";
 import { claimVm, releaseVm } from "../../domain/allocation";
 import { listVms } from "../../domain/fleets";
+import { gpuHistory } from "../../domain/gpu-history";
 import { myVmWithConnection, requestCrdHandoff } from "../../domain/handoff";
 import { lastEndedHold } from "../../domain/hold-limits";
 import { publicOperation } from "../../domain/operations";
@@ -99,6 +100,11 @@ export const vmRouter = createRouter({
       }),
     )
     .query(({ ctx, input }) => listLogs(ctx.db, input)),
+
+  /** GPU utilisation, memory and temperature over the last 1–24 h, at most ~300 points per GPU. */
+  gpuHistory: adminProcedure
+    .input(z.strictObject({ vmId: z.uuid(), hours: z.number().int().min(1).max(24) }))
+    .query(({ ctx, input }) => gpuHistory(ctx.db, input.vmId, input.hours)),
 
   drain: adminProcedure
     .input(z.strictObject({ vmId: z.uuid() }))

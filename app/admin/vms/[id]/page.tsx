@@ -3,6 +3,7 @@ import { auth } from "@/server/auth/config";
 import { userRole } from "@/server/auth/dev-login";
 import { getDb } from "@/server/db/client";
 import { BootTimings } from "./boot-timings";
+import { GpuCharts } from "./gpu-charts";
 import { VmDetail } from "./vm-detail";
 import { VmLogs } from "./vm-logs";
 
@@ -27,6 +28,7 @@ export default async function VmPage({ params }: { params: Promise<{ id: string 
       <VmDetail vmId={id} />
       <BootTimings vmId={id} />
       <VmLogs vmId={id} />
+      <GpuCharts vmId={id} />
     </div>
   );
 }
