@@ -235,6 +235,8 @@ function isMaterial(
 ): boolean {
   if (input.shuttingDown || (input.backlog?.length ?? 0) > 0) return true;
   if (before.lastHeartbeatAt === null) return true;
+  // The agent sends boot timings only when a milestone changed: admins watch the boot.
+  if (input.bootTimings) return true;
   if (before.healthy !== health.healthy || !sameStrings(before.healthReasons, health.reasons))
     return true;
   if (before.inUse !== input.inUse) return true;
