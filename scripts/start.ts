@@ -9,7 +9,7 @@
  * nothing is orphaned even by kill -9; a Postgres left behind that way is stopped on next start.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
+import { existsSync, readdirSync, rmSync, statSync, utimesSync } from "node:fs";
 import path from "node:path";
 import { createDatabase } from "../server/db/client";
 import { type EmbeddedHandle, localSecret, startEmbeddedPostgres } from "../server/db/embedded";
@@ -49,6 +49,9 @@ function buildIfNeeded() {
       ? "sources changed since the last build; rebuilding the web app…"
       : "building the web app (first run)…",
   );
+  // The build is as new as the sources it read, i.e. as its start: a file saved while it runs
+  // must make the next start rebuild, so BUILD_ID gets the start time below.
+  const startedS = Date.now() / 1000;
   const r = spawnSync(
     process.execPath,
     [path.join(root, "node_modules/next/dist/bin/next"), "build"],
@@ -59,6 +62,7 @@ function buildIfNeeded() {
     },
   );
   if (r.status !== 0) throw new Error("next build failed (see above)");
+  utimesSync(buildId, startedS, startedS);
 }
 
 async function main() {
