@@ -105,13 +105,25 @@ test("researcher sees why no VM can be claimed and when capacity is expected", a
       { timeout: 30_000, intervals: [100] },
     )
     .toBe(true);
-  await page.route("**/api/trpc/pool.summary**", (route) => route.fulfill({ json: rebooting }));
+  // The page batches its queries (/api/trpc/vm.mine,pool.summary?batch=1): answer pool.summary's
+  // part with the caught answer and let the server answer the rest.
+  await page.route("**/api/trpc/**", async (route) => {
+    const url = new URL(route.request().url());
+    const procedures = decodeURIComponent(url.pathname.replace(/^.*\/api\/trpc\//, "")).split(",");
+    const at = procedures.indexOf("pool.summary");
+    if (at < 0) return route.continue();
+    if (!url.searchParams.has("batch")) return route.fulfill({ json: rebooting });
+    const response = await route.fetch();
+    const parts = (await response.json()) as unknown[];
+    parts[at] = rebooting;
+    return route.fulfill({ status: response.status(), json: parts });
+  });
   await page.reload();
   await expect(page.getByTestId("pool-message")).toContainText(
     /No VM is free right now\. 1 VM is starting up, usually ready in about \d+ min/,
   );
   await expect(page.getByTestId("fleet-outlook").first()).toContainText("1 VM is starting up");
-  await page.unroute("**/api/trpc/pool.summary**");
+  await page.unroute("**/api/trpc/**");
 
   // Why, live: once it is back and taken too, every VM is held and nothing is starting.
   await waitForReady(request, 1);

@@ -97,6 +97,8 @@ const BOOT_SAMPLE = 25;
 const BOOT_WINDOW_DAYS = 14;
 /** The median changes slowly and the summary is polled: compute it at most once a minute. */
 const BOOT_CACHE_MS = 60_000;
+/** No boot recorded yet (a fresh install): look again soon, the first boots are minutes away. */
+const EMPTY_BOOT_CACHE_MS = 5_000;
 
 const bootCache = new WeakMap<object, { at: number; medians: Map<string, number> }>();
 
@@ -110,7 +112,8 @@ export async function medianBootSeconds(
   now = Date.now(),
 ): Promise<Map<string, number>> {
   const cached = bootCache.get(db);
-  if (cached && now - cached.at < BOOT_CACHE_MS) return cached.medians;
+  const ttl = cached?.medians.size ? BOOT_CACHE_MS : EMPTY_BOOT_CACHE_MS;
+  if (cached && now - cached.at < ttl) return cached.medians;
   const rows = await db.execute<{ fleet_id: string; median: number }>(sql`
     WITH boots AS (
       SELECT v.fleet_id, a.at, extract(epoch FROM a.at - coalesce((
