@@ -16,6 +16,7 @@ test("researcher manages SSH keys in the profile, with errors shown inline", asy
   const { page } = await signInAs("researcher", "keys");
   await page.getByRole("link", { name: "Profile" }).click();
   await expect(page.getByRole("heading", { name: "SSH keys" })).toBeVisible();
+  await expect(page.getByRole("region", { name: "Groups" })).toContainText("You are in no group");
 
   await page.getByLabel("Public key").fill("ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 short@key");
   await page.getByRole("button", { name: "Add key" }).click();

@@ -1,5 +1,5 @@
-import { fleetName } from "./admin-api";
-import { expect, test, uniqueName } from "./fixtures";
+import { fleetName, query } from "./admin-api";
+import { expect, mutate, test, uniqueName } from "./fixtures";
 
 test("admin creates a local fleet, watches it come up with its log, scales it and destroys it", async ({
   signInAs,
@@ -16,11 +16,18 @@ test("admin creates a local fleet, watches it come up with its log, scales it an
   const name = uniqueName("lab")
     .toLowerCase()
     .replace(/[^a-z0-9-]/g, "-");
+  // Reserved for a group, chosen in the form.
+  const group = uniqueName("course").toLowerCase();
+  expect((await mutate(page.request, "group.create", { name: group })).error).toBeUndefined();
+  await page.reload();
   await page.getByLabel("Name", { exact: true }).fill(name);
   await page.getByLabel("VMs", { exact: true }).fill("2");
+  await page.getByRole("group", { name: "Who may claim its VMs" }).getByLabel(group).check();
   await page.getByRole("button", { name: "Create fleet" }).click();
   await expect(page.getByTestId("operation-status")).toHaveText("succeeded", { timeout: 60_000 });
   await expect(page.getByTestId("operation-log")).not.toHaveText("Waiting for the worker…");
+  const groups = await query<{ name: string; fleets: string[] }[]>(page.request, "group.list");
+  expect(groups.find((g) => g.name === group)?.fleets).toEqual([name]);
 
   const card = page.getByTestId("fleet-card").filter({ hasText: name });
   await expect(card.getByTestId("fleet-counts")).toHaveText("2 ready", { timeout: 30_000 });

@@ -1,5 +1,6 @@
 import { redirect } from "next/navigation";
 import { auth } from "@/server/auth/config";
+import { Groups } from "./groups";
 import { SshKeys } from "./ssh-keys";
 
 export const dynamic = "force-dynamic";
@@ -14,6 +15,7 @@ export default async function ProfilePage() {
         Signed in as {session.user.name ?? session.user.email}.
       </p>
       <SshKeys />
+      <Groups />
     </div>
   );
 }

@@ -1,4 +1,4 @@
-import { type AnyColumn, and, asc, eq, inArray, type SQL, sql } from "drizzle-orm";
+import { type AnyColumn, and, asc, eq, inArray, ne, type SQL, sql } from "drizzle-orm";
 import type { DbOrTx } from "../db/client";
 import { fleetGroups, fleets, groupMembers, groups, type UserRole, users } from "../db/schema";
 import { audit } from "./audit";
@@ -44,11 +44,13 @@ export async function listGroups(db: DbOrTx) {
       name: groups.name,
       description: groups.description,
       createdAt: groups.createdAt,
-      members: sql<number>`(SELECT count(*)::int FROM ${groupMembers} gm WHERE gm.group_id = ${groups.id})`,
+      // "groups"."id" by hand: in a one-table select drizzle renders ${groups.id} as a bare "id",
+      // which inside these subqueries would bind to fleets.id (user.list had the same bug).
+      members: sql<number>`(SELECT count(*)::int FROM ${groupMembers} gm WHERE gm.group_id = "groups"."id")`,
       fleets: sql<
         string[]
       >`coalesce((SELECT array_agg(f.name ORDER BY f.name) FROM ${fleetGroups} fg
-        JOIN ${fleets} f ON f.id = fg.fleet_id WHERE fg.group_id = ${groups.id}), '{}')`,
+        JOIN ${fleets} f ON f.id = fg.fleet_id WHERE fg.group_id = "groups"."id"), '{}')`,
     })
     .from(groups)
     .orderBy(asc(groups.name));
@@ -161,4 +163,34 @@ export async function setFleetGroups(
     );
     return { fleetId: req.fleetId, groupIds: ids };
   });
+}
+
+/**
+ * The groups a user belongs to, with the restricted fleets each one opens (their profile page).
+ * Fleets open to every researcher are not listed: membership adds nothing there.
+ */
+export async function groupsOfUser(db: DbOrTx, userId: string) {
+  const rows = await db
+    .select({
+      id: groups.id,
+      name: groups.name,
+      description: groups.description,
+      fleet: fleets.name,
+    })
+    .from(groupMembers)
+    .innerJoin(groups, eq(groups.id, groupMembers.groupId))
+    .leftJoin(fleetGroups, eq(fleetGroups.groupId, groups.id))
+    .leftJoin(fleets, and(eq(fleets.id, fleetGroups.fleetId), ne(fleets.status, "destroyed")))
+    .where(eq(groupMembers.userId, userId))
+    .orderBy(groups.name, fleets.name);
+  const byId = new Map<
+    string,
+    { id: string; name: string; description: string | null; fleets: string[] }
+  >();
+  for (const r of rows) {
+    const g = byId.get(r.id) ?? { id: r.id, name: r.name, description: r.description, fleets: [] };
+    if (r.fleet) g.fleets.push(r.fleet);
+    byId.set(r.id, g);
+  }
+  return [...byId.values()];
 }

@@ -3,6 +3,7 @@ import type { Db } from "../db/client";
 import { type Fleet, type FleetDriverName, fleets, vms } from "../db/schema";
 import { isUniqueViolation } from "./allocation";
 import { DomainError } from "./errors";
+import { setFleetGroups } from "./groups";
 import { requestOperation } from "./operations";
 import type { Actor } from "./vm-state";
 
@@ -22,6 +23,8 @@ export type FleetSpec = {
   size: number;
   /** How long a researcher may hold one of its VMs; null or absent: no limit. */
   maxHoldMinutes?: number | null;
+  /** Groups whose members may claim its VMs; empty: every researcher. */
+  groupIds?: string[];
   config: Record<string, unknown>;
 };
 
@@ -45,6 +48,10 @@ export async function createFleet(db: Db, spec: FleetSpec, actor: Actor) {
         })
         .returning();
       if (!fleet) throw new Error("fleet insert returned nothing");
+      // In the same transaction: an unknown group leaves no fleet behind.
+      if (spec.groupIds && spec.groupIds.length > 0) {
+        await setFleetGroups(tx, { fleetId: fleet.id, groupIds: spec.groupIds, actor });
+      }
       const operation = await requestOperation(tx, {
         fleetId: fleet.id,
         kind: "fleet.create",

@@ -20,6 +20,7 @@ export const ACCESS: Record<string, Tier> = {
   "vm.release": "researcher",
   "vm.connectCrd": "researcher",
   "profile.sshKeys.list": "researcher",
+  "profile.groups": "researcher",
   "profile.sshKeys.add": "researcher",
   "profile.sshKeys.remove": "researcher",
   "vm.list": "admin",
@@ -101,6 +102,7 @@ export const SAMPLE_INPUT: Record<string, (w: World) => unknown> = {
     pin: "493817",
   }),
   "profile.sshKeys.list": () => undefined,
+  "profile.groups": () => undefined,
   // Malformed on purpose (validated after the access decision): nothing is stored.
   "profile.sshKeys.add": () => ({ publicKey: "ssh-ed25519 AAAA!!!!", label: "matrix" }),
   "profile.sshKeys.remove": () => ({ id: NOBODY }),

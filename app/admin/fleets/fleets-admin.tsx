@@ -34,7 +34,13 @@ export function FleetsAdmin() {
     holdHours: "",
     region: "us-west-2",
     image: "",
+    ami: "",
+    tutorialRepo: "",
+    startupScript: "",
+    sshUser: "",
+    groupIds: [] as string[],
   });
+  const groups = useQuery(trpc.group.list.queryOptions());
   const [sizes, setSizes] = useState<Record<string, number>>({});
   const [destroying, setDestroying] = useState<{ id: string; name: string } | null>(null);
   const [typed, setTyped] = useState("");
@@ -199,11 +205,24 @@ export function FleetsAdmin() {
               maxHoldMinutes: form.holdHours.trim()
                 ? Math.round(Number(form.holdHours) * 60)
                 : null,
+              groupIds: form.groupIds,
+            };
+            const config = {
+              ...(form.ami.trim() ? { ami: form.ami.trim() } : {}),
+              ...(form.tutorialRepo.trim() ? { tutorialRepo: form.tutorialRepo.trim() } : {}),
+              ...(form.startupScript.trim() ? { startupScript: form.startupScript } : {}),
+              ...(form.sshUser.trim() ? { sshUser: form.sshUser.trim() } : {}),
             };
             create.mutate(
               form.driver === "local"
                 ? { driver: "local", ...common }
-                : { driver: "terraform", ...common, region: form.region, image: form.image },
+                : {
+                    driver: "terraform",
+                    ...common,
+                    region: form.region,
+                    image: form.image,
+                    config,
+                  },
             );
           }}
         >
@@ -337,8 +356,108 @@ export function FleetsAdmin() {
                 />
                 <FieldError errors={fieldErrors} path="image" />
               </div>
+              <div>
+                <label htmlFor="fleet-ami" className="mb-1 block font-medium">
+                  AMI (optional)
+                </label>
+                <input
+                  id="fleet-ami"
+                  placeholder="ami-0123456789abcdef0"
+                  value={form.ami}
+                  onChange={(e) => setForm({ ...form, ami: e.target.value })}
+                  className={inputClass}
+                  aria-describedby="fleet-ami-help err-config.ami"
+                />
+                <p id="fleet-ami-help" className="mt-1 text-slate-600 dark:text-slate-400">
+                  Empty: the latest AWS Deep Learning GPU AMI for Ubuntu.
+                </p>
+                <FieldError errors={fieldErrors} path="config.ami" />
+              </div>
+              <div>
+                <label htmlFor="fleet-ssh-user" className="mb-1 block font-medium">
+                  Research user (optional)
+                </label>
+                <input
+                  id="fleet-ssh-user"
+                  placeholder="ubuntu"
+                  value={form.sshUser}
+                  onChange={(e) => setForm({ ...form, sshUser: e.target.value })}
+                  className={inputClass}
+                  aria-describedby="fleet-ssh-user-help err-config.sshUser"
+                />
+                <p id="fleet-ssh-user-help" className="mt-1 text-slate-600 dark:text-slate-400">
+                  The VM account researchers' SSH keys go to and the ssh command names. Empty:
+                  ubuntu.
+                </p>
+                <FieldError errors={fieldErrors} path="config.sshUser" />
+              </div>
+              <div>
+                <label htmlFor="fleet-repo" className="mb-1 block font-medium">
+                  Tutorial repository (optional)
+                </label>
+                <input
+                  id="fleet-repo"
+                  placeholder="https://github.com/…"
+                  value={form.tutorialRepo}
+                  onChange={(e) => setForm({ ...form, tutorialRepo: e.target.value })}
+                  className={inputClass}
+                  aria-describedby="fleet-repo-help err-config.tutorialRepo"
+                />
+                <p id="fleet-repo-help" className="mt-1 text-slate-600 dark:text-slate-400">
+                  An https Git URL, cloned into the research container's /workspace.
+                </p>
+                <FieldError errors={fieldErrors} path="config.tutorialRepo" />
+              </div>
+              <div className="sm:col-span-2">
+                <label htmlFor="fleet-script" className="mb-1 block font-medium">
+                  Startup script (optional)
+                </label>
+                <textarea
+                  id="fleet-script"
+                  rows={4}
+                  value={form.startupScript}
+                  onChange={(e) => setForm({ ...form, startupScript: e.target.value })}
+                  className={inputClass}
+                  aria-describedby="fleet-script-help err-config.startupScript"
+                />
+                <p id="fleet-script-help" className="mt-1 text-slate-600 dark:text-slate-400">
+                  Runs in the research container after the clone; its output appears in each VM's
+                  logs.
+                </p>
+                <FieldError errors={fieldErrors} path="config.startupScript" />
+              </div>
             </>
           )}
+          <fieldset className="sm:col-span-2">
+            <legend className="mb-1 font-medium">Who may claim its VMs</legend>
+            {groups.data?.length ? (
+              <div className="flex flex-wrap gap-x-4 gap-y-1">
+                {groups.data.map((g) => (
+                  <label key={g.id} className="inline-flex items-center gap-2">
+                    <input
+                      type="checkbox"
+                      checked={form.groupIds.includes(g.id)}
+                      onChange={(e) =>
+                        setForm({
+                          ...form,
+                          groupIds: e.target.checked
+                            ? [...form.groupIds, g.id]
+                            : form.groupIds.filter((x) => x !== g.id),
+                        })
+                      }
+                    />
+                    {g.name}
+                  </label>
+                ))}
+              </div>
+            ) : null}
+            <p className="mt-1 text-slate-600 dark:text-slate-400">
+              {form.groupIds.length
+                ? "Only members of the ticked groups."
+                : "Every researcher (tick groups to reserve the fleet for them; groups are managed on the Groups page)."}
+            </p>
+            <FieldError errors={fieldErrors} path="groupIds" />
+          </fieldset>
           <div className="sm:col-span-2">
             <button
               type="submit"

@@ -38,6 +38,8 @@ const common = {
     .max(MAX_HOLD_MINUTES, `must be at most ${MAX_HOLD_MINUTES} minutes (30 days)`)
     .nullable()
     .optional(),
+  /** Groups whose members may claim its VMs; absent or empty: every researcher. */
+  groupIds: z.array(z.uuid()).max(50).optional(),
 };
 
 const createInput = z.discriminatedUnion("driver", [
@@ -71,6 +73,7 @@ export const fleetRouter = createRouter({
         image: input.driver === "terraform" ? input.image : null,
         size: input.size,
         maxHoldMinutes: input.maxHoldMinutes ?? null,
+        groupIds: input.groupIds ?? [],
         config: input.driver === "terraform" ? input.config : {},
       },
       ctx.actor,

@@ -1,9 +1,13 @@
 import { z } from "zod";
+import { groupsOfUser } from "../../domain/groups";
 import { addSshKey, listSshKeys, removeSshKey } from "../../domain/ssh-keys";
 import { createRouter, noInput, researcherProcedure } from "../trpc";
 
 /** The signed-in researcher's own settings. */
 export const profileRouter = createRouter({
+  /** The groups they are in, and the restricted fleets each opens to them. */
+  groups: researcherProcedure.input(noInput).query(({ ctx }) => groupsOfUser(ctx.db, ctx.user.id)),
+
   sshKeys: createRouter({
     /** Their SSH keys: label, type, fingerprint (the key itself is not echoed back). */
     list: researcherProcedure.input(noInput).query(({ ctx }) => listSshKeys(ctx.db, ctx.user.id)),
