@@ -213,7 +213,8 @@ describe("a real agent against the real server", () => {
     const details = event?.details as { count: number; dropped: number } | undefined;
     expect(details?.count).toBeGreaterThanOrEqual(queued);
     expect(details?.dropped).toBe(0);
-    expect(running?.agent.queuedReadings).toBe(0);
+    // The server writes the audit row before its answer reaches the agent: wait for the answer.
+    await waitFor("queued readings cleared", async () => running?.agent.queuedReadings === 0);
     expect(running?.agent.stopped).toBe(false);
   });
 
