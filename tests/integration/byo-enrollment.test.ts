@@ -148,6 +148,14 @@ describe("a bring-your-own machine", () => {
 
     // The service restarts with the same (now used-up) token: no second VM, the same one returns.
     const second = run("main.ts", env, args);
+    // Its own words first (the VM may still look ready from the first run).
+    const until = Date.now() + 20_000;
+    while (!second.out().includes("already enrolled")) {
+      if (Date.now() > until || second.child.exitCode !== null) {
+        throw new Error(`no "already enrolled": ${second.out()}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
     await waitReady(vmId);
     const mine = await t.db.select().from(vms).where(eq(vms.fleetId, fleet.id));
     expect(mine.map((v) => v.id)).toEqual([vmId]);
