@@ -2,6 +2,7 @@
 
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useState } from "react";
+import type { EndedHold } from "@/server/domain/hold-limits";
 import { useTRPC } from "../providers";
 import { ConnectCrd } from "./connect-crd";
 import { GpuList } from "./gpu-list";
@@ -131,16 +132,7 @@ export function Portal() {
   );
 }
 
-function EndedNotice({
-  ended,
-}: {
-  ended: {
-    reason: "hold_expired" | "force_release";
-    at: Date;
-    vmName: string | null;
-    maxHoldMinutes: number | null;
-  };
-}) {
+function EndedNotice({ ended }: { ended: EndedHold }) {
   const vm = ended.vmName ?? "your VM";
   const at = ended.at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   const limit =

@@ -18,6 +18,43 @@ function FieldError({ errors, path }: { errors: FieldErrors; path: string }) {
   ) : null;
 }
 
+/** A labelled optional text field with its help line and the server's message for it. */
+function OptionalField(props: {
+  id: string;
+  label: string;
+  path: string;
+  help: string;
+  value: string;
+  onChange: (value: string) => void;
+  errors: FieldErrors;
+  placeholder?: string;
+  multiline?: boolean;
+}) {
+  const common = {
+    id: props.id,
+    value: props.value,
+    placeholder: props.placeholder,
+    className: inputClass,
+    "aria-describedby": `${props.id}-help err-${props.path}`,
+  };
+  return (
+    <div className={props.multiline ? "sm:col-span-2" : undefined}>
+      <label htmlFor={props.id} className="mb-1 block font-medium">
+        {props.label}
+      </label>
+      {props.multiline ? (
+        <textarea {...common} rows={4} onChange={(e) => props.onChange(e.target.value)} />
+      ) : (
+        <input {...common} onChange={(e) => props.onChange(e.target.value)} />
+      )}
+      <p id={`${props.id}-help`} className="mt-1 text-slate-600 dark:text-slate-400">
+        {props.help}
+      </p>
+      <FieldError errors={props.errors} path={props.path} />
+    </div>
+  );
+}
+
 export function FleetsAdmin() {
   const trpc = useTRPC();
   const queryClient = useQueryClient();
@@ -356,76 +393,46 @@ export function FleetsAdmin() {
                 />
                 <FieldError errors={fieldErrors} path="image" />
               </div>
-              <div>
-                <label htmlFor="fleet-ami" className="mb-1 block font-medium">
-                  AMI (optional)
-                </label>
-                <input
-                  id="fleet-ami"
-                  placeholder="ami-0123456789abcdef0"
-                  value={form.ami}
-                  onChange={(e) => setForm({ ...form, ami: e.target.value })}
-                  className={inputClass}
-                  aria-describedby="fleet-ami-help err-config.ami"
-                />
-                <p id="fleet-ami-help" className="mt-1 text-slate-600 dark:text-slate-400">
-                  Empty: the latest AWS Deep Learning GPU AMI for Ubuntu.
-                </p>
-                <FieldError errors={fieldErrors} path="config.ami" />
-              </div>
-              <div>
-                <label htmlFor="fleet-ssh-user" className="mb-1 block font-medium">
-                  Research user (optional)
-                </label>
-                <input
-                  id="fleet-ssh-user"
-                  placeholder="ubuntu"
-                  value={form.sshUser}
-                  onChange={(e) => setForm({ ...form, sshUser: e.target.value })}
-                  className={inputClass}
-                  aria-describedby="fleet-ssh-user-help err-config.sshUser"
-                />
-                <p id="fleet-ssh-user-help" className="mt-1 text-slate-600 dark:text-slate-400">
-                  The VM account researchers' SSH keys go to and the ssh command names. Empty:
-                  ubuntu.
-                </p>
-                <FieldError errors={fieldErrors} path="config.sshUser" />
-              </div>
-              <div>
-                <label htmlFor="fleet-repo" className="mb-1 block font-medium">
-                  Tutorial repository (optional)
-                </label>
-                <input
-                  id="fleet-repo"
-                  placeholder="https://github.com/…"
-                  value={form.tutorialRepo}
-                  onChange={(e) => setForm({ ...form, tutorialRepo: e.target.value })}
-                  className={inputClass}
-                  aria-describedby="fleet-repo-help err-config.tutorialRepo"
-                />
-                <p id="fleet-repo-help" className="mt-1 text-slate-600 dark:text-slate-400">
-                  An https Git URL, cloned into the research container's /workspace.
-                </p>
-                <FieldError errors={fieldErrors} path="config.tutorialRepo" />
-              </div>
-              <div className="sm:col-span-2">
-                <label htmlFor="fleet-script" className="mb-1 block font-medium">
-                  Startup script (optional)
-                </label>
-                <textarea
-                  id="fleet-script"
-                  rows={4}
-                  value={form.startupScript}
-                  onChange={(e) => setForm({ ...form, startupScript: e.target.value })}
-                  className={inputClass}
-                  aria-describedby="fleet-script-help err-config.startupScript"
-                />
-                <p id="fleet-script-help" className="mt-1 text-slate-600 dark:text-slate-400">
-                  Runs in the research container after the clone; its output appears in each VM's
-                  logs.
-                </p>
-                <FieldError errors={fieldErrors} path="config.startupScript" />
-              </div>
+              <OptionalField
+                id="fleet-ami"
+                label="AMI (optional)"
+                path="config.ami"
+                placeholder="ami-0123456789abcdef0"
+                help="Empty: the latest AWS Deep Learning GPU AMI for Ubuntu."
+                value={form.ami}
+                onChange={(ami) => setForm({ ...form, ami })}
+                errors={fieldErrors}
+              />
+              <OptionalField
+                id="fleet-ssh-user"
+                label="Research user (optional)"
+                path="config.sshUser"
+                placeholder="ubuntu"
+                help="The VM account researchers' SSH keys go to and the ssh command names. Empty: ubuntu."
+                value={form.sshUser}
+                onChange={(sshUser) => setForm({ ...form, sshUser })}
+                errors={fieldErrors}
+              />
+              <OptionalField
+                id="fleet-repo"
+                label="Tutorial repository (optional)"
+                path="config.tutorialRepo"
+                placeholder="https://github.com/…"
+                help="An https Git URL, cloned into the research container's /workspace."
+                value={form.tutorialRepo}
+                onChange={(tutorialRepo) => setForm({ ...form, tutorialRepo })}
+                errors={fieldErrors}
+              />
+              <OptionalField
+                id="fleet-script"
+                label="Startup script (optional)"
+                path="config.startupScript"
+                help="Runs in the research container after the clone; its output appears in each VM's logs."
+                value={form.startupScript}
+                onChange={(startupScript) => setForm({ ...form, startupScript })}
+                errors={fieldErrors}
+                multiline
+              />
             </>
           )}
           <fieldset className="sm:col-span-2">
