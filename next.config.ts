@@ -1,12 +1,7 @@
 import type { NextConfig } from "next";
-import { HSTS } from "./server/security-headers";
+import { API_CSP, HSTS, SECURITY_HEADERS } from "./server/security-headers";
 
-const securityHeaders = [
-  { key: "X-Frame-Options", value: "DENY" },
-  { key: "X-Content-Type-Options", value: "nosniff" },
-  { key: "Referrer-Policy", value: "same-origin" },
-  { key: "Permissions-Policy", value: "camera=(), microphone=(), geolocation=()" },
-];
+const securityHeaders = Object.entries(SECURITY_HEADERS).map(([key, value]) => ({ key, value }));
 
 const nextConfig: NextConfig = {
   // The worker, agent and scripts run under tsx; Next only bundles app/ and what it imports.
@@ -21,9 +16,7 @@ const nextConfig: NextConfig = {
       // Pages get their CSP (with a per-request nonce) from proxy.ts; the JSON API needs only this.
       {
         source: "/api/trpc/:path*",
-        headers: [
-          { key: "Content-Security-Policy", value: "default-src 'none'; frame-ancestors 'none'" },
-        ],
+        headers: [{ key: "Content-Security-Policy", value: API_CSP }],
       },
       // Behind a TLS-terminating proxy: HSTS whenever the request came in over HTTPS.
       {

@@ -1,5 +1,6 @@
 import { EventEmitter } from "node:events";
 import type postgres from "postgres";
+import { getDatabase } from "./db/client";
 
 /**
  * One LISTEN connection per server process, fanned out in memory to every agent long-poll this
@@ -53,4 +54,14 @@ export class VmEventHub {
     });
     return this.ensureListening().then(() => changed);
   }
+}
+
+// On globalThis: Next bundles the route handlers apart from server/web.ts (the agent gateway);
+// both must share the one LISTEN connection.
+const g = globalThis as unknown as { lablinkEvents?: VmEventHub };
+
+/** The process's single LISTEN connection, opened on first use. */
+export function getEventHub(): VmEventHub {
+  g.lablinkEvents ??= new VmEventHub(getDatabase().sql);
+  return g.lablinkEvents;
 }

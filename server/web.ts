@@ -1,13 +1,18 @@
 import http from "node:http";
 import path from "node:path";
 import next from "next";
+import { type GatewayContext, serveAgentCall } from "./api/agent-gateway";
+import { getDatabase } from "./db/client";
+import { agentSettingsFrom } from "./domain/agents";
 import { flushHeartbeatBuffers } from "./domain/heartbeat-buffer";
 import { env, listenHost } from "./env";
+import { getEventHub } from "./events";
 import { logger } from "./log";
 
 /**
  * The web process: Next.js (UI, /api/trpc, /api/auth, /api/health) on a plain Node HTTP server,
- * so that it stops cleanly with its parent and closes held agent long-polls on shutdown.
+ * so that it stops cleanly with its parent and closes held agent long-polls on shutdown. Agents'
+ * calls are answered before Next sees them (server/api/agent-gateway.ts).
  */
 async function main() {
   const e = env();
@@ -21,6 +26,14 @@ async function main() {
   });
   await app.prepare();
   const handle = app.getRequestHandler();
+  // Agents' calls skip Next (server/api/agent-gateway.ts); they never carry a session.
+  const settings = agentSettingsFrom(e);
+  const agentContext = (): GatewayContext => ({
+    db: getDatabase().db,
+    events: getEventHub(),
+    settings,
+    getSession: async () => null,
+  });
   const server = http.createServer((req, res) => {
     // Client IPs (rate limits, audit rows): from the socket, unless a trusted proxy says otherwise.
     if (!e.LABLINK_TRUST_PROXY) {
@@ -28,6 +41,7 @@ async function main() {
       delete req.headers["x-real-ip"];
     }
     req.headers["x-lablink-peer"] = req.socket.remoteAddress ?? "";
+    if (serveAgentCall(req, res, agentContext)) return;
     handle(req, res).catch((err) => {
       logger.error({ err, url: req.url }, "request failed");
       if (!res.headersSent) res.statusCode = 500;

@@ -1,6 +1,9 @@
+import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { createHTTPServer } from "@trpc/server/adapters/standalone";
+import { createHTTPHandler } from "@trpc/server/adapters/standalone";
 import type postgres from "postgres";
+import { type GatewayContext, serveAgentCall } from "../server/api/agent-gateway";
+import { handleTrpc } from "../server/api/handler";
 import { appRouter } from "../server/api/root";
 import type { SessionUser } from "../server/api/trpc";
 import type { Db } from "../server/db/client";
@@ -8,8 +11,9 @@ import { VmEventHub } from "../server/events";
 
 /**
  * Serves the real router at /api/trpc on a loopback port for tests that need real HTTP clients
- * (agent processes). Only the host differs from production (Node's HTTP server instead of Next);
- * the router, context shape, auth tiers and event hub are the same.
+ * (agent processes). Agent calls go through the agent gateway as in production (server/web.ts);
+ * everything else through tRPC's own Node adapter instead of Next. The router, context shape, auth
+ * tiers and event hub are the same.
  */
 export async function startApiServer(
   db: Db,
@@ -19,7 +23,9 @@ export async function startApiServer(
   port = 0,
 ) {
   const events = new VmEventHub(sql);
-  const server = createHTTPServer({
+  const settings = { heartbeatIntervalS };
+  const getSession = async (): Promise<SessionUser | null> => null;
+  const handler = createHTTPHandler({
     router: appRouter,
     basePath: "/api/trpc/",
     createContext: ({ req, info }) => {
@@ -31,11 +37,16 @@ export async function startApiServer(
         headers,
         ip: req.socket.remoteAddress ?? null,
         events,
-        settings: { heartbeatIntervalS },
+        settings,
         signal: info.signal,
-        getSession: async (): Promise<SessionUser | null> => null,
+        getSession,
       };
     },
+  });
+  const server = http.createServer((req, res) => {
+    req.headers["x-lablink-peer"] = req.socket.remoteAddress ?? "";
+    if (serveAgentCall(req, res, () => ({ db, events, settings, getSession }))) return;
+    handler(req, res);
   });
   await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
   const bound = (server.address() as AddressInfo).port;
@@ -43,6 +54,49 @@ export async function startApiServer(
     url: `http://127.0.0.1:${bound}`,
     port: bound,
     events,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/**
+ * The production host minus Next: a Node HTTP server that answers agent calls through the agent
+ * gateway when `gateway` is on (as server/web.ts does) and hands everything else, as a fetch
+ * Request, to the handler the Next route uses. `fallbackCalls` counts what reached that handler.
+ */
+export async function startFetchApiServer(context: GatewayContext, options: { gateway: boolean }) {
+  let fallbackCalls = 0;
+  const server = http.createServer((req, res) => {
+    req.headers["x-lablink-peer"] = req.socket.remoteAddress ?? "";
+    if (options.gateway && serveAgentCall(req, res, () => context)) return;
+    fallbackCalls++;
+    void (async () => {
+      const chunks: Buffer[] = [];
+      for await (const c of req) chunks.push(c as Buffer);
+      const headers = new Headers();
+      for (const [k, v] of Object.entries(req.headers))
+        if (typeof v === "string") headers.set(k, v);
+      const hasBody = req.method !== "GET" && req.method !== "HEAD";
+      const response = await handleTrpc(
+        new Request(`http://localhost${req.url}`, {
+          method: req.method,
+          headers,
+          body: hasBody ? Buffer.concat(chunks) : undefined,
+        }),
+        () => context,
+      );
+      const body = Buffer.from(await response.arrayBuffer());
+      res.writeHead(response.status, Object.fromEntries(response.headers));
+      res.end(body);
+    })();
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    fallbackCalls: () => fallbackCalls,
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();

@@ -2,16 +2,8 @@ import { auth } from "../auth/config";
 import { getDatabase } from "../db/client";
 import { agentSettingsFrom } from "../domain/agents";
 import { env } from "../env";
-import { VmEventHub } from "../events";
+import { getEventHub } from "../events";
 import type { Context, SessionUser } from "./trpc";
-
-const g = globalThis as unknown as { lablinkEvents?: VmEventHub };
-
-/** The process's single LISTEN connection, opened on first use. */
-export function getEventHub(): VmEventHub {
-  g.lablinkEvents ??= new VmEventHub(getDatabase().sql);
-  return g.lablinkEvents;
-}
 
 /** Context for requests served by Next: Auth.js session, shared pool, shared event hub. */
 export function nextContext(req: Request): Omit<Context, "headers" | "ip" | "signal"> {
