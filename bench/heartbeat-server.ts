@@ -1,9 +1,13 @@
 /**
  * The server side of bench/heartbeat.ts, run as its own process so that its CPU and memory are
- * measured apart from the simulated agents: the real tRPC fetch handler (`handleTrpc`, the one
- * app/api/trpc/[trpc]/route.ts serves) with the real agent-token auth, on a plain Node HTTP server
- * the way server/web.ts hosts Next (keep-alive, `x-lablink-peer` from the socket). Only Next's own
- * routing is left out; agents carry no session cookie, so Auth.js is not consulted for them either.
+ * measured apart from the simulated agents. Agent calls are served the way server/web.ts serves
+ * them: by the agent gateway (server/api/agent-gateway.ts) on a plain Node HTTP server
+ * (keep-alive, `x-lablink-peer` from the socket), with the real agent-token auth. Next itself is
+ * not started: agents' calls never reach it.
+ *
+ * BENCH_VIA=fetch serves them instead through the tRPC fetch handler (`handleTrpc`, the one
+ * app/api/trpc/[trpc]/route.ts runs, which agents went through before the gateway), still without
+ * Next's own routing: the baseline for the gateway.
  *
  * Environment: DATABASE_URL, BENCH_POOL (postgres.js pool size, default 10 like the app),
  * LABLINK_HEARTBEAT_INTERVAL_S, LABLINK_HEARTBEAT_FLUSH_MS, LABLINK_GPU_SAMPLE_INTERVAL_S
@@ -11,6 +15,7 @@
  */
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+import { type GatewayContext, serveAgentCall } from "../server/api/agent-gateway";
 import { handleTrpc } from "../server/api/handler";
 import { createDatabase } from "../server/db/client";
 import { agentSettingsFrom } from "../server/domain/agents";
@@ -22,7 +27,9 @@ if (!url) throw new Error("DATABASE_URL is required");
 const database = createDatabase(url, { max: Number(process.env.BENCH_POOL ?? 10) });
 const settings = agentSettingsFrom(env());
 
-const makeContext = () => ({
+const viaFetch = process.env.BENCH_VIA === "fetch";
+
+const makeContext = (): GatewayContext => ({
   db: database.db,
   events: null,
   settings,
@@ -30,12 +37,17 @@ const makeContext = () => ({
 });
 
 const server = http.createServer(async (req, res) => {
+  req.headers["x-lablink-peer"] = req.socket.remoteAddress ?? "";
+  if (!viaFetch) {
+    if (serveAgentCall(req, res, makeContext)) return;
+    res.writeHead(404).end();
+    return;
+  }
   try {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
     const headers = new Headers();
     for (const [k, v] of Object.entries(req.headers)) if (typeof v === "string") headers.set(k, v);
-    headers.set("x-lablink-peer", req.socket.remoteAddress ?? "");
     const hasBody = req.method !== "GET" && req.method !== "HEAD";
     const request = new Request(`http://${req.headers.host ?? "localhost"}${req.url}`, {
       method: req.method,
@@ -44,7 +56,10 @@ const server = http.createServer(async (req, res) => {
     });
     const response = await handleTrpc(request, makeContext);
     const body = Buffer.from(await response.arrayBuffer());
-    res.writeHead(response.status, Object.fromEntries(response.headers));
+    res.writeHead(response.status, {
+      ...Object.fromEntries(response.headers),
+      "content-length": body.length,
+    });
     res.end(body);
   } catch (err) {
     console.error(err);

@@ -20,7 +20,6 @@
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { readFileSync } from "node:fs";
-import http from "node:http";
 import { cpus, loadavg } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
@@ -43,6 +42,7 @@ import {
   table,
   withDatabase,
 } from "./lib";
+import { RawHttpClient } from "./raw-http";
 
 const BENCH_DB = "lablink_bench_hb";
 const PGBENCH_DB = "lablink_pgbench_hb";
@@ -162,61 +162,24 @@ function gpuReading(vmId: string) {
 
 type Sample = { ms: number; ok: boolean; status: number; reRegister?: boolean };
 
-function post(
-  httpAgent: http.Agent,
-  port: number,
-  procedure: string,
-  token: string,
-  input: unknown,
-  parse: boolean,
-): Promise<{ status: number; body: unknown }> {
-  const payload = JSON.stringify(superjson.serialize(input));
-  return new Promise((resolve) => {
-    const req = http.request(
-      {
-        host: "127.0.0.1",
-        port,
-        path: `/api/trpc/${procedure}`,
-        method: "POST",
-        agent: httpAgent,
-        headers: {
-          "content-type": "application/json",
-          "content-length": Buffer.byteLength(payload),
-          authorization: `Bearer ${token}`,
-        },
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("end", () => {
-          let body: unknown = null;
-          if (parse) {
-            try {
-              body = JSON.parse(Buffer.concat(chunks).toString("utf8"));
-            } catch {
-              body = null;
-            }
-          }
-          resolve({ status: res.statusCode ?? 0, body });
-        });
-        res.on("error", () => resolve({ status: 0, body: null }));
-      },
-    );
-    req.on("error", () => resolve({ status: 0, body: null }));
-    req.end(payload);
+/**
+ * The request body, as the agent's tRPC client sends it: superjson's `{ json }` envelope (plain
+ * JSON values need no `meta`), with a fresh GPU reading each time.
+ */
+function heartbeatBody(a: Agent): string {
+  return JSON.stringify({
+    json: {
+      vmId: a.vmId,
+      bootId: a.bootId,
+      gpus: [gpuReading(a.vmId)],
+      health: { healthy: true, reasons: [] },
+      inUse: false,
+      idleSince: null,
+    },
   });
 }
 
-function heartbeatInput(a: Agent) {
-  return {
-    vmId: a.vmId,
-    bootId: a.bootId,
-    gpus: [gpuReading(a.vmId)],
-    health: { healthy: true, reasons: [] },
-    inUse: false,
-    idleSince: null,
-  };
-}
+const HEARTBEAT_PATH = "/api/trpc/agent.heartbeat";
 
 /**
  * Open-loop load: heartbeat k is due at start + k / rate and goes to agent k mod N (so each agent
@@ -224,8 +187,7 @@ function heartbeatInput(a: Agent) {
  * became free, so queueing in the client or the server is part of it.
  */
 async function drive(
-  httpAgent: http.Agent,
-  port: number,
+  client: RawHttpClient,
   agents: Agent[],
   rate: number,
   seconds: number,
@@ -244,7 +206,8 @@ async function drive(
       const dueAt = t0 + (sent / rate) * 1000;
       if (now - dueAt > 1000) late++;
       const agent = agents[(offset + sent) % agents.length] as Agent;
-      const p = post(httpAgent, port, "agent.heartbeat", agent.token, heartbeatInput(agent), false)
+      const p = client
+        .post(HEARTBEAT_PATH, `Bearer ${agent.token}`, heartbeatBody(agent))
         .then(({ status }) => {
           samples.push({ ms: performance.now() - dueAt, ok: status === 200, status });
         })
@@ -278,8 +241,7 @@ type Step = {
 };
 
 async function measure(
-  httpAgent: http.Agent,
-  port: number,
+  client: RawHttpClient,
   agents: Agent[],
   rate: number,
   seconds: number,
@@ -293,7 +255,7 @@ async function measure(
   const rssTimer = setInterval(() => {
     rss = Math.max(rss, processRssMiB(serverPid));
   }, 500);
-  const { samples, wallMs, late } = await drive(httpAgent, port, agents, rate, seconds, offset);
+  const { samples, wallMs, late } = await drive(client, agents, rate, seconds, offset);
   clearInterval(rssTimer);
   const serverMs = processCpuMs(serverPid) - server0;
   const cpu = meter();
@@ -395,24 +357,22 @@ async function seedAgents(benchUrl: string, n: number): Promise<Agent[]> {
   }
 }
 
-async function registerAll(httpAgent: http.Agent, port: number, agents: Agent[]) {
+async function registerAll(client: RawHttpClient, agents: Agent[]) {
   let failed = 0;
   await pool(agents, 32, async (a) => {
-    const { status } = await post(
-      httpAgent,
-      port,
-      "agent.register",
-      a.token,
-      {
-        vmId: a.vmId,
-        bootId: a.bootId,
-        hostname: `host-${a.vmId.slice(0, 8)}`,
-        agentVersion: "bench",
-        protocolVersion: 2,
-        gpus: [gpuReading(a.vmId)],
-        health: { healthy: true, reasons: [] },
-      },
-      false,
+    const input = {
+      vmId: a.vmId,
+      bootId: a.bootId,
+      hostname: `host-${a.vmId.slice(0, 8)}`,
+      agentVersion: "bench",
+      protocolVersion: 2,
+      gpus: [gpuReading(a.vmId)],
+      health: { healthy: true, reasons: [] },
+    };
+    const { status } = await client.post(
+      "/api/trpc/agent.register",
+      `Bearer ${a.token}`,
+      JSON.stringify(superjson.serialize(input)),
     );
     if (status !== 200) failed++;
   });
@@ -486,7 +446,7 @@ async function main(): Promise<number> {
         .join(" ")}`,
     );
     console.log(
-      `  server   : bench/heartbeat-server.ts (tRPC fetch handler + agent auth), pool ${opts.pool}, ` +
+      `  server   : bench/heartbeat-server.ts (${process.env.BENCH_VIA === "fetch" ? "tRPC fetch handler, BENCH_VIA=fetch" : "agent gateway"} + agent auth), pool ${opts.pool}, ` +
         `LABLINK_HEARTBEAT_FLUSH_MS=${process.env.LABLINK_HEARTBEAT_FLUSH_MS ?? "(default)"} ` +
         `LABLINK_GPU_SAMPLE_INTERVAL_S=${process.env.LABLINK_GPU_SAMPLE_INTERVAL_S ?? "(default)"}`,
     );
@@ -499,16 +459,16 @@ async function main(): Promise<number> {
     const started = await startServer(benchUrl, opts);
     server = started.child;
     const serverPid = server.pid as number;
-    const httpAgent = new http.Agent({ keepAlive: true, maxSockets: opts.connections });
+    const client = new RawHttpClient(started.port, opts.connections);
     t = performance.now();
-    const failedRegs = await registerAll(httpAgent, started.port, agents);
+    const failedRegs = await registerAll(client, agents);
     console.log(
       `  register : ${opts.vms} agent.register calls over HTTP, ${failedRegs} failed, ${f0(performance.now() - t)} ms`,
     );
     if (failedRegs > 0) return 2;
 
     // Warm-up, untimed: opens the sockets and the pool's connections, lets V8 optimise.
-    await drive(httpAgent, started.port, agents, Math.min(1000, opts.vms / opts.intervalS), 5, 0);
+    await drive(client, agents, Math.min(1000, opts.vms / opts.intervalS), 5, 0);
 
     const rate = opts.vms / opts.intervalS;
     console.log(
@@ -516,16 +476,7 @@ async function main(): Promise<number> {
         `${opts.connections} keep-alive connections`,
     );
     const mark = await admin.unsafe(`SELECT now() AS t`);
-    const steady = await measure(
-      httpAgent,
-      started.port,
-      agents,
-      rate,
-      opts.durationS,
-      0,
-      serverPid,
-      postmasterPid,
-    );
+    const steady = await measure(client, agents, rate, opts.durationS, 0, serverPid, postmasterPid);
     console.log(table(STEP_HEADER, [stepRow("steady", steady)]));
 
     // Every VM's heartbeat must be in the database (after at most one flush interval).
@@ -550,16 +501,7 @@ async function main(): Promise<number> {
       const steps: Step[] = [];
       let offset = 0;
       for (let r = opts.rampStart; r <= opts.rampMax; r += opts.rampStep) {
-        const s = await measure(
-          httpAgent,
-          started.port,
-          agents,
-          r,
-          opts.stepS,
-          offset,
-          serverPid,
-          postmasterPid,
-        );
+        const s = await measure(client, agents, r, opts.stepS, offset, serverPid, postmasterPid);
         offset += Math.round(r * opts.stepS);
         steps.push(s);
         console.log(table(STEP_HEADER, [stepRow(`ramp ${steps.length}`, s)]).split("\n")[2]);
@@ -579,7 +521,7 @@ async function main(): Promise<number> {
           : "maximum: even the first step failed",
       );
     }
-    httpAgent.destroy();
+    client.close();
 
     let tps: number | null = null;
     if (opts.pgbench) {

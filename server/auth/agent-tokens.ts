@@ -64,10 +64,16 @@ export type AgentVm = Vm & { expectedGpus: number };
  * same statement: one round trip for what a heartbeat needs. Built once per database and sent as
  * a named prepared statement. Revocation is read from the database on every call, so it takes
  * effect immediately.
+ *
+ * Calls that arrive together (thousands of agents heartbeating) share the statement: the lookups
+ * made in one turn of the event loop go out as one `= ANY($1)` query when the turn ends, so a
+ * burst of N heartbeats costs Postgres one statement instead of N, and each lookup still sees
+ * the database as of (slightly after) its own request.
  */
 const credentialQuery = preparedPerDb((db) =>
   db
     .select({
+      credentialId: agentCredentials.id,
       tokenHash: agentCredentials.tokenHash,
       vm: vms,
       expectedGpus: fleets.gpuCount,
@@ -77,12 +83,71 @@ const credentialQuery = preparedPerDb((db) =>
     .innerJoin(fleets, eq(fleets.id, vms.fleetId))
     .where(
       and(
-        eq(agentCredentials.id, sql.placeholder("credentialId")),
+        sql`${agentCredentials.id} = any(${sql.placeholder("credentialIds")}::uuid[])`,
         or(isNull(agentCredentials.revokedAt), gt(agentCredentials.revokedAt, sql`now()`)),
       ),
     )
-    .prepare("lablink_agent_credential"),
+    .prepare("lablink_agent_credentials"),
 );
+
+type CredentialRow = Awaited<ReturnType<ReturnType<typeof credentialQuery>["execute"]>>[number];
+
+/** At most this many ids per statement; a larger burst is split. */
+const MAX_BATCH = 500;
+
+class CredentialLookups {
+  private waiting = new Map<
+    string,
+    { resolve: (row: CredentialRow | undefined) => void; reject: (err: unknown) => void }[]
+  >();
+  private scheduled = false;
+  /** Counters (tests, benchmarks): lookups asked for, statements sent. */
+  readonly stats = { lookups: 0, statements: 0 };
+
+  constructor(private readonly db: DbOrTx) {}
+
+  load(credentialId: string): Promise<CredentialRow | undefined> {
+    this.stats.lookups++;
+    return new Promise((resolve, reject) => {
+      const list = this.waiting.get(credentialId);
+      if (list) list.push({ resolve, reject });
+      else this.waiting.set(credentialId, [{ resolve, reject }]);
+      if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => this.run());
+      }
+    });
+  }
+
+  private run() {
+    this.scheduled = false;
+    const batch = this.waiting;
+    this.waiting = new Map();
+    const ids = [...batch.keys()];
+    for (let i = 0; i < ids.length; i += MAX_BATCH) {
+      const chunk = ids.slice(i, i + MAX_BATCH);
+      this.stats.statements++;
+      credentialQuery(this.db)
+        .execute({ credentialIds: chunk })
+        .then(
+          (rows) => {
+            const byId = new Map(rows.map((r) => [r.credentialId, r]));
+            for (const id of chunk) for (const w of batch.get(id) ?? []) w.resolve(byId.get(id));
+          },
+          (err: unknown) => {
+            for (const id of chunk) for (const w of batch.get(id) ?? []) w.reject(err);
+          },
+        );
+    }
+  }
+}
+
+const lookups = preparedPerDb((db) => new CredentialLookups(db));
+
+/** How many token lookups this process made on `db`, and in how many statements. */
+export function credentialLookupStats(db: DbOrTx): { lookups: number; statements: number } {
+  return { ...lookups(db).stats };
+}
 
 /**
  * Returns the VM a token acts for (and the VM's row as of now), or null for a malformed, unknown
@@ -95,7 +160,7 @@ export async function verifyAgentToken(
   const m = TOKEN_RE.exec(token);
   if (!m?.[1] || !m[2]) return null;
   const credentialId = toUuid(m[1]);
-  const [cred] = await credentialQuery(db).execute({ credentialId });
+  const cred = await lookups(db).load(credentialId);
   // Hash even when the row is missing, so both paths take the same time.
   const presented = sha256(m[2]);
   const stored = cred ? Buffer.from(cred.tokenHash, "hex") : Buffer.alloc(32);

@@ -1,5 +1,10 @@
 import { eq, sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  credentialLookupStats,
+  revokeAgentTokens,
+  verifyAgentToken,
+} from "../../server/auth/agent-tokens";
 import { agentCredentials, type Fleet, type users, type Vm, vms } from "../../server/db/schema";
 import { transition } from "../../server/domain/vm-state";
 import { createTestDatabase, type TestDatabase } from "../db";
@@ -88,6 +93,41 @@ describe("credential rotation", () => {
     expect(during.data).toMatchObject({ commands: [{ type: "shutdown" }] });
     await transition(t.db, { vmId: vm.id, to: "terminated", actor, action: "test" });
     expect((await api.query("agent.poll", poll(vm.id), bearer(token))).status).toBe(401);
+  });
+});
+
+describe("token lookups made together", () => {
+  it("share one statement yet each gets its own VM, and revoked, forged and unknown tokens get null", async () => {
+    const fleet = await makeFleet(t.db, { gpuCount: 0 });
+    const list = await makeVms(t.db, fleet, 40, "ready");
+    const tokens = await Promise.all(list.map((vm) => makeAgent(t.db, vm)));
+    const revoked = tokens.slice(30);
+    for (const vm of list.slice(30)) await revokeAgentTokens(t.db, vm.id);
+    const forged = tokens.slice(0, 5).map((tok) => `${tok.slice(0, -4)}AAAA`);
+    const unknown = `lla_${"f".repeat(32)}_${"A".repeat(43)}`;
+    // Each token twice, all in the same turn of the event loop.
+    const presented = [...tokens, ...tokens, ...forged, unknown];
+    const before = credentialLookupStats(t.db);
+    const results = await Promise.all(presented.map((tok) => verifyAgentToken(t.db, tok)));
+    const after = credentialLookupStats(t.db);
+    expect(after.lookups - before.lookups).toBe(presented.length);
+    expect(after.statements - before.statements).toBe(1);
+    presented.forEach((tok, i) => {
+      const k = tokens.indexOf(tok);
+      const expected = k >= 0 && !revoked.includes(tok) ? list[k]?.id : undefined;
+      expect(results[i]?.vmId, `token ${i}`).toBe(expected);
+      if (expected) expect(results[i]?.vm.id).toBe(expected);
+    });
+    expect(results.filter(Boolean)).toHaveLength(60);
+  });
+
+  it("a revocation committed before the lookup is seen by it", async () => {
+    const fleet = await makeFleet(t.db, { gpuCount: 0 });
+    const [vm] = (await makeVms(t.db, fleet, 1, "ready")) as [Vm];
+    const token = await makeAgent(t.db, vm);
+    expect((await verifyAgentToken(t.db, token))?.vmId).toBe(vm.id);
+    await revokeAgentTokens(t.db, vm.id);
+    expect(await verifyAgentToken(t.db, token)).toBeNull();
   });
 });
 
