@@ -13,8 +13,13 @@
  * LABLINK_HEARTBEAT_INTERVAL_S, LABLINK_HEARTBEAT_FLUSH_MS, LABLINK_GPU_SAMPLE_INTERVAL_S
  * (read through server/env.ts like the app). Tells its parent its port over IPC.
  */
+
+import cluster from "node:cluster";
+import { mkdirSync, writeFileSync } from "node:fs";
 import http from "node:http";
+import { Session } from "node:inspector";
 import type { AddressInfo } from "node:net";
+import path from "node:path";
 import { type GatewayContext, serveAgentCall } from "../server/api/agent-gateway";
 import { handleTrpc } from "../server/api/handler";
 import { createDatabase } from "../server/db/client";
@@ -22,64 +27,120 @@ import { agentSettingsFrom } from "../server/domain/agents";
 import { flushHeartbeatBuffers } from "../server/domain/heartbeat-buffer";
 import { env } from "../server/env";
 
-const url = process.env.DATABASE_URL;
-if (!url) throw new Error("DATABASE_URL is required");
-const database = createDatabase(url, { max: Number(process.env.BENCH_POOL ?? 10) });
-const settings = agentSettingsFrom(env());
-
-const viaFetch = process.env.BENCH_VIA === "fetch";
-
-const makeContext = (): GatewayContext => ({
-  db: database.db,
-  events: null,
-  settings,
-  getSession: async () => null,
-});
-
-const server = http.createServer(async (req, res) => {
-  req.headers["x-lablink-peer"] = req.socket.remoteAddress ?? "";
-  if (!viaFetch) {
-    if (serveAgentCall(req, res, makeContext)) return;
-    res.writeHead(404).end();
-    return;
-  }
-  try {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    const headers = new Headers();
-    for (const [k, v] of Object.entries(req.headers)) if (typeof v === "string") headers.set(k, v);
-    const hasBody = req.method !== "GET" && req.method !== "HEAD";
-    const request = new Request(`http://${req.headers.host ?? "localhost"}${req.url}`, {
-      method: req.method,
-      headers,
-      body: hasBody ? Buffer.concat(chunks) : undefined,
+// BENCH_WORKERS=N: N server processes sharing the port (node:cluster), as LABLINK_WEB_PROCESSES
+// runs the web server; the primary only hands out connections and reports the workers' pids.
+const workers = Number(process.env.BENCH_WORKERS ?? 1);
+if (workers > 1 && cluster.isPrimary) {
+  const pids: number[] = [];
+  let port = 0;
+  for (let i = 0; i < workers; i++) {
+    const w = cluster.fork();
+    w.on("message", (m: { type?: string; port?: number }) => {
+      if (m.type !== "ready") return;
+      pids.push(w.process.pid as number);
+      port = m.port ?? port;
+      if (pids.length === workers) process.send?.({ type: "ready", port, pids });
     });
-    const response = await handleTrpc(request, makeContext);
-    const body = Buffer.from(await response.arrayBuffer());
-    res.writeHead(response.status, {
-      ...Object.fromEntries(response.headers),
-      "content-length": body.length,
-    });
-    res.end(body);
-  } catch (err) {
-    console.error(err);
-    if (!res.headersSent) res.statusCode = 500;
-    res.end();
   }
-});
-server.keepAliveTimeout = 65_000;
-server.listen(0, "127.0.0.1", () => {
-  process.send?.({ type: "ready", port: (server.address() as AddressInfo).port });
-});
-
-const stop = () => {
-  server.closeAllConnections();
-  server.close(() => {
-    void flushHeartbeatBuffers()
-      .then(() => database.sql.end({ timeout: 2 }))
-      .finally(() => process.exit(0));
+  process.on("message", (m) => {
+    for (const w of Object.values(cluster.workers ?? {})) w?.send(m as object);
   });
-  setTimeout(() => process.exit(0), 3_000).unref();
-};
-process.on("SIGTERM", stop);
-process.on("disconnect", stop);
+  const stopAll = () => {
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill("SIGTERM");
+    setTimeout(() => process.exit(0), 3_500).unref();
+    cluster.on("exit", () => {
+      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+    });
+  };
+  process.on("SIGTERM", stopAll);
+  process.on("disconnect", stopAll);
+} else {
+  startServer();
+}
+
+function startServer() {
+  const url = process.env.DATABASE_URL;
+  if (!url) throw new Error("DATABASE_URL is required");
+  const database = createDatabase(url, { max: Number(process.env.BENCH_POOL ?? 10) });
+  const settings = agentSettingsFrom(env());
+
+  const viaFetch = process.env.BENCH_VIA === "fetch";
+
+  const makeContext = (): GatewayContext => ({
+    db: database.db,
+    events: null,
+    settings,
+    getSession: async () => null,
+  });
+
+  const server = http.createServer(async (req, res) => {
+    req.headers["x-lablink-peer"] = req.socket.remoteAddress ?? "";
+    if (!viaFetch) {
+      if (serveAgentCall(req, res, makeContext)) return;
+      res.writeHead(404).end();
+      return;
+    }
+    try {
+      const chunks: Buffer[] = [];
+      for await (const c of req) chunks.push(c as Buffer);
+      const headers = new Headers();
+      for (const [k, v] of Object.entries(req.headers))
+        if (typeof v === "string") headers.set(k, v);
+      const hasBody = req.method !== "GET" && req.method !== "HEAD";
+      const request = new Request(`http://${req.headers.host ?? "localhost"}${req.url}`, {
+        method: req.method,
+        headers,
+        body: hasBody ? Buffer.concat(chunks) : undefined,
+      });
+      const response = await handleTrpc(request, makeContext);
+      const body = Buffer.from(await response.arrayBuffer());
+      res.writeHead(response.status, {
+        ...Object.fromEntries(response.headers),
+        "content-length": body.length,
+      });
+      res.end(body);
+    } catch (err) {
+      console.error(err);
+      if (!res.headersSent) res.statusCode = 500;
+      res.end();
+    }
+  });
+  server.keepAliveTimeout = 65_000;
+  // Workers of a cluster share the primary's port: BENCH_PORT (set by the parent) or any.
+  server.listen(Number(process.env.BENCH_PORT ?? 0), "127.0.0.1", () => {
+    const port = (server.address() as AddressInfo).port;
+    process.send?.({ type: "ready", port, pids: [process.pid] });
+  });
+
+  // BENCH_SERVER_PROFILE=dir: the parent brackets the steady run with profile-start/-stop, so the
+  // profile shows heartbeats only (not the registrations before them).
+  const profileDir = process.env.BENCH_SERVER_PROFILE;
+  const profiler = profileDir ? new Session() : null;
+  profiler?.connect();
+  process.on("message", (m: { type?: string }) => {
+    if (!profiler || !profileDir) return;
+    if (m.type === "profile-start") {
+      profiler.post("Profiler.enable", () => profiler.post("Profiler.start"));
+    } else if (m.type === "profile-stop") {
+      profiler.post("Profiler.stop", (err, result) => {
+        if (err) return console.error(err);
+        mkdirSync(profileDir, { recursive: true });
+        const file = path.join(profileDir, `heartbeat-server-${Date.now()}.cpuprofile`);
+        writeFileSync(file, JSON.stringify(result.profile));
+        console.error(`server CPU profile: ${file}`);
+      });
+    }
+  });
+
+  const stop = () => {
+    server.closeAllConnections();
+    server.close(() => {
+      void flushHeartbeatBuffers()
+        .then(() => database.sql.end({ timeout: 2 }))
+        .finally(() => process.exit(0));
+    });
+    setTimeout(() => process.exit(0), 3_000).unref();
+  };
+  process.on("SIGTERM", stop);
+  process.on("disconnect", stop);
+}

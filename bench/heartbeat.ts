@@ -6,7 +6,7 @@
  *
  *   npm run bench:heartbeat -- [--vms 10000] [--interval 15] [--duration 45] [--ramp]
  *                              [--ramp-start 500] [--ramp-step 500] [--step-seconds 10]
- *                              [--connections 64] [--pool 10] [--pgbench-seconds 10] [--no-pgbench]
+ *                              [--connections 64] [--workers 1] [--pool 10] [--pgbench-seconds 10] [--no-pgbench]
  *                              [--pg-port 54350]
  *
  * Steady mode: N agents, each every `interval` seconds (N / interval heartbeats per second,
@@ -30,6 +30,7 @@ import { issueAgentToken } from "../server/auth/agent-tokens";
 import { createDatabase } from "../server/db/client";
 import { type EmbeddedHandle, startEmbeddedPostgres } from "../server/db/embedded";
 import { runMigrations } from "../server/db/migrate";
+import { WEB_NODE_FLAGS } from "../server/runtime-flags";
 import {
   CLK_TCK_MS,
   cpuMeter,
@@ -62,6 +63,7 @@ function readOptions() {
       "step-seconds": { type: "string" },
       "ramp-max": { type: "string" },
       connections: { type: "string" },
+      workers: { type: "string" },
       pool: { type: "string" },
       "pgbench-seconds": { type: "string" },
       "no-pgbench": { type: "boolean", default: false },
@@ -72,7 +74,7 @@ function readOptions() {
   });
   if (values.help) {
     console.log(
-      "usage: npm run bench:heartbeat -- [--vms 10000] [--interval 15] [--duration 45] [--ramp] [--ramp-start 500] [--ramp-step 500] [--step-seconds 10] [--ramp-max 20000] [--connections 64] [--pool 10] [--pgbench-seconds 10] [--no-pgbench] [--pg-port 54350]",
+      "usage: npm run bench:heartbeat -- [--vms 10000] [--interval 15] [--duration 45] [--ramp] [--ramp-start 500] [--ramp-step 500] [--step-seconds 10] [--ramp-max 20000] [--connections 64] [--workers 1] [--pool 10] [--pgbench-seconds 10] [--no-pgbench] [--pg-port 54350]",
     );
     process.exit(0);
   }
@@ -86,6 +88,7 @@ function readOptions() {
     stepS: positiveInt("step-seconds", values["step-seconds"], 10),
     rampMax: positiveInt("ramp-max", values["ramp-max"], 20_000),
     connections: positiveInt("connections", values.connections, 64),
+    workers: positiveInt("workers", values.workers, 1),
     pool: positiveInt("pool", values.pool, 10),
     pgbenchSeconds: positiveInt("pgbench-seconds", values["pgbench-seconds"], 10),
     pgbench: !values["no-pgbench"],
@@ -96,6 +99,15 @@ type Options = ReturnType<typeof readOptions>;
 
 // ---------------------------------------------------------------------------------------------
 // The server process: CPU and memory from /proc
+
+/** CPU of the server: its primary and every worker. */
+function serverCpuMs(pids: number[]): number {
+  return pids.reduce((sum, pid) => sum + processCpuMs(pid), 0);
+}
+
+function serverRssMiB(pids: number[]): number {
+  return pids.reduce((sum, pid) => sum + processRssMiB(pid), 0);
+}
 
 function processCpuMs(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
@@ -111,33 +123,34 @@ function processRssMiB(pid: number): number {
 async function startServer(
   databaseUrl: string,
   opts: Options,
-): Promise<{ child: ChildProcess; port: number }> {
+): Promise<{ child: ChildProcess; port: number; pids: number[] }> {
   const child = fork(path.resolve(import.meta.dirname, "heartbeat-server.ts"), [], {
-    // BENCH_SERVER_PROFILE=dir: a V8 CPU profile of the server process, written there on exit.
+    // The web process's flags (server/runtime-flags.ts) unless BENCH_NODE_FLAGS says otherwise
+    // (BENCH_NODE_FLAGS=" " for Node's defaults).
     execArgv: [
       "--import",
       "tsx",
-      ...(process.env.BENCH_SERVER_PROFILE
-        ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_SERVER_PROFILE]
-        : []),
+      ...(process.env.BENCH_NODE_FLAGS?.split(" ").filter(Boolean) ?? WEB_NODE_FLAGS),
     ],
     env: {
       ...process.env,
       DATABASE_URL: databaseUrl,
       BENCH_POOL: String(opts.pool),
+      BENCH_WORKERS: String(opts.workers),
       LABLINK_HEARTBEAT_INTERVAL_S: String(opts.intervalS),
       LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
       NODE_ENV: "production",
     },
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   });
-  const port = await new Promise<number>((resolve, reject) => {
+  const { port, pids } = await new Promise<{ port: number; pids: number[] }>((resolve, reject) => {
     child.once("exit", (code) => reject(new Error(`bench server exited with ${code}`)));
-    child.on("message", (m: { type?: string; port?: number }) => {
-      if (m.type === "ready" && m.port) resolve(m.port);
+    child.on("message", (m: { type?: string; port?: number; pids?: number[] }) => {
+      if (m.type === "ready" && m.port) resolve({ port: m.port, pids: m.pids ?? [] });
     });
   });
-  return { child, port };
+  const all = [...new Set([child.pid as number, ...pids])];
+  return { child, port, pids: all };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -246,18 +259,18 @@ async function measure(
   rate: number,
   seconds: number,
   offset: number,
-  serverPid: number,
+  serverPids: number[],
   postmasterPid: number | null,
 ): Promise<Step> {
   const meter = cpuMeter(postmasterPid);
-  const server0 = processCpuMs(serverPid);
-  let rss = processRssMiB(serverPid);
+  const server0 = serverCpuMs(serverPids);
+  let rss = serverRssMiB(serverPids);
   const rssTimer = setInterval(() => {
-    rss = Math.max(rss, processRssMiB(serverPid));
+    rss = Math.max(rss, serverRssMiB(serverPids));
   }, 500);
   const { samples, wallMs, late } = await drive(client, agents, rate, seconds, offset);
   clearInterval(rssTimer);
-  const serverMs = processCpuMs(serverPid) - server0;
+  const serverMs = serverCpuMs(serverPids) - server0;
   const cpu = meter();
   const lat = samples.map((s) => s.ms).sort((a, b) => a - b);
   const ok = samples.filter((s) => s.ok).length;
@@ -446,7 +459,7 @@ async function main(): Promise<number> {
         .join(" ")}`,
     );
     console.log(
-      `  server   : bench/heartbeat-server.ts (${process.env.BENCH_VIA === "fetch" ? "tRPC fetch handler, BENCH_VIA=fetch" : "agent gateway"} + agent auth), pool ${opts.pool}, ` +
+      `  server   : bench/heartbeat-server.ts (${process.env.BENCH_VIA === "fetch" ? "tRPC fetch handler, BENCH_VIA=fetch" : "agent gateway"} + agent auth), ${opts.workers} process(es), pool ${opts.pool} each, ` +
         `LABLINK_HEARTBEAT_FLUSH_MS=${process.env.LABLINK_HEARTBEAT_FLUSH_MS ?? "(default)"} ` +
         `LABLINK_GPU_SAMPLE_INTERVAL_S=${process.env.LABLINK_GPU_SAMPLE_INTERVAL_S ?? "(default)"}`,
     );
@@ -458,7 +471,7 @@ async function main(): Promise<number> {
     );
     const started = await startServer(benchUrl, opts);
     server = started.child;
-    const serverPid = server.pid as number;
+    const serverPids = started.pids;
     const client = new RawHttpClient(started.port, opts.connections);
     t = performance.now();
     const failedRegs = await registerAll(client, agents);
@@ -475,9 +488,20 @@ async function main(): Promise<number> {
       `\nsteady: ${opts.vms} agents every ${opts.intervalS} s = ${f0(rate)} heartbeats/s for ${opts.durationS} s, ` +
         `${opts.connections} keep-alive connections`,
     );
+    // BENCH_SERVER_PROFILE=dir: a V8 CPU profile of the server during the steady run only.
+    server.send({ type: "profile-start" });
     const mark = await admin.unsafe(`SELECT now() AS t`);
-    const steady = await measure(client, agents, rate, opts.durationS, 0, serverPid, postmasterPid);
+    const steady = await measure(
+      client,
+      agents,
+      rate,
+      opts.durationS,
+      0,
+      serverPids,
+      postmasterPid,
+    );
     console.log(table(STEP_HEADER, [stepRow("steady", steady)]));
+    server.send({ type: "profile-stop" });
 
     // Every VM's heartbeat must be in the database (after at most one flush interval).
     await new Promise((r) => setTimeout(r, 1500));
@@ -501,7 +525,7 @@ async function main(): Promise<number> {
       const steps: Step[] = [];
       let offset = 0;
       for (let r = opts.rampStart; r <= opts.rampMax; r += opts.rampStep) {
-        const s = await measure(client, agents, r, opts.stepS, offset, serverPid, postmasterPid);
+        const s = await measure(client, agents, r, opts.stepS, offset, serverPids, postmasterPid);
         offset += Math.round(r * opts.stepS);
         steps.push(s);
         console.log(table(STEP_HEADER, [stepRow(`ramp ${steps.length}`, s)]).split("\n")[2]);

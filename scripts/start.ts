@@ -16,6 +16,7 @@ import { type EmbeddedHandle, localSecret, startEmbeddedPostgres } from "../serv
 import { runMigrations } from "../server/db/migrate";
 import { ensureFleet } from "../server/domain/fleets";
 import { EnvError, parseEnv } from "../server/env";
+import { WEB_NODE_FLAGS } from "../server/runtime-flags";
 
 const root = path.resolve(import.meta.dirname, "..");
 const args = new Set(process.argv.slice(2));
@@ -154,12 +155,21 @@ async function main() {
   if (!dev) buildIfNeeded();
 
   const tsx = ["--import", "tsx"];
-  const spawnChild = (name: string, script: string, extra: string[] = []) => {
-    const child = spawn(process.execPath, [...tsx, path.join(root, script), ...extra], {
-      cwd: root,
-      env: { ...env, LABLINK_SERVICE: name, NODE_ENV: dev ? "development" : "production" },
-      stdio: ["ignore", "inherit", "inherit", "ipc"],
-    });
+  const spawnChild = (
+    name: string,
+    script: string,
+    extra: string[] = [],
+    nodeFlags: string[] = [],
+  ) => {
+    const child = spawn(
+      process.execPath,
+      [...nodeFlags, ...tsx, path.join(root, script), ...extra],
+      {
+        cwd: root,
+        env: { ...env, LABLINK_SERVICE: name, NODE_ENV: dev ? "development" : "production" },
+        stdio: ["ignore", "inherit", "inherit", "ipc"],
+      },
+    );
     child.on("exit", (code, signal) => {
       if (!stopping) {
         process.stderr.write(
@@ -171,7 +181,7 @@ async function main() {
     children.push(child);
     return child;
   };
-  spawnChild("web", "server/web.ts", dev ? ["--dev"] : []);
+  spawnChild("web", "server/web.ts", dev ? ["--dev"] : [], WEB_NODE_FLAGS);
   spawnChild("worker", "server/jobs/main.ts");
 
   const host = config.HOST ?? (config.LABLINK_DEV_LOGIN ? "127.0.0.1" : "0.0.0.0");

@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { EnvError, listenHost, parseEnv } from "./env";
 
@@ -64,5 +65,16 @@ describe("configuration", () => {
     expect(() => parseEnv({ LABLINK_RECONCILE_ORPHANS: "delete" })).toThrow(
       /LABLINK_RECONCILE_ORPHANS/,
     );
+  });
+});
+
+describe("web process flags", () => {
+  it("`npm run web` starts Node with the same flags as `npm start` (server/runtime-flags.ts)", async () => {
+    const { WEB_NODE_FLAGS } = await import("./runtime-flags");
+    const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"));
+    const web: string = pkg.scripts.web;
+    expect(WEB_NODE_FLAGS.length).toBeGreaterThan(0);
+    for (const flag of WEB_NODE_FLAGS) expect(web.split(" ")).toContain(flag);
+    expect(web).toContain("server/web.ts");
   });
 });

@@ -38,6 +38,9 @@ const procedures = appRouter._def.procedures as unknown as Record<
   { _def: { type: string } } | undefined
 >;
 
+const HTTP_HEADERS = apiSecurityHeaders(false);
+const HTTPS_HEADERS = apiSecurityHeaders(true);
+
 type Call = { path: string; type: "query" | "mutation"; search: string };
 
 /** The call this gateway serves for a request, or null when the regular handler should. */
@@ -124,18 +127,18 @@ async function answer(
   res: ServerResponse,
   makeContext: () => GatewayContext,
 ): Promise<void> {
-  const abort = new AbortController();
-  // The caller went away before the answer (an agent's long poll cut short): stop waiting for it.
-  res.once("close", () => {
-    if (!res.writableFinished) abort.abort();
-  });
+  // A query (the long poll) whose caller went away before the answer stops waiting for it.
+  // Mutations (heartbeats, the hot path) run to the end either way, and skip the bookkeeping.
+  let signal: AbortSignal | undefined;
+  if (call.type === "query") {
+    const abort = new AbortController();
+    res.once("close", () => {
+      if (!res.writableFinished) abort.abort();
+    });
+    signal = abort.signal;
+  }
   const headers = requestHeaders(req);
-  const ctx: Context = {
-    ...makeContext(),
-    headers,
-    ip: clientIp(headers),
-    signal: abort.signal,
-  };
+  const ctx: Context = { ...makeContext(), headers, ip: clientIp(headers), signal };
   let rawInput: unknown;
   let body: unknown;
   let status = 200;
@@ -152,7 +155,7 @@ async function answer(
       path: call.path,
       type: call.type,
       ctx,
-      signal: abort.signal,
+      signal,
       batchIndex: 0,
       getRawInput: async () =>
         rawInput === undefined ? undefined : config.transformer.input.deserialize(rawInput),
@@ -176,7 +179,7 @@ async function answer(
   if (res.destroyed) return;
   const json = JSON.stringify(body);
   res.writeHead(status, {
-    ...apiSecurityHeaders(req.headers["x-forwarded-proto"] === "https"),
+    ...(req.headers["x-forwarded-proto"] === "https" ? HTTPS_HEADERS : HTTP_HEADERS),
     ...extraHeaders,
     "content-type": "application/json",
     "content-length": Buffer.byteLength(json),
