@@ -32,6 +32,11 @@ export class VmEventHub {
     await this.ensureListening();
   }
 
+  /** How many long polls of this process wait on the VM now. */
+  waiting(vmId: string): number {
+    return this.emitter.listenerCount(vmId);
+  }
+
   /**
    * Resolves true when the VM changes, false after `ms` or on abort. The listener is registered
    * synchronously, so a caller that called `listen()` first and reads the VM *after* this call

@@ -160,7 +160,8 @@ async function answer(
       getRawInput: async () =>
         rawInput === undefined ? undefined : config.transformer.input.deserialize(rawInput),
     });
-    body = transformTRPCResponse(config, { result: { data } });
+    // What transformTRPCResponse builds for a result, without its object spreads (hot path).
+    body = { result: { data: config.transformer.output.serialize(data) } };
   } catch (cause) {
     const error = getTRPCErrorFromUnknown(cause);
     status = getHTTPStatusCodeFromError(error);

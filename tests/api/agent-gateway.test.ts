@@ -8,7 +8,7 @@ import { type Vm, vms } from "../../server/db/schema";
 import { API_CSP, HSTS } from "../../server/security-headers";
 import { createTestDatabase, type TestDatabase } from "../db";
 import { makeAgent, makeFleet, makeVms } from "../fixtures";
-import { startFetchApiServer } from "../http";
+import { startApiServer, startFetchApiServer } from "../http";
 import { tableCounts } from "./harness";
 
 /**
@@ -213,5 +213,46 @@ describe("agent gateway", () => {
     expect(res.status).toBe(413);
     expect(res.body).toMatchObject({ error: { json: { data: { code: "PAYLOAD_TOO_LARGE" } } } });
     expect(await tableCounts(t.db)).toEqual(before);
+  });
+});
+
+describe("agent gateway long polls", () => {
+  let api: Awaited<ReturnType<typeof startApiServer>>;
+  beforeAll(async () => {
+    api = await startApiServer(t.db, t.sql, 15);
+  });
+  afterAll(() => api?.close());
+
+  const pollUrl = (waitMs: number) =>
+    `${api.url}/api/trpc/agent.poll?input=${encodeURIComponent(
+      JSON.stringify(superjson.serialize({ vmId: vm.id, waitMs })),
+    )}`;
+
+  async function until(check: () => boolean) {
+    for (let i = 0; i < 100 && !check(); i++) await new Promise((r) => setTimeout(r, 20));
+    return check();
+  }
+
+  it("answers as soon as the VM changes", async () => {
+    const started = Date.now();
+    const res = fetch(pollUrl(20_000), { headers: { authorization: `Bearer ${token}` } });
+    expect(await until(() => api.events.waiting(vm.id) === 1)).toBe(true);
+    await t.sql`SELECT pg_notify('lablink_vm', ${JSON.stringify({ id: vm.id })})`;
+    const answer = await res;
+    expect(answer.status).toBe(200);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(api.events.waiting(vm.id)).toBe(0);
+  });
+
+  it("stops waiting when the agent hangs up", async () => {
+    const hangUp = new AbortController();
+    const res = fetch(pollUrl(20_000), {
+      headers: { authorization: `Bearer ${token}` },
+      signal: hangUp.signal,
+    }).catch((err: Error) => err.name);
+    expect(await until(() => api.events.waiting(vm.id) === 1)).toBe(true);
+    hangUp.abort();
+    expect(await res).toBe("AbortError");
+    expect(await until(() => api.events.waiting(vm.id) === 0)).toBe(true);
   });
 });
