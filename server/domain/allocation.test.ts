@@ -2,7 +2,7 @@ import { and, eq, isNotNull, sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, type TestDatabase } from "../../tests/db";
 import { makeFleet, makeUser, makeUsers, makeVms } from "../../tests/fixtures";
-import { auditEvents, vms } from "../db/schema";
+import { auditEvents, type Vm, vms } from "../db/schema";
 import { acknowledge } from "./agents";
 import { claimVm, heldVm, releaseVm } from "./allocation";
 import { DomainError } from "./errors";
@@ -106,6 +106,56 @@ describe("claim and release", () => {
     });
     expect(err.message).toBe(
       "No GPU VM is free right now: 0 ready, 2 starting up. Try again in a few minutes.",
+    );
+  });
+
+  it("hands out a ready VM whose row another transaction holds locked for a moment", async () => {
+    const fleet = await makeFleet(t.db);
+    const [vm] = (await makeVms(t.db, fleet, 1, "ready")) as [Vm];
+    const me = await makeUser(t.db);
+    // Like the heartbeat flush's UPDATE: the row is locked, then released without a change.
+    let release!: () => void;
+    const held = new Promise<void>((r) => {
+      release = r;
+    });
+    let locked!: () => void;
+    const isLocked = new Promise<void>((r) => {
+      locked = r;
+    });
+    const tx = t.sql.begin(async (sql) => {
+      await sql`SELECT id FROM vms WHERE id = ${vm.id} FOR UPDATE`;
+      locked();
+      await held;
+    });
+    await isLocked;
+    setTimeout(release, 60);
+    const { vm: got } = await claimVm(t.db, {
+      userId: me.id,
+      fleetId: fleet.id,
+      actor: actorOf(me.id),
+    });
+    await tx;
+    expect(got.id).toBe(vm.id);
+  });
+
+  it("says what the VMs are doing when none is free", async () => {
+    const fleet = await makeFleet(t.db);
+    await makeVms(t.db, fleet, 1, "ready", { healthy: false });
+    for (const holder of await makeUsers(t.db, 2)) {
+      await makeVms(t.db, fleet, 1, "claimed", {
+        holderId: holder.id,
+        assignmentId: crypto.randomUUID(),
+      });
+    }
+    const me = await makeUser(t.db);
+    const err = await claimVm(t.db, {
+      userId: me.id,
+      fleetId: fleet.id,
+      actor: actorOf(me.id),
+    }).catch((e) => e);
+    expect(err).toMatchObject({ code: "NO_CAPACITY", details: { inUse: 2, unhealthy: 1 } });
+    expect(err.message).toBe(
+      "No GPU VM is free right now: 2 in use, 1 out of service, none starting up.",
     );
   });
 

@@ -154,6 +154,30 @@ type ClaimRow = Vm & {
  * guarantees one VM per researcher even when the same person claims from many tabs at once: the
  * losers of that race get the winner's VM back.
  */
+/** Pauses before retrying a claim that found only locked ready VMs (about 300 ms in all). */
+const CLAIM_RETRY_DELAYS_MS = [10, 20, 40, 80, 160];
+
+async function runClaim(
+  db: DbOrTx,
+  text: string,
+  params: (string | null)[],
+  userId: string,
+): Promise<{ row: ClaimRow } | { rejoined: ClaimResult }> {
+  let row: ClaimRow | undefined;
+  try {
+    [row] = (await pgClient(db).unsafe(text, params, { prepare: true })) as unknown as ClaimRow[];
+  } catch (e) {
+    // Another request of the same researcher won the race: hand back that VM.
+    if (isUniqueViolation(e, "vms_one_active_per_holder")) {
+      const vm = await heldVm(db, userId);
+      if (vm) return { rejoined: { vm, rejoined: true } };
+    }
+    throw e;
+  }
+  if (!row) throw new Error("claim statement returned no row");
+  return { row };
+}
+
 export async function claimVm(db: DbOrTx, req: ClaimRequest): Promise<ClaimResult> {
   const text = claimText(!!req.fleetId, !!req.instanceType, req.role === "admin");
   const params: (string | null)[] = [
@@ -165,18 +189,20 @@ export async function claimVm(db: DbOrTx, req: ClaimRequest): Promise<ClaimResul
   if (req.fleetId) params.push(req.fleetId);
   if (req.instanceType) params.push(req.instanceType);
 
-  let row: ClaimRow | undefined;
-  try {
-    [row] = (await pgClient(db).unsafe(text, params, { prepare: true })) as unknown as ClaimRow[];
-  } catch (e) {
-    // Another request of the same researcher won the race: hand back that VM.
-    if (isUniqueViolation(e, "vms_one_active_per_holder")) {
-      const vm = await heldVm(db, req.userId);
-      if (vm) return { vm, rejoined: true };
-    }
-    throw e;
+  // `SKIP LOCKED` also skips a ready VM whose row is locked for a moment by something else (a
+  // heartbeat flush, a health update, another researcher's claim that may yet fail). When the
+  // counts say a ready VM exists but none could be taken, try again shortly instead of telling
+  // the researcher there is nothing free.
+  let row: ClaimRow;
+  for (let attempt = 0; ; attempt++) {
+    const ran = await runClaim(db, text, params, req.userId);
+    if ("rejoined" in ran) return ran.rejoined;
+    row = ran.row;
+    if (row.outcome || !row.capacity || row.capacity.ready === 0) break;
+    if (attempt >= CLAIM_RETRY_DELAYS_MS.length) break;
+    const delay = CLAIM_RETRY_DELAYS_MS[attempt] ?? 0;
+    await new Promise((r) => setTimeout(r, delay / 2 + Math.random() * delay));
   }
-  if (!row) throw new Error("claim statement returned no row");
   const { outcome, capacity, ...vm } = row;
   if (outcome === "claimed") return { vm, rejoined: false };
   if (outcome === "held") return { vm, rejoined: true };
@@ -205,7 +231,11 @@ export async function claimVm(db: DbOrTx, req: ClaimRequest): Promise<ClaimResul
       ? "There are no GPU VMs in this pool yet. Ask your admin to add some."
       : c.booting > 0
         ? `No GPU VM is free right now: ${c.ready} ready, ${c.booting} starting up. Try again in a few minutes.`
-        : `No GPU VM is free right now: all ${c.inUse} are in use and none is starting up.`,
+        : c.ready > 0
+          ? "No GPU VM is free right now: the last ones are being handed out. Try again in a moment."
+          : `No GPU VM is free right now: ${c.inUse} in use${
+              c.unhealthy > 0 ? `, ${c.unhealthy} out of service` : ""
+            }, none starting up.`,
     c,
   );
 }
