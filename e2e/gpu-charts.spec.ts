@@ -21,7 +21,12 @@ test("admin sees a local VM's GPU history as charts and as a table, in every ran
   for (const caption of ["Utilisation (%)", "Memory used (MiB)", "Temperature (°C)"]) {
     const figure = charts.getByRole("figure", { name: caption });
     await expect(figure).toBeVisible();
-    await expect(figure.locator("path.recharts-curve").first()).toBeVisible();
+    // A line through at least two readings. Not toBeVisible(): a flat line (an idle GPU's memory)
+    // has a bounding box of height 0, which Playwright counts as hidden.
+    await expect(figure.locator("path.recharts-curve").first()).toHaveAttribute(
+      "d",
+      /^M[\d.]+,[\d.]+L[\d.]+,[\d.]+/,
+    );
   }
 
   // The same figures as a table (the screen-reader alternative).
