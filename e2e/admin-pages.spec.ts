@@ -243,7 +243,11 @@ test("admin creates an enrollment token, sees it once with the command, and revo
       .getByRole("navigation", { name: "Admin" })
       .getByRole("link", { name: "Enrollment" })
       .click();
-    await page.getByLabel("Fleet", { exact: true }).selectOption({ label: name });
+    // Wait for the page: until it has replaced the dashboard, "Fleet" is the dashboard's filter.
+    await expect(page.getByRole("heading", { name: "Enrollment tokens" })).toBeVisible();
+    const form = page.getByRole("form", { name: "New token" });
+    await expect(form.getByRole("option", { name })).toBeAttached();
+    await form.getByLabel("Fleet", { exact: true }).selectOption({ label: name });
     await page.getByLabel("Machines it may enroll").fill("3");
     const label = uniqueName("room");
     await page.getByLabel("Label (optional)").fill(label);

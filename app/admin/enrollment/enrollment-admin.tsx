@@ -155,9 +155,10 @@ export function EnrollmentAdmin() {
           </div>
         ) : (
           <>
-            <label className="flex flex-col gap-1 text-sm">
-              Fleet
+            <div className="flex flex-col gap-1 text-sm">
+              <label htmlFor="enroll-fleet">Fleet</label>
               <select
+                id="enroll-fleet"
                 className={inputClass}
                 value={chosen}
                 onChange={(e) => setFleetId(e.target.value)}
@@ -168,10 +169,11 @@ export function EnrollmentAdmin() {
                   </option>
                 ))}
               </select>
-            </label>
-            <label className="flex flex-col gap-1 text-sm">
-              Machines it may enroll
+            </div>
+            <div className="flex flex-col gap-1 text-sm">
+              <label htmlFor="enroll-max-uses">Machines it may enroll</label>
               <input
+                id="enroll-max-uses"
                 type="number"
                 min={1}
                 max={1000}
@@ -179,10 +181,11 @@ export function EnrollmentAdmin() {
                 value={maxUses}
                 onChange={(e) => setMaxUses(Number(e.target.value))}
               />
-            </label>
-            <label className="flex flex-col gap-1 text-sm">
-              Expires after
+            </div>
+            <div className="flex flex-col gap-1 text-sm">
+              <label htmlFor="enroll-expires">Expires after</label>
               <select
+                id="enroll-expires"
                 className={inputClass}
                 value={expiresInS}
                 onChange={(e) => setExpiresInS(Number(e.target.value))}
@@ -193,17 +196,18 @@ export function EnrollmentAdmin() {
                   </option>
                 ))}
               </select>
-            </label>
-            <label className="flex flex-col gap-1 text-sm">
-              Label (optional)
+            </div>
+            <div className="flex flex-col gap-1 text-sm">
+              <label htmlFor="enroll-label">Label (optional)</label>
               <input
+                id="enroll-label"
                 className={inputClass}
                 value={label}
                 maxLength={200}
                 placeholder="Room 2.14 workstations"
                 onChange={(e) => setLabel(e.target.value)}
               />
-            </label>
+            </div>
             <div className="flex items-end">
               <button type="submit" className={primaryClass} disabled={create.isPending || !chosen}>
                 Create token
