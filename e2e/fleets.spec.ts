@@ -72,6 +72,21 @@ test("admin creates a local fleet and watches it come up with progress, drains a
   await expect(card.getByTestId("fleet-hold-limit")).toHaveText("Hold limit: 8 h");
   await expect(card.getByTestId("fleet-counts")).toHaveText("2 ready", { timeout: 30_000 });
 
+  // The hold limit can be changed afterwards, with the same range, and removed.
+  await card.getByText("Change hold limit").click();
+  const newLimit = card.getByLabel(`New hold limit for ${name} (hours)`);
+  await expect(newLimit).toHaveValue("8");
+  await newLimit.fill("0.1");
+  await card.getByRole("button", { name: "Save hold limit" }).click();
+  await expect(card.getByRole("alert")).toHaveText("Hold limit must be at least 15 minutes.");
+  await newLimit.fill("2");
+  await card.getByRole("button", { name: "Save hold limit" }).click();
+  await expect(card.getByTestId("hold-limit-saved")).toHaveText("Saved: hold limit 2 h.");
+  await expect(card.getByTestId("fleet-hold-limit")).toHaveText("Hold limit: 2 h");
+  await newLimit.fill("");
+  await card.getByRole("button", { name: "Save hold limit" }).click();
+  await expect(card.getByTestId("fleet-hold-limit")).toHaveText("Hold limit: none");
+
   // One of its VMs, from the dashboard's search.
   await page.goto("/admin");
   await page.getByLabel("Search").fill(name);

@@ -1,8 +1,9 @@
 import { and, eq, inArray, isNotNull, sql } from "drizzle-orm";
 import type { Db, DbOrTx } from "../db/client";
 import { auditEvents, crdHandoffs, fleets, vms } from "../db/schema";
+import { audit } from "./audit";
 import { DomainError } from "./errors";
-import { systemActor, transition } from "./vm-state";
+import { type Actor, systemActor, transition } from "./vm-state";
 
 /** States in which a hold can expire: the researcher has the VM (a rebooting VM waits until it is back). */
 const EXPIRABLE = ["claimed", "draining"] as const;
@@ -114,4 +115,65 @@ export async function lastEndedHold(db: DbOrTx, userId: string): Promise<EndedHo
     vmName: row.vm_name,
     maxHoldMinutes: row.max_hold_minutes === null ? null : Number(row.max_hold_minutes),
   };
+}
+
+export type HoldLimitChange = {
+  fleetId: string;
+  maxHoldMinutes: number | null;
+  /** Current holds already longer than the new limit: the next sweep (within 30 s) ends them. */
+  holdsPastLimit: number;
+};
+
+/**
+ * Sets a fleet's hold limit (null: none), with a `fleet.hold_limit` audit row saying from what to
+ * what, in one transaction. The limit applies to current holds as well, the same way the sweep
+ * always reads it; the answer says how many holds are already past it, so the admin knows who is
+ * about to lose their VM. A destroyed fleet cannot be changed.
+ */
+export async function setHoldLimit(
+  db: Db,
+  fleetId: string,
+  maxHoldMinutes: number | null,
+  actor: Actor,
+): Promise<HoldLimitChange> {
+  return db.transaction(async (tx) => {
+    const [fleet] = await tx
+      .select({ name: fleets.name, status: fleets.status, maxHoldMinutes: fleets.maxHoldMinutes })
+      .from(fleets)
+      .where(eq(fleets.id, fleetId))
+      .for("update");
+    if (!fleet) throw new DomainError("NOT_FOUND", "No such fleet.", { fleetId });
+    if (fleet.status === "destroyed" || fleet.status === "destroying") {
+      throw new DomainError("STATE_CONFLICT", `Fleet ${fleet.name} is ${fleet.status}.`, {
+        status: fleet.status,
+      });
+    }
+    await tx
+      .update(fleets)
+      .set({ maxHoldMinutes, updatedAt: sql`now()` })
+      .where(eq(fleets.id, fleetId));
+    await audit(
+      tx,
+      actor,
+      "fleet.hold_limit",
+      { kind: "fleet", id: fleetId },
+      { from: fleet.maxHoldMinutes, to: maxHoldMinutes },
+    );
+    let holdsPastLimit = 0;
+    if (maxHoldMinutes !== null) {
+      const [row] = await tx
+        .select({ n: sql<number>`count(*)::int` })
+        .from(vms)
+        .where(
+          and(
+            eq(vms.fleetId, fleetId),
+            inArray(vms.state, EXPIRABLE),
+            isNotNull(vms.holderId),
+            sql`${vms.claimedAt} + make_interval(mins => ${maxHoldMinutes}) <= now()`,
+          ),
+        );
+      holdsPastLimit = row?.n ?? 0;
+    }
+    return { fleetId, maxHoldMinutes, holdsPastLimit };
+  });
 }

@@ -55,6 +55,82 @@ function OptionalField(props: {
   );
 }
 
+const holdText = (minutes: number | null) =>
+  minutes === null ? "none" : minutes >= 60 ? `${minutes / 60} h` : `${minutes} min`;
+
+/**
+ * Changes an existing fleet's hold limit. It applies to current holds too, so the answer says how
+ * many researchers are already past the new limit (the next sweep, within 30 s, ends their holds).
+ */
+function HoldLimitEditor(props: {
+  fleet: { id: string; name: string; maxHoldMinutes: number | null };
+  onSaved: () => void;
+}) {
+  const trpc = useTRPC();
+  const { fleet } = props;
+  const [hours, setHours] = useState(
+    fleet.maxHoldMinutes === null ? "" : String(fleet.maxHoldMinutes / 60),
+  );
+  const save = useMutation(
+    trpc.fleet.setHoldLimit.mutationOptions({ onSuccess: () => props.onSaved() }),
+  );
+  const id = `hold-edit-${fleet.id}`;
+  const fieldError = (save.error?.data?.fieldErrors as FieldErrors)?.find(
+    (e) => e.path === "maxHoldMinutes",
+  );
+  return (
+    <details className="text-sm">
+      <summary className="cursor-pointer">Change hold limit</summary>
+      <form
+        className="mt-2 flex flex-wrap items-end gap-2"
+        onSubmit={(e) => {
+          e.preventDefault();
+          save.mutate({
+            fleetId: fleet.id,
+            maxHoldMinutes: hours.trim() ? Math.round(Number(hours) * 60) : null,
+          });
+        }}
+      >
+        <div>
+          <label htmlFor={id} className="mb-1 block">
+            New hold limit for {fleet.name} (hours)
+          </label>
+          <input
+            id={id}
+            type="number"
+            step="any"
+            value={hours}
+            placeholder="no limit"
+            onChange={(e) => setHours(e.target.value)}
+            aria-describedby={`${id}-help`}
+            className="w-28 rounded border border-slate-300 px-2 py-1 dark:border-slate-700 dark:bg-slate-950"
+          />
+        </div>
+        <button type="submit" disabled={save.isPending} className="rounded border px-2 py-1">
+          Save hold limit
+        </button>
+        <p id={`${id}-help`} className="w-full text-slate-600 dark:text-slate-400">
+          Empty: no limit. It applies to current holds too.
+        </p>
+        {save.isError && (
+          <p role="alert" className="w-full text-red-700 dark:text-red-300">
+            {fieldError ? `Hold limit ${fieldError.message}.` : save.error.message}
+          </p>
+        )}
+        {save.isSuccess && (
+          <p role="status" className="w-full" data-testid="hold-limit-saved">
+            Saved: hold limit {holdText(save.data.maxHoldMinutes)}.
+            {save.data.holdsPastLimit > 0 &&
+              ` ${save.data.holdsPastLimit} ${
+                save.data.holdsPastLimit === 1 ? "researcher has" : "researchers have"
+              } held a VM longer than this; those holds end within a minute.`}
+          </p>
+        )}
+      </form>
+    </details>
+  );
+}
+
 export function FleetsAdmin() {
   const trpc = useTRPC();
   const queryClient = useQueryClient();
@@ -134,14 +210,7 @@ export function FleetsAdmin() {
                   ({f.driver}, {f.status})
                 </span>
               </p>
-              {f.maxHoldMinutes !== null && (
-                <p data-testid="fleet-hold-limit">
-                  Hold limit:{" "}
-                  {f.maxHoldMinutes >= 60
-                    ? `${f.maxHoldMinutes / 60} h`
-                    : `${f.maxHoldMinutes} min`}
-                </p>
-              )}
+              <p data-testid="fleet-hold-limit">Hold limit: {holdText(f.maxHoldMinutes)}</p>
               <p data-testid="fleet-counts">
                 {Object.entries(f.vmCounts)
                   .map(([s, n]) => `${n} ${s}`)
@@ -175,6 +244,9 @@ export function FleetsAdmin() {
                   Destroy {f.name}
                 </button>
               </div>
+              {f.status !== "destroying" && f.status !== "destroyed" && (
+                <HoldLimitEditor fleet={f} onSaved={refresh} />
+              )}
             </li>
           ))}
         </ul>

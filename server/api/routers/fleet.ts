@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { terraformFleetConfig } from "../../cloud/terraform/config";
 import { listFleets } from "../../domain/fleets";
+import { setHoldLimit } from "../../domain/hold-limits";
 import { publicOperation } from "../../domain/operations";
 import { createFleet, destroyFleet, scaleFleet } from "../../domain/provisioning";
 import { adminProcedure, createRouter, noInput } from "../trpc";
@@ -10,6 +11,12 @@ export const MAX_FLEET_SIZE = 200;
 /** Hold limits an admin may set: shorter than 15 minutes leaves no time to work, 30 days at most. */
 export const MIN_HOLD_MINUTES = 15;
 export const MAX_HOLD_MINUTES = 43_200;
+
+const holdMinutes = z
+  .number()
+  .int("must be a whole number of minutes")
+  .min(MIN_HOLD_MINUTES, `must be at least ${MIN_HOLD_MINUTES} minutes`)
+  .max(MAX_HOLD_MINUTES, `must be at most ${MAX_HOLD_MINUTES} minutes (30 days)`);
 
 const common = {
   name: z
@@ -31,13 +38,7 @@ const common = {
   gpuCount: z.number().int().min(0).max(16).default(1),
   size: z.number().int().min(0).max(MAX_FLEET_SIZE),
   /** A researcher's hold limit: 15 minutes to 30 days; null or absent: no limit. */
-  maxHoldMinutes: z
-    .number()
-    .int("must be a whole number of minutes")
-    .min(MIN_HOLD_MINUTES, `must be at least ${MIN_HOLD_MINUTES} minutes`)
-    .max(MAX_HOLD_MINUTES, `must be at most ${MAX_HOLD_MINUTES} minutes (30 days)`)
-    .nullable()
-    .optional(),
+  maxHoldMinutes: holdMinutes.nullable().optional(),
   /** Groups whose members may claim its VMs; absent or empty: every researcher. */
   groupIds: z.array(z.uuid()).max(50).optional(),
 };
@@ -87,6 +88,16 @@ export const fleetRouter = createRouter({
       const { operation } = await scaleFleet(ctx.db, input.fleetId, input.size, ctx.actor);
       return { operation: publicOperation(operation) };
     }),
+
+  /**
+   * Changes an existing fleet's hold limit (null: none). It applies to current holds too; the
+   * answer counts the holds already past it, which the next sweep ends.
+   */
+  setHoldLimit: adminProcedure
+    .input(z.strictObject({ fleetId: z.uuid(), maxHoldMinutes: holdMinutes.nullable() }))
+    .mutation(({ ctx, input }) =>
+      setHoldLimit(ctx.db, input.fleetId, input.maxHoldMinutes, ctx.actor),
+    ),
 
   destroy: adminProcedure
     .input(z.strictObject({ fleetId: z.uuid() }))
