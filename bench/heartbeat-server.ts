@@ -21,11 +21,11 @@ import { Session } from "node:inspector";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { type GatewayContext, serveAgentCall } from "../server/api/agent-gateway";
-import { handleTrpc } from "../server/api/handler";
 import { createDatabase } from "../server/db/client";
 import { agentSettingsFrom } from "../server/domain/agents";
 import { flushHeartbeatBuffers } from "../server/domain/heartbeat-buffer";
 import { env } from "../server/env";
+import { answerWithFetchHandler } from "../tests/http";
 
 // BENCH_WORKERS=N: N server processes sharing the port (node:cluster), as LABLINK_WEB_PROCESSES
 // runs the web server; the primary only hands out connections and reports the workers' pids.
@@ -81,24 +81,7 @@ function startServer() {
       return;
     }
     try {
-      const chunks: Buffer[] = [];
-      for await (const c of req) chunks.push(c as Buffer);
-      const headers = new Headers();
-      for (const [k, v] of Object.entries(req.headers))
-        if (typeof v === "string") headers.set(k, v);
-      const hasBody = req.method !== "GET" && req.method !== "HEAD";
-      const request = new Request(`http://${req.headers.host ?? "localhost"}${req.url}`, {
-        method: req.method,
-        headers,
-        body: hasBody ? Buffer.concat(chunks) : undefined,
-      });
-      const response = await handleTrpc(request, makeContext);
-      const body = Buffer.from(await response.arrayBuffer());
-      res.writeHead(response.status, {
-        ...Object.fromEntries(response.headers),
-        "content-length": body.length,
-      });
-      res.end(body);
+      await answerWithFetchHandler(req, res, makeContext());
     } catch (err) {
       console.error(err);
       if (!res.headersSent) res.statusCode = 500;

@@ -94,3 +94,16 @@ export async function makeVms(
 export async function makeAgent(db: DbOrTx, vm: Vm): Promise<string> {
   return issueAgentToken(db, vm.id);
 }
+
+/** An `agent.heartbeat` input for a healthy, idle VM without GPUs (boot "boot-1", as makeVms). */
+export function heartbeatInput(vmId: string, extra: Record<string, unknown> = {}) {
+  return {
+    vmId,
+    bootId: "boot-1",
+    gpus: [],
+    health: { healthy: true, reasons: [] },
+    inUse: false,
+    idleSince: null,
+    ...extra,
+  };
+}

@@ -73,25 +73,7 @@ export async function startFetchApiServer(context: GatewayContext, options: { ga
     req.headers["x-lablink-peer"] = req.socket.remoteAddress ?? "";
     if (options.gateway && serveAgentCall(req, res, () => context)) return;
     fallbackCalls++;
-    void (async () => {
-      const chunks: Buffer[] = [];
-      for await (const c of req) chunks.push(c as Buffer);
-      const headers = new Headers();
-      for (const [k, v] of Object.entries(req.headers))
-        if (typeof v === "string") headers.set(k, v);
-      const hasBody = req.method !== "GET" && req.method !== "HEAD";
-      const response = await handleTrpc(
-        new Request(`http://localhost${req.url}`, {
-          method: req.method,
-          headers,
-          body: hasBody ? Buffer.concat(chunks) : undefined,
-        }),
-        () => context,
-      );
-      const body = Buffer.from(await response.arrayBuffer());
-      res.writeHead(response.status, Object.fromEntries(response.headers));
-      res.end(body);
-    })();
+    void answerWithFetchHandler(req, res, context);
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {
@@ -103,4 +85,34 @@ export async function startFetchApiServer(context: GatewayContext, options: { ga
         server.close(() => resolve());
       }),
   };
+}
+
+/**
+ * Answers a Node request through the tRPC fetch handler (what the Next route runs): the request
+ * becomes a fetch Request, the Response is written back with its Content-Length.
+ */
+export async function answerWithFetchHandler(
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  context: GatewayContext,
+): Promise<void> {
+  const chunks: Buffer[] = [];
+  for await (const c of req) chunks.push(c as Buffer);
+  const headers = new Headers();
+  for (const [k, v] of Object.entries(req.headers)) if (typeof v === "string") headers.set(k, v);
+  const hasBody = req.method !== "GET" && req.method !== "HEAD";
+  const response = await handleTrpc(
+    new Request(`http://localhost${req.url}`, {
+      method: req.method,
+      headers,
+      body: hasBody ? Buffer.concat(chunks) : undefined,
+    }),
+    () => context,
+  );
+  const body = Buffer.from(await response.arrayBuffer());
+  res.writeHead(response.status, {
+    ...Object.fromEntries(response.headers),
+    "content-length": body.length,
+  });
+  res.end(body);
 }

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { revokeAgentTokens } from "../../server/auth/agent-tokens";
 import { type Vm, vms } from "../../server/db/schema";
 import { createTestDatabase, type TestDatabase } from "../db";
-import { makeAgent, makeFleet, makeUser, makeVms } from "../fixtures";
+import { heartbeatInput as heartbeat, makeAgent, makeFleet, makeUser, makeVms } from "../fixtures";
 import { apiClient, tableCounts } from "./harness";
 
 let t: TestDatabase;
@@ -12,15 +12,6 @@ let vmA: Vm;
 let vmB: Vm;
 let tokenA: string;
 let tokenB: string;
-
-const heartbeat = (vmId: string) => ({
-  vmId,
-  bootId: "boot-1",
-  gpus: [],
-  health: { healthy: true, reasons: [] },
-  inUse: false,
-  idleSince: null,
-});
 
 beforeAll(async () => {
   t = await createTestDatabase();

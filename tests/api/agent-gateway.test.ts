@@ -7,7 +7,7 @@ import { DEFAULT_RATE_LIMITS } from "../../server/auth/rate-limit";
 import { type Vm, vms } from "../../server/db/schema";
 import { API_CSP, HSTS } from "../../server/security-headers";
 import { createTestDatabase, type TestDatabase } from "../db";
-import { makeAgent, makeFleet, makeVms } from "../fixtures";
+import { heartbeatInput as heartbeat, makeAgent, makeFleet, makeVms } from "../fixtures";
 import { startApiServer, startFetchApiServer } from "../http";
 import { tableCounts } from "./harness";
 
@@ -46,16 +46,6 @@ afterAll(async () => {
   await withGateway?.close();
   await without?.close();
   await t?.drop();
-});
-
-const heartbeat = (vmId: string, extra: Record<string, unknown> = {}) => ({
-  vmId,
-  bootId: "boot-1",
-  gpus: [],
-  health: { healthy: true, reasons: [] },
-  inUse: false,
-  idleSince: null,
-  ...extra,
 });
 
 type Req = { method: string; path: string; body?: string; headers?: Record<string, string> };

@@ -8,7 +8,7 @@ import type { AgentCommand, AgentReply } from "../../server/api/agent-protocol";
 import { auditEvents, crdHandoffs, type users, type Vm, vms } from "../../server/db/schema";
 import { MAX_SSH_KEYS, parseSshPublicKey } from "../../server/domain/ssh-keys";
 import { createTestDatabase, type TestDatabase } from "../db";
-import { makeAgent, makeFleet, makeUser, makeVms } from "../fixtures";
+import { heartbeatInput as beat, makeAgent, makeFleet, makeUser, makeVms } from "../fixtures";
 import { sshKey } from "../ssh-keys";
 import { apiClient, tableCounts } from "./harness";
 
@@ -322,16 +322,6 @@ describe("Chrome Remote Desktop hand-off through the API", () => {
 });
 
 describe("heartbeat: shutting down and readings queued during an outage", () => {
-  const beat = (vmId: string, extra: object = {}) => ({
-    vmId,
-    bootId: "boot-1",
-    gpus: [],
-    health: { healthy: true, reasons: [] },
-    inUse: false,
-    idleSince: null,
-    ...extra,
-  });
-
   it("a shutting-down agent takes its VM out of the pool until it registers again", async () => {
     const [vmId] = [...tokens.keys()].slice(-1) as [string];
     await register(vmId);
