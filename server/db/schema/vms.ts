@@ -110,7 +110,9 @@ export const vms = pgTable(
     // "One active VM per researcher" is a database guarantee, not an application check.
     uniqueIndex("vms_one_active_per_holder").on(t.holderId).where(sql`holder_id IS NOT NULL`),
     index("vms_state_idx").on(t.state),
-    index("vms_heartbeat_idx").on(t.lastHeartbeatAt).where(sql`healthy`),
+    // No index on last_heartbeat_at (or gpus): the heartbeat flush rewrites those on every VM
+    // every second, and an UPDATE that changes no indexed column is a heap-only (HOT) update that
+    // touches no index at all. The stale-agent sweep scans the table instead (migration 0009).
     check("vms_claimed_has_holder", sql`state <> 'claimed' OR holder_id IS NOT NULL`),
     // A holder survives a drain and a warm reboot; every other state has none.
     check(
