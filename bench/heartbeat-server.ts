@@ -21,6 +21,7 @@ import { Session } from "node:inspector";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { type GatewayContext, serveAgentCall } from "../server/api/agent-gateway";
+import { credentialLookupStats } from "../server/auth/agent-tokens";
 import { createDatabase } from "../server/db/client";
 import { agentSettingsFrom } from "../server/domain/agents";
 import { flushHeartbeatBuffers } from "../server/domain/heartbeat-buffer";
@@ -36,6 +37,7 @@ if (workers > 1 && cluster.isPrimary) {
   for (let i = 0; i < workers; i++) {
     const w = cluster.fork();
     w.on("message", (m: { type?: string; port?: number }) => {
+      if (m.type === "stats") process.send?.(m);
       if (m.type !== "ready") return;
       pids.push(w.process.pid as number);
       port = m.port ?? port;
@@ -101,6 +103,9 @@ function startServer() {
   const profiler = profileDir ? new Session() : null;
   profiler?.connect();
   process.on("message", (m: { type?: string }) => {
+    // Token lookups and the statements they took (batched per event-loop turn).
+    if (m.type === "stats")
+      process.send?.({ type: "stats", ...credentialLookupStats(database.db) });
     if (!profiler || !profileDir) return;
     if (m.type === "profile-start") {
       profiler.post("Profiler.enable", () => profiler.post("Profiler.start"));

@@ -347,6 +347,21 @@ async function pool<T>(items: T[], n: number, fn: (item: T, i: number) => Promis
   );
 }
 
+/** The server processes' token-lookup counters, summed (each worker answers once). */
+async function lookupStats(server: ChildProcess): Promise<{ lookups: number; statements: number }> {
+  const total = { lookups: 0, statements: 0 };
+  const onMessage = (m: { type?: string; lookups?: number; statements?: number }) => {
+    if (m.type !== "stats") return;
+    total.lookups += m.lookups ?? 0;
+    total.statements += m.statements ?? 0;
+  };
+  server.on("message", onMessage);
+  server.send({ type: "stats" });
+  await new Promise((r) => setTimeout(r, 300));
+  server.off("message", onMessage);
+  return total;
+}
+
 async function withBenchDb<T>(url: string, fn: (sql: postgres.Sql) => Promise<T>): Promise<T> {
   const sql = postgres(url, { max: 1, onnotice: () => {} });
   try {
@@ -507,6 +522,7 @@ async function main(): Promise<number> {
         return row ?? { upd: 0, hot: 0 };
       });
     const updates0 = await vmUpdates();
+    const lookups0 = await lookupStats(server);
     const mark = await admin.unsafe(`SELECT now() AS t`);
     const steady = await measure(
       client,
@@ -531,6 +547,12 @@ async function main(): Promise<number> {
     const stored = seen?.n ?? 0;
     console.log(
       `  database: ${stored} of ${expected} VMs show a heartbeat from this run; ${samples?.n ?? 0} gpu_samples rows`,
+    );
+    const lookups1 = await lookupStats(server);
+    const lookups = lookups1.lookups - lookups0.lookups;
+    const statements = lookups1.statements - lookups0.statements;
+    console.log(
+      `  token lookups: ${lookups} in ${statements} statements (${statements ? f1(lookups / statements) : "–"} per statement)`,
     );
     // Heap-only (HOT) updates touch no index: what keeps the buffered flush cheap.
     const updates1 = await vmUpdates();
