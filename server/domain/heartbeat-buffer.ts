@@ -20,21 +20,23 @@ import { logger } from "../log";
  */
 export type BufferSettings = { flushMs: number; sampleIntervalS: number };
 
+// The JSON goes in as text and is cast in SQL: a `jsonb` parameter would be encoded again by a
+// postgres.js client that Drizzle has not configured (its default JSON serializer).
 type Pending = { id: string; boot_id: string; gpus: GpuReadingInput[]; at: string };
 type PendingSample = { vm_id: string; at: string; gpus: GpuSamplePoint[] };
 
 const FLUSH_UPDATE = `
   UPDATE vms SET gpus = v.gpus, last_heartbeat_at = v.at
-  FROM jsonb_to_recordset($1::jsonb) AS v(id uuid, boot_id text, gpus jsonb, at timestamptz)
+  FROM jsonb_to_recordset($1::text::jsonb) AS v(id uuid, boot_id text, gpus jsonb, at timestamptz)
   WHERE vms.id = v.id
     AND vms.boot_id = v.boot_id
     AND (vms.last_heartbeat_at IS NULL OR vms.last_heartbeat_at < v.at)
-    AND NOT (vms.health_reasons @> $2::jsonb)`;
+    AND NOT (vms.health_reasons @> $2::text::jsonb)`;
 
 const INSERT_SAMPLES = `
   INSERT INTO gpu_samples (vm_id, at, gpus)
   SELECT v.vm_id, v.at, v.gpus
-  FROM jsonb_to_recordset($1::jsonb) AS v(vm_id uuid, at timestamptz, gpus jsonb)
+  FROM jsonb_to_recordset($1::text::jsonb) AS v(vm_id uuid, at timestamptz, gpus jsonb)
   WHERE EXISTS (SELECT 1 FROM vms WHERE vms.id = v.vm_id)
     AND NOT EXISTS (
       SELECT 1 FROM gpu_samples s

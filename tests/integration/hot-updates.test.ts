@@ -1,5 +1,5 @@
+import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createDatabase } from "../../server/db/client";
 import { HeartbeatBuffer } from "../../server/domain/heartbeat-buffer";
 import { createTestDatabase, type TestDatabase } from "../db";
 import { makeFleet, makeVms } from "../fixtures";
@@ -27,9 +27,9 @@ describe("the buffered heartbeat flush", () => {
   it("is made of heap-only (HOT) updates, which touch no index of vms", async () => {
     const fleet = await makeFleet(t.db);
     const list = await makeVms(t.db, fleet, 40, "ready");
-    // One connection, so that its statistics can be flushed and read back (through Drizzle, as
-    // in the app: Drizzle sets the client's JSON handling the buffer's statements rely on).
-    const { sql } = createDatabase(t.url, { max: 1 });
+    // One plain postgres.js connection (not configured by Drizzle), so that its statistics can be
+    // flushed and read back.
+    const sql = postgres(t.url, { max: 1, onnotice: () => {} });
     try {
       const buffer = new HeartbeatBuffer(
         sql,
