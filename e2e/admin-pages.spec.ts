@@ -64,8 +64,8 @@ test("admin finds a fleet's create operation in the operations list and opens it
     await expect(
       page.getByRole("navigation", { name: "Admin" }).getByRole("link", { name: "Operations" }),
     ).toHaveAttribute("aria-current", "page");
-    await page.getByRole("combobox", { name: "Fleet", exact: true }).selectOption({ label: name });
-    await page.getByRole("combobox", { name: "Kind", exact: true }).selectOption("fleet.create");
+    await page.getByLabel("Fleet", { exact: true }).selectOption({ label: name });
+    await page.getByLabel("Kind", { exact: true }).selectOption("fleet.create");
     await expect(page).toHaveURL(new RegExp(`fleet=${fleetId}.*kind=fleet.create`));
     const rows = page.getByTestId("operation-row");
     await expect(rows).toHaveCount(1);

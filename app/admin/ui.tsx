@@ -158,3 +158,38 @@ export function StatusBadge({ status }: { status: string }) {
     </span>
   );
 }
+
+/**
+ * A list filter: a select with its own label (not wrapped in it, so the accessible name is the
+ * label alone, not the label plus the chosen option) and a first "any" choice with value "".
+ */
+export function FilterSelect(props: {
+  id: string;
+  label: string;
+  value: string;
+  onChange: (value: string) => void;
+  anyLabel: string;
+  options: readonly (string | { value: string; label: string })[];
+}) {
+  return (
+    <div className="flex flex-col gap-1 text-sm">
+      <label htmlFor={props.id}>{props.label}</label>
+      <select
+        id={props.id}
+        className={inputClass}
+        value={props.value}
+        onChange={(e) => props.onChange(e.target.value)}
+      >
+        <option value="">{props.anyLabel}</option>
+        {props.options.map((o) => {
+          const { value, label } = typeof o === "string" ? { value: o, label: o } : o;
+          return (
+            <option key={value} value={value}>
+              {label}
+            </option>
+          );
+        })}
+      </select>
+    </div>
+  );
+}

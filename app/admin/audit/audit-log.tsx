@@ -8,6 +8,7 @@ import {
   buttonClass,
   Empty,
   ErrorMessage,
+  FilterSelect,
   inputClass,
   Loading,
   linkClass,
@@ -39,6 +40,8 @@ const toDate = (s: string) => {
   const d = new Date(s);
   return Number.isNaN(d.getTime()) ? undefined : d;
 };
+
+const TARGET_KINDS = ["vm", "fleet", "operation", "user", "group", "enrollment_token", "instance"];
 
 export function AuditLog() {
   const trpc = useTRPC();
@@ -100,34 +103,26 @@ export function AuditLog() {
             End with * for every action that starts so.
           </span>
         </label>
-        <label className="flex flex-col gap-1 text-sm">
-          Actor kind
-          <select className={inputClass} {...field("actorKind")}>
-            <option value="">Anyone</option>
-            {ACTOR_KINDS.map((k) => (
-              <option key={k} value={k}>
-                {k}
-              </option>
-            ))}
-          </select>
-        </label>
+        <FilterSelect
+          id="audit-actor-kind"
+          label="Actor kind"
+          anyLabel="Anyone"
+          value={draft.actorKind}
+          onChange={(actorKind) => setDraft({ ...draft, actorKind })}
+          options={ACTOR_KINDS}
+        />
         <label className="flex flex-col gap-1 text-sm">
           Actor (email or id)
           <input className={inputClass} placeholder="ada@example.edu" {...field("actor")} />
         </label>
-        <label className="flex flex-col gap-1 text-sm">
-          Target kind
-          <select className={inputClass} {...field("targetKind")}>
-            <option value="">Anything</option>
-            {["vm", "fleet", "operation", "user", "group", "enrollment_token", "instance"].map(
-              (k) => (
-                <option key={k} value={k}>
-                  {k}
-                </option>
-              ),
-            )}
-          </select>
-        </label>
+        <FilterSelect
+          id="audit-target-kind"
+          label="Target kind"
+          anyLabel="Anything"
+          value={draft.targetKind}
+          onChange={(targetKind) => setDraft({ ...draft, targetKind })}
+          options={TARGET_KINDS}
+        />
         <label className="flex flex-col gap-1 text-sm">
           Target id
           <input className={inputClass} {...field("targetId")} />

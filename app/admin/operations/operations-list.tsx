@@ -8,7 +8,7 @@ import {
   buttonClass,
   Empty,
   ErrorMessage,
-  inputClass,
+  FilterSelect,
   Loading,
   linkClass,
   StatusBadge,
@@ -66,51 +66,30 @@ export function OperationsList() {
         className="flex flex-wrap items-end gap-3"
         onSubmit={(e) => e.preventDefault()}
       >
-        <label className="flex flex-col gap-1 text-sm">
-          Fleet
-          <select
-            className={inputClass}
-            value={f.fleet}
-            onChange={(e) => filter({ fleet: e.target.value })}
-          >
-            <option value="">All fleets</option>
-            {fleets.data?.map((fl) => (
-              <option key={fl.id} value={fl.id}>
-                {fl.name}
-              </option>
-            ))}
-          </select>
-        </label>
-        <label className="flex flex-col gap-1 text-sm">
-          Status
-          <select
-            className={inputClass}
-            value={f.status}
-            onChange={(e) => filter({ status: e.target.value })}
-          >
-            <option value="">Any status</option>
-            {STATUSES.map((s) => (
-              <option key={s} value={s}>
-                {s}
-              </option>
-            ))}
-          </select>
-        </label>
-        <label className="flex flex-col gap-1 text-sm">
-          Kind
-          <select
-            className={inputClass}
-            value={f.kind}
-            onChange={(e) => filter({ kind: e.target.value })}
-          >
-            <option value="">Any kind</option>
-            {KINDS.map((k) => (
-              <option key={k} value={k}>
-                {k}
-              </option>
-            ))}
-          </select>
-        </label>
+        <FilterSelect
+          id="ops-fleet"
+          label="Fleet"
+          anyLabel="All fleets"
+          value={f.fleet}
+          onChange={(fleet) => filter({ fleet })}
+          options={fleets.data?.map((fl) => ({ value: fl.id, label: fl.name })) ?? []}
+        />
+        <FilterSelect
+          id="ops-status"
+          label="Status"
+          anyLabel="Any status"
+          value={f.status}
+          onChange={(status) => filter({ status })}
+          options={STATUSES}
+        />
+        <FilterSelect
+          id="ops-kind"
+          label="Kind"
+          anyLabel="Any kind"
+          value={f.kind}
+          onChange={(kind) => filter({ kind })}
+          options={KINDS}
+        />
         {filtered && (
           <button
             type="button"
