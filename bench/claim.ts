@@ -15,21 +15,17 @@
  * did not get NO_CAPACITY), 2 on a setup error. See bench/README.md.
  */
 import { cpus, loadavg } from "node:os";
-import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { parseArgs } from "node:util";
 import { drizzle } from "drizzle-orm/postgres-js";
-import postgres from "postgres";
+import type postgres from "postgres";
 import { createDatabase, type Database } from "../server/db/client";
-import { type EmbeddedHandle, startEmbeddedPostgres } from "../server/db/embedded";
-import { runMigrations } from "../server/db/migrate";
 import * as schema from "../server/db/schema";
 import { claimVm } from "../server/domain/allocation";
 import { isDomainError } from "../server/domain/errors";
 import {
   cpuMeter,
   describeCpu,
-  embeddedPostmasterPid,
   f0,
   f1,
   median,
@@ -37,7 +33,7 @@ import {
   pgbench,
   positiveInt,
   table,
-  withDatabase,
+  withScratchPostgres,
 } from "./lib";
 
 const BENCH_DB = "lablink_bench";
@@ -356,57 +352,20 @@ async function main(): Promise<number> {
   const opts = readOptions();
   const expectedWinners = Math.min(opts.users, opts.vms);
 
-  let embedded: EmbeddedHandle | null = null;
-  let admin: postgres.Sql | null = null;
   let database: Database | null = null;
-  let cleaned = false;
-  const cleanup = async () => {
-    if (cleaned) return;
-    cleaned = true;
-    await database?.sql.end({ timeout: 5 }).catch(() => {});
-    if (admin) {
-      for (const db of [BENCH_DB, PGBENCH_DB]) {
-        await admin.unsafe(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch(() => {});
-      }
-      await admin.end({ timeout: 5 }).catch(() => {});
-    }
-    await embedded?.stop().catch(() => {});
+  const closePool = async () => {
+    await database?.sql.end({ timeout: 5 });
   };
-  const onSignal = (signal: NodeJS.Signals) => {
-    console.error(`\n${signal}: cleaning up ...`);
-    void cleanup().finally(() => process.exit(130));
-  };
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
-
-  try {
-    let adminUrl = process.env.DATABASE_URL;
-    let postmasterPid: number | null = null;
-    let where: string;
-    if (adminUrl) {
-      const u = new URL(adminUrl);
-      where = `DATABASE_URL server ${u.hostname}:${u.port || "5432"}`;
-    } else {
-      embedded = await startEmbeddedPostgres({
-        dataDir: path.resolve(EMBEDDED_DIR),
-        port: EMBEDDED_PORT,
-      });
-      adminUrl = embedded.url;
-      postmasterPid = embeddedPostmasterPid(EMBEDDED_DIR);
-      where = `embedded Postgres (${EMBEDDED_DIR}, port ${EMBEDDED_PORT})`;
-    }
-    admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
+  const scratch = { dataDir: EMBEDDED_DIR, port: EMBEDDED_PORT, alsoDrop: [PGBENCH_DB] };
+  return withScratchPostgres({ ...scratch, beforeCleanup: closePool }, async (pg) => {
+    const { admin, adminUrl, postmasterPid, where } = pg;
     const [info] = await admin<
       { version: string; fsync: string; sc: string; sb: string; mc: string }[]
     >`
       SELECT current_setting('server_version') AS version, current_setting('fsync') AS fsync,
              current_setting('synchronous_commit') AS sc, current_setting('shared_buffers') AS sb,
              current_setting('max_connections') AS mc`;
-
-    await admin.unsafe(`DROP DATABASE IF EXISTS ${BENCH_DB} WITH (FORCE)`);
-    await admin.unsafe(`CREATE DATABASE ${BENCH_DB}`);
-    const benchUrl = withDatabase(adminUrl, BENCH_DB);
-    await runMigrations(benchUrl);
+    const benchUrl = await pg.freshDatabase(BENCH_DB, { migrate: true });
 
     console.log("LabLink claim benchmark");
     console.log(`  database : ${where}, PostgreSQL ${info?.version}`);
@@ -567,9 +526,7 @@ async function main(): Promise<number> {
       `  p95 < ${TARGET_P95_MS} ms  : ${med.p95 < TARGET_P95_MS ? "PASS" : "FAIL"}  ${f1(med.p95)} ms`,
     );
     return correct ? 0 : 1;
-  } finally {
-    await cleanup();
-  }
+  });
 }
 
 main().then(

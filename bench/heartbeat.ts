@@ -28,20 +28,17 @@ import postgres from "postgres";
 import superjson from "superjson";
 import { issueAgentToken } from "../server/auth/agent-tokens";
 import { createDatabase } from "../server/db/client";
-import { type EmbeddedHandle, startEmbeddedPostgres } from "../server/db/embedded";
-import { runMigrations } from "../server/db/migrate";
 import { WEB_NODE_FLAGS } from "../server/runtime-flags";
 import {
   CLK_TCK_MS,
   cpuMeter,
-  embeddedPostmasterPid,
   f0,
   f1,
   percentile,
   pgbench,
   positiveInt,
   table,
-  withDatabase,
+  withScratchPostgres,
 } from "./lib";
 import { RawHttpClient } from "./raw-http";
 
@@ -421,57 +418,21 @@ async function registerAll(client: RawHttpClient, agents: Agent[]) {
 
 async function main(): Promise<number> {
   const opts = readOptions();
-  let embedded: EmbeddedHandle | null = null;
-  let admin: postgres.Sql | null = null;
   let server: ChildProcess | null = null;
-  let cleaned = false;
-  const cleanup = async () => {
-    if (cleaned) return;
-    cleaned = true;
+  const stopServer = async () => {
     if (server && server.exitCode === null) {
       const exited = new Promise((r) => server?.once("exit", r));
       server.kill("SIGTERM");
       await Promise.race([exited, new Promise((r) => setTimeout(r, 4000))]);
     }
-    if (admin) {
-      for (const db of [BENCH_DB, PGBENCH_DB]) {
-        await admin.unsafe(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch(() => {});
-      }
-      await admin.end({ timeout: 5 }).catch(() => {});
-    }
-    await embedded?.stop().catch(() => {});
   };
-  const onSignal = (signal: NodeJS.Signals) => {
-    console.error(`\n${signal}: cleaning up ...`);
-    void cleanup().finally(() => process.exit(130));
-  };
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
-
-  try {
-    let adminUrl = process.env.DATABASE_URL;
-    let postmasterPid: number | null = null;
-    let where: string;
-    if (adminUrl) {
-      const u = new URL(adminUrl);
-      where = `DATABASE_URL server ${u.hostname}:${u.port || "5432"}`;
-    } else {
-      embedded = await startEmbeddedPostgres({
-        dataDir: path.resolve(EMBEDDED_DIR),
-        port: opts.pgPort,
-      });
-      adminUrl = embedded.url;
-      postmasterPid = embeddedPostmasterPid(EMBEDDED_DIR);
-      where = `embedded Postgres (${EMBEDDED_DIR}, port ${opts.pgPort})`;
-    }
-    admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
+  const scratch = { dataDir: EMBEDDED_DIR, port: opts.pgPort, alsoDrop: [PGBENCH_DB] };
+  return withScratchPostgres({ ...scratch, beforeCleanup: stopServer }, async (pg) => {
+    const { admin, adminUrl, postmasterPid, where } = pg;
     const [info] = await admin<{ version: string; fsync: string; sc: string }[]>`
       SELECT current_setting('server_version') AS version, current_setting('fsync') AS fsync,
              current_setting('synchronous_commit') AS sc`;
-    await admin.unsafe(`DROP DATABASE IF EXISTS ${BENCH_DB} WITH (FORCE)`);
-    await admin.unsafe(`CREATE DATABASE ${BENCH_DB}`);
-    const benchUrl = withDatabase(adminUrl, BENCH_DB);
-    await runMigrations(benchUrl);
+    const benchUrl = await pg.freshDatabase(BENCH_DB, { migrate: true });
 
     console.log("LabLink heartbeat benchmark");
     console.log(
@@ -639,9 +600,7 @@ async function main(): Promise<number> {
       `  steady p95 < ${TARGET_P95_MS} ms     : ${steady.p95 < TARGET_P95_MS ? "PASS" : "FAIL"}  ${f1(steady.p95)} ms at ${f0(steady.perS)} hb/s`,
     );
     return correct ? 0 : 1;
-  } finally {
-    await cleanup();
-  }
+  });
 }
 
 main().then(

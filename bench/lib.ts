@@ -275,3 +275,96 @@ export async function pgbench(
     await admin.unsafe(`DROP DATABASE IF EXISTS ${PGBENCH_DB} WITH (FORCE)`);
   }
 }
+
+/** Where a benchmark's databases live: its own embedded Postgres, or the server DATABASE_URL names. */
+export type ScratchPostgres = {
+  adminUrl: string;
+  /** One connection to the server's maintenance database. */
+  admin: postgres.Sql;
+  /** The embedded server's postmaster (for its CPU), or null on DATABASE_URL. */
+  postmasterPid: number | null;
+  /** For the report's header. */
+  where: string;
+  /** Drops and creates `db`, migrated when asked; returns its URL. Dropped again at the end. */
+  freshDatabase(db: string, options?: { migrate?: boolean }): Promise<string>;
+};
+
+/**
+ * Runs a benchmark against scratch databases: starts embedded Postgres in `dataDir` on `port`
+ * (or uses DATABASE_URL's server), and on return, error or Ctrl-C runs `beforeCleanup` (stop the
+ * processes that use the databases), drops every database it created and stops the server.
+ */
+export async function withScratchPostgres<T>(
+  options: {
+    dataDir: string;
+    port: number;
+    /** Databases made by others (pgbench) to drop at the end too. */
+    alsoDrop?: string[];
+    beforeCleanup?: () => Promise<void>;
+  },
+  run: (pg: ScratchPostgres) => Promise<T>,
+): Promise<T> {
+  const [{ default: postgresJs }, { startEmbeddedPostgres }, { runMigrations }] = await Promise.all(
+    [import("postgres"), import("../server/db/embedded"), import("../server/db/migrate")],
+  );
+  let embedded: Awaited<ReturnType<typeof startEmbeddedPostgres>> | null = null;
+  let admin: postgres.Sql | null = null;
+  const created: string[] = [...(options.alsoDrop ?? [])];
+  let cleaned = false;
+  const cleanup = async () => {
+    if (cleaned) return;
+    cleaned = true;
+    await options.beforeCleanup?.().catch(() => {});
+    if (admin) {
+      for (const db of created) {
+        await admin.unsafe(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch(() => {});
+      }
+      await admin.end({ timeout: 5 }).catch(() => {});
+    }
+    await embedded?.stop().catch(() => {});
+  };
+  const onSignal = (signal: NodeJS.Signals) => {
+    console.error(`\n${signal}: cleaning up ...`);
+    void cleanup().finally(() => process.exit(130));
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  try {
+    let adminUrl = process.env.DATABASE_URL;
+    let postmasterPid: number | null = null;
+    let where: string;
+    if (adminUrl) {
+      const u = new URL(adminUrl);
+      where = `DATABASE_URL server ${u.hostname}:${u.port || "5432"}`;
+    } else {
+      embedded = await startEmbeddedPostgres({
+        dataDir: path.resolve(options.dataDir),
+        port: options.port,
+      });
+      adminUrl = embedded.url;
+      postmasterPid = embeddedPostmasterPid(options.dataDir);
+      where = `embedded Postgres (${options.dataDir}, port ${options.port})`;
+    }
+    const sql = postgresJs(adminUrl, { max: 1, onnotice: () => {} });
+    admin = sql;
+    const url = adminUrl;
+    return await run({
+      adminUrl: url,
+      admin: sql,
+      postmasterPid,
+      where,
+      async freshDatabase(db, o = {}) {
+        if (!created.includes(db)) created.push(db);
+        await sql.unsafe(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+        await sql.unsafe(`CREATE DATABASE ${db}`);
+        const dbUrl = withDatabase(url, db);
+        if (o.migrate) await runMigrations(dbUrl);
+        return dbUrl;
+      },
+    });
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    await cleanup();
+  }
+}

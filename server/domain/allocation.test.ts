@@ -109,7 +109,7 @@ describe("claim and release", () => {
     );
   });
 
-  it("hands out a ready VM whose row another transaction holds locked for a moment", async () => {
+  it("hands out a ready VM whose row another transaction holds locked for a few milliseconds", async () => {
     const fleet = await makeFleet(t.db);
     const [vm] = (await makeVms(t.db, fleet, 1, "ready")) as [Vm];
     const me = await makeUser(t.db);
@@ -128,14 +128,24 @@ describe("claim and release", () => {
       await held;
     });
     await isLocked;
-    setTimeout(release, 60);
-    const { vm: got } = await claimVm(t.db, {
+    // The lock goes as soon as the claim's first statement has answered (it skipped the row).
+    const attempts: number[] = [];
+    const client = {
+      unsafe: (...args: Parameters<typeof t.sql.unsafe>) =>
+        t.sql.unsafe(...args).then((rows) => {
+          attempts.push(rows.length);
+          if (attempts.length === 1) release();
+          return rows;
+        }),
+    };
+    const { vm: got } = await claimVm({ session: { client } } as unknown as typeof t.db, {
       userId: me.id,
       fleetId: fleet.id,
       actor: actorOf(me.id),
     });
     await tx;
     expect(got.id).toBe(vm.id);
+    expect(attempts).toHaveLength(2);
   });
 
   it("says what the VMs are doing when none is free", async () => {
