@@ -193,3 +193,43 @@ export function FilterSelect(props: {
     </div>
   );
 }
+
+/**
+ * Keyset paging through a list whose API answers `nextCursor`: the stack of cursors that led to
+ * the current page (empty on the first), so "Newer" goes back one step and "Older" one further.
+ */
+export function useCursorPages<C>() {
+  const [cursors, setCursors] = useState<C[]>([]);
+  return {
+    /** The cursor of the page to show (undefined: the first page). */
+    cursor: cursors.at(-1),
+    /** Back to the first page (filters changed). */
+    reset: () => setCursors([]),
+    newer: cursors.length > 0 ? () => setCursors(cursors.slice(0, -1)) : null,
+    older: (next: C | null | undefined) => (next ? () => setCursors([...cursors, next]) : null),
+  };
+}
+
+/** The "Newer" / "Older" buttons of a list paged with useCursorPages. */
+export function CursorPager(props: { newer: (() => void) | null; older: (() => void) | null }) {
+  return (
+    <div className="flex gap-2">
+      <button
+        type="button"
+        className={buttonClass}
+        disabled={!props.newer}
+        onClick={() => props.newer?.()}
+      >
+        Newer
+      </button>
+      <button
+        type="button"
+        className={buttonClass}
+        disabled={!props.older}
+        onClick={() => props.older?.()}
+      >
+        Older
+      </button>
+    </div>
+  );
+}

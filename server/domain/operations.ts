@@ -119,6 +119,29 @@ export function publicOperation(op: Operation) {
   return rest;
 }
 
+/** Operations with their fleet's name and who asked (the list and the detail page). */
+const selectNamedOperations = (db: DbOrTx) =>
+  db
+    .select({
+      op: operations,
+      fleetName: fleets.name,
+      requestedByEmail: users.email,
+      requestedByName: users.name,
+    })
+    .from(operations)
+    .innerJoin(fleets, eq(fleets.id, operations.fleetId))
+    .leftJoin(users, eq(users.id, operations.requestedBy));
+
+function namedOperation(r: {
+  op: Operation;
+  fleetName: string;
+  requestedByEmail: string | null;
+  requestedByName: string | null;
+}) {
+  const { fleetName, requestedByEmail, requestedByName } = r;
+  return { ...publicOperation(r.op), fleetName, requestedByEmail, requestedByName };
+}
+
 /**
  * A page of operations, newest first, with the fleet's name and who asked. Keyset pagination on
  * (created_at, id): `cursor` is the previous page's last id, whose exact timestamp is read back
@@ -146,48 +169,19 @@ export async function listOperations(
       sql`${operations.createdAt} <= ${at} AND (${operations.createdAt} < ${at} OR ${operations.id} < ${q.cursor})`,
     );
   }
-  const rows = await db
-    .select({
-      op: operations,
-      fleetName: fleets.name,
-      requestedByEmail: users.email,
-      requestedByName: users.name,
-    })
-    .from(operations)
-    .innerJoin(fleets, eq(fleets.id, operations.fleetId))
-    .leftJoin(users, eq(users.id, operations.requestedBy))
+  const rows = await selectNamedOperations(db)
     .where(conds.length ? and(...conds) : undefined)
     .orderBy(desc(operations.createdAt), desc(operations.id))
     .limit(q.limit + 1);
-  const page = rows.slice(0, q.limit).map((r) => ({
-    ...publicOperation(r.op),
-    fleetName: r.fleetName,
-    requestedByEmail: r.requestedByEmail,
-    requestedByName: r.requestedByName,
-  }));
+  const page = rows.slice(0, q.limit).map(namedOperation);
   return { rows: page, nextCursor: rows.length > q.limit ? (page.at(-1)?.id ?? null) : null };
 }
 
 /** One operation with its fleet's name and who asked, for the detail page. */
 export async function getOperationDetail(db: DbOrTx, id: string) {
-  const [row] = await db
-    .select({
-      op: operations,
-      fleetName: fleets.name,
-      requestedByEmail: users.email,
-      requestedByName: users.name,
-    })
-    .from(operations)
-    .innerJoin(fleets, eq(fleets.id, operations.fleetId))
-    .leftJoin(users, eq(users.id, operations.requestedBy))
-    .where(eq(operations.id, id));
+  const [row] = await selectNamedOperations(db).where(eq(operations.id, id));
   if (!row) throw new DomainError("NOT_FOUND", "No such operation.", { operationId: id });
-  return {
-    ...publicOperation(row.op),
-    fleetName: row.fleetName,
-    requestedByEmail: row.requestedByEmail,
-    requestedByName: row.requestedByName,
-  };
+  return namedOperation(row);
 }
 
 /**

@@ -43,15 +43,21 @@ function run(script: string, env: Record<string, string>, args: string[] = []) {
   return { child, exit, out: () => out };
 }
 
+/** A byo fleet and a one-use enrollment token for it. */
+async function byoFleetWithToken() {
+  const fleet = await makeFleet(t.db, { driver: "byo", gpuCount: 1 });
+  const { token } = await createEnrollmentToken(t.db, {
+    fleetId: fleet.id,
+    maxUses: 1,
+    expiresInS: 600,
+    actor: systemActor,
+  });
+  return { fleet, token };
+}
+
 describe("a bring-your-own machine", () => {
   it("enrolls once with the admin's token, then its agent registers and joins the pool", async () => {
-    const fleet = await makeFleet(t.db, { driver: "byo", gpuCount: 1 });
-    const { token } = await createEnrollmentToken(t.db, {
-      fleetId: fleet.id,
-      maxUses: 1,
-      expiresInS: 600,
-      actor: systemActor,
-    });
+    const { token } = await byoFleetWithToken();
     const dir = mkdtempSync(path.join(os.tmpdir(), "lablink-byo-"));
     const files = {
       LABLINK_AGENT_TOKEN_FILE: path.join(dir, "etc", "agent.token"),
@@ -105,13 +111,7 @@ describe("a bring-your-own machine", () => {
   });
 
   it("`lablink-agent --enroll TOKEN` enrolls once, then runs; a restart with the same flag keeps its VM", async () => {
-    const fleet = await makeFleet(t.db, { driver: "byo", gpuCount: 1 });
-    const { token } = await createEnrollmentToken(t.db, {
-      fleetId: fleet.id,
-      maxUses: 1,
-      expiresInS: 600,
-      actor: systemActor,
-    });
+    const { fleet, token } = await byoFleetWithToken();
     const stateDir = mkdtempSync(path.join(os.tmpdir(), "lablink-byo-flag-"));
     const env = {
       LABLINK_SIMULATE_GPU: "NVIDIA RTX 4090:1",

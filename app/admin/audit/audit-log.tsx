@@ -6,6 +6,7 @@ import { useEffect, useState } from "react";
 import { useTRPC } from "@/app/providers";
 import {
   buttonClass,
+  CursorPager,
   Empty,
   ErrorMessage,
   FilterSelect,
@@ -13,6 +14,7 @@ import {
   Loading,
   linkClass,
   primaryClass,
+  useCursorPages,
   When,
 } from "../ui";
 import { useUrlFilters } from "../use-url-filters";
@@ -49,8 +51,8 @@ export function AuditLog() {
   // The form edits a draft; the URL (and the query) change on submit, so typing does not refetch.
   const [draft, setDraft] = useState<Filters>(f);
   useEffect(() => setDraft(f), [f]);
-  const [cursors, setCursors] = useState<number[]>([]);
-  const cursor = cursors.at(-1);
+  const pages = useCursorPages<number>();
+  const cursor = pages.cursor;
   const log = useQuery({
     ...trpc.audit.list.queryOptions({
       limit: PAGE,
@@ -87,7 +89,7 @@ export function AuditLog() {
         className="grid gap-3 sm:grid-cols-2 lg:grid-cols-4"
         onSubmit={(e) => {
           e.preventDefault();
-          setCursors([]);
+          pages.reset();
           setF(draft);
         }}
       >
@@ -144,7 +146,7 @@ export function AuditLog() {
               type="button"
               className={buttonClass}
               onClick={() => {
-                setCursors([]);
+                pages.reset();
                 setF(Object.fromEntries(KEYS.map((k) => [k, ""])) as Filters);
               }}
             >
@@ -257,24 +259,7 @@ export function AuditLog() {
           </table>
         </div>
       )}
-      <div className="flex gap-2">
-        <button
-          type="button"
-          className={buttonClass}
-          disabled={cursors.length === 0}
-          onClick={() => setCursors(cursors.slice(0, -1))}
-        >
-          Newer
-        </button>
-        <button
-          type="button"
-          className={buttonClass}
-          disabled={!log.data?.nextCursor}
-          onClick={() => log.data?.nextCursor && setCursors([...cursors, log.data.nextCursor])}
-        >
-          Older
-        </button>
-      </div>
+      <CursorPager newer={pages.newer} older={pages.older(log.data?.nextCursor)} />
     </div>
   );
 }

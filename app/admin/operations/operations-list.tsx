@@ -2,16 +2,17 @@
 
 import { keepPreviousData, useQuery } from "@tanstack/react-query";
 import Link from "next/link";
-import { useState } from "react";
 import { useTRPC } from "@/app/providers";
 import {
   buttonClass,
+  CursorPager,
   Empty,
   ErrorMessage,
   FilterSelect,
   Loading,
   linkClass,
   StatusBadge,
+  useCursorPages,
   When,
 } from "../ui";
 import { useUrlFilters } from "../use-url-filters";
@@ -29,9 +30,8 @@ const PAGE = 25;
 export function OperationsList() {
   const trpc = useTRPC();
   const [f, setF] = useUrlFilters(["fleet", "status", "kind"] as const);
-  // Cursors of the pages before this one (keyset pagination: "newer" pops, "older" pushes).
-  const [cursors, setCursors] = useState<string[]>([]);
-  const cursor = cursors.at(-1);
+  const pages = useCursorPages<string>();
+  const cursor = pages.cursor;
   // Always refetched on arrival: the dashboard's cached list may predate a fleet made since.
   const fleets = useQuery({ ...trpc.fleet.list.queryOptions(), refetchOnMount: "always" });
   const ops = useQuery({
@@ -49,7 +49,7 @@ export function OperationsList() {
     refetchInterval: 5_000,
   });
   const filter = (next: Partial<typeof f>) => {
-    setCursors([]);
+    pages.reset();
     setF(next);
   };
   const filtered = Boolean(f.fleet || f.status || f.kind);
@@ -163,24 +163,7 @@ export function OperationsList() {
           </table>
         </div>
       )}
-      <div className="flex gap-2">
-        <button
-          type="button"
-          className={buttonClass}
-          disabled={cursors.length === 0}
-          onClick={() => setCursors(cursors.slice(0, -1))}
-        >
-          Newer
-        </button>
-        <button
-          type="button"
-          className={buttonClass}
-          disabled={!ops.data?.nextCursor}
-          onClick={() => ops.data?.nextCursor && setCursors([...cursors, ops.data.nextCursor])}
-        >
-          Older
-        </button>
-      </div>
+      <CursorPager newer={pages.newer} older={pages.older(ops.data?.nextCursor)} />
     </div>
   );
 }
