@@ -135,6 +135,33 @@ test("admin filters the audit log by action, shares the view by URL and follows 
   }
 });
 
+test("admin pages through a long audit log, older and back to newer", async ({ signInAs }) => {
+  const sql = e2eDatabase();
+  const action = `e2e.pager.${uniqueName("p").replaceAll("-", "")}`;
+  // 60 events: one page of 50 and a second of 10, newest first.
+  await sql`
+    INSERT INTO audit_events (actor_kind, action, target_kind, target_id, at)
+    SELECT 'system', ${action}, 'vm', 'pager-' || i, now() - make_interval(secs => i)
+    FROM generate_series(1, 60) AS i`;
+  try {
+    const { page } = await signInAs("admin", "pager-admin");
+    await page.goto(`/admin/audit?action=${action}`);
+    const rows = page.getByTestId("audit-row");
+    await expect(rows).toHaveCount(50);
+    await expect(rows.first()).toContainText("pager-1");
+    await expect(page.getByRole("button", { name: "Newer" })).toBeDisabled();
+    await page.getByRole("button", { name: "Older" }).click();
+    await expect(rows).toHaveCount(10);
+    await expect(rows.first()).toContainText("pager-51");
+    await expect(page.getByRole("button", { name: "Older" })).toBeDisabled();
+    await page.getByRole("button", { name: "Newer" }).click();
+    await expect(rows).toHaveCount(50);
+    await expect(rows.first()).toContainText("pager-1");
+  } finally {
+    await sql`DELETE FROM audit_events WHERE action = ${action}`;
+  }
+});
+
 type UserRow = { id: string; email: string | null; role: "admin" | "researcher" };
 
 test("admin promotes and demotes a user, and cannot demote the last admin", async ({
