@@ -107,3 +107,14 @@ export function heartbeatInput(vmId: string, extra: Record<string, unknown> = {}
     ...extra,
   };
 }
+
+/**
+ * The secret part of an agent (`lla_`) or enrollment (`lle_`) token: the 43 base64url characters
+ * after `<prefix>_<32 hex id>_`. Base64url may itself contain `_`, so splitting on the last
+ * underscore would sometimes yield a one-letter fragment and a meaningless "not in the logs" check.
+ */
+export function tokenSecret(token: string): string {
+  const m = /^ll[ae]_[0-9a-f]{32}_([A-Za-z0-9_-]{43})$/.exec(token);
+  if (!m?.[1]) throw new Error("not a LabLink agent or enrollment token");
+  return m[1];
+}

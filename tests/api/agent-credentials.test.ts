@@ -8,7 +8,7 @@ import {
 import { agentCredentials, type Fleet, type users, type Vm, vms } from "../../server/db/schema";
 import { transition } from "../../server/domain/vm-state";
 import { createTestDatabase, type TestDatabase } from "../db";
-import { makeAgent, makeFleet, makeUser, makeVms } from "../fixtures";
+import { makeAgent, makeFleet, makeUser, makeVms, tokenSecret } from "../fixtures";
 import { apiClient, tableCounts } from "./harness";
 
 let t: TestDatabase;
@@ -149,7 +149,7 @@ describe("enrollment tokens", () => {
     const { token, id } = created.data as { token: string; id: string };
     expect(token).toMatch(/^lle_/);
     // Stored hashed: the secret part is nowhere in the table.
-    const secret = token.split("_").at(-1) as string;
+    const secret = tokenSecret(token);
     const dump = JSON.stringify(await t.db.execute(sql`SELECT * FROM enrollment_tokens`));
     expect(dump).not.toContain(secret);
     // Listing never shows it either.

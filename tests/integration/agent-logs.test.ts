@@ -6,7 +6,7 @@ import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Vm, vmLogs, vms } from "../../server/db/schema";
 import { createTestDatabase, type TestDatabase } from "../db";
-import { makeAgent, makeFleet, makeVms } from "../fixtures";
+import { makeAgent, makeFleet, makeVms, tokenSecret } from "../fixtures";
 import { startApiServer } from "../http";
 
 let t: TestDatabase;
@@ -103,7 +103,7 @@ describe("a real agent ships its logs and boot timings to the real server", () =
     ).toBe(true);
     // Debug entries stay on the VM; the token never leaves it.
     expect(all.some((l) => l.message.startsWith("heartbeat"))).toBe(false);
-    const tail = token.split("_").at(-1) ?? token;
+    const tail = tokenSecret(token);
     for (const l of all) expect(l.message).not.toContain(tail);
 
     const started = Date.now();

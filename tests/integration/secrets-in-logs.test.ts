@@ -13,7 +13,7 @@ import { parseEnv } from "../../server/env";
 import { logger } from "../../server/log";
 import { apiClient } from "../api/harness";
 import { createTestDatabase, type TestDatabase } from "../db";
-import { makeFleet, makeUser } from "../fixtures";
+import { makeFleet, makeUser, tokenSecret } from "../fixtures";
 import { startApiServer } from "../http";
 
 /**
@@ -33,11 +33,10 @@ const stream = (logger as unknown as Record<symbol, Stream>)[pino.symbols.stream
 const originalWrite = stream.write;
 const originalLevel = logger.level;
 
-/** A token and its secret part (what follows the last underscore) must both stay out of logs. */
+/** A token and, for agent and enrollment tokens, its secret part must both stay out of logs. */
 const remember = (token: string) => {
   secrets.add(token);
-  const tail = token.split("_").at(-1);
-  if (tail && tail.length >= 16) secrets.add(tail);
+  if (/^ll[ae]_/.test(token)) secrets.add(tokenSecret(token));
 };
 
 async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 20_000) {
