@@ -1,21 +1,5 @@
-import { readFileSync } from "node:fs";
-import path from "node:path";
 import type { APIRequestContext } from "@playwright/test";
-import postgres from "postgres";
-import { expect, mutate, test, uniqueName } from "./fixtures";
-
-/** The e2e server's embedded Postgres (playwright.config.ts: .data/e2e, LABLINK_E2E_PG_PORT). */
-function e2eDatabase() {
-  const password = readFileSync(path.resolve(".data/e2e/postgres-password.secret"), "utf8").trim();
-  return postgres({
-    host: "127.0.0.1",
-    port: Number(process.env.LABLINK_E2E_PG_PORT ?? 54359),
-    user: "lablink",
-    password,
-    database: "lablink",
-    onnotice: () => {},
-  });
-}
+import { e2eDatabase, expect, mutate, test, uniqueName } from "./fixtures";
 
 const fleetName = (prefix: string) =>
   uniqueName(prefix)

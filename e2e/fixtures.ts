@@ -1,4 +1,6 @@
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import {
   type APIRequestContext,
   type Browser,
@@ -7,8 +9,25 @@ import {
   expect,
   type Page,
 } from "@playwright/test";
+import postgres from "postgres";
 
 export { expect };
+
+/**
+ * The e2e server's embedded Postgres (playwright.config.ts: .data/e2e, LABLINK_E2E_PG_PORT), for
+ * tests that set up what the UI cannot make quickly (thousands of VMs, an idle agent's report).
+ */
+export function e2eDatabase() {
+  const password = readFileSync(path.resolve(".data/e2e/postgres-password.secret"), "utf8").trim();
+  return postgres({
+    host: "127.0.0.1",
+    port: Number(process.env.LABLINK_E2E_PG_PORT ?? 54359),
+    user: "lablink",
+    password,
+    database: "lablink",
+    onnotice: () => {},
+  });
+}
 
 export type Role = "researcher" | "admin";
 

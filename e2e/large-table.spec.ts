@@ -1,22 +1,6 @@
-import { readFileSync } from "node:fs";
-import path from "node:path";
-import postgres from "postgres";
-import { expect, test } from "./fixtures";
+import { e2eDatabase, expect, test } from "./fixtures";
 
 const N = 2_000;
-
-/** The e2e server's embedded Postgres (playwright.config.ts: .data/e2e, LABLINK_E2E_PG_PORT). */
-function e2eDatabase() {
-  const password = readFileSync(path.resolve(".data/e2e/postgres-password.secret"), "utf8").trim();
-  return postgres({
-    host: "127.0.0.1",
-    port: Number(process.env.LABLINK_E2E_PG_PORT ?? 54359),
-    user: "lablink",
-    password,
-    database: "lablink",
-    onnotice: () => {},
-  });
-}
 
 test("admin filters, searches and pages a 2,000-VM table", async ({ signInAs }) => {
   const sql = e2eDatabase();
