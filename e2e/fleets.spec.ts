@@ -61,6 +61,10 @@ test("admin creates a local fleet and watches it come up with progress, drains a
   await page.getByRole("button", { name: "Create fleet" }).click();
   await expect(page.getByText("must be at least 15 minutes")).toBeVisible();
   await page.getByLabel("Hold limit (hours)").fill("8");
+  await page.getByLabel("Release idle VMs after (minutes)").fill("5");
+  await page.getByRole("button", { name: "Create fleet" }).click();
+  await expect(page.getByText("must be at least 10 minutes")).toBeVisible();
+  await page.getByLabel("Release idle VMs after (minutes)").fill("45");
   await page.getByRole("button", { name: "Create fleet" }).click();
 
   // Progress: the bar fills as the driver brings VMs up, and the log says what it did.
@@ -86,6 +90,25 @@ test("admin creates a local fleet and watches it come up with progress, drains a
   await newLimit.fill("");
   await card.getByRole("button", { name: "Save hold limit" }).click();
   await expect(card.getByTestId("fleet-hold-limit")).toHaveText("Hold limit: none");
+
+  // So can the idle limit, in minutes.
+  await expect(card.getByTestId("fleet-idle-limit")).toHaveText(
+    "Idle release: after 45 min without use",
+  );
+  await card.getByText("Change idle limit").click();
+  const newIdle = card.getByLabel(`New idle limit for ${name} (minutes)`);
+  await expect(newIdle).toHaveValue("45");
+  await newIdle.fill("90");
+  await card.getByRole("button", { name: "Save idle limit" }).click();
+  await expect(card.getByTestId("idle-limit-saved")).toHaveText(
+    "Saved: idle VMs released after 1.5 h.",
+  );
+  await expect(card.getByTestId("fleet-idle-limit")).toHaveText(
+    "Idle release: after 1.5 h without use",
+  );
+  await newIdle.fill("");
+  await card.getByRole("button", { name: "Save idle limit" }).click();
+  await expect(card.getByTestId("fleet-idle-limit")).toHaveText("Idle release: never");
 
   // One of its VMs, from the dashboard's search.
   await page.goto("/admin");

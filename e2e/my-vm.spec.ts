@@ -1,6 +1,6 @@
 import type { PoolSummary } from "../server/domain/pool";
 import { createLocalFleet, destroyFleet, fleetName, query } from "./admin-api";
-import { expect, FLEET_SIZE, mutate, test, waitForReady } from "./fixtures";
+import { e2eDatabase, expect, FLEET_SIZE, mutate, test, waitForReady } from "./fixtures";
 
 test("researcher sees the ssh command, time held and time left on My VM, and a warning near the limit", async ({
   signInAs,
@@ -132,4 +132,58 @@ test("researcher sees why no VM can be claimed and when capacity is expected", a
   await page.reload();
   await expect(page.getByTestId("pool-message")).toContainText("every VM is in use");
   await expect(page.getByTestId("fleet-outlook").first()).toContainText("Every VM is in use");
+});
+
+test("researcher is warned that an idle VM will be released, and told why once it is", async ({
+  signInAs,
+}) => {
+  const researcher = await signInAs("researcher", "idler");
+  const sql = e2eDatabase();
+  // A bring-your-own fleet (no driver restarts or reconciles its VMs) with a 30-minute idle limit,
+  // and a VM this researcher has held for an hour whose agent reports it idle for 20 minutes.
+  // The simulated local agents always report a held VM as in use, so the report is written here.
+  const [user] = await sql<{ id: string }[]>`SELECT id FROM users WHERE name = ${researcher.name}`;
+  const [fleet] = await sql<{ id: string }[]>`
+    INSERT INTO fleets (name, driver, instance_type, gpu_model, gpu_count, status, idle_release_minutes)
+    VALUES (${fleetName("idle")}, 'byo', 'workstation', 'NVIDIA A10G', 1, 'active', 30)
+    RETURNING id`;
+  if (!user || !fleet) throw new Error("setup");
+  const [vm] = await sql<{ id: string; name: string }[]>`
+    INSERT INTO vms (fleet_id, name, state, healthy, boot_id, holder_id, claimed_at, assignment_id,
+                     in_use, idle_since, last_heartbeat_at)
+    VALUES (${fleet.id}, ${`${fleetName("idle")}-1`}, 'claimed', true, 'boot-1', ${user.id},
+            now() - interval '60 minutes', gen_random_uuid(), false,
+            now() - interval '20 minutes', now())
+    RETURNING id, name`;
+  if (!vm) throw new Error("setup");
+  // Stands in for the agent's heartbeats, so the silent-VM sweep (30 s here) leaves the VM be.
+  const beat = setInterval(() => {
+    void sql`UPDATE vms SET last_heartbeat_at = now() WHERE id = ${vm.id}`.catch(() => undefined);
+  }, 5_000);
+  try {
+    const { page } = researcher;
+    await page.reload();
+    await expect(page.getByTestId("vm-name")).toHaveText(vm.name);
+    await expect(page.getByTestId("idle-release")).toContainText(
+      /^idle since \d{1,2}:\d\d( [AP]M)?; released at \d{1,2}:\d\d( [AP]M)? unless you use it$/,
+    );
+    await expect(page.getByTestId("idle-warning")).toContainText(
+      /it will be released in (9|10) min unless you connect or run something/,
+    );
+
+    // Still idle 31 minutes on: the hold sweep (every 30 s) releases it, and My VM says why.
+    await sql`UPDATE vms SET idle_since = now() - interval '31 minutes' WHERE id = ${vm.id}`;
+    await expect(page.getByTestId("ended-notice")).toContainText(`${vm.name} was released at`, {
+      timeout: 60_000,
+    });
+    await expect(page.getByTestId("ended-notice")).toContainText(
+      "nothing had used it for the fleet's idle limit of 30 min",
+    );
+    await expect(page.getByRole("button", { name: "Claim a GPU VM" })).toBeVisible();
+  } finally {
+    clearInterval(beat);
+    await sql`DELETE FROM vms WHERE id = ${vm.id}`;
+    await sql`DELETE FROM fleets WHERE id = ${fleet.id}`;
+    await sql.end();
+  }
 });

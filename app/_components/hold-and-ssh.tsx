@@ -43,11 +43,7 @@ export function HoldTime({
             {duration(left)}{" "}
             <span className="text-slate-500 dark:text-slate-400">
               (limit {duration((limitMinutes ?? 0) * 60_000)}, released at{" "}
-              {new Date(expiresAt as Date | string).toLocaleTimeString([], {
-                hour: "2-digit",
-                minute: "2-digit",
-              })}
-              )
+              {clock(expiresAt as Date | string)})
             </span>
           </>
         )}
@@ -61,6 +57,48 @@ export function HoldTime({
           {left > 0
             ? `This VM will be released in ${duration(left)}: save your work and copy off what you need.`
             : "Your time on this VM is up: it is being released. Save what you can now."}
+        </dd>
+      )}
+    </>
+  );
+}
+
+const clock = (at: Date | string) =>
+  new Date(at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+
+/**
+ * The fleet's idle limit and, while the VM's agent reports it idle, when that releases it. Any
+ * activity (a session, research-process or GPU work, input) stops the count.
+ */
+export function IdleRelease({
+  idleSince,
+  releaseAt,
+  limitMinutes,
+}: {
+  idleSince: Date | string | null;
+  releaseAt: Date | string | null;
+  limitMinutes: number | null;
+}) {
+  const now = useNow();
+  if (limitMinutes === null) return null;
+  const left = releaseAt ? new Date(releaseAt).getTime() - now : null;
+  return (
+    <>
+      <dt className="text-slate-500 dark:text-slate-400">Idle release</dt>
+      <dd data-testid="idle-release">
+        {left === null || !idleSince
+          ? `after ${duration(limitMinutes * 60_000)} without use (not idle now)`
+          : `idle since ${clock(idleSince)}; released at ${clock(releaseAt as Date | string)} unless you use it`}
+      </dd>
+      {left !== null && (
+        <dd
+          role={left < WARN_BEFORE_MS ? "alert" : "status"}
+          data-testid="idle-warning"
+          className="col-span-2 rounded border border-amber-300 bg-amber-50 p-2 text-amber-950 dark:border-amber-800 dark:bg-amber-950 dark:text-amber-100"
+        >
+          {left > 0
+            ? `Nothing has used this VM for a while: it will be released in ${duration(left)} unless you connect or run something.`
+            : "This VM has been idle past its fleet's limit: it is being released."}
         </dd>
       )}
     </>

@@ -6,7 +6,7 @@ import type { EndedHold } from "@/server/domain/hold-limits";
 import { useTRPC } from "../providers";
 import { ConnectCrd } from "./connect-crd";
 import { GpuList } from "./gpu-list";
-import { HoldTime, SshCommand } from "./hold-and-ssh";
+import { HoldTime, IdleRelease, SshCommand } from "./hold-and-ssh";
 import { PoolSummary } from "./pool-summary";
 
 export function Portal() {
@@ -64,6 +64,11 @@ export function Portal() {
                 claimedAt={vm.claimedAt}
                 expiresAt={vm.holdExpiresAt}
                 limitMinutes={vm.fleet.maxHoldMinutes}
+              />
+              <IdleRelease
+                idleSince={vm.idleSince}
+                releaseAt={vm.idleReleaseAt}
+                limitMinutes={vm.fleet.idleReleaseMinutes}
               />
             </dl>
             <GpuList gpus={vm.gpus} />
@@ -135,21 +140,21 @@ export function Portal() {
 function EndedNotice({ ended }: { ended: EndedHold }) {
   const vm = ended.vmName ?? "your VM";
   const at = ended.at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const minutes = ended.limitMinutes;
   const limit =
-    ended.maxHoldMinutes === null
-      ? ""
-      : ended.maxHoldMinutes % 60 === 0
-        ? ` of ${ended.maxHoldMinutes / 60} h`
-        : ` of ${ended.maxHoldMinutes} min`;
+    minutes === null ? "" : minutes % 60 === 0 ? ` of ${minutes / 60} h` : ` of ${minutes} min`;
+  const why = {
+    hold_expired: `Your hold on ${vm} ended at ${at}: the fleet's limit${limit} was reached.`,
+    idle: `${vm} was released at ${at}: nothing had used it for the fleet's idle limit${limit}.`,
+    force_release: `An admin released ${vm} at ${at}.`,
+  }[ended.reason];
   return (
     <p
       role="status"
       data-testid="ended-notice"
       className="rounded border border-amber-300 bg-amber-50 px-3 py-2 text-sm text-amber-900 dark:border-amber-700 dark:bg-amber-950 dark:text-amber-100"
     >
-      {ended.reason === "hold_expired"
-        ? `Your hold on ${vm} ended at ${at}: the fleet's limit${limit} was reached. Claim a VM to go on working.`
-        : `An admin released ${vm} at ${at}. Claim a VM to go on working.`}
+      {why} Claim a VM to go on working.
     </p>
   );
 }

@@ -2,6 +2,7 @@ import { and, eq, getTableColumns, inArray, sql } from "drizzle-orm";
 import { type DbOrTx, pgClient } from "../db/client";
 import { crdHandoffs, fleets, type UserRole, users, type Vm, vms } from "../db/schema";
 import { DomainError } from "./errors";
+import { idleReleaseAt } from "./hold-limits";
 import { type Actor, HOLDER_STATES, transition } from "./vm-state";
 
 /** Select list that maps snake_case columns back to the Drizzle row shape. */
@@ -314,6 +315,7 @@ export async function myVm(db: DbOrTx, userId: string) {
       gpus: vms.gpus,
       claimedAt: vms.claimedAt,
       lastHeartbeatAt: vms.lastHeartbeatAt,
+      idleSince: vms.idleSince,
       hostname: vms.hostname,
       publicIp: vms.publicIp,
       privateIp: vms.privateIp,
@@ -325,6 +327,7 @@ export async function myVm(db: DbOrTx, userId: string) {
         instanceType: fleets.instanceType,
         gpuModel: fleets.gpuModel,
         maxHoldMinutes: fleets.maxHoldMinutes,
+        idleReleaseMinutes: fleets.idleReleaseMinutes,
       },
     })
     .from(vms)
@@ -339,6 +342,11 @@ export async function myVm(db: DbOrTx, userId: string) {
     /** When the hold limit releases this VM; null without a limit. */
     holdExpiresAt:
       limit !== null && vm.claimedAt ? new Date(vm.claimedAt.getTime() + limit * 60_000) : null,
+    /** When the idle limit releases it, while the agent reports it idle; null otherwise. */
+    idleReleaseAt: idleReleaseAt({
+      ...vm,
+      idleReleaseMinutes: vm.fleet.idleReleaseMinutes,
+    }),
   };
 }
 

@@ -1,4 +1,4 @@
-import { and, eq, inArray, isNotNull, sql } from "drizzle-orm";
+import { and, eq, inArray, isNotNull, or, type SQL, sql } from "drizzle-orm";
 import type { Db, DbOrTx } from "../db/client";
 import { auditEvents, crdHandoffs, fleets, vms } from "../db/schema";
 import { audit } from "./audit";
@@ -8,22 +8,60 @@ import { type Actor, systemActor, transition } from "./vm-state";
 /** States in which a hold can expire: the researcher has the VM (a rebooting VM waits until it is back). */
 const EXPIRABLE = ["claimed", "draining"] as const;
 
-export type ExpiredHold = { vmId: string; holderId: string; maxHoldMinutes: number };
+/**
+ * An idle report counts only while the agent is reporting: a VM whose agent went quiet is not
+ * released for idleness on a stale reading (the silent-VM sweep deals with it).
+ */
+const IDLE_REPORT_FRESH_S = 120;
+const IDLE_REPORT_FRESH = `${IDLE_REPORT_FRESH_S} seconds`;
+
+/** When a held VM's hold ends: its fleet's hold limit after the claim. */
+const holdEndsAt = (limit: SQL | number) => sql`${vms.claimedAt} + make_interval(mins => ${limit})`;
 
 /**
- * Releases every VM held past its fleet's hold limit (`fleets.max_hold_minutes`) through the
- * normal release transition (`releasing`: the agent wipes, then the VM returns to the pool), with
- * a `vm.hold_expired` audit row. Each VM is re-checked under a row lock in its own transaction, so
- * a researcher who released meanwhile, or a VM claimed again by someone else, is left alone.
- * Idempotent: a second run finds nothing left to release.
+ * When a held VM's idleness releases it: its fleet's idle limit after the later of the claim and
+ * the start of idleness (a VM idle in the pool before the claim starts its count at the claim).
+ */
+const idleEndsAt = (limit: SQL | number) =>
+  sql`greatest(${vms.idleSince}, ${vms.claimedAt}) + make_interval(mins => ${limit})`;
+
+/**
+ * Held VMs whose agent reports them idle right now: no session, no research-process or GPU
+ * activity, no input (docs/agent-protocol.md). `inUse` does not matter: research software left
+ * open and untouched overnight is in use and idle, and idle is what the limit is about.
+ */
+const reportedIdle = () =>
+  and(
+    isNotNull(vms.idleSince),
+    sql`${vms.lastHeartbeatAt} > now() - ${IDLE_REPORT_FRESH}::interval`,
+  );
+
+const held = () => and(inArray(vms.state, EXPIRABLE), isNotNull(vms.holderId));
+
+const pastHoldLimit = () =>
+  and(isNotNull(fleets.maxHoldMinutes), sql`${holdEndsAt(sql`${fleets.maxHoldMinutes}`)} <= now()`);
+
+const pastIdleLimit = () =>
+  and(
+    isNotNull(fleets.idleReleaseMinutes),
+    reportedIdle(),
+    sql`${idleEndsAt(sql`${fleets.idleReleaseMinutes}`)} <= now()`,
+  );
+
+export type ExpiredHold =
+  | { reason: "hold_expired"; vmId: string; holderId: string; maxHoldMinutes: number }
+  | { reason: "idle"; vmId: string; holderId: string; idleReleaseMinutes: number };
+
+/**
+ * Releases every held VM past its fleet's hold limit (`fleets.max_hold_minutes`, audit
+ * `vm.hold_expired`) or idle past its fleet's idle limit (`fleets.idle_release_minutes`, audit
+ * `vm.idle_released`), through the normal release transition (`releasing`: the agent wipes, then
+ * the VM returns to the pool). Each VM is re-checked under a row lock in its own transaction, so a
+ * researcher who released meanwhile, or came back to work, or a VM claimed again by someone else,
+ * is left alone. Idempotent: a second run finds nothing left to release.
  */
 export async function releaseExpiredHolds(db: Db): Promise<ExpiredHold[]> {
-  const expiredWhere = and(
-    inArray(vms.state, EXPIRABLE),
-    isNotNull(vms.holderId),
-    isNotNull(fleets.maxHoldMinutes),
-    sql`${vms.claimedAt} + make_interval(mins => ${fleets.maxHoldMinutes}) <= now()`,
-  );
+  const expiredWhere = and(held(), or(pastHoldLimit(), pastIdleLimit()));
   const candidates = await db
     .select({ id: vms.id })
     .from(vms)
@@ -32,33 +70,54 @@ export async function releaseExpiredHolds(db: Db): Promise<ExpiredHold[]> {
 
   const released: ExpiredHold[] = [];
   for (const { id } of candidates) {
-    const done = await db.transaction(async (tx) => {
-      // Lock the VM and check again: the hold may have ended since the scan.
+    const done = await db.transaction(async (tx): Promise<ExpiredHold | null> => {
+      // Lock the VM and check again: the hold may have ended, or the VM become busy, since the scan.
       const [vm] = await tx
         .select({
           holderId: vms.holderId,
-          state: vms.state,
           claimedAt: vms.claimedAt,
+          idleSince: vms.idleSince,
           maxHoldMinutes: fleets.maxHoldMinutes,
+          idleReleaseMinutes: fleets.idleReleaseMinutes,
+          pastHold: sql<boolean>`coalesce(${pastHoldLimit()}, false)`,
         })
         .from(vms)
         .innerJoin(fleets, eq(fleets.id, vms.fleetId))
         .where(and(eq(vms.id, id), expiredWhere))
         .for("update", { of: vms });
-      if (!vm?.holderId || vm.maxHoldMinutes === null) return null;
+      if (!vm?.holderId) return null;
+      const claimedAt = vm.claimedAt?.toISOString() ?? null;
+      const outcome: ExpiredHold =
+        vm.pastHold && vm.maxHoldMinutes !== null
+          ? {
+              reason: "hold_expired",
+              vmId: id,
+              holderId: vm.holderId,
+              maxHoldMinutes: vm.maxHoldMinutes,
+            }
+          : {
+              reason: "idle",
+              vmId: id,
+              holderId: vm.holderId,
+              idleReleaseMinutes: vm.idleReleaseMinutes ?? 0,
+            };
       try {
         await transition(tx, {
           vmId: id,
           from: EXPIRABLE,
           to: "releasing",
           actor: systemActor,
-          action: "vm.hold_expired",
+          action: outcome.reason === "hold_expired" ? "vm.hold_expired" : "vm.idle_released",
           patch: { releasedAt: new Date() },
-          details: {
-            holderId: vm.holderId,
-            maxHoldMinutes: vm.maxHoldMinutes,
-            claimedAt: vm.claimedAt?.toISOString() ?? null,
-          },
+          details:
+            outcome.reason === "hold_expired"
+              ? { holderId: vm.holderId, maxHoldMinutes: outcome.maxHoldMinutes, claimedAt }
+              : {
+                  holderId: vm.holderId,
+                  idleReleaseMinutes: outcome.idleReleaseMinutes,
+                  idleSince: vm.idleSince?.toISOString() ?? null,
+                  claimedAt,
+                },
         });
       } catch (e) {
         if (e instanceof DomainError && e.code === "STATE_CONFLICT") return null;
@@ -66,39 +125,71 @@ export async function releaseExpiredHolds(db: Db): Promise<ExpiredHold[]> {
       }
       // As in a researcher's release: no remote-desktop code outlives its assignment.
       await tx.delete(crdHandoffs).where(eq(crdHandoffs.vmId, id));
-      return { vmId: id, holderId: vm.holderId, maxHoldMinutes: vm.maxHoldMinutes };
+      return outcome;
     });
     if (done) released.push(done);
   }
   return released;
 }
 
+/**
+ * When the fleet's idle limit will release this held VM, if its agent reports it idle now; null
+ * when it is active, its agent is quiet, the fleet has no idle limit, or the VM is not held.
+ */
+export function idleReleaseAt(
+  vm: {
+    claimedAt: Date | null;
+    idleSince: Date | null;
+    lastHeartbeatAt: Date | null;
+    idleReleaseMinutes: number | null;
+  },
+  now = Date.now(),
+): Date | null {
+  if (vm.idleReleaseMinutes === null || !vm.idleSince || !vm.claimedAt) return null;
+  if (!vm.lastHeartbeatAt || now - vm.lastHeartbeatAt.getTime() > IDLE_REPORT_FRESH_S * 1000) {
+    return null;
+  }
+  const from = Math.max(vm.idleSince.getTime(), vm.claimedAt.getTime());
+  return new Date(from + vm.idleReleaseMinutes * 60_000);
+}
+
 /** How long after the fact a researcher is told that their hold was ended for them. */
 const NOTICE_WINDOW = "2 hours";
 
 export type EndedHold = {
-  reason: "hold_expired" | "force_release";
+  reason: "hold_expired" | "idle" | "force_release";
   at: Date;
   vmName: string | null;
-  maxHoldMinutes: number | null;
+  /** The fleet's limit that ended it: the hold limit, or the idle limit; null for an admin's release. */
+  limitMinutes: number | null;
 };
 
+const ENDED_ACTIONS = {
+  "vm.hold_expired": "hold_expired",
+  "vm.idle_released": "idle",
+  "vm.force_release": "force_release",
+} as const satisfies Record<string, EndedHold["reason"]>;
+
 /**
- * Why the researcher's last VM went away, when it was not their doing: the hold limit, or an
- * admin's force release, in the last two hours and with no claim of theirs since. My VM shows it,
- * so a researcher whose VM vanished is told why instead of finding an empty page.
+ * Why the researcher's last VM went away, when it was not their doing: the hold limit, the idle
+ * limit or an admin's force release, in the last two hours and with no claim of theirs since. My
+ * VM shows it, so a researcher whose VM vanished is told why instead of finding an empty page.
  */
 export async function lastEndedHold(db: DbOrTx, userId: string): Promise<EndedHold | null> {
   const rows = await db.execute<{
-    action: string;
+    action: keyof typeof ENDED_ACTIONS;
     at: Date | string;
     vm_name: string | null;
-    max_hold_minutes: string | number | null;
+    limit_minutes: string | number | null;
   }>(sql`
-    SELECT e.action, e.at, v.name AS vm_name, e.details->>'maxHoldMinutes' AS max_hold_minutes
+    SELECT e.action, e.at, v.name AS vm_name,
+      coalesce(e.details->>'maxHoldMinutes', e.details->>'idleReleaseMinutes') AS limit_minutes
     FROM ${auditEvents} e
     LEFT JOIN ${vms} v ON v.id::text = e.target_id
-    WHERE e.action IN ('vm.hold_expired', 'vm.force_release')
+    WHERE e.action IN (${sql.join(
+      Object.keys(ENDED_ACTIONS).map((a) => sql`${a}`),
+      sql`, `,
+    )})
       AND e.at > now() - ${NOTICE_WINDOW}::interval
       AND e.details->>'holderId' = ${userId}
       AND NOT EXISTS (
@@ -110,35 +201,45 @@ export async function lastEndedHold(db: DbOrTx, userId: string): Promise<EndedHo
   const row = rows[0];
   if (!row) return null;
   return {
-    reason: row.action === "vm.hold_expired" ? "hold_expired" : "force_release",
+    reason: ENDED_ACTIONS[row.action],
     at: new Date(row.at),
     vmName: row.vm_name,
-    maxHoldMinutes: row.max_hold_minutes === null ? null : Number(row.max_hold_minutes),
+    limitMinutes: row.limit_minutes === null ? null : Number(row.limit_minutes),
   };
 }
 
-export type HoldLimitChange = {
+/** The two per-fleet limits on a hold, by the column that keeps each and its audit action. */
+const LIMITS = {
+  hold: { column: fleets.maxHoldMinutes, action: "fleet.hold_limit", endsAt: holdEndsAt },
+  idle: { column: fleets.idleReleaseMinutes, action: "fleet.idle_limit", endsAt: idleEndsAt },
+} as const;
+export type FleetLimit = keyof typeof LIMITS;
+
+export type LimitChange = {
   fleetId: string;
-  maxHoldMinutes: number | null;
-  /** Current holds already longer than the new limit: the next sweep (within 30 s) ends them. */
+  minutes: number | null;
+  /** Current holds already past the new limit: the next sweep (within 30 s) ends them. */
   holdsPastLimit: number;
 };
 
 /**
- * Sets a fleet's hold limit (null: none), with a `fleet.hold_limit` audit row saying from what to
- * what, in one transaction. The limit applies to current holds as well, the same way the sweep
- * always reads it; the answer says how many holds are already past it, so the admin knows who is
- * about to lose their VM. A destroyed fleet cannot be changed.
+ * Sets one of a fleet's limits (null: none) with an audit row saying from what to what, in one
+ * transaction: the hold limit (`fleet.hold_limit`) or the idle limit (`fleet.idle_limit`). The
+ * limit applies to current holds as well, the same way the sweep always reads it; the answer says
+ * how many holds are already past it, so the admin knows who is about to lose their VM. A
+ * destroyed fleet cannot be changed.
  */
-export async function setHoldLimit(
+export async function setFleetLimit(
   db: Db,
   fleetId: string,
-  maxHoldMinutes: number | null,
+  limit: FleetLimit,
+  minutes: number | null,
   actor: Actor,
-): Promise<HoldLimitChange> {
+): Promise<LimitChange> {
+  const { column, action, endsAt } = LIMITS[limit];
   return db.transaction(async (tx) => {
     const [fleet] = await tx
-      .select({ name: fleets.name, status: fleets.status, maxHoldMinutes: fleets.maxHoldMinutes })
+      .select({ name: fleets.name, status: fleets.status, current: column })
       .from(fleets)
       .where(eq(fleets.id, fleetId))
       .for("update");
@@ -150,30 +251,34 @@ export async function setHoldLimit(
     }
     await tx
       .update(fleets)
-      .set({ maxHoldMinutes, updatedAt: sql`now()` })
+      .set(
+        limit === "hold"
+          ? { maxHoldMinutes: minutes, updatedAt: sql`now()` }
+          : { idleReleaseMinutes: minutes, updatedAt: sql`now()` },
+      )
       .where(eq(fleets.id, fleetId));
     await audit(
       tx,
       actor,
-      "fleet.hold_limit",
+      action,
       { kind: "fleet", id: fleetId },
-      { from: fleet.maxHoldMinutes, to: maxHoldMinutes },
+      { from: fleet.current, to: minutes },
     );
     let holdsPastLimit = 0;
-    if (maxHoldMinutes !== null) {
+    if (minutes !== null) {
       const [row] = await tx
         .select({ n: sql<number>`count(*)::int` })
         .from(vms)
         .where(
           and(
             eq(vms.fleetId, fleetId),
-            inArray(vms.state, EXPIRABLE),
-            isNotNull(vms.holderId),
-            sql`${vms.claimedAt} + make_interval(mins => ${maxHoldMinutes}) <= now()`,
+            held(),
+            limit === "idle" ? reportedIdle() : undefined,
+            sql`${endsAt(minutes)} <= now()`,
           ),
         );
       holdsPastLimit = row?.n ?? 0;
     }
-    return { fleetId, maxHoldMinutes, holdsPastLimit };
+    return { fleetId, minutes, holdsPastLimit };
   });
 }

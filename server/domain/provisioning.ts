@@ -23,6 +23,8 @@ export type FleetSpec = {
   size: number;
   /** How long a researcher may hold one of its VMs; null or absent: no limit. */
   maxHoldMinutes?: number | null;
+  /** How long a held VM may stay idle before it is released; null or absent: no limit. */
+  idleReleaseMinutes?: number | null;
   /** Groups whose members may claim its VMs; empty: every researcher. */
   groupIds?: string[];
   config: Record<string, unknown>;
@@ -43,6 +45,7 @@ export async function createFleet(db: Db, spec: FleetSpec, actor: Actor) {
           image: spec.image ?? null,
           desiredSize: 0,
           maxHoldMinutes: spec.maxHoldMinutes ?? null,
+          idleReleaseMinutes: spec.idleReleaseMinutes ?? null,
           status: "creating",
           config: spec.config,
         })

@@ -37,7 +37,10 @@ export const sweepSilentAgents = (deps: JobDeps) =>
     },
   });
 
-/** Releases VMs held past their fleet's hold limit (the agent wipes them as in any release). */
+/**
+ * Releases VMs held past their fleet's hold limit or idle past its idle limit (the agent wipes
+ * them as in any release).
+ */
 export const expireHolds = () =>
   defineJob({
     name: "vm.expire-holds",
@@ -47,8 +50,13 @@ export const expireHolds = () =>
     handler: async (_payload, { db, log }) => {
       const released = await releaseExpiredHolds(db);
       // Ids only: who held the VM is in the audit row, not in the logs.
+      const ids = (reason: string) =>
+        released.filter((r) => r.reason === reason).map((r) => r.vmId);
       if (released.length > 0)
-        log.info({ vmIds: released.map((r) => r.vmId) }, "holds expired; VMs released");
+        log.info(
+          { holdExpired: ids("hold_expired"), idle: ids("idle") },
+          "holds ended; VMs released",
+        );
       return { released: released.length };
     },
   });

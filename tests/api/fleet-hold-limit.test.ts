@@ -54,7 +54,11 @@ describe("fleet.setHoldLimit", () => {
     // The sweep reads the new limit: the long hold ends, the short one stays.
     const released = await releaseExpiredHolds(t.db);
     expect(released.map((r) => r.vmId)).toContain(long.id);
-    expect(released.filter((r) => r.vmId !== long.id && r.maxHoldMinutes === 120)).toHaveLength(0);
+    expect(
+      released.filter(
+        (r) => r.vmId !== long.id && r.reason === "hold_expired" && r.maxHoldMinutes === 120,
+      ),
+    ).toHaveLength(0);
   });
 
   it("removes the limit with null", async () => {
@@ -92,5 +96,99 @@ describe("fleet.setHoldLimit", () => {
     expect(await tableCounts(t.db)).toEqual(before);
     const [row] = await t.db.select().from(fleets).where(eq(fleets.id, fleet.id));
     expect(row?.maxHoldMinutes).toBe(60);
+  });
+});
+
+describe("fleet.setIdleLimit", () => {
+  /** A VM held for two hours whose agent reports it idle for `idleMinutes` (null: busy). */
+  async function heldIdle(fleet: Fleet, idleMinutes: number | null) {
+    const holder = await makeUser(t.db);
+    const [vm] = await makeVms(t.db, fleet, 1, "claimed", {
+      holderId: holder.id,
+      claimedAt: minutesAgo(120),
+      assignmentId: crypto.randomUUID(),
+      idleSince: idleMinutes === null ? null : minutesAgo(idleMinutes),
+      lastHeartbeatAt: new Date(),
+    });
+    if (!vm) throw new Error("fixtures");
+    return vm;
+  }
+
+  it("sets the idle limit, audits from→to, counts the VMs already idle past it, and the sweep releases them", async () => {
+    const fleet = await makeFleet(t.db);
+    const longIdle = await heldIdle(fleet, 90);
+    const shortIdle = await heldIdle(fleet, 20);
+    const busy = await heldIdle(fleet, null);
+
+    const res = await api.mutate(
+      "fleet.setIdleLimit",
+      { fleetId: fleet.id, idleReleaseMinutes: 60 },
+      { userId: admin.id },
+    );
+    expect(res.status).toBe(200);
+    expect(res.data).toEqual({ fleetId: fleet.id, idleReleaseMinutes: 60, holdsPastLimit: 1 });
+    const [row] = await t.db.select().from(fleets).where(eq(fleets.id, fleet.id));
+    expect(row?.idleReleaseMinutes).toBe(60);
+    const [entry] = await t.db
+      .select()
+      .from(auditEvents)
+      .where(and(eq(auditEvents.action, "fleet.idle_limit"), eq(auditEvents.targetId, fleet.id)));
+    expect(entry).toMatchObject({ actorId: admin.id, details: { from: null, to: 60 } });
+
+    const released = (await releaseExpiredHolds(t.db)).map((r) => r.vmId);
+    expect(released).toContain(longIdle.id);
+    expect(released).not.toContain(shortIdle.id);
+    expect(released).not.toContain(busy.id);
+
+    // Back to never: nothing counts as past it.
+    const off = await api.mutate(
+      "fleet.setIdleLimit",
+      { fleetId: fleet.id, idleReleaseMinutes: null },
+      { userId: admin.id },
+    );
+    expect(off.data).toEqual({ fleetId: fleet.id, idleReleaseMinutes: null, holdsPastLimit: 0 });
+  });
+
+  it("a new fleet takes its idle limit from fleet.create", async () => {
+    const res = await api.mutate(
+      "fleet.create",
+      {
+        driver: "local",
+        name: `idle-${crypto.randomUUID().slice(0, 6)}`,
+        instanceType: "local",
+        size: 0,
+        idleReleaseMinutes: 45,
+      },
+      { userId: admin.id },
+    );
+    expect(res.status).toBe(200);
+    const { fleetId } = res.data as { fleetId: string };
+    const [row] = await t.db.select().from(fleets).where(eq(fleets.id, fleetId));
+    expect(row?.idleReleaseMinutes).toBe(45);
+  });
+
+  it("refuses bad limits, unknown and destroyed fleets, and researchers, changing nothing", async () => {
+    const fleet = await makeFleet(t.db, { idleReleaseMinutes: 60 });
+    const gone = await makeFleet(t.db, { status: "destroyed" });
+    const researcher = await makeUser(t.db);
+    const before = await tableCounts(t.db);
+    const cases: [unknown, string, number][] = [
+      [{ fleetId: fleet.id, idleReleaseMinutes: 5 }, admin.id, 400],
+      [{ fleetId: fleet.id, idleReleaseMinutes: 12.5 }, admin.id, 400],
+      [{ fleetId: fleet.id, idleReleaseMinutes: 20_000 }, admin.id, 400],
+      [{ fleetId: fleet.id, idleReleaseMinutes: "60" }, admin.id, 400],
+      [{ fleetId: fleet.id }, admin.id, 400],
+      [{ fleetId: fleet.id, idleReleaseMinutes: 60, maxHoldMinutes: 60 }, admin.id, 400],
+      [{ fleetId: crypto.randomUUID(), idleReleaseMinutes: 60 }, admin.id, 404],
+      [{ fleetId: gone.id, idleReleaseMinutes: 60 }, admin.id, 409],
+      [{ fleetId: fleet.id, idleReleaseMinutes: 120 }, researcher.id, 403],
+    ];
+    for (const [input, userId, status] of cases) {
+      const res = await api.mutate("fleet.setIdleLimit", input, { userId });
+      expect(res.status, JSON.stringify(input)).toBe(status);
+    }
+    expect(await tableCounts(t.db)).toEqual(before);
+    const [row] = await t.db.select().from(fleets).where(eq(fleets.id, fleet.id));
+    expect(row?.idleReleaseMinutes).toBe(60);
   });
 });

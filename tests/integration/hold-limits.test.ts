@@ -1,7 +1,7 @@
 import { and, eq, sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { auditEvents, crdHandoffs, vms } from "../../server/db/schema";
-import { lastEndedHold, releaseExpiredHolds } from "../../server/domain/hold-limits";
+import { idleReleaseAt, lastEndedHold, releaseExpiredHolds } from "../../server/domain/hold-limits";
 import { forceReleaseVm } from "../../server/domain/vm-admin";
 import { allJobs } from "../../server/jobs/definitions";
 import { JobRunner } from "../../server/jobs/runner";
@@ -55,7 +55,12 @@ describe("hold limits", () => {
     const unlimited = await heldVm(null, 60 * 24 * 30);
 
     const released = await releaseExpiredHolds(t.db);
-    expect(released).toContainEqual({ vmId: vm.id, holderId: holder.id, maxHoldMinutes: 60 });
+    expect(released).toContainEqual({
+      reason: "hold_expired",
+      vmId: vm.id,
+      holderId: holder.id,
+      maxHoldMinutes: 60,
+    });
     expect(released.map((r) => r.vmId)).not.toContain(within.vm.id);
     expect(released.map((r) => r.vmId)).not.toContain(unlimited.vm.id);
 
@@ -95,7 +100,7 @@ describe("hold limits", () => {
     expect(await lastEndedHold(t.db, holder.id)).toMatchObject({
       reason: "hold_expired",
       vmName: vm.name,
-      maxHoldMinutes: 60,
+      limitMinutes: 60,
     });
     expect(await lastEndedHold(t.db, bystander.id)).toBeNull();
     // A claim of theirs afterwards: the notice is old news.
@@ -115,7 +120,7 @@ describe("hold limits", () => {
     expect(await lastEndedHold(t.db, other.holder.id)).toMatchObject({
       reason: "force_release",
       vmName: other.vm.name,
-      maxHoldMinutes: null,
+      limitMinutes: null,
     });
   });
 
@@ -147,5 +152,120 @@ describe("hold limits", () => {
       await new Promise((r) => setTimeout(r, 100));
     }
     expect((await vmRow(vm.id))?.state).toBe("releasing");
+  });
+});
+
+describe("idle limits", () => {
+  /** A VM held since `claimedMinutesAgo` whose agent reports it idle since `idleMinutesAgo`. */
+  async function idleVm(
+    idleLimit: number | null,
+    claimedMinutesAgo: number,
+    idleMinutesAgo: number | null,
+    vm: { inUse?: boolean; lastHeartbeatAt?: Date } = {},
+  ) {
+    const fleet = await makeFleet(t.db, { idleReleaseMinutes: idleLimit });
+    const holder = await makeUser(t.db);
+    const [row] = await makeVms(t.db, fleet, 1, "claimed", {
+      holderId: holder.id,
+      claimedAt: minutesAgo(claimedMinutesAgo),
+      assignmentId: crypto.randomUUID(),
+      idleSince: idleMinutesAgo === null ? null : minutesAgo(idleMinutesAgo),
+      inUse: vm.inUse ?? false,
+      lastHeartbeatAt: vm.lastHeartbeatAt ?? new Date(),
+    });
+    if (!row) throw new Error("fixtures");
+    return { vm: row, holder, fleet };
+  }
+
+  it("releases a held VM idle past its fleet's idle limit, with an audit row and a notice", async () => {
+    const idle = await idleVm(30, 120, 31);
+    const released = await releaseExpiredHolds(t.db);
+    expect(released).toContainEqual({
+      reason: "idle",
+      vmId: idle.vm.id,
+      holderId: idle.holder.id,
+      idleReleaseMinutes: 30,
+    });
+    expect(await vmRow(idle.vm.id)).toMatchObject({ state: "releasing", holderId: null });
+    const [entry] = await t.db
+      .select()
+      .from(auditEvents)
+      .where(and(eq(auditEvents.targetId, idle.vm.id), eq(auditEvents.action, "vm.idle_released")));
+    expect(entry).toMatchObject({
+      actorKind: "system",
+      fromState: "claimed",
+      toState: "releasing",
+      details: { holderId: idle.holder.id, idleReleaseMinutes: 30 },
+    });
+    expect(await lastEndedHold(t.db, idle.holder.id)).toMatchObject({
+      reason: "idle",
+      vmName: idle.vm.name,
+      limitMinutes: 30,
+    });
+    // Idempotent.
+    expect((await releaseExpiredHolds(t.db)).map((r) => r.vmId)).not.toContain(idle.vm.id);
+  });
+
+  it("leaves alone busy VMs, quiet agents, fresh claims and fleets without a limit", async () => {
+    const cases = {
+      // Idle for 29 of 30 minutes.
+      notYet: await idleVm(30, 120, 29),
+      // Not idle: a session, research-process or GPU activity, or input.
+      active: await idleVm(30, 120, null),
+      // Idle in the pool for hours before this claim 10 minutes ago: the count starts at the claim.
+      freshClaim: await idleVm(30, 10, 300),
+      // Its agent has not reported for 5 minutes: a stale idle report releases nothing.
+      quiet: await idleVm(30, 120, 60, { lastHeartbeatAt: minutesAgo(5) }),
+      // The fleet has no idle limit.
+      unlimited: await idleVm(null, 600, 500),
+    };
+    const released = (await releaseExpiredHolds(t.db)).map((r) => r.vmId);
+    for (const [name, c] of Object.entries(cases)) {
+      expect(released, name).not.toContain(c.vm.id);
+      expect((await vmRow(c.vm.id))?.state, name).toBe("claimed");
+    }
+  });
+
+  it("releases research software left open but untouched: in use and idle", async () => {
+    const openOvernight = await idleVm(30, 600, 480, { inUse: true });
+    const released = await releaseExpiredHolds(t.db);
+    expect(released.map((r) => r.vmId)).toContain(openOvernight.vm.id);
+  });
+
+  it("reports the hold limit when both limits have passed", async () => {
+    const fleet = await makeFleet(t.db, { maxHoldMinutes: 60, idleReleaseMinutes: 30 });
+    const holder = await makeUser(t.db);
+    const [vm] = await makeVms(t.db, fleet, 1, "claimed", {
+      holderId: holder.id,
+      claimedAt: minutesAgo(90),
+      assignmentId: crypto.randomUUID(),
+      idleSince: minutesAgo(45),
+      lastHeartbeatAt: new Date(),
+    });
+    if (!vm) throw new Error("fixtures");
+    const released = await releaseExpiredHolds(t.db);
+    expect(released.find((r) => r.vmId === vm.id)?.reason).toBe("hold_expired");
+  });
+});
+
+describe("idleReleaseAt (what My VM shows)", () => {
+  const now = Date.parse("2026-11-27T12:00:00Z");
+  const at = (m: number) => new Date(now - m * 60_000);
+  const base = {
+    claimedAt: at(120),
+    idleSince: at(20),
+    lastHeartbeatAt: at(0.25),
+    idleReleaseMinutes: 30,
+  };
+
+  it("is the later of the claim and the start of idleness, plus the limit", () => {
+    expect(idleReleaseAt(base, now)).toEqual(at(-10));
+    expect(idleReleaseAt({ ...base, claimedAt: at(5), idleSince: at(300) }, now)).toEqual(at(-25));
+  });
+
+  it("is null when not idle, the agent is quiet or the fleet has no limit", () => {
+    expect(idleReleaseAt({ ...base, idleSince: null }, now)).toBeNull();
+    expect(idleReleaseAt({ ...base, lastHeartbeatAt: at(5) }, now)).toBeNull();
+    expect(idleReleaseAt({ ...base, idleReleaseMinutes: null }, now)).toBeNull();
   });
 });

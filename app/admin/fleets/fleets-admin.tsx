@@ -2,7 +2,7 @@
 
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useState } from "react";
-import { useTRPC } from "@/app/providers";
+import { useTRPC, useTRPCClient } from "@/app/providers";
 import { OperationLog } from "./operation-log";
 
 type FieldErrors = { path: string; message: string }[] | undefined;
@@ -29,6 +29,8 @@ function OptionalField(props: {
   errors: FieldErrors;
   placeholder?: string;
   multiline?: boolean;
+  /** A number of hours or minutes (any step, not negative) instead of text. */
+  numeric?: boolean;
 }) {
   const common = {
     id: props.id,
@@ -37,6 +39,7 @@ function OptionalField(props: {
     className: inputClass,
     "aria-describedby": `${props.id}-help err-${props.path}`,
   };
+  const numeric = props.numeric ? ({ type: "number", min: 0, step: "any" } as const) : {};
   return (
     <div className={props.multiline ? "sm:col-span-2" : undefined}>
       <label htmlFor={props.id} className="mb-1 block font-medium">
@@ -45,7 +48,7 @@ function OptionalField(props: {
       {props.multiline ? (
         <textarea {...common} rows={4} onChange={(e) => props.onChange(e.target.value)} />
       ) : (
-        <input {...common} onChange={(e) => props.onChange(e.target.value)} />
+        <input {...common} {...numeric} onChange={(e) => props.onChange(e.target.value)} />
       )}
       <p id={`${props.id}-help`} className="mt-1 text-slate-600 dark:text-slate-400">
         {props.help}
@@ -58,72 +61,112 @@ function OptionalField(props: {
 const holdText = (minutes: number | null) =>
   minutes === null ? "none" : minutes >= 60 ? `${minutes / 60} h` : `${minutes} min`;
 
+const plural = (n: number, one: string, many: string) => `${n} ${n === 1 ? one : many}`;
+
+/** How each per-fleet limit is edited: its unit in the form, its field, what the answer means. */
+const LIMITS = {
+  hold: {
+    title: "hold limit",
+    unit: "hours",
+    perMinute: 1 / 60,
+    path: "maxHoldMinutes",
+    help: "Empty: no limit. It applies to current holds too.",
+    saved: (minutes: number | null) => `hold limit ${holdText(minutes)}`,
+    past: (n: number) =>
+      `${plural(n, "researcher has", "researchers have")} held a VM longer than this; those holds end within a minute.`,
+  },
+  idle: {
+    title: "idle limit",
+    unit: "minutes",
+    perMinute: 1,
+    path: "idleReleaseMinutes",
+    help: "Empty: never. A held VM that nothing uses (no session, research process or GPU work) for this long is released. It applies to current holds too.",
+    saved: (minutes: number | null) =>
+      minutes === null
+        ? "idle VMs are not released"
+        : `idle VMs released after ${holdText(minutes)}`,
+    past: (n: number) =>
+      `${plural(n, "held VM is", "held VMs are")} already idle longer than this; they are released within a minute.`,
+  },
+} as const;
+
 /**
- * Changes an existing fleet's hold limit. It applies to current holds too, so the answer says how
- * many researchers are already past the new limit (the next sweep, within 30 s, ends their holds).
+ * Changes one of an existing fleet's limits: the hold limit or the idle limit. Both apply to
+ * current holds too, so the answer says how many are already past the new limit (the next sweep,
+ * within 30 s, ends them).
  */
-function HoldLimitEditor(props: {
-  fleet: { id: string; name: string; maxHoldMinutes: number | null };
+function LimitEditor(props: {
+  kind: keyof typeof LIMITS;
+  fleet: { id: string; name: string; minutes: number | null };
   onSaved: () => void;
 }) {
-  const trpc = useTRPC();
-  const { fleet } = props;
-  const [hours, setHours] = useState(
-    fleet.maxHoldMinutes === null ? "" : String(fleet.maxHoldMinutes / 60),
+  const client = useTRPCClient();
+  const { fleet, kind } = props;
+  const ui = LIMITS[kind];
+  const [value, setValue] = useState(
+    fleet.minutes === null ? "" : String(fleet.minutes * ui.perMinute),
   );
-  const save = useMutation(
-    trpc.fleet.setHoldLimit.mutationOptions({ onSuccess: () => props.onSaved() }),
-  );
-  const id = `hold-edit-${fleet.id}`;
-  const fieldError = (save.error?.data?.fieldErrors as FieldErrors)?.find(
-    (e) => e.path === "maxHoldMinutes",
-  );
+  const save = useMutation({
+    mutationFn: async (minutes: number | null) => {
+      if (kind === "hold") {
+        const r = await client.fleet.setHoldLimit.mutate({
+          fleetId: fleet.id,
+          maxHoldMinutes: minutes,
+        });
+        return { minutes: r.maxHoldMinutes, holdsPastLimit: r.holdsPastLimit };
+      }
+      const r = await client.fleet.setIdleLimit.mutate({
+        fleetId: fleet.id,
+        idleReleaseMinutes: minutes,
+      });
+      return { minutes: r.idleReleaseMinutes, holdsPastLimit: r.holdsPastLimit };
+    },
+    onSuccess: () => props.onSaved(),
+  });
+  const id = `${kind}-edit-${fleet.id}`;
+  const error = save.error as { message: string; data?: { fieldErrors?: FieldErrors } } | null;
+  const fieldError = error?.data?.fieldErrors?.find((e) => e.path === ui.path);
+  const title = ui.title[0]?.toUpperCase() + ui.title.slice(1);
   return (
     <details className="text-sm">
-      <summary className="cursor-pointer">Change hold limit</summary>
+      <summary className="cursor-pointer">Change {ui.title}</summary>
       <form
         className="mt-2 flex flex-wrap items-end gap-2"
         onSubmit={(e) => {
           e.preventDefault();
-          save.mutate({
-            fleetId: fleet.id,
-            maxHoldMinutes: hours.trim() ? Math.round(Number(hours) * 60) : null,
-          });
+          save.mutate(value.trim() ? Math.round(Number(value) / ui.perMinute) : null);
         }}
       >
         <div>
           <label htmlFor={id} className="mb-1 block">
-            New hold limit for {fleet.name} (hours)
+            New {ui.title} for {fleet.name} ({ui.unit})
           </label>
           <input
             id={id}
             type="number"
             step="any"
-            value={hours}
-            placeholder="no limit"
-            onChange={(e) => setHours(e.target.value)}
+            value={value}
+            placeholder={kind === "hold" ? "no limit" : "never"}
+            onChange={(e) => setValue(e.target.value)}
             aria-describedby={`${id}-help`}
             className="w-28 rounded border border-slate-300 px-2 py-1 dark:border-slate-700 dark:bg-slate-950"
           />
         </div>
         <button type="submit" disabled={save.isPending} className="rounded border px-2 py-1">
-          Save hold limit
+          Save {ui.title}
         </button>
         <p id={`${id}-help`} className="w-full text-slate-600 dark:text-slate-400">
-          Empty: no limit. It applies to current holds too.
+          {ui.help}
         </p>
-        {save.isError && (
+        {error && (
           <p role="alert" className="w-full text-red-700 dark:text-red-300">
-            {fieldError ? `Hold limit ${fieldError.message}.` : save.error.message}
+            {fieldError ? `${title} ${fieldError.message}.` : error.message}
           </p>
         )}
         {save.isSuccess && (
-          <p role="status" className="w-full" data-testid="hold-limit-saved">
-            Saved: hold limit {holdText(save.data.maxHoldMinutes)}.
-            {save.data.holdsPastLimit > 0 &&
-              ` ${save.data.holdsPastLimit} ${
-                save.data.holdsPastLimit === 1 ? "researcher has" : "researchers have"
-              } held a VM longer than this; those holds end within a minute.`}
+          <p role="status" className="w-full" data-testid={`${kind}-limit-saved`}>
+            Saved: {ui.saved(save.data.minutes)}.
+            {save.data.holdsPastLimit > 0 && ` ${ui.past(save.data.holdsPastLimit)}`}
           </p>
         )}
       </form>
@@ -145,6 +188,7 @@ export function FleetsAdmin() {
     size: 2,
     /** Hours a researcher may hold a VM; empty: no limit. */
     holdHours: "",
+    idleMinutes: "",
     region: "us-west-2",
     image: "",
     ami: "",
@@ -211,6 +255,12 @@ export function FleetsAdmin() {
                 </span>
               </p>
               <p data-testid="fleet-hold-limit">Hold limit: {holdText(f.maxHoldMinutes)}</p>
+              <p data-testid="fleet-idle-limit">
+                Idle release:{" "}
+                {f.idleReleaseMinutes === null
+                  ? "never"
+                  : `after ${holdText(f.idleReleaseMinutes)} without use`}
+              </p>
               <p data-testid="fleet-counts">
                 {Object.entries(f.vmCounts)
                   .map(([s, n]) => `${n} ${s}`)
@@ -245,7 +295,18 @@ export function FleetsAdmin() {
                 </button>
               </div>
               {f.status !== "destroying" && f.status !== "destroyed" && (
-                <HoldLimitEditor fleet={f} onSaved={refresh} />
+                <>
+                  <LimitEditor
+                    kind="hold"
+                    fleet={{ id: f.id, name: f.name, minutes: f.maxHoldMinutes }}
+                    onSaved={refresh}
+                  />
+                  <LimitEditor
+                    kind="idle"
+                    fleet={{ id: f.id, name: f.name, minutes: f.idleReleaseMinutes }}
+                    onSaved={refresh}
+                  />
+                </>
               )}
             </li>
           ))}
@@ -313,6 +374,9 @@ export function FleetsAdmin() {
               size: form.size,
               maxHoldMinutes: form.holdHours.trim()
                 ? Math.round(Number(form.holdHours) * 60)
+                : null,
+              idleReleaseMinutes: form.idleMinutes.trim()
+                ? Math.round(Number(form.idleMinutes))
                 : null,
               groupIds: form.groupIds,
             };
@@ -419,26 +483,28 @@ export function FleetsAdmin() {
             />
             <FieldError errors={fieldErrors} path="size" />
           </div>
-          <div>
-            <label htmlFor="fleet-hold" className="mb-1 block font-medium">
-              Hold limit (hours)
-            </label>
-            <input
-              id="fleet-hold"
-              type="number"
-              min={0}
-              step="any"
-              value={form.holdHours}
-              placeholder="no limit"
-              onChange={(e) => setForm({ ...form, holdHours: e.target.value })}
-              className={inputClass}
-              aria-describedby="hold-help err-maxHoldMinutes"
-            />
-            <p id="hold-help" className="mt-1 text-slate-600 dark:text-slate-400">
-              A researcher's VM is released this long after they claim it. Empty: no limit.
-            </p>
-            <FieldError errors={fieldErrors} path="maxHoldMinutes" />
-          </div>
+          <OptionalField
+            id="fleet-hold"
+            label="Hold limit (hours)"
+            path="maxHoldMinutes"
+            help="A researcher's VM is released this long after they claim it. Empty: no limit."
+            value={form.holdHours}
+            onChange={(holdHours) => setForm({ ...form, holdHours })}
+            errors={fieldErrors}
+            placeholder="no limit"
+            numeric
+          />
+          <OptionalField
+            id="fleet-idle"
+            label="Release idle VMs after (minutes)"
+            path="idleReleaseMinutes"
+            help="A held VM that nothing uses (no session, research process or GPU work) for this long is released. Empty: never."
+            value={form.idleMinutes}
+            onChange={(idleMinutes) => setForm({ ...form, idleMinutes })}
+            errors={fieldErrors}
+            placeholder="never"
+            numeric
+          />
           {form.driver === "terraform" && (
             <>
               <div>

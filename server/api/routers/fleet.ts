@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { terraformFleetConfig } from "../../cloud/terraform/config";
 import { listFleets } from "../../domain/fleets";
-import { setHoldLimit } from "../../domain/hold-limits";
+import { setFleetLimit } from "../../domain/hold-limits";
 import { publicOperation } from "../../domain/operations";
 import { createFleet, destroyFleet, scaleFleet } from "../../domain/provisioning";
 import { adminProcedure, createRouter, noInput } from "../trpc";
@@ -17,6 +17,19 @@ const holdMinutes = z
   .int("must be a whole number of minutes")
   .min(MIN_HOLD_MINUTES, `must be at least ${MIN_HOLD_MINUTES} minutes`)
   .max(MAX_HOLD_MINUTES, `must be at most ${MAX_HOLD_MINUTES} minutes (30 days)`);
+
+/**
+ * Idle limits an admin may set: 10 minutes to 7 days. The agent reports idleness after its own
+ * `LABLINK_IDLE_AFTER_S` (30 minutes by default), so a shorter limit acts at that point.
+ */
+export const MIN_IDLE_MINUTES = 10;
+export const MAX_IDLE_MINUTES = 10_080;
+
+const idleMinutes = z
+  .number()
+  .int("must be a whole number of minutes")
+  .min(MIN_IDLE_MINUTES, `must be at least ${MIN_IDLE_MINUTES} minutes`)
+  .max(MAX_IDLE_MINUTES, `must be at most ${MAX_IDLE_MINUTES} minutes (7 days)`);
 
 const common = {
   name: z
@@ -39,6 +52,8 @@ const common = {
   size: z.number().int().min(0).max(MAX_FLEET_SIZE),
   /** A researcher's hold limit: 15 minutes to 30 days; null or absent: no limit. */
   maxHoldMinutes: holdMinutes.nullable().optional(),
+  /** Release a held VM idle this long: 10 minutes to 7 days; null or absent: never. */
+  idleReleaseMinutes: idleMinutes.nullable().optional(),
   /** Groups whose members may claim its VMs; absent or empty: every researcher. */
   groupIds: z.array(z.uuid()).max(50).optional(),
 };
@@ -74,6 +89,7 @@ export const fleetRouter = createRouter({
         image: input.driver === "terraform" ? input.image : null,
         size: input.size,
         maxHoldMinutes: input.maxHoldMinutes ?? null,
+        idleReleaseMinutes: input.idleReleaseMinutes ?? null,
         groupIds: input.groupIds ?? [],
         config: input.driver === "terraform" ? input.config : {},
       },
@@ -95,9 +111,34 @@ export const fleetRouter = createRouter({
    */
   setHoldLimit: adminProcedure
     .input(z.strictObject({ fleetId: z.uuid(), maxHoldMinutes: holdMinutes.nullable() }))
-    .mutation(({ ctx, input }) =>
-      setHoldLimit(ctx.db, input.fleetId, input.maxHoldMinutes, ctx.actor),
-    ),
+    .mutation(async ({ ctx, input }) => {
+      const { minutes, ...change } = await setFleetLimit(
+        ctx.db,
+        input.fleetId,
+        "hold",
+        input.maxHoldMinutes,
+        ctx.actor,
+      );
+      return { ...change, maxHoldMinutes: minutes };
+    }),
+
+  /**
+   * Changes an existing fleet's idle limit (null: never release for idleness). It applies to
+   * current holds too; the answer counts the held VMs already idle past it, which the next sweep
+   * releases.
+   */
+  setIdleLimit: adminProcedure
+    .input(z.strictObject({ fleetId: z.uuid(), idleReleaseMinutes: idleMinutes.nullable() }))
+    .mutation(async ({ ctx, input }) => {
+      const { minutes, ...change } = await setFleetLimit(
+        ctx.db,
+        input.fleetId,
+        "idle",
+        input.idleReleaseMinutes,
+        ctx.actor,
+      );
+      return { ...change, idleReleaseMinutes: minutes };
+    }),
 
   destroy: adminProcedure
     .input(z.strictObject({ fleetId: z.uuid() }))

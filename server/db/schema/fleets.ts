@@ -26,6 +26,11 @@ export const fleets = pgTable("fleets", {
   desiredSize: integer("desired_size").notNull().default(0),
   /** How long a researcher may hold a VM of this fleet; null = no limit. */
   maxHoldMinutes: integer("max_hold_minutes"),
+  /**
+   * A held VM idle this long (its agent reports no session, research process or GPU activity) is
+   * released; counted from the later of the claim and the start of idleness. Null = never.
+   */
+  idleReleaseMinutes: integer("idle_release_minutes"),
   status: fleetStatus("status").notNull().default("creating"),
   /** Driver-specific settings (AMI, subnet, startup script...); never secrets. */
   config: jsonb("config").$type<Record<string, unknown>>().notNull().default({}),

@@ -1,0 +1,1 @@
+ALTER TABLE "fleets" ADD COLUMN "idle_release_minutes" integer;
