@@ -8,6 +8,7 @@ import { JobRunner } from "../../server/jobs/runner";
 import { logger } from "../../server/log";
 import { createTestDatabase, type TestDatabase } from "../db";
 import { makeFleet, makeUser, makeVms } from "../fixtures";
+import { runJob } from "../jobs";
 
 let t: TestDatabase;
 let runner: JobRunner;
@@ -139,18 +140,8 @@ describe("hold limits", () => {
 
   it("runs as the vm.expire-holds pg-boss job", async () => {
     const { vm } = await heldVm(15, 20);
-    const id = await runner.send("vm.expire-holds", {});
-    if (!id) throw new Error("not enqueued");
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      const job = await runner.boss.getJobById("vm.expire-holds", id);
-      if (job && ["completed", "failed"].includes(job.state)) {
-        expect(job.state).toBe("completed");
-        break;
-      }
-      if (Date.now() > deadline) throw new Error(`job still ${job?.state}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    const job = await runJob(runner, "vm.expire-holds");
+    expect(job.state).toBe("completed");
     expect((await vmRow(vm.id))?.state).toBe("releasing");
   });
 });

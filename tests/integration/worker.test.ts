@@ -8,6 +8,7 @@ import { JobRunner } from "../../server/jobs/runner";
 import { logger } from "../../server/log";
 import { createTestDatabase, type TestDatabase } from "../db";
 import { makeFleet, makeVms } from "../fixtures";
+import { runJob, waitForJob } from "../jobs";
 
 let t: TestDatabase;
 let runner: JobRunner;
@@ -21,16 +22,6 @@ afterAll(async () => {
   await runner?.stop();
   await t?.drop();
 });
-
-async function waitForJob(queue: string, id: string, timeoutMs = 20_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const job = await runner.boss.getJobById(queue, id);
-    if (job && ["completed", "failed"].includes(job.state)) return job;
-    if (Date.now() > deadline) throw new Error(`job ${id} still ${job?.state}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe("silent agents", () => {
   it("marks VMs whose agent went silent as unhealthy, with an audit row, and a heartbeat restores them", async () => {
@@ -78,9 +69,7 @@ describe("silent agents", () => {
       .update(vms)
       .set({ lastHeartbeatAt: sql`now() - interval '10 minutes'` })
       .where(eq(vms.id, vm.id));
-    const id = await runner.send("vm.sweep-silent", {});
-    if (!id) throw new Error("not enqueued");
-    const job = await waitForJob("vm.sweep-silent", id);
+    const job = await runJob(runner, "vm.sweep-silent");
     expect(job.state).toBe("completed");
     const [after] = await t.db.select().from(vms).where(eq(vms.id, vm.id));
     expect(after?.healthy).toBe(false);
@@ -96,7 +85,7 @@ describe("job runner", () => {
     // fleet.apply retries 3 times on errors; a bad payload must not be retried.
     const id = await runner.boss.send("fleet.apply", { fleetId: 42 });
     if (!id) throw new Error("not enqueued");
-    const job = await waitForJob("fleet.apply", id);
+    const job = await waitForJob(runner, "fleet.apply", id);
     expect(job.state).toBe("failed");
     expect(job.retryCount).toBe(0);
     expect(JSON.stringify(job.output)).toMatch(/invalid payload/);
