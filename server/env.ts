@@ -80,6 +80,11 @@ const schema = z
       .regex(/^smtps?:\/\//, "must be an smtp:// or smtps:// URL")
       .optional(),
     LABLINK_EMAIL_FROM: z.string().min(3).max(200).optional(),
+    /**
+     * With SMTP set up, researchers are emailed this many minutes before a hold or idle limit
+     * releases their VM; 0: no reminders.
+     */
+    LABLINK_HOLD_REMINDER_MINUTES: z.coerce.number().int().min(0).max(1440).default(15),
     /** A generic OpenID Connect provider (Keycloak, CILogon, Google Workspace, Entra...). */
     LABLINK_OIDC_ISSUER: z.url().optional(),
     LABLINK_OIDC_CLIENT_ID: z.string().min(1).optional(),

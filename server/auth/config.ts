@@ -1,9 +1,9 @@
 import NextAuth from "next-auth";
-import nodemailer from "nodemailer";
 import { clientIp } from "../api/handler";
 import { getDb } from "../db/client";
 import { env } from "../env";
-import { buildAuthConfig, type Mailer } from "./options";
+import { createMailer, type Mailer } from "../mail";
+import { buildAuthConfig } from "./options";
 
 declare module "next-auth" {
   interface User {
@@ -25,7 +25,7 @@ let mailer: Mailer | null | undefined;
 export function getMailer(): Mailer | null {
   if (mailer === undefined) {
     const url = env().LABLINK_SMTP_URL;
-    mailer = url ? nodemailer.createTransport(url) : null;
+    mailer = createMailer(url);
   }
   return mailer;
 }

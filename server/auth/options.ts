@@ -9,10 +9,10 @@ import { audit } from "../domain/audit";
 import { applyAdminBootstrap, emailAllowed, parseEmailList } from "../domain/users";
 import type { Env } from "../env";
 import { logger } from "../log";
+import type { Mailer } from "../mail";
 import { devLoginInput, devSignIn, isLoopbackRequest, userRole } from "./dev-login";
 
-/** Anything with nodemailer's `sendMail` (a real SMTP transport, or a test transport). */
-export type Mailer = { sendMail(message: Record<string, unknown>): Promise<unknown> };
+export type { Mailer };
 
 export type AuthDeps = {
   db: Db;

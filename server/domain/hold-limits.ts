@@ -16,13 +16,14 @@ const IDLE_REPORT_FRESH_S = 120;
 const IDLE_REPORT_FRESH = `${IDLE_REPORT_FRESH_S} seconds`;
 
 /** When a held VM's hold ends: its fleet's hold limit after the claim. */
-const holdEndsAt = (limit: SQL | number) => sql`${vms.claimedAt} + make_interval(mins => ${limit})`;
+export const holdEndsAt = (limit: SQL | number) =>
+  sql`${vms.claimedAt} + make_interval(mins => ${limit})`;
 
 /**
  * When a held VM's idleness releases it: its fleet's idle limit after the later of the claim and
  * the start of idleness (a VM idle in the pool before the claim starts its count at the claim).
  */
-const idleEndsAt = (limit: SQL | number) =>
+export const idleEndsAt = (limit: SQL | number) =>
   sql`greatest(${vms.idleSince}, ${vms.claimedAt}) + make_interval(mins => ${limit})`;
 
 /**
@@ -30,13 +31,14 @@ const idleEndsAt = (limit: SQL | number) =>
  * activity, no input (docs/agent-protocol.md). `inUse` does not matter: research software left
  * open and untouched overnight is in use and idle, and idle is what the limit is about.
  */
-const reportedIdle = () =>
+export const reportedIdle = () =>
   and(
     isNotNull(vms.idleSince),
     sql`${vms.lastHeartbeatAt} > now() - ${IDLE_REPORT_FRESH}::interval`,
   );
 
-const held = () => and(inArray(vms.state, EXPIRABLE), isNotNull(vms.holderId));
+/** VMs a researcher holds now, in a state where a limit can end the hold. */
+export const held = () => and(inArray(vms.state, EXPIRABLE), isNotNull(vms.holderId));
 
 const pastHoldLimit = () =>
   and(isNotNull(fleets.maxHoldMinutes), sql`${holdEndsAt(sql`${fleets.maxHoldMinutes}`)} <= now()`);

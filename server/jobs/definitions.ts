@@ -6,6 +6,7 @@ import { fleets } from "../db/schema";
 import { pruneGpuSamples } from "../domain/gpu-history";
 import { markSilentAgents } from "../domain/health";
 import { releaseExpiredHolds } from "../domain/hold-limits";
+import { type ReminderSettings, sendHoldReminders } from "../domain/hold-reminders";
 import { type OrphanPolicy, reconcileAll } from "../domain/reconcile";
 import { defineJob } from "./define";
 import { executeOperation, type OperationSettings } from "./operations";
@@ -20,6 +21,8 @@ export type JobDeps = {
   shutdown?: AbortSignal;
   ec2?: Ec2Api;
   orphanPolicy?: OrphanPolicy;
+  /** Email reminders before a limit releases a VM; absent without SMTP (or with a lead of 0). */
+  reminders?: ReminderSettings;
 };
 
 /** Marks VMs whose agent went silent as unhealthy (they leave the pool until they speak again). */
@@ -39,9 +42,9 @@ export const sweepSilentAgents = (deps: JobDeps) =>
 
 /**
  * Releases VMs held past their fleet's hold limit or idle past its idle limit (the agent wipes
- * them as in any release).
+ * them as in any release), then emails the holders whose VM a limit will release soon.
  */
-export const expireHolds = () =>
+export const expireHolds = (deps: Pick<JobDeps, "reminders"> = {}) =>
   defineJob({
     name: "vm.expire-holds",
     schema: z.strictObject({}),
@@ -57,7 +60,11 @@ export const expireHolds = () =>
           { holdExpired: ids("hold_expired"), idle: ids("idle") },
           "holds ended; VMs released",
         );
-      return { released: released.length };
+      if (!deps.reminders) return { released: released.length };
+      const reminded = await sendHoldReminders(db, deps.reminders, log);
+      if (reminded.length > 0)
+        log.info({ vmIds: reminded.map((r) => r.vmId) }, "holders reminded of a coming release");
+      return { released: released.length, reminded: reminded.length };
     },
   });
 
@@ -137,7 +144,7 @@ export const reconcileFleets = (deps: JobDeps) =>
 export const allJobs = (deps: JobDeps) => [
   reconcileFleets(deps),
   sweepSilentAgents(deps),
-  expireHolds(),
+  expireHolds(deps),
   pruneGpuSamplesJob(deps),
   applyFleet(deps),
   runOperation(deps),

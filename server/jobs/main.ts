@@ -6,6 +6,7 @@ import { TerraformFleetDriver } from "../cloud/terraform/driver";
 import { TerraformRunner } from "../cloud/terraform/runner";
 import { getDatabase } from "../db/client";
 import { fleets, operations } from "../db/schema";
+import { reminderSettings } from "../domain/hold-reminders";
 import { env } from "../env";
 import { logger } from "../log";
 import { allJobs } from "./definitions";
@@ -68,6 +69,7 @@ async function main() {
       orphanPolicy: e.LABLINK_RECONCILE_ORPHANS,
       shutdown: shutdownSignal.signal,
       operations: { leaseSeconds: e.LABLINK_OPERATION_LEASE_S, renewMs: 2_000 },
+      reminders: reminderSettings(e),
     }),
   );
   const dispatcher = await startDispatcher({ db, sql, runner, log });

@@ -4,6 +4,7 @@ export * from "./enrollment-tokens";
 export * from "./fleets";
 export * from "./groups";
 export * from "./handoffs";
+export * from "./hold-reminders";
 export * from "./operations";
 export * from "./rate-limits";
 export * from "./ssh-keys";
