@@ -170,9 +170,16 @@ test("researcher is warned that an idle VM will be released, and told why once i
     await expect(page.getByTestId("idle-warning")).toContainText(
       /it will be released in (9|10) min unless you connect or run something/,
     );
+    // "I'm still using it" restarts the count: 30 minutes from now.
+    await page.getByRole("button", { name: "I'm still using it" }).click();
+    await expect(page.getByTestId("idle-warning")).toContainText(/released in (29|30) min/);
+    const [kept] = await sql<{ idle_kept_at: Date | null }[]>`
+      SELECT idle_kept_at FROM vms WHERE id = ${vm.id}`;
+    expect(kept?.idle_kept_at).toBeInstanceOf(Date);
 
     // Still idle 31 minutes on: the hold sweep (every 30 s) releases it, and My VM says why.
-    await sql`UPDATE vms SET idle_since = now() - interval '31 minutes' WHERE id = ${vm.id}`;
+    await sql`UPDATE vms SET idle_since = now() - interval '61 minutes',
+      idle_kept_at = now() - interval '31 minutes' WHERE id = ${vm.id}`;
     await expect(page.getByTestId("ended-notice")).toContainText(`${vm.name} was released at`, {
       timeout: 60_000,
     });

@@ -74,10 +74,13 @@ export function IdleRelease({
   idleSince,
   releaseAt,
   limitMinutes,
+  keep,
 }: {
   idleSince: Date | string | null;
   releaseAt: Date | string | null;
   limitMinutes: number | null;
+  /** "I'm still using it": restarts the idle count (vm.keepIdle). */
+  keep: { run: () => void; pending: boolean; error: string | null };
 }) {
   const now = useNow();
   if (limitMinutes === null) return null;
@@ -98,7 +101,22 @@ export function IdleRelease({
         >
           {left > 0
             ? `Nothing has used this VM for a while: it will be released in ${duration(left)} unless you connect or run something.`
-            : "This VM has been idle past its fleet's limit: it is being released."}
+            : "This VM has been idle past its fleet's limit: it is being released."}{" "}
+          {left > 0 && (
+            <button
+              type="button"
+              onClick={keep.run}
+              disabled={keep.pending}
+              className="ml-1 rounded border border-amber-700 px-2 py-0.5 font-medium hover:bg-amber-100 disabled:opacity-60 dark:border-amber-300 dark:hover:bg-amber-900"
+            >
+              {keep.pending ? "Keeping…" : "I'm still using it"}
+            </button>
+          )}
+          {keep.error && (
+            <span role="alert" className="mt-1 block text-red-700 dark:text-red-300">
+              {keep.error}
+            </span>
+          )}
         </dd>
       )}
     </>

@@ -21,6 +21,7 @@ export function Portal() {
   const [confirming, setConfirming] = useState(false);
   const invalidate = () => queryClient.invalidateQueries();
   const claim = useMutation(trpc.vm.claim.mutationOptions({ onSuccess: invalidate }));
+  const keepIdle = useMutation(trpc.vm.keepIdle.mutationOptions({ onSuccess: invalidate }));
   const release = useMutation(
     trpc.vm.release.mutationOptions({
       onSuccess: () => {
@@ -69,6 +70,11 @@ export function Portal() {
                 idleSince={vm.idleSince}
                 releaseAt={vm.idleReleaseAt}
                 limitMinutes={vm.fleet.idleReleaseMinutes}
+                keep={{
+                  run: () => keepIdle.mutate(),
+                  pending: keepIdle.isPending,
+                  error: keepIdle.isError ? keepIdle.error.message : null,
+                }}
               />
             </dl>
             <GpuList gpus={vm.gpus} />

@@ -316,6 +316,7 @@ export async function myVm(db: DbOrTx, userId: string) {
       claimedAt: vms.claimedAt,
       lastHeartbeatAt: vms.lastHeartbeatAt,
       idleSince: vms.idleSince,
+      idleKeptAt: vms.idleKeptAt,
       hostname: vms.hostname,
       publicIp: vms.publicIp,
       privateIp: vms.privateIp,

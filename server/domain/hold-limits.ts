@@ -20,11 +20,16 @@ export const holdEndsAt = (limit: SQL | number) =>
   sql`${vms.claimedAt} + make_interval(mins => ${limit})`;
 
 /**
- * When a held VM's idleness releases it: its fleet's idle limit after the later of the claim and
- * the start of idleness (a VM idle in the pool before the claim starts its count at the claim).
+ * Since when a held VM counts as idle: the latest of the start of idleness, the claim (a VM idle
+ * in the pool before the claim starts its count at the claim) and the holder's last "I'm still
+ * using it" (`greatest` skips nulls).
  */
+export const idleCountFrom = () =>
+  sql`greatest(${vms.idleSince}, ${vms.claimedAt}, ${vms.idleKeptAt})`;
+
+/** When a held VM's idleness releases it: its fleet's idle limit after `idleCountFrom`. */
 export const idleEndsAt = (limit: SQL | number) =>
-  sql`greatest(${vms.idleSince}, ${vms.claimedAt}) + make_interval(mins => ${limit})`;
+  sql`${idleCountFrom()} + make_interval(mins => ${limit})`;
 
 /**
  * Held VMs whose agent reports them idle right now: no session, no research-process or GPU
@@ -142,6 +147,7 @@ export function idleReleaseAt(
   vm: {
     claimedAt: Date | null;
     idleSince: Date | null;
+    idleKeptAt: Date | null;
     lastHeartbeatAt: Date | null;
     idleReleaseMinutes: number | null;
   },
@@ -151,8 +157,61 @@ export function idleReleaseAt(
   if (!vm.lastHeartbeatAt || now - vm.lastHeartbeatAt.getTime() > IDLE_REPORT_FRESH_S * 1000) {
     return null;
   }
-  const from = Math.max(vm.idleSince.getTime(), vm.claimedAt.getTime());
+  const from = Math.max(
+    vm.idleSince.getTime(),
+    vm.claimedAt.getTime(),
+    vm.idleKeptAt?.getTime() ?? 0,
+  );
   return new Date(from + vm.idleReleaseMinutes * 60_000);
+}
+
+/**
+ * The holder says they are still using their idle VM ("I'm still using it" on My VM): the idle
+ * limit counts again from now, and the agent's report goes on deciding after that. Audited as
+ * `vm.idle_kept`, so admins can see who keeps idle GPUs. Answers when the idle limit would now
+ * release the VM, if the fleet has one and the VM is idle.
+ */
+export async function keepIdleVm(
+  db: Db,
+  req: { userId: string; actor: Actor },
+): Promise<{ vmId: string; idleReleaseAt: Date | null }> {
+  return db.transaction(async (tx) => {
+    const [vm] = await tx
+      .update(vms)
+      .set({ idleKeptAt: sql`now()` })
+      .where(and(eq(vms.holderId, req.userId), inArray(vms.state, EXPIRABLE)))
+      .returning({
+        id: vms.id,
+        claimedAt: vms.claimedAt,
+        idleSince: vms.idleSince,
+        idleKeptAt: vms.idleKeptAt,
+        lastHeartbeatAt: vms.lastHeartbeatAt,
+        fleetId: vms.fleetId,
+      });
+    if (!vm)
+      throw new DomainError("NOT_FOUND", "You do not hold a VM, so there is nothing to keep.");
+    const [fleet] = await tx
+      .select({ idleReleaseMinutes: fleets.idleReleaseMinutes })
+      .from(fleets)
+      .where(eq(fleets.id, vm.fleetId));
+    await audit(
+      tx,
+      req.actor,
+      "vm.idle_kept",
+      { kind: "vm", id: vm.id },
+      {
+        holderId: req.userId,
+        idleSince: vm.idleSince?.toISOString() ?? null,
+      },
+    );
+    return {
+      vmId: vm.id,
+      idleReleaseAt: idleReleaseAt({
+        ...vm,
+        idleReleaseMinutes: fleet?.idleReleaseMinutes ?? null,
+      }),
+    };
+  });
 }
 
 /** How long after the fact a researcher is told that their hold was ended for them. */

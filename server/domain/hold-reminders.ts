@@ -26,7 +26,9 @@ type Due = {
   email: string;
   userName: string | null;
   kind: ReminderKind;
+  /** The period the reminder is for: the claim (hold), or the idle count's start (idle). */
   since: Date;
+  idleSince: Date | null;
   releaseAt: Date;
   limitMinutes: number;
 };
@@ -40,7 +42,7 @@ export function reminderMail(d: Due, settings: ReminderSettings, now: Date) {
   const why =
     d.kind === "hold"
       ? `the fleet ${d.fleetName} lets a researcher hold a VM for ${limitText(d.limitMinutes)}`
-      : `nothing has used it since ${utc(d.since)}, and the fleet ${d.fleetName} releases VMs idle for ${limitText(d.limitMinutes)}`;
+      : `nothing has used it since ${utc(d.idleSince ?? d.since)}, and the fleet ${d.fleetName} releases VMs idle for ${limitText(d.limitMinutes)}`;
   const keep =
     d.kind === "idle" ? "Connecting to it, or running something on it, keeps it yours.\n\n" : "";
   return {
@@ -87,6 +89,8 @@ export async function sendHoldReminders(
       userName: users.name,
       claimedAt: vms.claimedAt,
       idleSince: vms.idleSince,
+      // A new spell of idleness, or the holder's "I'm still using it", starts a new period.
+      idlePeriod: sql<string | null>`greatest(${vms.idleSince}, ${vms.idleKeptAt})`,
       maxHoldMinutes: fleets.maxHoldMinutes,
       idleReleaseMinutes: fleets.idleReleaseMinutes,
       holdAt: sql<Date | null>`CASE WHEN ${fleets.maxHoldMinutes} IS NOT NULL AND ${within(holdAt)} THEN ${holdAt} END`,
@@ -117,6 +121,7 @@ export async function sendHoldReminders(
       userId: r.userId,
       email: r.email as string,
       userName: r.userName,
+      idleSince: r.idleSince,
     };
     if (r.holdAt && r.claimedAt && r.maxHoldMinutes !== null) {
       due.push({
@@ -127,11 +132,11 @@ export async function sendHoldReminders(
         limitMinutes: r.maxHoldMinutes,
       });
     }
-    if (r.idleAt && r.idleSince && r.idleReleaseMinutes !== null) {
+    if (r.idleAt && r.idlePeriod && r.idleReleaseMinutes !== null) {
       due.push({
         ...base,
         kind: "idle",
-        since: r.idleSince,
+        since: new Date(r.idlePeriod),
         releaseAt: new Date(r.idleAt),
         limitMinutes: r.idleReleaseMinutes,
       });

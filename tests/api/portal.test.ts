@@ -209,6 +209,51 @@ describe("vm.mine: how to connect and how long the VM is held", () => {
     expect(new Date(vm.holdExpiresAt).getTime()).toBe(claimedAt.getTime() + 120 * 60_000);
   });
 
+  it("says when an idle VM will be released, and vm.keepIdle restarts the count for the caller's VM only", async () => {
+    const fleet = await makeFleet(t.db, { idleReleaseMinutes: 30 });
+    const me = await makeUser(t.db);
+    const other = await makeUser(t.db);
+    const idleSince = new Date(Date.now() - 20 * 60_000);
+    const held = async (holderId: string) => {
+      const [vm] = await makeVms(t.db, fleet, 1, "claimed", {
+        holderId,
+        claimedAt: new Date(Date.now() - 60 * 60_000),
+        idleSince,
+        lastHeartbeatAt: new Date(),
+      });
+      if (!vm) throw new Error("fixtures");
+      return vm;
+    };
+    const mine = await held(me.id);
+    const theirs = await held(other.id);
+
+    const before = (await api.query("vm.mine", undefined, { userId: me.id })).data as {
+      idleReleaseAt: Date | null;
+      fleet: { idleReleaseMinutes: number };
+    };
+    expect(before.fleet.idleReleaseMinutes).toBe(30);
+    expect(new Date(before.idleReleaseAt as Date).getTime()).toBe(
+      idleSince.getTime() + 30 * 60_000,
+    );
+
+    const kept = await api.mutate("vm.keepIdle", undefined, { userId: me.id });
+    expect(kept.status).toBe(200);
+    const { vmId, idleReleaseAt } = kept.data as { vmId: string; idleReleaseAt: Date };
+    expect(vmId).toBe(mine.id);
+    expect(new Date(idleReleaseAt).getTime()).toBeGreaterThan(Date.now() + 29 * 60_000);
+    const after = (await api.query("vm.mine", undefined, { userId: me.id })).data as {
+      idleReleaseAt: Date;
+    };
+    expect(new Date(after.idleReleaseAt).getTime()).toBe(new Date(idleReleaseAt).getTime());
+    // The other researcher's VM is untouched.
+    const [row] = await t.db.select().from(vms).where(eq(vms.id, theirs.id));
+    expect(row?.idleKeptAt).toBeNull();
+    // Without a VM: 404, nothing written.
+    const nobody = await makeUser(t.db);
+    const res = await api.mutate("vm.keepIdle", undefined, { userId: nobody.id });
+    expect(res.status).toBe(404);
+  });
+
   it("falls back to the private address, then the host name, with the default user; no limit, no expiry", async () => {
     const fleet = await makeFleet(t.db);
     const me = await makeUser(t.db);

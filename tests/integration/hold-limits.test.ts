@@ -1,7 +1,12 @@
 import { and, eq, sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { auditEvents, crdHandoffs, vms } from "../../server/db/schema";
-import { idleReleaseAt, lastEndedHold, releaseExpiredHolds } from "../../server/domain/hold-limits";
+import {
+  idleReleaseAt,
+  keepIdleVm,
+  lastEndedHold,
+  releaseExpiredHolds,
+} from "../../server/domain/hold-limits";
 import { forceReleaseVm } from "../../server/domain/vm-admin";
 import { allJobs } from "../../server/jobs/definitions";
 import { JobRunner } from "../../server/jobs/runner";
@@ -223,6 +228,37 @@ describe("idle limits", () => {
     expect(released.map((r) => r.vmId)).toContain(openOvernight.vm.id);
   });
 
+  it("counts again from the holder's \"I'm still using it\", audited; a researcher without a VM gets NOT_FOUND", async () => {
+    const kept = await idleVm(30, 120, 45);
+    const result = await keepIdleVm(t.db, {
+      userId: kept.holder.id,
+      actor: { kind: "user", id: kept.holder.id, ip: null },
+    });
+    expect(result.vmId).toBe(kept.vm.id);
+    const left = (result.idleReleaseAt?.getTime() ?? 0) - Date.now();
+    expect(left).toBeGreaterThan(29 * 60_000);
+    expect(left).toBeLessThanOrEqual(30 * 60_000);
+    expect((await releaseExpiredHolds(t.db)).map((r) => r.vmId)).not.toContain(kept.vm.id);
+    expect((await vmRow(kept.vm.id))?.state).toBe("claimed");
+    const [entry] = await t.db
+      .select()
+      .from(auditEvents)
+      .where(and(eq(auditEvents.targetId, kept.vm.id), eq(auditEvents.action, "vm.idle_kept")));
+    expect(entry).toMatchObject({ actorKind: "user", actorId: kept.holder.id });
+
+    // Still idle 31 minutes after that: released.
+    await t.db
+      .update(vms)
+      .set({ idleKeptAt: minutesAgo(31) })
+      .where(eq(vms.id, kept.vm.id));
+    expect((await releaseExpiredHolds(t.db)).map((r) => r.vmId)).toContain(kept.vm.id);
+
+    const nobody = await makeUser(t.db);
+    await expect(
+      keepIdleVm(t.db, { userId: nobody.id, actor: { kind: "user", id: nobody.id, ip: null } }),
+    ).rejects.toMatchObject({ code: "NOT_FOUND" });
+  });
+
   it("reports the hold limit when both limits have passed", async () => {
     const fleet = await makeFleet(t.db, { maxHoldMinutes: 60, idleReleaseMinutes: 30 });
     const holder = await makeUser(t.db);
@@ -245,6 +281,7 @@ describe("idleReleaseAt (what My VM shows)", () => {
   const base = {
     claimedAt: at(120),
     idleSince: at(20),
+    idleKeptAt: null,
     lastHeartbeatAt: at(0.25),
     idleReleaseMinutes: 30,
   };
@@ -252,6 +289,8 @@ describe("idleReleaseAt (what My VM shows)", () => {
   it("is the later of the claim and the start of idleness, plus the limit", () => {
     expect(idleReleaseAt(base, now)).toEqual(at(-10));
     expect(idleReleaseAt({ ...base, claimedAt: at(5), idleSince: at(300) }, now)).toEqual(at(-25));
+    // "I'm still using it" two minutes ago: the count starts there.
+    expect(idleReleaseAt({ ...base, idleKeptAt: at(2) }, now)).toEqual(at(-28));
   });
 
   it("is null when not idle, the agent is quiet or the fleet has no limit", () => {

@@ -134,6 +134,24 @@ describe("hold reminders", () => {
     ).toHaveLength(2);
   });
 
+  it("reminds again after the holder said they are still using it", async () => {
+    const idle = await held({ idleReleaseMinutes: 30 }, 120, 20);
+    await sendHoldReminders(t.db, settings());
+    expect(mailsTo(idle.holder.email)).toHaveLength(1);
+    // "I'm still using it" 20 minutes ago, and idle since: a new period, due in 10 minutes.
+    await t.db
+      .update(vms)
+      .set({ idleKeptAt: minutesAgo(20) })
+      .where(eq(vms.id, idle.vm.id));
+    await sendHoldReminders(t.db, settings());
+    expect(mailsTo(idle.holder.email)).toHaveLength(2);
+    // The mail still says since when nothing has used the VM: the start of idleness.
+    const idleSince = idle.vm.idleSince?.toISOString().slice(11, 16);
+    expect(mailsTo(idle.holder.email)[1]?.text).toContain(
+      `nothing has used it since ${idleSince} UTC`,
+    );
+  });
+
   it("does not trust a quiet agent's idle report, and skips holders without an email", async () => {
     const quiet = await held({ idleReleaseMinutes: 30 }, 120, 20);
     await t.db

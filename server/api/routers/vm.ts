@@ -4,7 +4,7 @@ import { claimVm, releaseVm } from "../../domain/allocation";
 import { listVms } from "../../domain/fleets";
 import { gpuHistory } from "../../domain/gpu-history";
 import { myVmWithConnection, requestCrdHandoff } from "../../domain/handoff";
-import { lastEndedHold } from "../../domain/hold-limits";
+import { keepIdleVm, lastEndedHold } from "../../domain/hold-limits";
 import { publicOperation } from "../../domain/operations";
 import { requestVmOperation } from "../../domain/provisioning";
 import { drainVm, forceReleaseVm, markVmFailed, undrainVm, vmDetail } from "../../domain/vm-admin";
@@ -59,6 +59,14 @@ export const vmRouter = createRouter({
     .mutation(({ ctx, input }) =>
       requestCrdHandoff(ctx.db, { userId: ctx.user.id, ...input, actor: ctx.actor }),
     ),
+
+  /**
+   * "I'm still using it": the fleet's idle limit counts again from now for the researcher's VM
+   * (the answer says when it would now release it, while the VM stays idle).
+   */
+  keepIdle: researcherProcedure
+    .input(noInput)
+    .mutation(({ ctx }) => keepIdleVm(ctx.db, { userId: ctx.user.id, actor: ctx.actor })),
 
   release: researcherProcedure.input(noInput).mutation(async ({ ctx }) => {
     const vm = await releaseVm(ctx.db, { userId: ctx.user.id, actor: ctx.actor });

@@ -92,6 +92,11 @@ export const vms = pgTable(
     gpus: jsonb("gpus").$type<GpuReading[]>().notNull().default([]),
     inUse: boolean("in_use").notNull().default(false),
     idleSince: ts("idle_since"),
+    /**
+     * When the holder last said "I'm still using it" on My VM: the fleet's idle limit counts from
+     * the latest of the claim, the start of idleness and this.
+     */
+    idleKeptAt: ts("idle_kept_at"),
     /** The current boot's timings (see BootTimings); null until the agent reports any. */
     bootTimings: jsonb("boot_timings").$type<BootTimings>(),
     createdAt: createdAt(),

@@ -1,0 +1,1 @@
+ALTER TABLE "vms" ADD COLUMN "idle_kept_at" timestamp with time zone;
