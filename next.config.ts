@@ -18,6 +18,10 @@ const nextConfig: NextConfig = {
         source: "/api/trpc/:path*",
         headers: [{ key: "Content-Security-Policy", value: API_CSP }],
       },
+      {
+        source: "/api/metrics",
+        headers: [{ key: "Content-Security-Policy", value: API_CSP }],
+      },
       // Behind a TLS-terminating proxy: HSTS whenever the request came in over HTTPS.
       {
         source: "/:path*",

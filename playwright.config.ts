@@ -7,6 +7,8 @@ const PG_PORT = process.env.LABLINK_E2E_PG_PORT ?? "54359";
 const baseURL = `http://127.0.0.1:${PORT}`;
 // e2e/oidc-provider.ts runs a real OpenID provider here during e2e/oidc.spec.ts.
 const OIDC_PORT = Number(process.env.LABLINK_E2E_OIDC_PORT ?? PORT + 1);
+/** The scrape token the e2e server is started with (e2e/metrics.spec.ts sends it). */
+export const METRICS_TOKEN = "lablink-e2e-metrics-token";
 const ci = !!process.env.CI;
 // No browser download is possible on these machines: Debian's chromium (apt-get install chromium).
 // Where neither is present, Playwright's own (`npx playwright install chromium`) is used.
@@ -75,6 +77,8 @@ export default defineConfig({
       LABLINK_OIDC_CLIENT_SECRET: "lablink-e2e-client-secret",
       LABLINK_OIDC_NAME: "Example University",
       LABLINK_ALLOWED_EMAILS: "example.edu",
+      // Prometheus metrics on (e2e/metrics.spec.ts).
+      LABLINK_METRICS_TOKEN: METRICS_TOKEN,
     },
     // Includes `next build` when sources changed since the last build: measured ~140 s from a
     // cold start on two busy cores (compile ~35 s, type check ~65 s), so 180 s was too tight.

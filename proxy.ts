@@ -23,8 +23,8 @@ export function proxy(request: NextRequest) {
 export const config = {
   matcher: [
     {
-      // Pages and Auth.js; not the JSON API (agents' long-polls), not static files.
-      source: "/((?!api/trpc|api/health|_next/static|_next/image|favicon.ico).*)",
+      // Pages and Auth.js; not the JSON API (agents' long-polls), metrics or static files.
+      source: "/((?!api/trpc|api/health|api/metrics|_next/static|_next/image|favicon.ico).*)",
       missing: [
         { type: "header", key: "next-router-prefetch" },
         { type: "header", key: "purpose", value: "prefetch" },

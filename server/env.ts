@@ -80,6 +80,8 @@ const schema = z
       .regex(/^smtps?:\/\//, "must be an smtp:// or smtps:// URL")
       .optional(),
     LABLINK_EMAIL_FROM: z.string().min(3).max(200).optional(),
+    /** Bearer token Prometheus sends to GET /api/metrics; unset: the endpoint answers 404. */
+    LABLINK_METRICS_TOKEN: z.string().min(16, "must be at least 16 characters").max(200).optional(),
     /**
      * With SMTP set up, researchers are emailed this many minutes before a hold or idle limit
      * releases their VM; 0: no reminders.

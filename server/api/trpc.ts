@@ -12,6 +12,7 @@ import { domainErrorCodes, isDomainError } from "../domain/errors";
 import type { Actor } from "../domain/vm-state";
 import type { VmEventHub } from "../events";
 import { logger } from "../log";
+import { metrics } from "../metrics";
 
 /** What the session cookie says; roles are re-read from the database on every call. */
 export type SessionUser = {
@@ -67,15 +68,25 @@ export const mergeRouters = t.mergeRouters;
 const errorMapping = t.middleware(async ({ ctx, next, path, type }) => {
   const started = performance.now();
   const result = await next();
+  const seconds = (performance.now() - started) / 1000;
   // One line per call: never the input or headers (they carry tokens), only what and who.
   const fields = {
     path,
     type,
     ip: ctx.ip,
-    ms: Math.round(performance.now() - started),
-    code: result.ok ? "OK" : result.error.code,
+    ms: Math.round(seconds * 1000),
+    // A domain error's own code (NOT_FOUND, CONFLICT...), not the INTERNAL_SERVER_ERROR that
+    // wraps it until it is mapped below.
+    code: result.ok
+      ? "OK"
+      : isDomainError(result.error.cause)
+        ? domainErrorCodes[result.error.cause.code]
+        : result.error.code,
   };
-  if (!result.ok && ["UNAUTHORIZED", "FORBIDDEN"].includes(result.error.code)) {
+  const m = metrics();
+  m.apiCalls.inc({ path, code: fields.code });
+  m.apiSeconds.observe({ type }, seconds);
+  if (fields.code === "UNAUTHORIZED" || fields.code === "FORBIDDEN") {
     logger.info(fields, "access refused");
   } else {
     logger.debug(fields, "api call");

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { vmLogSource, vmState } from "../../db/schema";
 import { claimVm, releaseVm } from "../../domain/allocation";
+import { isDomainError } from "../../domain/errors";
 import { listVms } from "../../domain/fleets";
 import { gpuHistory } from "../../domain/gpu-history";
 import { myVmWithConnection, requestCrdHandoff } from "../../domain/handoff";
@@ -9,6 +10,7 @@ import { publicOperation } from "../../domain/operations";
 import { requestVmOperation } from "../../domain/provisioning";
 import { drainVm, forceReleaseVm, markVmFailed, undrainVm, vmDetail } from "../../domain/vm-admin";
 import { listLogs } from "../../domain/vm-logs";
+import { metrics } from "../../metrics";
 import { adminProcedure, createRouter, noInput, rateLimit, researcherProcedure } from "../trpc";
 
 export const vmRouter = createRouter({
@@ -24,14 +26,27 @@ export const vmRouter = createRouter({
         .optional(),
     )
     .mutation(async ({ ctx, input }) => {
-      const { vm, rejoined } = await claimVm(ctx.db, {
-        userId: ctx.user.id,
-        role: ctx.user.role,
-        fleetId: input?.fleetId,
-        instanceType: input?.instanceType,
-        actor: ctx.actor,
-      });
-      return { vmId: vm.id, name: vm.name, state: vm.state, rejoined };
+      const started = performance.now();
+      const m = metrics();
+      const count = (outcome: string) => {
+        m.claims.inc({ outcome });
+        m.claimSeconds.observe({ outcome }, (performance.now() - started) / 1000);
+      };
+      try {
+        const { vm, rejoined } = await claimVm(ctx.db, {
+          userId: ctx.user.id,
+          role: ctx.user.role,
+          fleetId: input?.fleetId,
+          instanceType: input?.instanceType,
+          actor: ctx.actor,
+        });
+        count(rejoined ? "rejoined" : "claimed");
+        return { vmId: vm.id, name: vm.name, state: vm.state, rejoined };
+      } catch (e) {
+        // The refusal's domain code (NO_CAPACITY, FORBIDDEN...); anything else is an error.
+        count(isDomainError(e) ? e.code.toLowerCase() : "error");
+        throw e;
+      }
     }),
 
   /** The researcher's VM, with the state of their remote-desktop hand-off (never its code). */
