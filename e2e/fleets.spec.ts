@@ -1,4 +1,4 @@
-import { fleetName, query } from "./admin-api";
+import { createLocalFleet, destroyFleet, fleetName, query } from "./admin-api";
 import { expect, mutate, test, uniqueName } from "./fixtures";
 
 test("admin creates a local fleet, watches it come up with its log, scales it and destroys it", async ({
@@ -146,4 +146,60 @@ test("admin creates a local fleet and watches it come up with progress, drains a
   await expect(page.getByTestId("fleet-card").filter({ hasText: name })).toHaveCount(0, {
     timeout: 30_000,
   });
+});
+
+test("admin schedules a fleet's size for later; the worker scales it when due, and a pending change can be cancelled", async ({
+  signInAs,
+}) => {
+  const { page } = await signInAs("admin", "scheduler");
+  const name = fleetName("sched");
+  const fleetId = await createLocalFleet(page.request, { name, size: 1 });
+  try {
+    await page.goto("/admin/fleets");
+    const card = page.getByTestId("fleet-card").filter({ hasText: name });
+    await expect(card.getByTestId("fleet-counts")).toHaveText("1 ready", { timeout: 30_000 });
+    await card.getByText("Scheduled sizes").click();
+    await expect(card.getByText("No scheduled changes.")).toBeVisible();
+    // A datetime-local value in the browser's own time zone, `seconds` from now.
+    const inSeconds = (seconds: number) =>
+      page.evaluate((s) => {
+        const d = new Date(Date.now() + s * 1000);
+        const p = (n: number) => String(n).padStart(2, "0");
+        return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+      }, seconds);
+    const size = card.getByLabel(`Scale ${name} to (VMs)`);
+    const at = card.getByLabel("At (your time)");
+
+    // The past is refused with a reason.
+    await size.fill("2");
+    await at.fill(await inSeconds(-3600));
+    await card.getByRole("button", { name: "Schedule", exact: true }).click();
+    await expect(card.getByRole("alert")).toHaveText("Pick a time in the future.");
+
+    // In a few seconds: pending, then done by the worker (every 15 s), and the fleet grows.
+    await at.fill(await inSeconds(3));
+    await card.getByRole("button", { name: "Schedule", exact: true }).click();
+    const first = card.getByTestId("schedule").first();
+    await expect(first).toContainText("→ 2 VMs");
+    await expect(first.getByTestId("schedule-status")).toHaveText(/pending|done/);
+    await expect(first.getByTestId("schedule-status")).toHaveText("done", { timeout: 40_000 });
+    await expect(first.getByRole("link", { name: "operation" })).toHaveAttribute(
+      "href",
+      /^\/admin\/operations\/[0-9a-f-]{36}$/,
+    );
+    await expect(card.getByTestId("fleet-counts")).toHaveText("2 ready", { timeout: 45_000 });
+
+    // Tomorrow's change back to 0, cancelled before it is due.
+    await size.fill("0");
+    await at.fill(await inSeconds(24 * 3600));
+    await card.getByRole("button", { name: "Schedule", exact: true }).click();
+    await expect(card.getByText("Scheduled sizes (1 pending)")).toBeVisible();
+    await card.getByRole("button", { name: /^Cancel the change at / }).click();
+    await expect(card.getByText("Scheduled sizes (1 pending)")).toHaveCount(0);
+    await expect(
+      card.getByTestId("schedule").filter({ hasText: "→ 0 VMs" }).getByTestId("schedule-status"),
+    ).toHaveText("cancelled");
+  } finally {
+    await destroyFleet(page.request, fleetId);
+  }
 });

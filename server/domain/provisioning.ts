@@ -1,5 +1,5 @@
 import { and, eq, inArray, sql } from "drizzle-orm";
-import type { Db } from "../db/client";
+import type { Db, DbOrTx } from "../db/client";
 import { type Fleet, type FleetDriverName, fleets, vms } from "../db/schema";
 import { isUniqueViolation } from "./allocation";
 import { DomainError } from "./errors";
@@ -70,7 +70,7 @@ export async function createFleet(db: Db, spec: FleetSpec, actor: Actor) {
   }
 }
 
-async function liveFleet(db: Db, fleetId: string): Promise<Fleet> {
+async function liveFleet(db: DbOrTx, fleetId: string): Promise<Fleet> {
   const [fleet] = await db.select().from(fleets).where(eq(fleets.id, fleetId));
   if (!fleet) throw new DomainError("NOT_FOUND", "No such fleet.", { fleetId });
   if (fleet.status === "destroyed" || fleet.status === "destroying")
@@ -80,7 +80,8 @@ async function liveFleet(db: Db, fleetId: string): Promise<Fleet> {
   return fleet;
 }
 
-export async function scaleFleet(db: Db, fleetId: string, size: number, actor: Actor) {
+/** Requests a scale operation; `db` may be a transaction (the scheduler's). */
+export async function scaleFleet(db: DbOrTx, fleetId: string, size: number, actor: Actor) {
   const fleet = await liveFleet(db, fleetId);
   return db.transaction(async (tx) => {
     const operation = await requestOperation(tx, {

@@ -8,6 +8,7 @@ import { markSilentAgents } from "../domain/health";
 import { releaseExpiredHolds } from "../domain/hold-limits";
 import { type ReminderSettings, sendHoldReminders } from "../domain/hold-reminders";
 import { type OrphanPolicy, reconcileAll } from "../domain/reconcile";
+import { runDueSchedules } from "../domain/schedules";
 import { defineJob } from "./define";
 import { executeOperation, type OperationSettings } from "./operations";
 
@@ -65,6 +66,25 @@ export const expireHolds = (deps: Pick<JobDeps, "reminders"> = {}) =>
       if (reminded.length > 0)
         log.info({ vmIds: reminded.map((r) => r.vmId) }, "holders reminded of a coming release");
       return { released: released.length, reminded: reminded.length };
+    },
+  });
+
+/** Starts the scale operations of scheduled fleet sizes that are due (every 15 s). */
+export const runSchedules = () =>
+  defineJob({
+    name: "fleet.run-schedules",
+    schema: z.strictObject({}),
+    retry: { limit: 0, delaySeconds: 0, backoff: false },
+    timeoutSeconds: 60,
+    handler: async (_payload, { db, log }) => {
+      const runs = await runDueSchedules(db);
+      const count = (outcome: string) => runs.filter((r) => r.outcome === outcome).length;
+      const done = count("done");
+      const failed = count("failed");
+      if (done > 0) log.info({ done }, "scheduled fleet sizes started");
+      if (failed > 0)
+        log.warn({ failed }, "scheduled fleet sizes failed; see the fleet's schedule");
+      return { done, failed, waiting: count("waiting"), superseded: count("superseded") };
     },
   });
 
@@ -145,6 +165,7 @@ export const allJobs = (deps: JobDeps) => [
   reconcileFleets(deps),
   sweepSilentAgents(deps),
   expireHolds(deps),
+  runSchedules(),
   pruneGpuSamplesJob(deps),
   applyFleet(deps),
   runOperation(deps),

@@ -109,6 +109,12 @@ async function main() {
         .send("vm.sweep-silent", {}, { singletonSeconds: 10 })
         .catch((err) => log.error({ err }, "sweep enqueue failed"));
     }, 10_000),
+    // Scheduled fleet sizes start at most 15 s late.
+    setInterval(() => {
+      runner
+        .send("fleet.run-schedules", {}, { singletonSeconds: 15 })
+        .catch((err) => log.error({ err }, "schedule enqueue failed"));
+    }, 15_000),
     // Hold limits are whole minutes: checking every 30 s releases a VM at most that late.
     setInterval(() => {
       runner

@@ -3,6 +3,7 @@
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useState } from "react";
 import { useTRPC, useTRPCClient } from "@/app/providers";
+import { FleetSchedules } from "./fleet-schedules";
 import { OperationLog } from "./operation-log";
 
 type FieldErrors = { path: string; message: string }[] | undefined;
@@ -306,6 +307,7 @@ export function FleetsAdmin() {
                     fleet={{ id: f.id, name: f.name, minutes: f.idleReleaseMinutes }}
                     onSaved={refresh}
                   />
+                  {f.driver !== "byo" && <FleetSchedules fleet={f} />}
                 </>
               )}
             </li>

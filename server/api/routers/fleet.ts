@@ -4,6 +4,7 @@ import { listFleets } from "../../domain/fleets";
 import { setFleetLimit } from "../../domain/hold-limits";
 import { publicOperation } from "../../domain/operations";
 import { createFleet, destroyFleet, scaleFleet } from "../../domain/provisioning";
+import { cancelSchedule, listSchedules, scheduleScale } from "../../domain/schedules";
 import { adminProcedure, createRouter, noInput } from "../trpc";
 
 /** Fleet sizes an admin may ask for in one request. */
@@ -104,6 +105,24 @@ export const fleetRouter = createRouter({
       const { operation } = await scaleFleet(ctx.db, input.fleetId, input.size, ctx.actor);
       return { operation: publicOperation(operation) };
     }),
+
+  /** A fleet's scheduled sizes: every pending one, soonest first, then the last 10 finished. */
+  schedules: adminProcedure
+    .input(z.strictObject({ fleetId: z.uuid() }))
+    .query(({ ctx, input }) => listSchedules(ctx.db, input.fleetId)),
+
+  /**
+   * Scales the fleet to `size` at `at` (a workshop's start or end): the worker requests the scale
+   * operation when it is due. `at` must be in the future, within a year.
+   */
+  scheduleScale: adminProcedure
+    .input(z.strictObject({ fleetId: z.uuid(), at: z.date(), size: common.size }))
+    .mutation(({ ctx, input }) => scheduleScale(ctx.db, { ...input, actor: ctx.actor })),
+
+  /** Cancels a pending scheduled size. */
+  cancelSchedule: adminProcedure
+    .input(z.strictObject({ scheduleId: z.uuid() }))
+    .mutation(({ ctx, input }) => cancelSchedule(ctx.db, input.scheduleId, ctx.actor)),
 
   /**
    * Changes an existing fleet's hold limit (null: none). It applies to current holds too; the

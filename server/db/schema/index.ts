@@ -7,6 +7,7 @@ export * from "./handoffs";
 export * from "./hold-reminders";
 export * from "./operations";
 export * from "./rate-limits";
+export * from "./schedules";
 export * from "./ssh-keys";
 export * from "./users";
 export * from "./vm-telemetry";
