@@ -111,6 +111,7 @@ test("the admin pages have no serious accessibility problems", async ({ signInAs
     ["/admin/operations", () => expect(page.getByTestId("operation-row").first()).toBeVisible()],
     ["/admin/audit", () => expect(page.getByTestId("audit-row").first()).toBeVisible()],
     ["/admin/users", () => expect(page.getByTestId("user-row").first()).toBeVisible()],
+    ["/admin/usage", () => expect(page.getByTestId("usage-total")).toBeVisible()],
     ["/admin/groups", () => expect(page.getByRole("heading", { name: "New group" })).toBeVisible()],
     [
       "/admin/enrollment",

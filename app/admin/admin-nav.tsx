@@ -12,6 +12,7 @@ const ITEMS = [
   { href: "/admin/fleets", label: "Fleets" },
   { href: "/admin/operations", label: "Operations" },
   { href: "/admin/audit", label: "Audit" },
+  { href: "/admin/usage", label: "Usage" },
   { href: "/admin/users", label: "Users" },
   { href: "/admin/groups", label: "Groups" },
   { href: "/admin/enrollment", label: "Enrollment" },

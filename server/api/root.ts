@@ -6,6 +6,7 @@ import { groupRouter } from "./routers/group";
 import { operationRouter } from "./routers/operation";
 import { poolRouter } from "./routers/pool";
 import { profileRouter } from "./routers/profile";
+import { usageRouter } from "./routers/usage";
 import { userRouter } from "./routers/user";
 import { vmRouter } from "./routers/vm";
 import { createCallerFactory, createRouter } from "./trpc";
@@ -21,6 +22,7 @@ export const appRouter = createRouter({
   enrollment: enrollmentRouter,
   profile: profileRouter,
   audit: auditRouter,
+  usage: usageRouter,
 });
 
 export type AppRouter = typeof appRouter;
