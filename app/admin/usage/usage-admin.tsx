@@ -73,75 +73,80 @@ export function UsageAdmin() {
             {hours(data.total.hours)} hours, {hours(data.total.gpuHours)} GPU-hours from{" "}
             {data.from.toLocaleDateString()} to {data.to.toLocaleDateString()}.
           </p>
-          <section aria-labelledby="usage-people" className={panelClass}>
-            <h2 id="usage-people" className="mb-2 font-semibold">
-              By researcher
-            </h2>
-            {data.users.length === 0 ? (
-              <Empty>No VM was held in this period.</Empty>
-            ) : (
-              <table className="w-full text-left text-sm">
-                <thead>
-                  <tr>
-                    <th scope="col">Researcher</th>
-                    <th scope="col">Holds</th>
-                    <th scope="col">Hours</th>
-                    <th scope="col">GPU-hours</th>
-                    <th scope="col">Holding now</th>
-                  </tr>
-                </thead>
-                <tbody>
-                  {data.users.map((u) => (
-                    <tr key={u.userId} data-testid="usage-user">
-                      <td>
-                        {u.name ?? "(deleted user)"}
-                        {u.email && (
-                          <span className="block text-slate-600 dark:text-slate-400">
-                            {u.email}
-                          </span>
-                        )}
-                      </td>
-                      <td>{u.holds}</td>
-                      <td>{hours(u.hours)}</td>
-                      <td>{hours(u.gpuHours)}</td>
-                      <td>{u.holdingNow ? "yes" : "no"}</td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            )}
-          </section>
-          <section aria-labelledby="usage-fleets" className={panelClass}>
-            <h2 id="usage-fleets" className="mb-2 font-semibold">
-              By fleet
-            </h2>
-            {data.fleets.length === 0 ? (
-              <Empty>No VM was held in this period.</Empty>
-            ) : (
-              <table className="w-full text-left text-sm">
-                <thead>
-                  <tr>
-                    <th scope="col">Fleet</th>
-                    <th scope="col">Holds</th>
-                    <th scope="col">Hours</th>
-                    <th scope="col">GPU-hours</th>
-                  </tr>
-                </thead>
-                <tbody>
-                  {data.fleets.map((fl) => (
-                    <tr key={fl.fleetId ?? "none"} data-testid="usage-fleet">
-                      <td>{fl.fleet ?? "(deleted VMs)"}</td>
-                      <td>{fl.holds}</td>
-                      <td>{hours(fl.hours)}</td>
-                      <td>{hours(fl.gpuHours)}</td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            )}
-          </section>
+          <UsageTable
+            id="usage-people"
+            title="By researcher"
+            columns={["Researcher", "Holds", "Hours", "GPU-hours", "Holding now"]}
+            rows={data.users.map((u) => ({
+              key: u.userId,
+              testId: "usage-user",
+              cells: [
+                <>
+                  {u.name ?? "(deleted user)"}
+                  {u.email && (
+                    <span className="block text-slate-600 dark:text-slate-400">{u.email}</span>
+                  )}
+                </>,
+                u.holds,
+                hours(u.hours),
+                hours(u.gpuHours),
+                u.holdingNow ? "yes" : "no",
+              ],
+            }))}
+          />
+          <UsageTable
+            id="usage-fleets"
+            title="By fleet"
+            columns={["Fleet", "Holds", "Hours", "GPU-hours"]}
+            rows={data.fleets.map((fl) => ({
+              key: fl.fleetId ?? "none",
+              testId: "usage-fleet",
+              cells: [fl.fleet ?? "(deleted VMs)", fl.holds, hours(fl.hours), hours(fl.gpuHours)],
+            }))}
+          />
         </>
       )}
     </div>
+  );
+}
+
+/** One of the page's two tables, or a note that nothing was held. */
+function UsageTable(props: {
+  id: string;
+  title: string;
+  columns: string[];
+  rows: { key: string; testId: string; cells: React.ReactNode[] }[];
+}) {
+  return (
+    <section aria-labelledby={props.id} className={panelClass}>
+      <h2 id={props.id} className="mb-2 font-semibold">
+        {props.title}
+      </h2>
+      {props.rows.length === 0 ? (
+        <Empty>No VM was held in this period.</Empty>
+      ) : (
+        <table className="w-full text-left text-sm">
+          <thead>
+            <tr>
+              {props.columns.map((c) => (
+                <th key={c} scope="col">
+                  {c}
+                </th>
+              ))}
+            </tr>
+          </thead>
+          <tbody>
+            {props.rows.map((r) => (
+              <tr key={r.key} data-testid={r.testId}>
+                {r.cells.map((c, i) => (
+                  // biome-ignore lint/suspicious/noArrayIndexKey: a row's cells are fixed columns
+                  <td key={i}>{c}</td>
+                ))}
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </section>
   );
 }
