@@ -203,3 +203,40 @@ test("admin schedules a fleet's size for later; the worker scales it when due, a
     await destroyFleet(page.request, fleetId);
   }
 });
+
+test("admin sets a fleet's weekly GPU-hour quota; a researcher sees how much of it they used", async ({
+  signInAs,
+}) => {
+  const admin = await signInAs("admin", "quota-admin");
+  const name = fleetName("quota");
+  const fleetId = await createLocalFleet(admin.page.request, { name, size: 0 });
+  try {
+    const { page } = admin;
+    await page.goto("/admin/fleets");
+    const card = page.getByTestId("fleet-card").filter({ hasText: name });
+    await expect(card.getByTestId("fleet-quota")).toHaveText("GPU-hour quota: none");
+    await card.getByText("Change GPU-hour quota").click();
+    const field = card.getByLabel(
+      `New GPU-hour quota for ${name} (GPU-hours per researcher per week)`,
+    );
+    await field.fill("0");
+    await card.getByRole("button", { name: "Save GPU-hour quota" }).click();
+    await expect(card.getByRole("alert")).toHaveText("GPU-hour quota must be at least 1 GPU-hour.");
+    await field.fill("5");
+    await card.getByRole("button", { name: "Save GPU-hour quota" }).click();
+    await expect(card.getByTestId("quota-limit-saved")).toHaveText(
+      "Saved: 5 GPU-hours per researcher per week.",
+    );
+    await expect(card.getByTestId("fleet-quota")).toHaveText(
+      "GPU-hour quota: 5 per researcher per week",
+    );
+
+    const researcher = await signInAs("researcher", "quota-user");
+    const pool = researcher.page.getByTestId("pool-fleet").filter({ hasText: name });
+    await expect(pool.getByTestId("fleet-quota-used")).toHaveText(
+      "Your GPU-hours, last 7 days: 0 of 5",
+    );
+  } finally {
+    await destroyFleet(admin.page.request, fleetId);
+  }
+});

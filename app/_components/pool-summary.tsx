@@ -46,6 +46,12 @@ export function PoolSummary() {
                 <p className="text-sm text-slate-600 dark:text-slate-400">
                   {f.gpuCount} × {f.gpuModel ?? "GPU"} · {f.instanceType}
                 </p>
+                {f.quota && (
+                  <p data-testid="fleet-quota-used" className="text-sm">
+                    Your GPU-hours, last 7 days: {f.quota.usedGpuHours} of {f.quota.gpuHoursPerWeek}
+                    {f.quota.usedGpuHours >= f.quota.gpuHoursPerWeek && " (used up)"}
+                  </p>
+                )}
                 <p className="mt-2 text-sm">
                   <span className="font-semibold text-emerald-700 dark:text-emerald-400">
                     {f.ready} ready

@@ -62,6 +62,13 @@ const fleetOpenTo = (fleetId: string) =>
  * researcher) so each is prepared once per connection and planned for its own shape.
  * $1 user, $2 actor kind, $3 actor id, $4 ip, then the filters.
  */
+/**
+ * A fleet's weekly GPU-hour quota, for the claiming researcher ($1): no quota, or less used in the
+ * last 7 days than it allows (lablink_gpu_hours, migration 0014).
+ */
+const underQuota = (fleet: string) =>
+  `(${fleet}.gpu_hours_per_week IS NULL OR lablink_gpu_hours($1::text, ${fleet}.id, now() - interval '7 days') < ${fleet}.gpu_hours_per_week)`;
+
 const claimSql = (byFleet: boolean, byType: boolean, admin: boolean) => {
   const scope = [
     byFleet ? "v.fleet_id = $5" : null,
@@ -81,7 +88,7 @@ const claimSql = (byFleet: boolean, byType: boolean, admin: boolean) => {
         AND ${where([
           "v.state = 'ready'",
           "v.healthy",
-          "v.fleet_id IN (SELECT id FROM fleets WHERE status IN ('active', 'scaling'))",
+          `v.fleet_id IN (SELECT f.id FROM fleets f WHERE f.status IN ('active', 'scaling') AND ${underQuota("f")})`,
         ])}
       ORDER BY v.state_changed_at, v.id
       LIMIT 1
@@ -103,8 +110,22 @@ const claimSql = (byFleet: boolean, byType: boolean, admin: boolean) => {
       SELECT 'claimed' AS outcome, claimed.* FROM claimed
     )
     SELECT result.*, CASE WHEN result.outcome IS NULL THEN (
+      WITH over AS (
+        SELECT f.id, f.name, f.gpu_hours_per_week AS quota,
+          lablink_gpu_hours($1::text, f.id, now() - interval '7 days') AS used
+        FROM fleets f WHERE f.gpu_hours_per_week IS NOT NULL AND NOT ${underQuota("f")}
+      )
       SELECT jsonb_build_object(
-        'ready', count(*) FILTER (WHERE v.state = 'ready' AND v.healthy),
+        'ready', count(*) FILTER (
+          WHERE v.state = 'ready' AND v.healthy AND v.fleet_id NOT IN (SELECT id FROM over)),
+        -- Ready VMs this researcher may not claim because their quota on the fleet is used up.
+        'overQuota', count(*) FILTER (
+          WHERE v.state = 'ready' AND v.healthy AND v.fleet_id IN (SELECT id FROM over)),
+        'quota', (SELECT jsonb_build_object('fleet', over.name, 'used', over.used, 'limit', over.quota)
+                  FROM over WHERE EXISTS (
+                    SELECT 1 FROM vms v WHERE v.fleet_id = over.id
+                      AND ${where(["v.state = 'ready'", "v.healthy"])})
+                  ORDER BY over.name LIMIT 1),
         'booting', count(*) FILTER (WHERE v.state IN ('provisioning', 'booting', 'rebooting')),
         'inUse', count(*) FILTER (WHERE v.state IN ('claimed', 'releasing', 'draining')),
         'unhealthy', count(*) FILTER (WHERE (v.state = 'ready' AND NOT v.healthy) OR v.state = 'failed'),
@@ -133,7 +154,12 @@ function claimText(byFleet: boolean, byType: boolean, admin: boolean): string {
 
 /** What a failed claim reports about the VMs it could have had (the error's details). */
 export type ClaimCapacity = {
+  /** Ready VMs this researcher could have had (not counting fleets whose quota they used up). */
   ready: number;
+  /** Ready VMs in fleets whose weekly GPU-hour quota this researcher has used up. */
+  overQuota: number;
+  /** One such fleet, for the message. */
+  quota: { fleet: string; used: number; limit: number } | null;
   booting: number;
   inUse: number;
   unhealthy: number;
@@ -233,12 +259,22 @@ export async function claimVm(db: DbOrTx, req: ClaimRequest): Promise<ClaimResul
 
   const { fleetOk: _ok, ...c } = capacity ?? {
     ready: 0,
+    overQuota: 0,
+    quota: null,
     booting: 0,
     inUse: 0,
     unhealthy: 0,
     total: 0,
     fleetOk: true,
   };
+  if (c.ready === 0 && c.overQuota > 0 && c.quota) {
+    const used = Math.round(c.quota.used * 10) / 10;
+    throw new DomainError(
+      "QUOTA_EXCEEDED",
+      `You have used ${used} of your ${c.quota.limit} GPU-hours for the last 7 days on ${c.quota.fleet}. They come back as your earlier holds pass out of that window; ask your admin if you need more.`,
+      c,
+    );
+  }
   throw new DomainError(
     "NO_CAPACITY",
     c.total === 0

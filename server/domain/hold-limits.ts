@@ -273,19 +273,23 @@ export async function lastEndedHold(db: DbOrTx, userId: string): Promise<EndedHo
 const LIMITS = {
   hold: { column: fleets.maxHoldMinutes, action: "fleet.hold_limit", endsAt: holdEndsAt },
   idle: { column: fleets.idleReleaseMinutes, action: "fleet.idle_limit", endsAt: idleEndsAt },
+  /** GPU-hours per researcher in any 7 days: checked at each claim, ends no current hold. */
+  quota: { column: fleets.gpuHoursPerWeek, action: "fleet.quota", endsAt: null },
 } as const;
 export type FleetLimit = keyof typeof LIMITS;
 
 export type LimitChange = {
   fleetId: string;
-  minutes: number | null;
+  /** Minutes for the hold and idle limits, GPU-hours for the quota; null: none. */
+  value: number | null;
   /** Current holds already past the new limit: the next sweep (within 30 s) ends them. */
   holdsPastLimit: number;
 };
 
 /**
  * Sets one of a fleet's limits (null: none) with an audit row saying from what to what, in one
- * transaction: the hold limit (`fleet.hold_limit`) or the idle limit (`fleet.idle_limit`). The
+ * transaction: the hold limit (`fleet.hold_limit`), the idle limit (`fleet.idle_limit`) or the
+ * weekly GPU-hour quota (`fleet.quota`, which only later claims check). The
  * limit applies to current holds as well, the same way the sweep always reads it; the answer says
  * how many holds are already past it, so the admin knows who is about to lose their VM. A
  * destroyed fleet cannot be changed.
@@ -294,7 +298,7 @@ export async function setFleetLimit(
   db: Db,
   fleetId: string,
   limit: FleetLimit,
-  minutes: number | null,
+  value: number | null,
   actor: Actor,
 ): Promise<LimitChange> {
   const { column, action, endsAt } = LIMITS[limit];
@@ -314,8 +318,10 @@ export async function setFleetLimit(
       .update(fleets)
       .set(
         limit === "hold"
-          ? { maxHoldMinutes: minutes, updatedAt: sql`now()` }
-          : { idleReleaseMinutes: minutes, updatedAt: sql`now()` },
+          ? { maxHoldMinutes: value, updatedAt: sql`now()` }
+          : limit === "idle"
+            ? { idleReleaseMinutes: value, updatedAt: sql`now()` }
+            : { gpuHoursPerWeek: value, updatedAt: sql`now()` },
       )
       .where(eq(fleets.id, fleetId));
     await audit(
@@ -323,10 +329,10 @@ export async function setFleetLimit(
       actor,
       action,
       { kind: "fleet", id: fleetId },
-      { from: fleet.current, to: minutes },
+      { from: fleet.current, to: value },
     );
     let holdsPastLimit = 0;
-    if (minutes !== null) {
+    if (value !== null && endsAt) {
       const [row] = await tx
         .select({ n: sql<number>`count(*)::int` })
         .from(vms)
@@ -335,11 +341,11 @@ export async function setFleetLimit(
             eq(vms.fleetId, fleetId),
             held(),
             limit === "idle" ? reportedIdle() : undefined,
-            sql`${endsAt(minutes)} <= now()`,
+            sql`${endsAt(value)} <= now()`,
           ),
         );
       holdsPastLimit = row?.n ?? 0;
     }
-    return { fleetId, minutes, holdsPastLimit };
+    return { fleetId, value, holdsPastLimit };
   });
 }

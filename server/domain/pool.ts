@@ -90,6 +90,11 @@ export type PoolFleet = {
   medianBootSeconds: number | null;
   operation: PoolOperation | null;
   outlook: Outlook;
+  /**
+   * The fleet's weekly GPU-hour quota and how much of it the viewer used in the last 7 days;
+   * null without a quota (or without a signed-in viewer).
+   */
+  quota: { gpuHoursPerWeek: number; usedGpuHours: number } | null;
 } & Capacity;
 
 /** How many recent boots a fleet's median is taken over, and how far back they may lie. */
@@ -168,6 +173,12 @@ export async function poolSummary(db: DbOrTx, viewer: Viewer = null): Promise<Po
         gpuModel: fleets.gpuModel,
         gpuCount: fleets.gpuCount,
         status: fleets.status,
+        gpuHoursPerWeek: fleets.gpuHoursPerWeek,
+        usedGpuHours: viewer
+          ? sql<
+              number | null
+            >`CASE WHEN ${fleets.gpuHoursPerWeek} IS NOT NULL THEN lablink_gpu_hours(${viewer.userId}, ${fleets.id}, now() - interval '7 days') END`
+          : sql<number | null>`NULL`,
       })
       .from(fleets)
       .where(and(live, fleetAccessible(fleets.id, viewer)))
@@ -212,8 +223,13 @@ export async function poolSummary(db: DbOrTx, viewer: Viewer = null): Promise<Po
         }
       : null;
     const median = medians.get(f.fleetId) ?? null;
+    const { gpuHoursPerWeek, usedGpuHours, ...fleet } = f;
     return {
-      ...f,
+      ...fleet,
+      quota:
+        gpuHoursPerWeek !== null && usedGpuHours !== null
+          ? { gpuHoursPerWeek, usedGpuHours: Math.round(Number(usedGpuHours) * 10) / 10 }
+          : null,
       ...capacity,
       medianBootSeconds: median,
       operation,

@@ -25,6 +25,8 @@ export type FleetSpec = {
   maxHoldMinutes?: number | null;
   /** How long a held VM may stay idle before it is released; null or absent: no limit. */
   idleReleaseMinutes?: number | null;
+  /** GPU-hours each researcher may use in any 7 days; null or absent: no quota. */
+  gpuHoursPerWeek?: number | null;
   /** Groups whose members may claim its VMs; empty: every researcher. */
   groupIds?: string[];
   config: Record<string, unknown>;
@@ -46,6 +48,7 @@ export async function createFleet(db: Db, spec: FleetSpec, actor: Actor) {
           desiredSize: 0,
           maxHoldMinutes: spec.maxHoldMinutes ?? null,
           idleReleaseMinutes: spec.idleReleaseMinutes ?? null,
+          gpuHoursPerWeek: spec.gpuHoursPerWeek ?? null,
           status: "creating",
           config: spec.config,
         })

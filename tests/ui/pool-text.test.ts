@@ -13,6 +13,7 @@ const fleet = (over: Partial<PoolFleet>): PoolFleet => ({
   medianBootSeconds: null,
   operation: null,
   outlook: { kind: "available" },
+  quota: null,
   ...capacity,
   ...over,
 });

@@ -89,6 +89,16 @@ const LIMITS = {
     past: (n: number) =>
       `${plural(n, "held VM is", "held VMs are")} already idle longer than this; they are released within a minute.`,
   },
+  quota: {
+    title: "GPU-hour quota",
+    unit: "GPU-hours per researcher per week",
+    perMinute: 1,
+    path: "gpuHoursPerWeek",
+    help: "Empty: no quota. Each researcher may use this many GPU-hours (hours held × GPUs per VM) of this fleet in any 7 days; claims over it are refused, current holds go on.",
+    saved: (value: number | null) =>
+      value === null ? "no quota" : `${value} GPU-hours per researcher per week`,
+    past: (_n: number) => "",
+  },
 } as const;
 
 /**
@@ -109,6 +119,13 @@ function LimitEditor(props: {
   );
   const save = useMutation({
     mutationFn: async (minutes: number | null) => {
+      if (kind === "quota") {
+        const r = await client.fleet.setQuota.mutate({
+          fleetId: fleet.id,
+          gpuHoursPerWeek: minutes,
+        });
+        return { minutes: r.gpuHoursPerWeek, holdsPastLimit: 0 };
+      }
       if (kind === "hold") {
         const r = await client.fleet.setHoldLimit.mutate({
           fleetId: fleet.id,
@@ -147,7 +164,7 @@ function LimitEditor(props: {
             type="number"
             step="any"
             value={value}
-            placeholder={kind === "hold" ? "no limit" : "never"}
+            placeholder={{ hold: "no limit", idle: "never", quota: "no quota" }[kind]}
             onChange={(e) => setValue(e.target.value)}
             aria-describedby={`${id}-help`}
             className="w-28 rounded border border-slate-300 px-2 py-1 dark:border-slate-700 dark:bg-slate-950"
@@ -190,6 +207,7 @@ export function FleetsAdmin() {
     /** Hours a researcher may hold a VM; empty: no limit. */
     holdHours: "",
     idleMinutes: "",
+    quota: "",
     region: "us-west-2",
     image: "",
     ami: "",
@@ -256,6 +274,12 @@ export function FleetsAdmin() {
                 </span>
               </p>
               <p data-testid="fleet-hold-limit">Hold limit: {holdText(f.maxHoldMinutes)}</p>
+              <p data-testid="fleet-quota">
+                GPU-hour quota:{" "}
+                {f.gpuHoursPerWeek === null
+                  ? "none"
+                  : `${f.gpuHoursPerWeek} per researcher per week`}
+              </p>
               <p data-testid="fleet-idle-limit">
                 Idle release:{" "}
                 {f.idleReleaseMinutes === null
@@ -305,6 +329,11 @@ export function FleetsAdmin() {
                   <LimitEditor
                     kind="idle"
                     fleet={{ id: f.id, name: f.name, minutes: f.idleReleaseMinutes }}
+                    onSaved={refresh}
+                  />
+                  <LimitEditor
+                    kind="quota"
+                    fleet={{ id: f.id, name: f.name, minutes: f.gpuHoursPerWeek }}
                     onSaved={refresh}
                   />
                   {f.driver !== "byo" && <FleetSchedules fleet={f} />}
@@ -380,6 +409,7 @@ export function FleetsAdmin() {
               idleReleaseMinutes: form.idleMinutes.trim()
                 ? Math.round(Number(form.idleMinutes))
                 : null,
+              gpuHoursPerWeek: form.quota.trim() ? Number(form.quota) : null,
               groupIds: form.groupIds,
             };
             const config = {
@@ -505,6 +535,17 @@ export function FleetsAdmin() {
             onChange={(idleMinutes) => setForm({ ...form, idleMinutes })}
             errors={fieldErrors}
             placeholder="never"
+            numeric
+          />
+          <OptionalField
+            id="fleet-quota"
+            label="GPU-hours per researcher per week"
+            path="gpuHoursPerWeek"
+            help="Each researcher may use this many GPU-hours (hours held × GPUs per VM) of this fleet in any 7 days; claims over it are refused. Empty: no quota."
+            value={form.quota}
+            onChange={(quota) => setForm({ ...form, quota })}
+            errors={fieldErrors}
+            placeholder="no quota"
             numeric
           />
           {form.driver === "terraform" && (

@@ -32,6 +32,13 @@ const idleMinutes = z
   .min(MIN_IDLE_MINUTES, `must be at least ${MIN_IDLE_MINUTES} minutes`)
   .max(MAX_IDLE_MINUTES, `must be at most ${MAX_IDLE_MINUTES} minutes (7 days)`);
 
+/** A weekly GPU-hour quota per researcher: 1 to 10,000 GPU-hours. */
+const gpuHours = z
+  .number()
+  .int("must be a whole number of GPU-hours")
+  .min(1, "must be at least 1 GPU-hour")
+  .max(10_000, "must be at most 10,000 GPU-hours");
+
 const common = {
   name: z
     .string()
@@ -55,6 +62,8 @@ const common = {
   maxHoldMinutes: holdMinutes.nullable().optional(),
   /** Release a held VM idle this long: 10 minutes to 7 days; null or absent: never. */
   idleReleaseMinutes: idleMinutes.nullable().optional(),
+  /** GPU-hours each researcher may use in any 7 days; null or absent: no quota. */
+  gpuHoursPerWeek: gpuHours.nullable().optional(),
   /** Groups whose members may claim its VMs; absent or empty: every researcher. */
   groupIds: z.array(z.uuid()).max(50).optional(),
 };
@@ -91,6 +100,7 @@ export const fleetRouter = createRouter({
         size: input.size,
         maxHoldMinutes: input.maxHoldMinutes ?? null,
         idleReleaseMinutes: input.idleReleaseMinutes ?? null,
+        gpuHoursPerWeek: input.gpuHoursPerWeek ?? null,
         groupIds: input.groupIds ?? [],
         config: input.driver === "terraform" ? input.config : {},
       },
@@ -104,6 +114,21 @@ export const fleetRouter = createRouter({
     .mutation(async ({ ctx, input }) => {
       const { operation } = await scaleFleet(ctx.db, input.fleetId, input.size, ctx.actor);
       return { operation: publicOperation(operation) };
+    }),
+
+  /**
+   * Changes a fleet's weekly GPU-hour quota per researcher (null: none). Claims check it from now
+   * on; current holds go on.
+   */
+  setQuota: adminProcedure
+    .input(z.strictObject({ fleetId: z.uuid(), gpuHoursPerWeek: gpuHours.nullable() }))
+    .mutation(async ({ ctx, input }) => {
+      const {
+        value,
+        holdsPastLimit: _,
+        ...change
+      } = await setFleetLimit(ctx.db, input.fleetId, "quota", input.gpuHoursPerWeek, ctx.actor);
+      return { ...change, gpuHoursPerWeek: value };
     }),
 
   /** A fleet's scheduled sizes: every pending one, soonest first, then the last 10 finished. */
@@ -131,14 +156,14 @@ export const fleetRouter = createRouter({
   setHoldLimit: adminProcedure
     .input(z.strictObject({ fleetId: z.uuid(), maxHoldMinutes: holdMinutes.nullable() }))
     .mutation(async ({ ctx, input }) => {
-      const { minutes, ...change } = await setFleetLimit(
+      const { value, ...change } = await setFleetLimit(
         ctx.db,
         input.fleetId,
         "hold",
         input.maxHoldMinutes,
         ctx.actor,
       );
-      return { ...change, maxHoldMinutes: minutes };
+      return { ...change, maxHoldMinutes: value };
     }),
 
   /**
@@ -149,14 +174,14 @@ export const fleetRouter = createRouter({
   setIdleLimit: adminProcedure
     .input(z.strictObject({ fleetId: z.uuid(), idleReleaseMinutes: idleMinutes.nullable() }))
     .mutation(async ({ ctx, input }) => {
-      const { minutes, ...change } = await setFleetLimit(
+      const { value, ...change } = await setFleetLimit(
         ctx.db,
         input.fleetId,
         "idle",
         input.idleReleaseMinutes,
         ctx.actor,
       );
-      return { ...change, idleReleaseMinutes: minutes };
+      return { ...change, idleReleaseMinutes: value };
     }),
 
   destroy: adminProcedure

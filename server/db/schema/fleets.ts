@@ -31,6 +31,11 @@ export const fleets = pgTable("fleets", {
    * released; counted from the later of the claim and the start of idleness. Null = never.
    */
   idleReleaseMinutes: integer("idle_release_minutes"),
+  /**
+   * Each researcher may use at most this many GPU-hours of this fleet in any 7 days (hours held ×
+   * GPUs per VM, from the audit log); a claim over it is refused. Null = no quota.
+   */
+  gpuHoursPerWeek: integer("gpu_hours_per_week"),
   status: fleetStatus("status").notNull().default("creating"),
   /** Driver-specific settings (AMI, subnet, startup script...); never secrets. */
   config: jsonb("config").$type<Record<string, unknown>>().notNull().default({}),
