@@ -69,7 +69,9 @@ describe("weekly GPU-hour quotas", () => {
     expect(refused.error?.message).toBe(
       "You have used 10 of your 10 GPU-hours for the last 7 days on quota-a. They come back as your earlier holds pass out of that window; ask your admin if you need more.",
     );
-    expect((refused.error?.data as { domainCode?: string }).domainCode).toBe("QUOTA_EXCEEDED");
+    expect((refused.error?.data as { domainCode?: string } | undefined)?.domainCode).toBe(
+      "QUOTA_EXCEEDED",
+    );
 
     const ok = await api.mutate("vm.claim", { fleetId: fleet.id }, { userId: light.id });
     expect(ok.status).toBe(200);
