@@ -170,6 +170,14 @@ test("researcher is warned that an idle VM will be released, and told why once i
     await expect(page.getByTestId("idle-warning")).toContainText(
       /it will be released in (9|10) min unless you connect or run something/,
     );
+    // Admins find such VMs on the dashboard: held, but idle.
+    const admin = await signInAs("admin", "idle-finder");
+    await admin.page.getByLabel("Holder").selectOption({ label: "held, but idle" });
+    const row = admin.page.getByTestId("vm-row").filter({ hasText: vm.name });
+    await expect(row.getByTestId("vm-row-idle")).toHaveText("(idle 20m)");
+    await admin.page.getByLabel("Holder").selectOption({ label: "no holder" });
+    await expect(row).toHaveCount(0);
+
     // "I'm still using it" restarts the count: 30 minutes from now.
     await page.getByRole("button", { name: "I'm still using it" }).click();
     await expect(page.getByTestId("idle-warning")).toContainText(/released in (29|30) min/);

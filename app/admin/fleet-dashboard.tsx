@@ -53,7 +53,7 @@ export function FleetDashboard() {
   const [state, setState] = useState<VmState | "">("");
   const [fleetId, setFleetId] = useState("");
   const [health, setHealth] = useState<"" | "healthy" | "unhealthy">("");
-  const [held, setHeld] = useState<"" | "held" | "free">("");
+  const [held, setHeld] = useState<"" | "held" | "idle" | "free">("");
   const [search, setSearch] = useState("");
   const [sort, setSort] = useState<Sort>("name");
   const [order, setOrder] = useState<"asc" | "desc">("asc");
@@ -64,7 +64,9 @@ export function FleetDashboard() {
       states: state ? [state] : undefined,
       fleetId: fleetId || undefined,
       healthy: health === "" ? undefined : health === "healthy",
-      held: held === "" ? undefined : held === "held",
+      held: held === "" ? undefined : held !== "free",
+      // Held VMs nobody uses: candidates to reclaim.
+      idle: held === "idle" ? true : undefined,
       search: search || undefined,
       sort,
       order,
@@ -231,6 +233,7 @@ export function FleetDashboard() {
             >
               <option value="">any</option>
               <option value="held">held by a researcher</option>
+              <option value="idle">held, but idle</option>
               <option value="free">no holder</option>
             </select>
           </div>
@@ -306,6 +309,14 @@ export function FleetDashboard() {
                   </td>
                   <td className="px-3 py-2">
                     {vm.holder ? (vm.holder.name ?? vm.holder.email) : "—"}
+                    {vm.holder && vm.idleSince && (
+                      <span
+                        data-testid="vm-row-idle"
+                        className="ml-1 text-amber-800 dark:text-amber-300"
+                      >
+                        (idle {age(vm.idleSince).replace(/ ago$/, "")})
+                      </span>
+                    )}
                   </td>
                   <td className="px-3 py-2">
                     <HealthBadge healthy={vm.healthy} reasons={vm.healthReasons} gpus={vm.gpus} />

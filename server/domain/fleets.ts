@@ -42,6 +42,8 @@ export type VmListQuery = {
   healthy?: boolean;
   /** true: held by a researcher; false: no holder. */
   held?: boolean;
+  /** true: its agent reports it idle (with `held`: held VMs nobody uses, candidates to reclaim). */
+  idle?: boolean;
   search?: string;
   includeTerminated?: boolean;
   sort?: "name" | "state" | "lastHeartbeat" | "stateChanged";
@@ -58,6 +60,7 @@ export async function listVms(db: DbOrTx, q: VmListQuery) {
   else if (!q.includeTerminated) conds.push(ne(vms.state, "terminated"));
   if (q.healthy !== undefined) conds.push(eq(vms.healthy, q.healthy));
   if (q.held !== undefined) conds.push(q.held ? isNotNull(vms.holderId) : isNull(vms.holderId));
+  if (q.idle !== undefined) conds.push(q.idle ? isNotNull(vms.idleSince) : isNull(vms.idleSince));
   if (q.search) {
     const pattern = `%${q.search.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
     conds.push(

@@ -21,7 +21,10 @@ it("vm.list filters by state, fleet, health, holder and a search on name or rese
   const a = await makeFleet(t.db, { name: "alpha" });
   const b = await makeFleet(t.db, { name: "beta" });
   await makeVms(t.db, a, 3, "ready");
-  await makeVms(t.db, a, 1, "claimed", { holderId: grace.id });
+  await makeVms(t.db, a, 1, "claimed", {
+    holderId: grace.id,
+    idleSince: new Date(Date.now() - 3_600_000),
+  });
   await makeVms(t.db, b, 1, "claimed", { holderId: alan.id });
   await makeVms(t.db, b, 2, "booting", { healthy: false });
   const list = async (input: object) => {
@@ -38,6 +41,10 @@ it("vm.list filters by state, fleet, health, holder and a search on name or rese
   expect(held.total).toBe(2);
   expect(held.rows.every((r) => r.holder !== null)).toBe(true);
   expect((await list({ held: false })).total).toBe(5);
+  // Held but idle: the VMs to reclaim.
+  const idle = await list({ held: true, idle: true });
+  expect(idle.rows.map((r) => r.holder?.email)).toEqual([grace.email]);
+  expect((await list({ idle: false })).total).toBe(6);
   expect((await list({ held: true, fleetId: b.id })).rows.map((r) => r.holder?.email)).toEqual([
     alan.email,
   ]);

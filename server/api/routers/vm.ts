@@ -96,6 +96,7 @@ export const vmRouter = createRouter({
           states: z.array(z.enum(vmState.enumValues)).max(10).optional(),
           healthy: z.boolean().optional(),
           held: z.boolean().optional(),
+          idle: z.boolean().optional(),
           search: z.string().trim().max(200).optional(),
           includeTerminated: z.boolean().optional(),
           sort: z.enum(["name", "state", "lastHeartbeat", "stateChanged"]).optional(),
