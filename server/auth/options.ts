@@ -12,8 +12,6 @@ import { logger } from "../log";
 import type { Mailer } from "../mail";
 import { devLoginInput, devSignIn, isLoopbackRequest, userRole } from "./dev-login";
 
-export type { Mailer };
-
 export type AuthDeps = {
   db: Db;
   env: Env;

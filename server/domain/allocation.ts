@@ -2,7 +2,7 @@ import { and, eq, getTableColumns, inArray, sql } from "drizzle-orm";
 import { type DbOrTx, pgClient } from "../db/client";
 import { crdHandoffs, fleets, type UserRole, users, type Vm, vms } from "../db/schema";
 import { DomainError } from "./errors";
-import { idleReleaseAt } from "./hold-limits";
+import { idleReleaseAtSql } from "./hold-limits";
 import { type Actor, HOLDER_STATES, transition } from "./vm-state";
 
 /** Select list that maps snake_case columns back to the Drizzle row shape. */
@@ -352,7 +352,8 @@ export async function myVm(db: DbOrTx, userId: string) {
       claimedAt: vms.claimedAt,
       lastHeartbeatAt: vms.lastHeartbeatAt,
       idleSince: vms.idleSince,
-      idleKeptAt: vms.idleKeptAt,
+      /** When the idle limit releases it, while the agent reports it idle; null otherwise. */
+      idleReleaseAt: idleReleaseAtSql(),
       hostname: vms.hostname,
       publicIp: vms.publicIp,
       privateIp: vms.privateIp,
@@ -379,11 +380,6 @@ export async function myVm(db: DbOrTx, userId: string) {
     /** When the hold limit releases this VM; null without a limit. */
     holdExpiresAt:
       limit !== null && vm.claimedAt ? new Date(vm.claimedAt.getTime() + limit * 60_000) : null,
-    /** When the idle limit releases it, while the agent reports it idle; null otherwise. */
-    idleReleaseAt: idleReleaseAt({
-      ...vm,
-      idleReleaseMinutes: vm.fleet.idleReleaseMinutes,
-    }),
   };
 }
 

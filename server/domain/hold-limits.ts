@@ -12,8 +12,7 @@ const EXPIRABLE = ["claimed", "draining"] as const;
  * An idle report counts only while the agent is reporting: a VM whose agent went quiet is not
  * released for idleness on a stale reading (the silent-VM sweep deals with it).
  */
-const IDLE_REPORT_FRESH_S = 120;
-const IDLE_REPORT_FRESH = `${IDLE_REPORT_FRESH_S} seconds`;
+const IDLE_REPORT_FRESH = "2 minutes";
 
 /** When a held VM's hold ends: its fleet's hold limit after the claim. */
 export const holdEndsAt = (limit: SQL | number) =>
@@ -48,12 +47,11 @@ export const held = () => and(inArray(vms.state, EXPIRABLE), isNotNull(vms.holde
 const pastHoldLimit = () =>
   and(isNotNull(fleets.maxHoldMinutes), sql`${holdEndsAt(sql`${fleets.maxHoldMinutes}`)} <= now()`);
 
+/** The fleet has an idle limit and the VM's agent reports it idle now. */
+const idleCountRunning = () => and(isNotNull(fleets.idleReleaseMinutes), reportedIdle());
+
 const pastIdleLimit = () =>
-  and(
-    isNotNull(fleets.idleReleaseMinutes),
-    reportedIdle(),
-    sql`${idleEndsAt(sql`${fleets.idleReleaseMinutes}`)} <= now()`,
-  );
+  and(idleCountRunning(), sql`${idleEndsAt(sql`${fleets.idleReleaseMinutes}`)} <= now()`);
 
 export type ExpiredHold =
   | { reason: "hold_expired"; vmId: string; holderId: string; maxHoldMinutes: number }
@@ -140,30 +138,14 @@ export async function releaseExpiredHolds(db: Db): Promise<ExpiredHold[]> {
 }
 
 /**
- * When the fleet's idle limit will release this held VM, if its agent reports it idle now; null
- * when it is active, its agent is quiet, the fleet has no idle limit, or the VM is not held.
+ * When the fleet's idle limit will release a held VM (select it with `vms` joined to `fleets`):
+ * the same expression the sweep uses, so My VM shows exactly when the sweep acts. Null when the VM
+ * is not reported idle (or its agent is quiet) or the fleet has no idle limit.
  */
-export function idleReleaseAt(
-  vm: {
-    claimedAt: Date | null;
-    idleSince: Date | null;
-    idleKeptAt: Date | null;
-    lastHeartbeatAt: Date | null;
-    idleReleaseMinutes: number | null;
-  },
-  now = Date.now(),
-): Date | null {
-  if (vm.idleReleaseMinutes === null || !vm.idleSince || !vm.claimedAt) return null;
-  if (!vm.lastHeartbeatAt || now - vm.lastHeartbeatAt.getTime() > IDLE_REPORT_FRESH_S * 1000) {
-    return null;
-  }
-  const from = Math.max(
-    vm.idleSince.getTime(),
-    vm.claimedAt.getTime(),
-    vm.idleKeptAt?.getTime() ?? 0,
+export const idleReleaseAtSql = () =>
+  sql<Date | null>`CASE WHEN ${idleCountRunning()} THEN ${idleEndsAt(sql`${fleets.idleReleaseMinutes}`)} END`.mapWith(
+    vms.claimedAt,
   );
-  return new Date(from + vm.idleReleaseMinutes * 60_000);
-}
 
 /**
  * The holder says they are still using their idle VM ("I'm still using it" on My VM): the idle
@@ -176,41 +158,26 @@ export async function keepIdleVm(
   req: { userId: string; actor: Actor },
 ): Promise<{ vmId: string; idleReleaseAt: Date | null }> {
   return db.transaction(async (tx) => {
-    const [vm] = await tx
+    const [kept] = await tx
       .update(vms)
       .set({ idleKeptAt: sql`now()` })
       .where(and(eq(vms.holderId, req.userId), inArray(vms.state, EXPIRABLE)))
-      .returning({
-        id: vms.id,
-        claimedAt: vms.claimedAt,
-        idleSince: vms.idleSince,
-        idleKeptAt: vms.idleKeptAt,
-        lastHeartbeatAt: vms.lastHeartbeatAt,
-        fleetId: vms.fleetId,
-      });
-    if (!vm)
+      .returning({ id: vms.id, idleSince: vms.idleSince });
+    if (!kept)
       throw new DomainError("NOT_FOUND", "You do not hold a VM, so there is nothing to keep.");
-    const [fleet] = await tx
-      .select({ idleReleaseMinutes: fleets.idleReleaseMinutes })
-      .from(fleets)
-      .where(eq(fleets.id, vm.fleetId));
     await audit(
       tx,
       req.actor,
       "vm.idle_kept",
-      { kind: "vm", id: vm.id },
-      {
-        holderId: req.userId,
-        idleSince: vm.idleSince?.toISOString() ?? null,
-      },
+      { kind: "vm", id: kept.id },
+      { holderId: req.userId, idleSince: kept.idleSince?.toISOString() ?? null },
     );
-    return {
-      vmId: vm.id,
-      idleReleaseAt: idleReleaseAt({
-        ...vm,
-        idleReleaseMinutes: fleet?.idleReleaseMinutes ?? null,
-      }),
-    };
+    const [vm] = await tx
+      .select({ idleReleaseAt: idleReleaseAtSql() })
+      .from(vms)
+      .innerJoin(fleets, eq(fleets.id, vms.fleetId))
+      .where(eq(vms.id, kept.id));
+    return { vmId: kept.id, idleReleaseAt: vm?.idleReleaseAt ?? null };
   });
 }
 
@@ -271,10 +238,10 @@ export async function lastEndedHold(db: DbOrTx, userId: string): Promise<EndedHo
 
 /** The two per-fleet limits on a hold, by the column that keeps each and its audit action. */
 const LIMITS = {
-  hold: { column: fleets.maxHoldMinutes, action: "fleet.hold_limit", endsAt: holdEndsAt },
-  idle: { column: fleets.idleReleaseMinutes, action: "fleet.idle_limit", endsAt: idleEndsAt },
+  hold: { key: "maxHoldMinutes", action: "fleet.hold_limit", endsAt: holdEndsAt },
+  idle: { key: "idleReleaseMinutes", action: "fleet.idle_limit", endsAt: idleEndsAt },
   /** GPU-hours per researcher in any 7 days: checked at each claim, ends no current hold. */
-  quota: { column: fleets.gpuHoursPerWeek, action: "fleet.quota", endsAt: null },
+  quota: { key: "gpuHoursPerWeek", action: "fleet.quota", endsAt: null },
 } as const;
 export type FleetLimit = keyof typeof LIMITS;
 
@@ -301,7 +268,8 @@ export async function setFleetLimit(
   value: number | null,
   actor: Actor,
 ): Promise<LimitChange> {
-  const { column, action, endsAt } = LIMITS[limit];
+  const { key, action, endsAt } = LIMITS[limit];
+  const column = fleets[key];
   return db.transaction(async (tx) => {
     const [fleet] = await tx
       .select({ name: fleets.name, status: fleets.status, current: column })
@@ -316,13 +284,7 @@ export async function setFleetLimit(
     }
     await tx
       .update(fleets)
-      .set(
-        limit === "hold"
-          ? { maxHoldMinutes: value, updatedAt: sql`now()` }
-          : limit === "idle"
-            ? { idleReleaseMinutes: value, updatedAt: sql`now()` }
-            : { gpuHoursPerWeek: value, updatedAt: sql`now()` },
-      )
+      .set({ [key]: value, updatedAt: sql`now()` })
       .where(eq(fleets.id, fleetId));
     await audit(
       tx,

@@ -73,7 +73,8 @@ export async function createFleet(db: Db, spec: FleetSpec, actor: Actor) {
   }
 }
 
-async function liveFleet(db: DbOrTx, fleetId: string): Promise<Fleet> {
+/** The fleet, or NOT_FOUND; STATE_CONFLICT when it is destroyed or being destroyed. */
+export async function liveFleet(db: DbOrTx, fleetId: string): Promise<Fleet> {
   const [fleet] = await db.select().from(fleets).where(eq(fleets.id, fleetId));
   if (!fleet) throw new DomainError("NOT_FOUND", "No such fleet.", { fleetId });
   if (fleet.status === "destroyed" || fleet.status === "destroying")

@@ -1,8 +1,6 @@
 import { sql } from "drizzle-orm";
 import type { DbOrTx } from "../db/client";
 
-/** The states in which a VM has a holder (vms_holder_only_when_held). */
-const HELD_STATES = ["claimed", "draining", "rebooting", "booting"];
 /** Holds that started this long before the period still count for the part inside it. */
 const LOOKBACK_DAYS = 90;
 
@@ -38,32 +36,20 @@ const round = (n: number) => Math.round(n * 100) / 100;
  * fleet's GPUs per VM. Per researcher and per fleet, most GPU-hours first.
  */
 export async function usageReport(db: DbOrTx, from: Date, to: Date): Promise<UsageReport> {
-  const held = sql.join(
-    HELD_STATES.map((s) => sql`${s}`),
-    sql`, `,
-  );
   const f = sql`${from.toISOString()}::timestamptz`;
   const t = sql`${to.toISOString()}::timestamptz`;
+  // Holds come from the hold_intervals view (migration 0014), which the quota check reads too.
   const holds = sql`
-    WITH holds AS (
-      SELECT c.actor_id AS user_id, c.target_id AS vm_id, c.at AS claimed_at,
-        (SELECT e.at FROM audit_events e
-          WHERE e.target_kind = 'vm' AND e.target_id = c.target_id AND e.at > c.at
-            AND e.to_state IS NOT NULL AND e.to_state NOT IN (${held})
-          ORDER BY e.at LIMIT 1) AS ended_at
-      FROM audit_events c
-      WHERE c.action = 'vm.claim'
-        AND c.at >= ${f} - make_interval(days => ${LOOKBACK_DAYS})
-        AND c.at < ${t}
-    ), inside AS (
+    WITH inside AS (
       SELECT h.user_id, h.ended_at IS NULL AS open,
         extract(epoch FROM least(coalesce(h.ended_at, now()), ${t}) - greatest(h.claimed_at, ${f}))
           / 3600 AS hours,
-        v.fleet_id, fl.name AS fleet, coalesce(fl.gpu_count, 0) AS gpus
-      FROM holds h
-      LEFT JOIN vms v ON v.id::text = h.vm_id
-      LEFT JOIN fleets fl ON fl.id = v.fleet_id
-      WHERE least(coalesce(h.ended_at, now()), ${t}) > greatest(h.claimed_at, ${f})
+        h.fleet_id, fl.name AS fleet, coalesce(fl.gpu_count, 0) AS gpus
+      FROM hold_intervals h
+      LEFT JOIN fleets fl ON fl.id = h.fleet_id
+      WHERE h.claimed_at >= ${f} - make_interval(days => ${LOOKBACK_DAYS})
+        AND h.claimed_at < ${t}
+        AND least(coalesce(h.ended_at, now()), ${t}) > greatest(h.claimed_at, ${f})
     )`;
   const [users, fleets] = await Promise.all([
     db.execute<Record<string, unknown>>(sql`${holds}

@@ -1,12 +1,8 @@
 import { and, eq, sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { auditEvents, crdHandoffs, vms } from "../../server/db/schema";
-import {
-  idleReleaseAt,
-  keepIdleVm,
-  lastEndedHold,
-  releaseExpiredHolds,
-} from "../../server/domain/hold-limits";
+import { myVm } from "../../server/domain/allocation";
+import { keepIdleVm, lastEndedHold, releaseExpiredHolds } from "../../server/domain/hold-limits";
 import { forceReleaseVm } from "../../server/domain/vm-admin";
 import { allJobs } from "../../server/jobs/definitions";
 import { JobRunner } from "../../server/jobs/runner";
@@ -259,6 +255,30 @@ describe("idle limits", () => {
     ).rejects.toMatchObject({ code: "NOT_FOUND" });
   });
 
+  it("My VM shows when the sweep will act: from the latest of claim, idleness and keep; never for quiet or busy agents", async () => {
+    const releaseAt = async (vm: Awaited<ReturnType<typeof idleVm>>) =>
+      (await myVm(t.db, vm.holder.id))?.idleReleaseAt?.getTime() ?? null;
+    const minutesFromNow = (m: number) => Date.now() + m * 60_000;
+    const near = (at: number | null, expected: number) =>
+      expect(Math.abs((at ?? 0) - expected)).toBeLessThan(5_000);
+
+    near(await releaseAt(await idleVm(30, 120, 20)), minutesFromNow(10));
+    // Idle in the pool long before a claim 5 minutes ago: counted from the claim.
+    near(await releaseAt(await idleVm(30, 5, 300)), minutesFromNow(25));
+    // "I'm still using it" two minutes ago.
+    const kept = await idleVm(30, 120, 20);
+    await t.db
+      .update(vms)
+      .set({ idleKeptAt: minutesAgo(2) })
+      .where(eq(vms.id, kept.vm.id));
+    near(await releaseAt(kept), minutesFromNow(28));
+    expect(await releaseAt(await idleVm(30, 120, null))).toBeNull();
+    expect(
+      await releaseAt(await idleVm(30, 120, 20, { lastHeartbeatAt: minutesAgo(5) })),
+    ).toBeNull();
+    expect(await releaseAt(await idleVm(null, 120, 20))).toBeNull();
+  });
+
   it("reports the hold limit when both limits have passed", async () => {
     const fleet = await makeFleet(t.db, { maxHoldMinutes: 60, idleReleaseMinutes: 30 });
     const holder = await makeUser(t.db);
@@ -272,30 +292,5 @@ describe("idle limits", () => {
     if (!vm) throw new Error("fixtures");
     const released = await releaseExpiredHolds(t.db);
     expect(released.find((r) => r.vmId === vm.id)?.reason).toBe("hold_expired");
-  });
-});
-
-describe("idleReleaseAt (what My VM shows)", () => {
-  const now = Date.parse("2026-11-27T12:00:00Z");
-  const at = (m: number) => new Date(now - m * 60_000);
-  const base = {
-    claimedAt: at(120),
-    idleSince: at(20),
-    idleKeptAt: null,
-    lastHeartbeatAt: at(0.25),
-    idleReleaseMinutes: 30,
-  };
-
-  it("is the later of the claim and the start of idleness, plus the limit", () => {
-    expect(idleReleaseAt(base, now)).toEqual(at(-10));
-    expect(idleReleaseAt({ ...base, claimedAt: at(5), idleSince: at(300) }, now)).toEqual(at(-25));
-    // "I'm still using it" two minutes ago: the count starts there.
-    expect(idleReleaseAt({ ...base, idleKeptAt: at(2) }, now)).toEqual(at(-28));
-  });
-
-  it("is null when not idle, the agent is quiet or the fleet has no limit", () => {
-    expect(idleReleaseAt({ ...base, idleSince: null }, now)).toBeNull();
-    expect(idleReleaseAt({ ...base, lastHeartbeatAt: at(5) }, now)).toBeNull();
-    expect(idleReleaseAt({ ...base, idleReleaseMinutes: null }, now)).toBeNull();
   });
 });
