@@ -24,6 +24,16 @@ import { ProcProcessLister } from "./usage/processes";
 /** SIGTERM must end the process within 2 s; this is the backstop if something hangs. */
 const HARD_EXIT_MS = 1_800;
 
+/**
+ * What SIGTERM and SIGINT do. Installed before anything else runs: until the loop is running
+ * (enrolling, starting up) there is nothing to report, so a stop (systemd, a reboot) just ends the
+ * process cleanly with 0, instead of the default signal death; main() takes over once it can tell
+ * the server "shutting down".
+ */
+let onStopSignal: (signal: NodeJS.Signals) => void = () => process.exit(0);
+process.on("SIGTERM", (signal) => onStopSignal(signal));
+process.on("SIGINT", (signal) => onStopSignal(signal));
+
 /** Inlined by esbuild in the bundle, so a lone lablink-agent.mjs still knows its version. */
 function agentVersion(): string {
   return typeof pkg.version === "string" ? pkg.version : "unknown";
@@ -200,15 +210,13 @@ async function main(config: AgentConfig): Promise<void> {
   assigned = () => agent.usage().inUse;
 
   let signals = 0;
-  const onSignal = (signal: NodeJS.Signals) => {
+  onStopSignal = (signal) => {
     signals += 1;
     if (signals > 1) process.exit(0); // second Ctrl-C: don't wait
     log.info("signal received", { signal });
     agent.stop("stopped");
     setTimeout(() => process.exit(0), HARD_EXIT_MS).unref();
   };
-  process.on("SIGTERM", onSignal);
-  process.on("SIGINT", onSignal);
   // Started by a parent over IPC (the local fleet runner): die with it, never linger as an orphan.
   if (typeof process.send === "function") {
     process.on("disconnect", () => {

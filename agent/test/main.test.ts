@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { readdir } from "node:fs/promises";
+import { type AddressInfo, createServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import pkg from "../package.json" with { type: "json" };
@@ -147,6 +148,28 @@ describe("lablink agent process", () => {
     });
     expect(p.stdout()).not.toContain("do-not-log-me");
     expect(p.stderr()).not.toContain("do-not-log-me");
+  });
+
+  it("exits 0 on SIGTERM while it is still starting (here: enrolling with a server that never answers)", async () => {
+    // A server that takes the connection and never answers: the agent waits in enrollment.
+    const connected: Socket[] = [];
+    const silent = createServer((socket) => connected.push(socket));
+    await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
+    cleanups.push(async () => {
+      for (const socket of connected) socket.destroy();
+      await new Promise((r) => silent.close(r));
+    });
+    const { port } = silent.address() as AddressInfo;
+    const stateDir = await tempDir();
+    const p = startAgent({
+      LABLINK_SERVER_URL: `http://127.0.0.1:${port}`,
+      LABLINK_ENROLLMENT_TOKEN: `lle_${"0".repeat(32)}_${"x".repeat(43)}`,
+      LABLINK_STATE_DIR: stateDir,
+    });
+    await eventually(() => connected.length > 0, 15_000, "the enrollment request");
+    p.child.kill("SIGTERM");
+    const { code, signal } = await p.exit;
+    expect({ code, signal }).toEqual({ code: 0, signal: null });
   });
 
   it("exits when its parent disconnects the IPC channel (no orphans)", async () => {
