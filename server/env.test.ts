@@ -43,6 +43,29 @@ describe("configuration", () => {
     ).not.toThrow();
   });
 
+  it("refuses email sign-in links without a public URL to build them from", () => {
+    const smtp = { LABLINK_SMTP_URL: "smtp://mail.example.edu", LABLINK_EMAIL_FROM: "a@b.edu" };
+    expect(() => parseEnv(smtp)).toThrow(/LABLINK_PUBLIC_URL: is required with LABLINK_SMTP_URL/);
+    expect(() =>
+      parseEnv({ ...smtp, LABLINK_PUBLIC_URL: "https://lablink.example.edu" }),
+    ).not.toThrow();
+  });
+
+  it("reads which proxies to trust, and refuses what is neither a switch, a count nor addresses", () => {
+    expect(parseEnv({}).LABLINK_TRUST_PROXY).toEqual({ kind: "none" });
+    expect(parseEnv({ LABLINK_TRUST_PROXY: "true" }).LABLINK_TRUST_PROXY).toEqual({
+      kind: "hops",
+      hops: 1,
+    });
+    expect(parseEnv({ LABLINK_TRUST_PROXY: "10.0.0.0/8" }).LABLINK_TRUST_PROXY).toEqual({
+      kind: "list",
+      entries: ["10.0.0.0/8"],
+    });
+    expect(() => parseEnv({ LABLINK_TRUST_PROXY: "yes please" })).toThrow(
+      /LABLINK_TRUST_PROXY: "yes" is not an IP address/,
+    );
+  });
+
   it("refuses development sign-in on a non-loopback listen address", () => {
     expect(() => parseEnv({ LABLINK_DEV_LOGIN: "true", HOST: "0.0.0.0" })).toThrow(
       /cannot be on while the server listens on 0.0.0.0/,

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { parseTrustProxy } from "./http";
 
 /**
  * The one reader of process.env. Everything else imports `env()`; parsing is lazy so that
@@ -72,8 +73,19 @@ const schema = z
     LABLINK_ADMIN_EMAILS: z.string().max(10_000).optional(),
     /** Only these domains (example.edu) and addresses (a@b.org) may sign in; unset: anyone. */
     LABLINK_ALLOWED_EMAILS: z.string().max(10_000).optional(),
-    /** Take the client IP from X-Forwarded-For (only behind a proxy that sets it). */
-    LABLINK_TRUST_PROXY: bool,
+    /**
+     * Which proxies may set X-Forwarded-For/-Host/-Proto: unset or false (none: headers are
+     * dropped), true (one proxy in front), a hop count, or addresses/CIDR ranges (server/http.ts).
+     */
+    LABLINK_TRUST_PROXY: z
+      .string()
+      .optional()
+      .transform((raw, ctx) => {
+        const trust = parseTrustProxy(raw);
+        if (typeof trust !== "string") return trust;
+        ctx.addIssue({ code: "custom", message: trust });
+        return z.NEVER;
+      }),
     /** Email sign-in links: smtp(s)://user:pass@host:port. Unset: the option is hidden. */
     LABLINK_SMTP_URL: z
       .string()
@@ -92,6 +104,11 @@ const schema = z
     LABLINK_OIDC_CLIENT_ID: z.string().min(1).optional(),
     LABLINK_OIDC_CLIENT_SECRET: z.string().min(1).optional(),
     LABLINK_OIDC_NAME: z.string().min(1).max(60).default("University sign-in"),
+    /**
+     * Sign in OIDC users whose provider does not say `email_verified: true` (only for a provider
+     * that verifies every address it hands out but omits the claim). Off: such users are refused.
+     */
+    LABLINK_OIDC_ALLOW_UNVERIFIED_EMAIL: bool,
     AUTH_GITHUB_ID: z.string().min(1).optional(),
     AUTH_GITHUB_SECRET: z.string().min(1).optional(),
   })
@@ -117,6 +134,16 @@ const schema = z
         code: "custom",
         path: ["AUTH_GITHUB_ID"],
         message: "set AUTH_GITHUB_ID and AUTH_GITHUB_SECRET together",
+      });
+    }
+    if (e.LABLINK_SMTP_URL && !e.LABLINK_PUBLIC_URL) {
+      // Sign-in links are built from it alone: from a Host header, a forged one would mail a
+      // victim a real link to someone else's host.
+      ctx.addIssue({
+        code: "custom",
+        path: ["LABLINK_PUBLIC_URL"],
+        message:
+          "is required with LABLINK_SMTP_URL (sign-in links and reminders point at it, never at a request's Host header)",
       });
     }
     if (e.LABLINK_SMTP_URL && !e.LABLINK_EMAIL_FROM) {

@@ -7,6 +7,7 @@ import { agentSettingsFrom } from "./domain/agents";
 import { flushHeartbeatBuffers } from "./domain/heartbeat-buffer";
 import { env, listenHost } from "./env";
 import { getEventHub } from "./events";
+import { prepareRequestHeaders } from "./http";
 import { logger } from "./log";
 
 /**
@@ -35,12 +36,9 @@ async function main() {
     getSession: async () => null,
   });
   const server = http.createServer((req, res) => {
-    // Client IPs (rate limits, audit rows): from the socket, unless a trusted proxy says otherwise.
-    if (!e.LABLINK_TRUST_PROXY) {
-      delete req.headers["x-forwarded-for"];
-      delete req.headers["x-real-ip"];
-    }
-    req.headers["x-lablink-peer"] = req.socket.remoteAddress ?? "";
+    // Before anything reads it: forwarding headers only from a trusted proxy, and the client IP
+    // (rate limits, audit rows) decided here, once (server/http.ts).
+    prepareRequestHeaders(req.headers, req.socket.remoteAddress, e.LABLINK_TRUST_PROXY);
     if (serveAgentCall(req, res, agentContext)) return;
     handle(req, res).catch((err) => {
       logger.error({ err, url: req.url }, "request failed");

@@ -8,6 +8,7 @@ import { appRouter } from "../server/api/root";
 import type { SessionUser } from "../server/api/trpc";
 import type { Db } from "../server/db/client";
 import { VmEventHub } from "../server/events";
+import { prepareRequestHeaders, type TrustProxy } from "../server/http";
 
 /**
  * Serves the real router at /api/trpc on a loopback port for tests that need real HTTP clients
@@ -44,7 +45,7 @@ export async function startApiServer(
     },
   });
   const server = http.createServer((req, res) => {
-    req.headers["x-lablink-peer"] = req.socket.remoteAddress ?? "";
+    prepareRequestHeaders(req.headers, req.socket.remoteAddress, { kind: "none" });
     if (serveAgentCall(req, res, () => ({ db, events, settings, getSession }))) return;
     handler(req, res);
   });
@@ -67,10 +68,18 @@ export async function startApiServer(
  * gateway when `gateway` is on (as server/web.ts does) and hands everything else, as a fetch
  * Request, to the handler the Next route uses. `fallbackCalls` counts what reached that handler.
  */
-export async function startFetchApiServer(context: GatewayContext, options: { gateway: boolean }) {
+export async function startFetchApiServer(
+  context: GatewayContext,
+  options: {
+    gateway: boolean;
+    /** Default: as if behind a TLS proxy on this host (its X-Forwarded-Proto counts). */
+    trustProxy?: TrustProxy;
+  },
+) {
   let fallbackCalls = 0;
+  const trust = options.trustProxy ?? { kind: "list", entries: ["127.0.0.1"] };
   const server = http.createServer((req, res) => {
-    req.headers["x-lablink-peer"] = req.socket.remoteAddress ?? "";
+    prepareRequestHeaders(req.headers, req.socket.remoteAddress, trust);
     if (options.gateway && serveAgentCall(req, res, () => context)) return;
     fallbackCalls++;
     void answerWithFetchHandler(req, res, context);

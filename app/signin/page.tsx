@@ -1,12 +1,12 @@
 import { headers } from "next/headers";
 import { redirect } from "next/navigation";
 import { AuthError } from "next-auth";
-import { clientIp } from "@/server/api/handler";
 import { getMailer, signIn } from "@/server/auth/config";
 import { NOT_ALLOWED_PATH, signInOptions } from "@/server/auth/options";
 import { DEFAULT_RATE_LIMITS, hitRateLimit } from "@/server/auth/rate-limit";
 import { getDb } from "@/server/db/client";
 import { env } from "@/server/env";
+import { clientIp } from "@/server/http";
 
 export const dynamic = "force-dynamic";
 

@@ -1,16 +1,11 @@
 import { fetchRequestHandler } from "@trpc/server/adapters/fetch";
 import { isDomainError } from "../domain/errors";
+import { clientIp } from "../http";
 import { appRouter } from "./root";
 import type { Context } from "./trpc";
 
-/**
- * Client IP: the proxy header chain when present (server/web.ts strips it unless
- * LABLINK_TRUST_PROXY is on), else the socket address web.ts puts in `x-lablink-peer`, else null.
- */
-export function clientIp(headers: Headers): string | null {
-  const forwarded = headers.get("x-forwarded-for")?.split(",")[0]?.trim();
-  return forwarded || headers.get("x-real-ip") || headers.get("x-lablink-peer") || null;
-}
+/** Client IPs are decided once, at the edge (server/http.ts). */
+export { clientIp };
 
 /** 429 answers carry Retry-After (seconds), from the domain error's details. */
 export function retryAfterHeader(errors: readonly { cause?: unknown }[]): Record<string, string> {

@@ -1,7 +1,7 @@
 import NextAuth from "next-auth";
-import { clientIp } from "../api/handler";
 import { getDb } from "../db/client";
 import { env } from "../env";
+import { clientIp } from "../http";
 import { createMailer, type Mailer } from "../mail";
 import { buildAuthConfig } from "./options";
 
@@ -30,12 +30,24 @@ export function getMailer(): Mailer | null {
   return mailer;
 }
 
+/**
+ * Auth.js builds every URL it hands out (email sign-in links, OAuth redirect URIs, server-action
+ * sign-ins) from AUTH_URL when it is set, else from the request's X-Forwarded-Host or Host header,
+ * which a client chooses. It reads AUTH_URL from process.env only, so the public URL goes there
+ * before each use (config validation requires LABLINK_PUBLIC_URL wherever links are mailed).
+ */
+export function pinAuthUrl(publicUrl: string | undefined): void {
+  if (publicUrl) process.env.AUTH_URL = publicUrl;
+}
+
 /** Auth.js for the Next app; the configuration itself is in ./options.ts. */
-export const { handlers, auth, signIn, signOut } = NextAuth((req) =>
-  buildAuthConfig({
+export const { handlers, auth, signIn, signOut } = NextAuth((req) => {
+  const e = env();
+  pinAuthUrl(e.LABLINK_PUBLIC_URL);
+  return buildAuthConfig({
     db: getDb(),
-    env: env(),
+    env: e,
     mailer: getMailer(),
     clientIp: req ? clientIp(req.headers) : null,
-  }),
-);
+  });
+});

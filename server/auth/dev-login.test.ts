@@ -2,6 +2,7 @@ import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, type TestDatabase } from "../../tests/db";
 import { auditEvents, users } from "../db/schema";
+import { prepareRequestHeaders } from "../http";
 import { devLoginInput, devSignIn, isLoopbackRequest } from "./dev-login";
 
 let t: TestDatabase;
@@ -11,16 +12,35 @@ beforeAll(async () => {
 afterAll(() => t.drop());
 
 describe("development sign-in", () => {
-  it("accepts only loopback requests", () => {
-    const h = (host: string, fwd?: string) =>
-      new Headers({ host, ...(fwd ? { "x-forwarded-host": fwd } : {}) });
-    expect(isLoopbackRequest(h("localhost:3000"))).toBe(true);
-    expect(isLoopbackRequest(h("127.0.0.1:3000"))).toBe(true);
-    expect(isLoopbackRequest(h("[::1]:3000"))).toBe(true);
-    expect(isLoopbackRequest(h("lablink.example.edu"))).toBe(false);
-    expect(isLoopbackRequest(h("10.0.0.5:3000"))).toBe(false);
-    // Behind a proxy, the public host decides.
-    expect(isLoopbackRequest(h("127.0.0.1:3000", "lablink.example.edu"))).toBe(false);
+  it("is decided by the socket, never by a header", () => {
+    const h = (peer: string | undefined, headers: Record<string, string>) => {
+      const raw: Record<string, string> = { ...headers };
+      prepareRequestHeaders(raw, peer, { kind: "none" });
+      return new Headers(raw);
+    };
+    expect(isLoopbackRequest(h("127.0.0.1", { host: "localhost:3000" }))).toBe(true);
+    expect(isLoopbackRequest(h("::ffff:127.0.0.1", { host: "127.0.0.1:3000" }))).toBe(true);
+    expect(isLoopbackRequest(h("::1", { host: "[::1]:3000" }))).toBe(true);
+    // A host name that resolves to 127.0.0.1 (DNS rebinding) is not a loopback Host.
+    expect(isLoopbackRequest(h("127.0.0.1", { host: "lablink.attacker.example" }))).toBe(false);
+    // A loopback Host from a remote socket.
+    expect(isLoopbackRequest(h("10.0.0.5", { host: "localhost:3000" }))).toBe(false);
+    // A forwarding header, even one naming localhost, means a proxy or a forgery: refused.
+    expect(
+      isLoopbackRequest(h("127.0.0.1", { host: "evil.example", "x-forwarded-host": "localhost" })),
+    ).toBe(false);
+    expect(
+      isLoopbackRequest(h("127.0.0.1", { host: "localhost", "x-forwarded-host": "localhost" })),
+    ).toBe(false);
+    expect(isLoopbackRequest(h("127.0.0.1", { host: "localhost", forwarded: "for=1.2.3.4" }))).toBe(
+      false,
+    );
+    // A client cannot write the edge's own header.
+    expect(
+      isLoopbackRequest(h("10.0.0.5", { host: "localhost", "x-lablink-peer": "127.0.0.1" })),
+    ).toBe(false);
+    // A request that never passed the edge (no peer recorded) is refused.
+    expect(isLoopbackRequest(new Headers({ host: "localhost:3000" }))).toBe(false);
   });
 
   it("validates the name", () => {

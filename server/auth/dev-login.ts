@@ -14,13 +14,25 @@ export const devLoginInput = z.strictObject({
   role: z.enum(["researcher", "admin"]),
 });
 
-/** Development sign-in refuses any request that did not come to a loopback address. */
+/**
+ * Development sign-in is decided by the socket, never by a header a client can write: the peer
+ * must be a loopback address (set by server/http.ts from the socket), the Host a loopback name
+ * (a DNS-rebinding page reaches 127.0.0.1 with its own host name), and the request must have
+ * arrived without any forwarding header (a proxy on the same host has a loopback peer too).
+ */
 export function isLoopbackRequest(headers: Headers): boolean {
-  const host = headers.get("x-forwarded-host") ?? headers.get("host") ?? "";
+  if (headers.get("x-lablink-forwarded")) return false;
+  const peer = headers.get("x-lablink-peer") ?? "";
+  if (!isLoopbackAddress(peer)) return false;
+  const host = headers.get("host") ?? "";
   const hostname = host.startsWith("[")
     ? host.slice(0, host.indexOf("]") + 1)
     : (host.split(":")[0] ?? "");
   return isLoopbackHost(hostname);
+}
+
+function isLoopbackAddress(ip: string): boolean {
+  return ip === "::1" || /^127\.\d+\.\d+\.\d+$/.test(ip);
 }
 
 /**

@@ -2,12 +2,12 @@ import { DrizzleAdapter } from "@auth/drizzle-adapter";
 import type { NextAuthConfig } from "next-auth";
 import Credentials from "next-auth/providers/credentials";
 import GitHub from "next-auth/providers/github";
-import { clientIp } from "../api/handler";
 import type { Db } from "../db/client";
 import { accounts, sessions, type UserRole, users, verificationTokens } from "../db/schema";
 import { audit } from "../domain/audit";
 import { applyAdminBootstrap, emailAllowed, parseEmailList } from "../domain/users";
 import type { Env } from "../env";
+import { clientIp } from "../http";
 import { logger } from "../log";
 import type { Mailer } from "../mail";
 import { devLoginInput, devSignIn, isLoopbackRequest, userRole } from "./dev-login";
@@ -25,6 +25,14 @@ export type AuthDeps = {
 export const EMAIL_LINK_MAX_AGE_S = 10 * 60;
 
 export const NOT_ALLOWED_PATH = "/signin/not-allowed";
+
+type GitHubEmail = { email: string; primary: boolean; verified: boolean };
+
+/** The address a GitHub user signs in with: the primary if verified, else any verified one. */
+export function verifiedGitHubEmail(emails: readonly GitHubEmail[] | null): string | null {
+  const verified = (emails ?? []).filter((m) => m.verified);
+  return (verified.find((m) => m.primary) ?? verified[0])?.email ?? null;
+}
 
 /** Which sign-in options are configured, for the sign-in page. */
 export function signInOptions(e: Env, mailerConfigured = Boolean(e.LABLINK_SMTP_URL)) {
@@ -105,7 +113,29 @@ export function buildAuthConfig(deps: AuthDeps): NextAuthConfig {
     });
   }
   if (options.github) {
-    providers.push(GitHub({ clientId: e.AUTH_GITHUB_ID, clientSecret: e.AUTH_GITHUB_SECRET }));
+    providers.push(
+      GitHub({
+        clientId: e.AUTH_GITHUB_ID,
+        clientSecret: e.AUTH_GITHUB_SECRET,
+        // Auth.js falls back to the primary address even when GitHub has not verified it; the
+        // email is the identity here, so only a verified one counts.
+        userinfo: {
+          url: "https://api.github.com/user",
+          async request({ tokens }: { tokens: { access_token?: string } }) {
+            const get = (path: string) =>
+              fetch(`https://api.github.com${path}`, {
+                headers: {
+                  authorization: `Bearer ${tokens.access_token}`,
+                  "user-agent": "lablink",
+                },
+              }).then((r) => (r.ok ? r.json() : null));
+            const profile = (await get("/user")) as Record<string, unknown>;
+            const emails = (await get("/user/emails")) as GitHubEmail[] | null;
+            return { ...profile, email: verifiedGitHubEmail(emails) };
+          },
+        },
+      }),
+    );
   }
 
   return {
@@ -149,6 +179,16 @@ export function buildAuthConfig(deps: AuthDeps): NextAuthConfig {
       signIn({ user, account, profile }) {
         if (account?.provider === "dev") return true;
         if (profile && profile.email_verified === false) return NOT_ALLOWED_PATH;
+        // The email is the identity (allow-list, admin bootstrap): an OIDC provider must vouch
+        // for it, unless the admin opted in for a provider that verifies without saying so.
+        if (
+          account?.provider === "oidc" &&
+          profile?.email_verified !== true &&
+          !e.LABLINK_OIDC_ALLOW_UNVERIFIED_EMAIL
+        ) {
+          logger.warn("OIDC sign-in refused: the provider did not mark the email as verified");
+          return NOT_ALLOWED_PATH;
+        }
         return emailAllowed(user.email, allowList) ? true : NOT_ALLOWED_PATH;
       },
       async jwt({ token, user, account }) {

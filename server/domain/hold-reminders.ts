@@ -185,6 +185,7 @@ export function reminderSettings(e: Env): ReminderSettings | undefined {
   return {
     mailer,
     from: e.LABLINK_EMAIL_FROM,
+    // Required with SMTP (server/env.ts); the fallback keeps the type honest.
     publicUrl: e.LABLINK_PUBLIC_URL ?? `http://localhost:${e.PORT}`,
     leadMinutes: e.LABLINK_HOLD_REMINDER_MINUTES,
   };

@@ -35,6 +35,7 @@ function config() {
     env: parseEnv({
       AUTH_SECRET: "x".repeat(40),
       LABLINK_SMTP_URL: "smtp://mail.example.edu:587",
+      LABLINK_PUBLIC_URL: BASE,
       LABLINK_EMAIL_FROM: "LabLink <lablink@example.edu>",
       LABLINK_ALLOWED_EMAILS: "example.edu, visitor@partner.org",
       LABLINK_ADMIN_EMAILS: "boss@example.edu",

@@ -42,7 +42,7 @@ export function apiClient(
     auth: { userId?: string; authorization?: string; rawBody?: string; ip?: string } = {},
   ) {
     const headers = new Headers({ "content-type": "application/json" });
-    if (auth.ip) headers.set("x-forwarded-for", auth.ip);
+    if (auth.ip) headers.set("x-lablink-client-ip", auth.ip);
     if (auth.userId) headers.set("x-test-user", auth.userId);
     if (auth.authorization) headers.set("authorization", auth.authorization);
     const encoded = input === undefined ? undefined : superjson.serialize(input);

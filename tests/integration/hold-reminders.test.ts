@@ -218,12 +218,11 @@ describe("reminderSettings (the worker's configuration)", () => {
   const smtp = {
     LABLINK_SMTP_URL: "smtp://127.0.0.1:2525",
     LABLINK_EMAIL_FROM: "lablink@example.edu",
+    LABLINK_PUBLIC_URL: "https://lablink.example.edu",
   };
 
   it("reminds 15 minutes ahead by default once SMTP is set up, linking to the public URL", () => {
-    const s = reminderSettings(
-      parseEnv({ ...smtp, LABLINK_PUBLIC_URL: "https://lablink.example.edu" }),
-    );
+    const s = reminderSettings(parseEnv(smtp));
     expect(s).toMatchObject({
       from: "lablink@example.edu",
       publicUrl: "https://lablink.example.edu",

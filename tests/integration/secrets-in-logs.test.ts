@@ -77,6 +77,7 @@ describe("secrets in logs", () => {
       env: parseEnv({
         AUTH_SECRET: authSecret,
         LABLINK_SMTP_URL: "smtp://mail.example.edu",
+        LABLINK_PUBLIC_URL: "https://lablink.example.edu",
         LABLINK_EMAIL_FROM: "lablink@example.edu",
         LABLINK_ADMIN_EMAILS: "admin@example.edu",
       }),

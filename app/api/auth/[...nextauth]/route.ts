@@ -1,27 +1,27 @@
-import type { NextRequest } from "next/server";
-import { clientIp } from "@/server/api/handler";
+import { NextRequest } from "next/server";
 import { handlers } from "@/server/auth/config";
 import { signInThrottle } from "@/server/auth/rate-limit";
 import { getDb } from "@/server/db/client";
 import { env } from "@/server/env";
+import { clientIp } from "@/server/http";
 
 /**
  * Auth.js builds OAuth redirect URIs from the request URL, which Next gives as its own listen
  * address (and NextRequest rewrites 127.0.0.1 to localhost), while the sign-in that started the
- * flow used the host the browser sees. Rebuild the URL from LABLINK_PUBLIC_URL, else the Host
- * header, as a plain Request, so both legs of an OIDC flow name the same redirect URI.
+ * flow used the host the browser sees. Rebuild the URL from LABLINK_PUBLIC_URL, else the host
+ * the browser used, so both legs of an OIDC flow name the same redirect URI. X-Forwarded-Host and
+ * -Proto reach this point only from a trusted proxy (server/http.ts drops them otherwise; Next
+ * then sets them from the Host header and the socket).
  */
 async function withPublicOrigin(req: NextRequest): Promise<NextRequest> {
   const e = env();
-  const host =
-    (e.LABLINK_TRUST_PROXY && req.headers.get("x-forwarded-host")) || req.headers.get("host");
-  const proto = (e.LABLINK_TRUST_PROXY && req.headers.get("x-forwarded-proto")) || "http";
+  const host = req.headers.get("x-forwarded-host") || req.headers.get("host");
+  const proto = req.headers.get("x-forwarded-proto") || "http";
   const origin = e.LABLINK_PUBLIC_URL ?? (host ? `${proto}://${host}` : null);
   if (!origin) return req;
   const url = new URL(`${req.nextUrl.pathname}${req.nextUrl.search}`, origin);
   const body = req.method === "POST" ? await req.arrayBuffer() : undefined;
-  // next-auth reads only url, method, headers and body (and nextUrl only when AUTH_URL is set).
-  return new Request(url, { method: req.method, headers: req.headers, body }) as NextRequest;
+  return new NextRequest(url, { method: req.method, headers: req.headers, body });
 }
 
 export async function GET(req: NextRequest) {
