@@ -40,11 +40,15 @@ beforeAll(async () => {
       return {
         accountId: sub,
         async claims() {
+          // "unverified:<address>" and "refuted:<address>": a provider that does not vouch for
+          // the address (claim absent) or says it is not verified.
+          const [, kind, address] = /^(?:(unverified|refuted):)?(.*)$/.exec(sub) ?? [];
+          const email = address?.includes("@") ? address : `${address}@example.edu`;
           return {
             sub,
-            email: sub.includes("@") ? sub : `${sub}@example.edu`,
-            email_verified: true,
-            name: `User ${sub}`,
+            email,
+            ...(kind === "unverified" ? {} : { email_verified: kind !== "refuted" }),
+            name: `User ${address}`,
           };
         },
       };
@@ -61,10 +65,11 @@ afterAll(async () => {
   await t?.drop();
 });
 
-function config() {
+function config(extra: Record<string, string> = {}) {
   return buildAuthConfig({
     db: t.db,
     env: parseEnv({
+      ...extra,
       AUTH_SECRET: "y".repeat(40),
       LABLINK_OIDC_ISSUER: issuer,
       LABLINK_OIDC_CLIENT_ID: "lablink",
@@ -80,6 +85,7 @@ function config() {
 /** One cookie jar per host; app URLs go to Auth.js, everything else over real HTTP. */
 class Browser {
   jars = new Map<string, Map<string, string>>();
+  constructor(readonly env: Record<string, string> = {}) {}
   async fetch(url: string, init: RequestInit = {}): Promise<Response> {
     const u = new URL(url);
     const jar = this.jars.get(u.host) ?? new Map<string, string>();
@@ -87,7 +93,7 @@ class Browser {
     const headers = new Headers(init.headers);
     if (jar.size) headers.set("cookie", [...jar].map(([k, v]) => `${k}=${v}`).join("; "));
     const req = new Request(url, { ...init, headers, redirect: "manual" });
-    const res = url.startsWith(APP) ? await Auth(req, config()) : await fetch(req);
+    const res = url.startsWith(APP) ? await Auth(req, config(this.env)) : await fetch(req);
     for (const c of res.headers.getSetCookie()) {
       const pair = c.split(";")[0] ?? "";
       const i = pair.indexOf("=");
@@ -195,5 +201,27 @@ describe("OIDC sign-in against a real OpenID provider", () => {
     expect(
       await t.db.select().from(accounts).where(eq(accounts.providerAccountId, "eve@elsewhere.org")),
     ).toEqual([]);
+  });
+
+  it("an address the provider does not mark verified signs nobody in, not even an admin's address", async () => {
+    for (const login of ["unverified:prof@example.edu", "refuted:prof@example.edu"]) {
+      const browser = new Browser();
+      const done = await browser.signIn(login);
+      expect(done.headers.get("location")).toContain(NOT_ALLOWED_PATH);
+      expect(await browser.session()).toBeNull();
+      expect(
+        await t.db.select().from(accounts).where(eq(accounts.providerAccountId, login)),
+      ).toEqual([]);
+    }
+  });
+
+  it("an admin who opts in for a provider that omits the claim lets its users in", async () => {
+    const browser = new Browser({ LABLINK_OIDC_ALLOW_UNVERIFIED_EMAIL: "true" });
+    await browser.signIn("unverified:kim@example.edu");
+    expect((await browser.session())?.user).toMatchObject({ email: "kim@example.edu" });
+    // An explicit "not verified" is refused even then.
+    const refuted = new Browser({ LABLINK_OIDC_ALLOW_UNVERIFIED_EMAIL: "true" });
+    const done = await refuted.signIn("refuted:lee@example.edu");
+    expect(done.headers.get("location")).toContain(NOT_ALLOWED_PATH);
   });
 });
