@@ -7,6 +7,8 @@ const PG_PORT = process.env.LABLINK_E2E_PG_PORT ?? "54359";
 const baseURL = `http://127.0.0.1:${PORT}`;
 // e2e/oidc-provider.ts runs a real OpenID provider here during e2e/oidc.spec.ts.
 const OIDC_PORT = Number(process.env.LABLINK_E2E_OIDC_PORT ?? PORT + 1);
+/** A real SMTP server listens here during e2e/email-link.spec.ts; sign-in links are mailed to it. */
+export const SMTP_PORT = Number(process.env.LABLINK_E2E_SMTP_PORT ?? PORT + 2);
 /** The scrape token the e2e server is started with (e2e/metrics.spec.ts sends it). */
 export const METRICS_TOKEN = "lablink-e2e-metrics-token";
 const ci = !!process.env.CI;
@@ -77,6 +79,10 @@ export default defineConfig({
       LABLINK_OIDC_CLIENT_SECRET: "lablink-e2e-client-secret",
       LABLINK_OIDC_NAME: "Example University",
       LABLINK_ALLOWED_EMAILS: "example.edu",
+      // Email sign-in links (e2e/email-link.spec.ts): built from the public URL alone.
+      LABLINK_PUBLIC_URL: baseURL,
+      LABLINK_SMTP_URL: `smtp://127.0.0.1:${SMTP_PORT}`,
+      LABLINK_EMAIL_FROM: "LabLink <lablink@example.edu>",
       // Prometheus metrics on (e2e/metrics.spec.ts).
       LABLINK_METRICS_TOKEN: METRICS_TOKEN,
     },
