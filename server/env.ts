@@ -173,6 +173,9 @@ const schema = z
 
 export type Env = z.infer<typeof schema>;
 
+/** Every variable LabLink reads (deployment files are checked against it). */
+export const ENV_NAMES: readonly string[] = Object.keys(schema.shape);
+
 export class EnvError extends Error {}
 
 /** Parses an environment; throws EnvError naming each bad variable and what is wrong with it. */

@@ -119,6 +119,18 @@ describe("request headers at the edge", () => {
     });
   });
 
+  it("name the public URL as the host when one is configured, whatever the client said", () => {
+    const h: IncomingHttpHeaders = {
+      host: "lablink.attacker.example",
+      "x-forwarded-host": "lablink.attacker.example",
+    };
+    prepareRequestHeaders(h, "127.0.0.1", oneHop, "https://lablink.example.edu");
+    expect(h).toMatchObject({
+      "x-forwarded-host": "lablink.example.edu",
+      "x-forwarded-proto": "https",
+    });
+  });
+
   it("say nothing of a request that did not pass through them", () => {
     expect(clientIp(new Headers({ "x-forwarded-for": "203.0.113.5" }))).toBeNull();
   });

@@ -14,7 +14,10 @@ import { BlockList, isIP } from "node:net";
  *    or not (development sign-in refuses those: Next adds X-Forwarded-* itself, so their absence
  *    later means nothing).
  * Forwarding headers (`X-Forwarded-For/-Host/-Proto/-Port`, `Forwarded`, `X-Real-IP`) survive
- * only when the socket's peer is a trusted proxy.
+ * only when the socket's peer is a trusted proxy. With a public URL configured, X-Forwarded-Host
+ * and -Proto are set from it on every request: Auth.js builds the links it mails and the URLs of
+ * server-action sign-ins from them (else from the Host header, which a client chooses), and Next
+ * keeps X-Forwarded-* it finds.
  */
 
 /** Who may set forwarding headers: nobody, the N proxies nearest the server, or listed addresses. */
@@ -121,6 +124,7 @@ export function prepareRequestHeaders(
   headers: IncomingHttpHeaders,
   peer: string | undefined,
   trust: TrustProxy,
+  publicUrl?: string,
 ): void {
   for (const name of Object.keys(headers)) if (name.startsWith("x-lablink-")) delete headers[name];
   const forwarded = FORWARDING.some((h) => headers[h] !== undefined);
@@ -132,6 +136,11 @@ export function prepareRequestHeaders(
   if (!peerTrusted) for (const h of FORWARDING) delete headers[h];
   // Everything below reads the address LabLink decided on, never a header a client wrote.
   delete headers["x-real-ip"];
+  if (publicUrl) {
+    const pub = new URL(publicUrl);
+    headers["x-forwarded-host"] = pub.host;
+    headers["x-forwarded-proto"] = pub.protocol.slice(0, -1);
+  }
   if (forwarded) headers["x-lablink-forwarded"] = "1";
   headers["x-lablink-peer"] = socket;
   headers["x-lablink-client-ip"] = client;

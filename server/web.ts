@@ -36,9 +36,14 @@ async function main() {
     getSession: async () => null,
   });
   const server = http.createServer((req, res) => {
-    // Before anything reads it: forwarding headers only from a trusted proxy, and the client IP
-    // (rate limits, audit rows) decided here, once (server/http.ts).
-    prepareRequestHeaders(req.headers, req.socket.remoteAddress, e.LABLINK_TRUST_PROXY);
+    // Before anything reads it: forwarding headers only from a trusted proxy, the client IP (rate
+    // limits, audit rows) decided here, once, and the public URL as the host (server/http.ts).
+    prepareRequestHeaders(
+      req.headers,
+      req.socket.remoteAddress,
+      e.LABLINK_TRUST_PROXY,
+      e.LABLINK_PUBLIC_URL,
+    );
     if (serveAgentCall(req, res, agentContext)) return;
     handle(req, res).catch((err) => {
       logger.error({ err, url: req.url }, "request failed");

@@ -31,23 +31,16 @@ export function getMailer(): Mailer | null {
 }
 
 /**
- * Auth.js builds every URL it hands out (email sign-in links, OAuth redirect URIs, server-action
- * sign-ins) from AUTH_URL when it is set, else from the request's X-Forwarded-Host or Host header,
- * which a client chooses. It reads AUTH_URL from process.env only, so the public URL goes there
- * before each use (config validation requires LABLINK_PUBLIC_URL wherever links are mailed).
+ * Auth.js for the Next app; the configuration itself is in ./options.ts. Auth.js builds the URLs
+ * it hands out (email links, OAuth redirect URIs) from X-Forwarded-Host/-Proto, which the edge
+ * sets from LABLINK_PUBLIC_URL (server/http.ts), never from a client's Host header. (Not AUTH_URL:
+ * next-auth then re-parses requests as NextRequest, which turns 127.0.0.1 into localhost.)
  */
-export function pinAuthUrl(publicUrl: string | undefined): void {
-  if (publicUrl) process.env.AUTH_URL = publicUrl;
-}
-
-/** Auth.js for the Next app; the configuration itself is in ./options.ts. */
-export const { handlers, auth, signIn, signOut } = NextAuth((req) => {
-  const e = env();
-  pinAuthUrl(e.LABLINK_PUBLIC_URL);
-  return buildAuthConfig({
+export const { handlers, auth, signIn, signOut } = NextAuth((req) =>
+  buildAuthConfig({
     db: getDb(),
-    env: e,
+    env: env(),
     mailer: getMailer(),
     clientIp: req ? clientIp(req.headers) : null,
-  });
-});
+  }),
+);

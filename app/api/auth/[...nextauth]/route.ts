@@ -1,4 +1,4 @@
-import { NextRequest } from "next/server";
+import type { NextRequest } from "next/server";
 import { handlers } from "@/server/auth/config";
 import { signInThrottle } from "@/server/auth/rate-limit";
 import { getDb } from "@/server/db/client";
@@ -10,8 +10,8 @@ import { clientIp } from "@/server/http";
  * address (and NextRequest rewrites 127.0.0.1 to localhost), while the sign-in that started the
  * flow used the host the browser sees. Rebuild the URL from LABLINK_PUBLIC_URL, else the host
  * the browser used, so both legs of an OIDC flow name the same redirect URI. X-Forwarded-Host and
- * -Proto reach this point only from a trusted proxy (server/http.ts drops them otherwise; Next
- * then sets them from the Host header and the socket).
+ * -Proto reach this point only from a trusted proxy or the public URL (server/http.ts drops
+ * others; Next then sets them from the Host header and the socket).
  */
 async function withPublicOrigin(req: NextRequest): Promise<NextRequest> {
   const e = env();
@@ -21,7 +21,9 @@ async function withPublicOrigin(req: NextRequest): Promise<NextRequest> {
   if (!origin) return req;
   const url = new URL(`${req.nextUrl.pathname}${req.nextUrl.search}`, origin);
   const body = req.method === "POST" ? await req.arrayBuffer() : undefined;
-  return new NextRequest(url, { method: req.method, headers: req.headers, body });
+  // A plain Request: NextRequest would turn 127.0.0.1 into localhost. next-auth reads only url,
+  // method, headers and body (and nextUrl only when AUTH_URL is set, which LabLink never does).
+  return new Request(url, { method: req.method, headers: req.headers, body }) as NextRequest;
 }
 
 export async function GET(req: NextRequest) {
