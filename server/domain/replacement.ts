@@ -3,16 +3,11 @@ import { eq } from "drizzle-orm";
 import type { DbOrTx } from "../db/client";
 import { fleets, type Vm } from "../db/schema";
 import { requestOperation } from "./operations";
-import { type Actor, systemActor, type TransitionRequest, transition } from "./vm-state";
+import { researchAccountName } from "./research-account";
 
-/**
- * The throw-away Unix account an agent creates for one assignment: `ll-` and the last 12 hex
- * digits of the assignment id (the random part in every UUID version), so it can never be the name
- * of a real user and differs for every holder. The agent refuses any other form.
- */
-export function researchAccountName(assignmentId: string): string {
-  return `ll-${assignmentId.replace(/-/g, "").toLowerCase().slice(-12)}`;
-}
+export { researchAccountName };
+
+import { type Actor, systemActor, type TransitionRequest, transition } from "./vm-state";
 
 async function rootForResearchers(db: DbOrTx, fleetId: string): Promise<boolean> {
   const [fleet] = await db

@@ -248,6 +248,7 @@ describe("user data", () => {
         .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
     );
     const config = loadConfig({
+      NODE_ENV: "test",
       ...env,
       LABLINK_AGENT_TOKEN: "x",
       LABLINK_AGENT_TOKEN_FILE: undefined,
