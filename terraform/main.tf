@@ -59,11 +59,12 @@ resource "aws_instance" "vm" {
   vpc_security_group_ids = [aws_security_group.vm.id]
   key_name               = var.key_name
 
-  # IMDSv2 only; hop limit 2 so containers on the VM can reach it too.
+  # IMDSv2 only, hop limit 1: the agent on the host can reach it, containers (one hop further,
+  # behind Docker's bridge) cannot. The bootstrap also rejects their traffic to it.
   metadata_options {
     http_endpoint               = "enabled"
     http_tokens                 = "required"
-    http_put_response_hop_limit = 2
+    http_put_response_hop_limit = 1
   }
 
   root_block_device {

@@ -6,6 +6,7 @@ import { DEFAULT_REDIRECT_URL, DEFAULT_START_HOST } from "./handoff/crd";
 import { type FilePolicy, safeRelativePath } from "./host-actions";
 import { LOG_LEVELS, type LogLevel } from "./log";
 import { LOG_BATCH_MAX, LOG_LINE_MAX } from "./logs/shipper";
+import { DOCKER_NAME } from "./research-container";
 import * as z from "./zod";
 
 /**
@@ -52,6 +53,10 @@ export type AgentConfig = {
   researchUser: string | null;
   /** Overrides the research user's home from /etc/passwd. */
   researchHome: string | null;
+  /** "per-assignment": a throw-away Unix account per holder (src/accounts.ts); "shared": researchUser. */
+  researchAccounts: "shared" | "per-assignment";
+  /** The research container replaced on release (cloud VMs); null: none. */
+  researchContainer: { name: string; volume: string; start: string[] | null } | null;
   crd: { startHost: string; hostName: string | null; redirectUrl: string };
   wipe: { files: FilePolicy; killProcesses: boolean };
   /** /proc, or a fake tree in tests. */
@@ -132,6 +137,10 @@ const envSchema = z.object({
     z.regex(/^[a-z_][a-z0-9_-]{0,31}$/, "must be a Unix user name"),
   ),
   LABLINK_RESEARCH_HOME: optionalString(z.regex(/^\/./, "must be an absolute path")),
+  LABLINK_RESEARCH_ACCOUNTS: z.optional(z.enum(["shared", "per-assignment"])),
+  LABLINK_RESEARCH_CONTAINER: optionalString(z.regex(DOCKER_NAME, "must be a Docker name")),
+  LABLINK_RESEARCH_VOLUME: optionalString(z.regex(DOCKER_NAME, "must be a Docker name")),
+  LABLINK_RESEARCH_CONTAINER_START: optionalString(z.regex(/^\/./, "must be an absolute path")),
   LABLINK_CRD_START_HOST: optionalString(z.minLength(1)),
   LABLINK_CRD_NAME: optionalString(
     z.regex(/^[A-Za-z0-9._-]{1,64}$/, "letters, digits, . _ - only"),
@@ -278,6 +287,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AgentConfig {
     },
     researchUser: e.LABLINK_RESEARCH_USER ?? null,
     researchHome: e.LABLINK_RESEARCH_HOME ?? null,
+    researchAccounts: e.LABLINK_RESEARCH_ACCOUNTS ?? "shared",
+    researchContainer: e.LABLINK_RESEARCH_CONTAINER
+      ? {
+          name: e.LABLINK_RESEARCH_CONTAINER,
+          volume: e.LABLINK_RESEARCH_VOLUME ?? "lablink-workspace",
+          start: e.LABLINK_RESEARCH_CONTAINER_START ? [e.LABLINK_RESEARCH_CONTAINER_START] : null,
+        }
+      : null,
     crd: {
       startHost: e.LABLINK_CRD_START_HOST ?? DEFAULT_START_HOST,
       hostName: e.LABLINK_CRD_NAME ?? null,

@@ -1,5 +1,6 @@
 import { lstat, readdir, rm } from "node:fs/promises";
 import { isAbsolute, join, normalize, sep } from "node:path";
+import type { ResearchUser, UnixAccounts } from "./accounts";
 import { sleep } from "./backoff";
 import {
   type AssignCommand,
@@ -11,10 +12,10 @@ import {
 import { removeCrdRegistration, runStartHost } from "./handoff/crd";
 import { AuthorizedKeys } from "./handoff/ssh";
 import type { Logger } from "./log";
+import type { ResearchContainer } from "./research-container";
 import type { ProcessLister } from "./usage/processes";
 
-/** The Unix account researchers use on the VM. */
-export type ResearchUser = { name: string; uid: number; gid: number; home: string };
+export { lookupUser, type ResearchUser } from "./accounts";
 
 /** What a wipe removes from the research home besides SSH keys and the CRD registration. */
 export type FilePolicy = { kind: "none" } | { kind: "home" } | { kind: "paths"; paths: string[] };
@@ -33,6 +34,13 @@ export type HostActionsOptions = {
   /** Kill the research user's processes on wipe (real user only, never root or the agent). */
   killProcesses: boolean;
   processes: ProcessLister;
+  /**
+   * One throw-away Unix account per assignment (cloud VMs; tests running as root). When set,
+   * `user`, `files` and `killProcesses` do not apply: the whole account goes on release.
+   */
+  accounts?: UnixAccounts | null;
+  /** The research container, replaced by a fresh one on release (cloud VMs). */
+  container?: ResearchContainer | null;
   log: Logger;
 };
 
@@ -77,14 +85,33 @@ export class HostActions implements CommandActions {
 
   async assign(command: AssignCommand): Promise<void> {
     await this.markers.assign(command);
-    await this.keys.install(command.sshKeys ?? []);
+    const accounts = this.o.accounts;
+    if (!accounts) {
+      await this.keys.install(command.sshKeys ?? []);
+      return;
+    }
+    if (!command.account) throw new Error("the server named no account for this assignment");
+    const user = await accounts.create(
+      command.account.name,
+      command.assignmentId,
+      command.account.root,
+    );
+    // A fresh home from /etc/skel: these keys are the only ones in it.
+    await new AuthorizedKeys(user.home, { uid: user.uid, gid: user.gid }).install(
+      command.sshKeys ?? [],
+    );
   }
 
   async connect(command: ConnectCommand): Promise<void> {
+    let user = this.o.user;
+    if (this.o.accounts) {
+      user = await this.o.accounts.forAssignment(command.assignmentId);
+      if (!user) throw new Error("this VM is not set up for you yet; try again in a minute");
+    }
     await runStartHost(command.code, command.pin, {
       ...this.o.crd,
-      user: this.o.user,
-      home: this.home,
+      user,
+      home: user?.home ?? this.home,
     });
   }
 
@@ -98,10 +125,19 @@ export class HostActions implements CommandActions {
         failures.push(`${name}: ${err instanceof Error ? err.message : String(err)}`);
       }
     };
-    await step("processes", () => this.killUserProcesses());
-    await step("remote desktop", () => removeCrdRegistration(this.home));
-    await step("ssh keys", () => this.keys.remove());
-    await step("files", () => this.wipeFiles());
+    const accounts = this.o.accounts;
+    if (accounts) {
+      // Every account this agent made, not only this assignment's: a wipe after a crash or a
+      // reboot may come for an assignment whose account was never recorded as done.
+      await step("accounts", () => accounts.removeAll());
+    } else {
+      await step("processes", () => this.killUserProcesses());
+      await step("remote desktop", () => removeCrdRegistration(this.home));
+      await step("ssh keys", () => this.keys.remove());
+      await step("files", () => this.wipeFiles());
+    }
+    const container = this.o.container;
+    if (container) await step("research container", () => container.reset());
     if (failures.length > 0) throw new Error(`wipe incomplete (${failures.join("; ")})`);
     await this.markers.wipe(command);
   }
@@ -166,15 +202,4 @@ export class HostActions implements CommandActions {
       if (exists) await rm(join(home, rel), { recursive: true, force: true });
     }
   }
-}
-
-/** Finds a user in /etc/passwd-format text (no NSS: research users are local accounts). */
-export function lookupUser(name: string, passwd: string): ResearchUser | null {
-  for (const line of passwd.split("\n")) {
-    const [user, , uid, gid, , home] = line.split(":");
-    if (user === name && uid && gid && home) {
-      return { name, uid: Number(uid), gid: Number(gid), home };
-    }
-  }
-  return null;
 }

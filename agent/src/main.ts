@@ -3,6 +3,7 @@ import { mkdir, statfs } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
+import { UnixAccounts } from "./accounts";
 import { simulateBoot } from "./boot/simulate";
 import { BootTimingsSource } from "./boot/timings";
 import { parseCli, USAGE } from "./cli";
@@ -18,6 +19,7 @@ import { createLogger } from "./log";
 import { LogShipper } from "./logs/shipper";
 import { agentLogTap, tailFiles } from "./logs/sources";
 import { Agent, type AgentTransport, TransportError } from "./loop";
+import { ResearchContainer } from "./research-container";
 import { AssignedUsageSource, HostUsageMonitor, type UsageSource } from "./usage/monitor";
 import { ProcProcessLister } from "./usage/processes";
 
@@ -133,6 +135,15 @@ async function main(config: AgentConfig): Promise<void> {
     user = { ...found, home: config.researchHome ?? found.home };
   }
   const processes = new ProcProcessLister(config.procRoot);
+  let accounts: UnixAccounts | null = null;
+  if (config.researchAccounts === "per-assignment") {
+    if (!(await UnixAccounts.available())) {
+      throw new ConfigError(
+        "LABLINK_RESEARCH_ACCOUNTS=per-assignment: the agent must run as root with useradd and userdel",
+      );
+    }
+    accounts = new UnixAccounts({ stateDir: config.stateDir, processes, log });
+  }
   const host = hostname().slice(0, 255) || "unknown";
   const actions = new HostActions({
     stateDir: config.stateDir,
@@ -146,6 +157,8 @@ async function main(config: AgentConfig): Promise<void> {
     files: config.wipe.files,
     killProcesses: config.wipe.killProcesses && user !== null,
     processes,
+    accounts,
+    container: config.researchContainer ? new ResearchContainer(config.researchContainer) : null,
     log,
   });
   const activeAssignments = await actions.init();

@@ -170,6 +170,12 @@ export type AgentCommand =
       user: { id: string; displayName: string };
       /** The holder's SSH public keys, each "type base64" (validated by the server). */
       sshKeys?: string[];
+      /**
+       * The throw-away Unix account an agent that makes one per assignment creates for the holder
+       * (`ll-` and 12 hex digits); `root`: with sudo and the docker group (fleets marked "root
+       * for researchers", whose VMs are replaced on release instead of wiped).
+       */
+      account?: { name: string; root: boolean };
     }
   | {
       /**

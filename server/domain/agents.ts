@@ -14,6 +14,7 @@ import { displayNameOf } from "./allocation";
 import { DomainError } from "./errors";
 import { connectCommandFor, finishCrdHandoff } from "./handoff";
 import { heartbeatBuffer } from "./heartbeat-buffer";
+import { afterReboot, researchAccountFor, wipeAcknowledged } from "./replacement";
 import { keyLinesFor } from "./ssh-keys";
 import { bootTimingsUpdate, mergeBootTimings } from "./vm-logs";
 import { type Actor, transition } from "./vm-state";
@@ -74,6 +75,7 @@ export async function commandsFor(db: DbOrTx, vm: Vm): Promise<AgentCommand[]> {
         assignmentId: vm.assignmentId,
         user: { id: vm.holderId, displayName: await displayNameOf(db, vm.holderId) },
         sshKeys: await keyLinesFor(db, vm.holderId),
+        account: await researchAccountFor(db, vm, vm.assignmentId),
       },
       ...(await connectCommands(db, vm)),
     ];
@@ -186,7 +188,12 @@ export async function registerAgent(
     },
   });
 
-  if (vm.state === "provisioning" || vm.state === "rebooting") {
+  if (vm.state === "rebooting") {
+    // A held VM goes back to its holder; any other rebooted VM (a failed one, one an admin
+    // rebooted from the pool) may hold anything of a past holder: wiped before it is ready.
+    vm = await transition(db, afterReboot(vm, actor));
+  }
+  if (vm.state === "provisioning") {
     vm = await transition(db, {
       vmId: vm.id,
       from: vm.state,
@@ -469,14 +476,7 @@ export async function acknowledge(
     });
     return { ok: true };
   }
-  await transition(db, {
-    vmId: vm.id,
-    from: "releasing",
-    to: vm.drainRequested ? "draining" : "ready",
-    actor,
-    action: "vm.wiped",
-    patch: { assignmentId: null },
-  });
+  await wipeAcknowledged(db, vm, actor);
   await db.update(vms).set({ assignmentAckedId: null }).where(eq(vms.id, vm.id));
   return { ok: true };
 }

@@ -3,6 +3,7 @@ import { type DbOrTx, pgClient } from "../db/client";
 import { crdHandoffs, fleets, type UserRole, users, type Vm, vms } from "../db/schema";
 import { DomainError } from "./errors";
 import { idleReleaseAtSql } from "./hold-limits";
+import { researchAccountName } from "./research-account";
 import { type Actor, HOLDER_STATES, transition } from "./vm-state";
 
 /** Select list that maps snake_case columns back to the Drizzle row shape. */
@@ -359,6 +360,8 @@ export async function myVm(db: DbOrTx, userId: string) {
       privateIp: vms.privateIp,
       agentReady: sql<boolean>`${vms.assignmentAckedId} IS NOT DISTINCT FROM ${vms.assignmentId} AND ${vms.assignmentId} IS NOT NULL`,
       sshUser: sql<string | null>`${fleets.config}->>'sshUser'`,
+      assignmentId: vms.assignmentId,
+      driver: fleets.driver,
       fleet: {
         id: fleets.id,
         name: fleets.name,
@@ -372,11 +375,15 @@ export async function myVm(db: DbOrTx, userId: string) {
     .innerJoin(fleets, eq(fleets.id, vms.fleetId))
     .where(and(eq(vms.holderId, userId), inArray(vms.state, HOLDER_STATES)));
   if (!row) return null;
-  const { sshUser, ...vm } = row;
+  const { sshUser, assignmentId, driver, ...vm } = row;
   const limit = vm.fleet.maxHoldMinutes;
   return {
     ...vm,
-    ssh: sshAccess({ ...vm, sshUser }),
+    // Cloud VMs give each assignment its own account (docs/security.md); others the fleet's login.
+    ssh: sshAccess({
+      ...vm,
+      sshUser: driver === "terraform" && assignmentId ? researchAccountName(assignmentId) : sshUser,
+    }),
     /** When the hold limit releases this VM; null without a limit. */
     holdExpiresAt:
       limit !== null && vm.claimedAt ? new Date(vm.claimedAt.getTime() + limit * 60_000) : null,

@@ -29,6 +29,8 @@ export type FleetSpec = {
   gpuHoursPerWeek?: number | null;
   /** Groups whose members may claim its VMs; empty: every researcher. */
   groupIds?: string[];
+  /** Researchers get sudo and docker; released VMs are then replaced, not wiped. */
+  rootForResearchers?: boolean;
   config: Record<string, unknown>;
 };
 
@@ -49,6 +51,7 @@ export async function createFleet(db: Db, spec: FleetSpec, actor: Actor) {
           maxHoldMinutes: spec.maxHoldMinutes ?? null,
           idleReleaseMinutes: spec.idleReleaseMinutes ?? null,
           gpuHoursPerWeek: spec.gpuHoursPerWeek ?? null,
+          rootForResearchers: spec.rootForResearchers ?? false,
           status: "creating",
           config: spec.config,
         })

@@ -54,6 +54,30 @@ describe("VM state machine", () => {
     expect(legal.length).toBeGreaterThan(25);
   });
 
+  it("says a used machine reaches ready only through a wipe (releasing), never via booting", () => {
+    // Without `releasing`, and without `claimed` (a holder's own VM coming back to them), no
+    // path leads from `failed` or `rebooting` to `ready`; `booting` is for new machines only.
+    const reachable = (from: VmState, skip: readonly VmState[]) => {
+      const seen = new Set<VmState>([from]);
+      const todo = [from];
+      for (let s = todo.pop(); s; s = todo.pop()) {
+        for (const next of TRANSITIONS[s] as readonly VmState[]) {
+          if (skip.includes(next) || seen.has(next)) continue;
+          seen.add(next);
+          todo.push(next);
+        }
+      }
+      return seen;
+    };
+    for (const from of ["failed", "rebooting"] as const) {
+      expect(reachable(from, ["releasing", "claimed"]).has("ready")).toBe(false);
+      expect(reachable(from, []).has("booting")).toBe(false);
+    }
+    expect(canTransition("rebooting", "releasing")).toBe(true);
+    expect(canTransition("rebooting", "booting")).toBe(false);
+    expect(canTransition("failed", "ready")).toBe(false);
+  });
+
   it.each(legal)("%s → %s works and writes its audit row", async (from, to) => {
     const vm = await vmIn(from);
     const patch = to === "claimed" ? { holderId, assignmentId: crypto.randomUUID() } : {};

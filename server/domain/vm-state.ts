@@ -10,7 +10,15 @@ import { DomainError } from "./errors";
  *
  *   provisioning → booting → ready → claimed → releasing → ready | draining
  *   any live state → terminating → terminated;  any live state → failed
- *   rebooting → booting → claimed (a held VM comes back to its holder);  draining = admin: no new claims (holder, if any, keeps working)
+ *   rebooting → claimed (a held VM comes back to its holder) | releasing (no holder: wipe first)
+ *   draining = admin: no new claims (holder, if any, keeps working)
+ *
+ * A machine someone may have used reaches `ready` only through `releasing`, i.e. after the agent
+ * acknowledged a wipe: `booting` (a new machine, from `provisioning`) is the only other way in,
+ * and `failed` and `rebooting` lead to `releasing` (or to termination), never to `booting`.
+ * `draining → ready` is an undrain of a VM already wiped (a holder's release goes through
+ * `releasing` first). On fleets with root for researchers the wipe acknowledgement replaces the
+ * VM instead (releasing → terminating), see server/domain/replacement.ts.
  */
 export const TRANSITIONS = {
   provisioning: ["booting", "terminating", "failed"],
@@ -19,7 +27,7 @@ export const TRANSITIONS = {
   claimed: ["releasing", "draining", "rebooting", "terminating", "failed"],
   releasing: ["ready", "draining", "terminating", "failed"],
   draining: ["ready", "claimed", "releasing", "rebooting", "terminating", "failed"],
-  rebooting: ["booting", "terminating", "failed"],
+  rebooting: ["claimed", "releasing", "terminating", "failed"],
   terminating: ["terminated", "failed"],
   failed: ["rebooting", "terminating"],
   terminated: [],

@@ -252,5 +252,16 @@ async function perform(
       await driver.terminateVm(fleet, vm, run);
       return;
     }
+    case "vm.replace": {
+      // A root holder may have left anything behind: the machine goes, a new one takes its place
+      // (the fleet's desired size is unchanged, so the apply creates exactly one).
+      if (!op.vmId) throw new Error("the operation names no VM");
+      const [vm] = await db.select().from(vms).where(eq(vms.id, op.vmId));
+      if (!vm) throw new Error("the VM no longer exists");
+      if (vm.state !== "terminated") await driver.terminateVm(fleet, vm, run);
+      run.log(`${vm.name} terminated; creating its replacement`);
+      await driver.apply(fleet, run);
+      return;
+    }
   }
 }

@@ -192,3 +192,26 @@ describe("fleet.setIdleLimit", () => {
     expect(row?.idleReleaseMinutes).toBe(60);
   });
 });
+
+describe("fleet.create: root for researchers", () => {
+  it("is off unless the admin turns it on, and the fleet list shows it", async () => {
+    const create = (name: string, extra: Record<string, unknown>) =>
+      api.mutate(
+        "fleet.create",
+        { driver: "local", name, instanceType: "local", size: 0, ...extra },
+        { userId: admin.id },
+      );
+    const suffix = crypto.randomUUID().slice(0, 6);
+    const plain = await create(`plain-${suffix}`, {});
+    const root = await create(`root-${suffix}`, { rootForResearchers: true });
+    expect([plain.status, root.status]).toEqual([200, 200]);
+    const list = await api.query("fleet.list", undefined, { userId: admin.id });
+    const byName = new Map(
+      (list.data as { name: string; rootForResearchers: boolean }[]).map((f) => [f.name, f]),
+    );
+    expect(byName.get(`plain-${suffix}`)?.rootForResearchers).toBe(false);
+    expect(byName.get(`root-${suffix}`)?.rootForResearchers).toBe(true);
+    const bad = await create(`bad-${suffix}`, { rootForResearchers: "yes" });
+    expect(bad.status).toBe(400);
+  });
+});

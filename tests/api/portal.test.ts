@@ -11,6 +11,7 @@ import {
 } from "../../server/db/schema";
 import { DEFAULT_SSH_USER, sshAccess } from "../../server/domain/allocation";
 import { clearBootCache, type PoolFleet, type PoolSummary } from "../../server/domain/pool";
+import { researchAccountName } from "../../server/domain/research-account";
 import { createTestDatabase, type TestDatabase } from "../db";
 import { makeFleet, makeUser, makeVms } from "../fixtures";
 import { apiClient } from "./harness";
@@ -207,6 +208,21 @@ describe("vm.mine: how to connect and how long the VM is held", () => {
     expect(vm.ssh).toEqual({ user: "lab", address: "203.0.113.9", command: "ssh lab@203.0.113.9" });
     expect(vm.fleet.maxHoldMinutes).toBe(120);
     expect(new Date(vm.holdExpiresAt).getTime()).toBe(claimedAt.getTime() + 120 * 60_000);
+  });
+
+  it("on a cloud fleet names the holder's own throw-away account, not the image's login", async () => {
+    const fleet = await makeFleet(t.db, { driver: "terraform", config: { sshUser: "ubuntu" } });
+    const me = await makeUser(t.db);
+    const assignmentId = crypto.randomUUID();
+    await makeVms(t.db, fleet, 1, "claimed", {
+      holderId: me.id,
+      assignmentId,
+      publicIp: "203.0.113.10",
+    });
+    const res = await api.query("vm.mine", undefined, { userId: me.id });
+    const vm = res.data as { ssh: { user: string } };
+    expect(vm.ssh.user).toBe(researchAccountName(assignmentId));
+    expect(vm.ssh.user).toMatch(/^ll-[0-9a-f]{12}$/);
   });
 
   it("says when an idle VM will be released, and vm.keepIdle restarts the count for the caller's VM only", async () => {

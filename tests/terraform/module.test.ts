@@ -1,9 +1,12 @@
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: HCL expressions look like JS template placeholders
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { parse } from "@cdktf/hcl2json";
 import { beforeAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../../agent/src/config";
+import { removalArgv } from "../../agent/src/research-container";
 import {
   readUserDataTemplate,
   renderTemplate,
@@ -116,6 +119,8 @@ describe("the terraform/ module", () => {
     expect((vm.metadata_options as Json[])[0]).toMatchObject({
       http_tokens: "required",
       http_endpoint: "enabled",
+      // One hop: the host's agent reaches the metadata service, the research container does not.
+      http_put_response_hop_limit: 1,
     });
     expect((vm.root_block_device as Json[])[0]).toMatchObject({ encrypted: true });
     expect(vm.tags).toMatchObject({ "lablink:vm": "${each.value}" });
@@ -192,7 +197,8 @@ describe("user data", () => {
     expect(script).not.toMatch(/set -x/);
     expect(script).not.toMatch(/echo .*agent-token/);
     // Shell variables survive templatefile's escaping.
-    expect(script).toContain('"${GPU_FLAGS[@]}"');
+    expect(script).toContain('GPU_FLAGS="${GPU_FLAGS[*]:-}"');
+    expect(script).toContain('"${GPU[@]}"');
   });
 
   it("gives the container GPUs only when the machine has an NVIDIA GPU", () => {
@@ -202,13 +208,17 @@ describe("user data", () => {
     );
   });
 
-  it("runs the agent on the host under systemd, for the research user, with the container's log and ready marker", () => {
+  it("runs the agent on the host under systemd, with an account per assignment, the container's log and ready marker", () => {
     const script = renderTemplate(
       template(),
       templateVars({ ...realistic, researchUser: "scientist" }),
     );
-    expect(script).toContain("RESEARCH_USER='scientist'");
-    expect(script).toContain("LABLINK_RESEARCH_USER=$RESEARCH_USER");
+    // The image's own sudo login is the admins'; researchers never get it.
+    expect(script).toContain("ADMIN_USER='scientist'");
+    expect(script).not.toContain("LABLINK_RESEARCH_USER=");
+    expect(script).toContain("LABLINK_RESEARCH_ACCOUNTS=per-assignment");
+    // The agent sweeps the real /tmp, so its unit must not get a private one.
+    expect(script).not.toMatch(/^PrivateTmp=yes/m);
     // node and the bundle come out of the agent image; the unit runs them with the measured flags.
     expect(script).toMatch(/docker cp "\$CID:\/opt\/lablink\/lablink-agent\.mjs"/);
     expect(script).toContain(
@@ -221,6 +231,47 @@ describe("user data", () => {
     expect(script).toContain("touch /run/lablink/container-ready");
     // The agent no longer runs in a container (it could not reach the research user's home).
     expect(script).not.toMatch(/docker run[^\n]*lablink-agent/);
+  });
+
+  it("runs the research container off the host network, away from the metadata service, with a volume the agent throws away", () => {
+    const script = renderTemplate(template(), templateVars(realistic));
+    expect(script).not.toMatch(/--network[= ]host|--net[= ]host/);
+    expect(script).toContain("iptables -I DOCKER-USER -d 169.254.169.254/32 -j REJECT");
+    // The workspace is a Docker volume, not a host folder that outlives the container.
+    expect(script).toContain("-v lablink-workspace:/workspace");
+    expect(script).not.toContain("/srv/lablink/workspace");
+    // The agent's configuration, as its unit reads it, names the container, volume and script...
+    const envFile = /cat > \/etc\/lablink\/agent\.env << EOF\n([\s\S]*?)\nEOF/.exec(script)?.[1];
+    const env = Object.fromEntries(
+      (envFile ?? "")
+        .split("\n")
+        .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
+    );
+    const config = loadConfig({
+      NODE_ENV: "test",
+      ...env,
+      LABLINK_AGENT_TOKEN: "x",
+      LABLINK_AGENT_TOKEN_FILE: undefined,
+      LABLINK_SERVER_URL: "https://lablink.example.org",
+      LABLINK_VM_ID: crypto.randomUUID(),
+    });
+    expect(config.researchAccounts).toBe("per-assignment");
+    expect(config.researchContainer).toEqual({
+      name: "lablink-research",
+      volume: "lablink-workspace",
+      start: ["/opt/lablink/research-container.sh"],
+    });
+    // ...and the script it runs after a release removes exactly what the agent removes first.
+    for (const argv of removalArgv("lablink-research", "lablink-workspace"))
+      expect(script).toContain(`docker ${argv.join(" ")}`);
+    expect(script).toContain("docker run -d --name lablink-research");
+  });
+
+  it("renders a bootstrap bash accepts (bash -n)", () => {
+    const script = renderTemplate(template(), templateVars(realistic));
+    const r = spawnSync("bash", ["-n"], { input: script, encoding: "utf8" });
+    expect(r.stderr).toBe("");
+    expect(r.status).toBe(0);
   });
 
   it("the packaged systemd unit and the bootstrap's unit run the agent with the same node flags", () => {

@@ -215,6 +215,7 @@ export function FleetsAdmin() {
     startupScript: "",
     sshUser: "",
     groupIds: [] as string[],
+    rootForResearchers: false,
   });
   const groups = useQuery(trpc.group.list.queryOptions());
   const [sizes, setSizes] = useState<Record<string, number>>({});
@@ -272,6 +273,15 @@ export function FleetsAdmin() {
                 <span className="text-slate-500">
                   ({f.driver}, {f.status})
                 </span>
+                {f.rootForResearchers && (
+                  <span
+                    data-testid="fleet-root-mark"
+                    title="Researchers have sudo and docker on these VMs; released VMs are replaced, not wiped."
+                    className="ml-2 rounded bg-amber-100 px-1.5 py-0.5 text-xs font-medium text-amber-900 dark:bg-amber-900 dark:text-amber-100"
+                  >
+                    root for researchers
+                  </span>
+                )}
               </p>
               <p data-testid="fleet-hold-limit">Hold limit: {holdText(f.maxHoldMinutes)}</p>
               <p data-testid="fleet-quota">
@@ -411,6 +421,7 @@ export function FleetsAdmin() {
                 : null,
               gpuHoursPerWeek: form.quota.trim() ? Number(form.quota) : null,
               groupIds: form.groupIds,
+              rootForResearchers: form.rootForResearchers,
             };
             const config = {
               ...(form.ami.trim() ? { ami: form.ami.trim() } : {}),
@@ -548,6 +559,22 @@ export function FleetsAdmin() {
             placeholder="no quota"
             numeric
           />
+          <div className="sm:col-span-2">
+            <label className="flex items-center gap-2 font-medium">
+              <input
+                id="fleet-root"
+                type="checkbox"
+                checked={form.rootForResearchers}
+                onChange={(e) => setForm({ ...form, rootForResearchers: e.target.checked })}
+              />
+              Root for researchers (sudo and docker)
+            </label>
+            <p className="text-xs text-slate-500">
+              A researcher with root can defeat any wipe, so each released VM is terminated and
+              replaced by a new one (slower and costlier than a wipe). Off: researchers get a plain
+              account of their own, deleted on release.
+            </p>
+          </div>
           {form.driver === "terraform" && (
             <>
               <div>

@@ -24,6 +24,7 @@ const KINDS = [
   "fleet.destroy",
   "vm.reboot",
   "vm.terminate",
+  "vm.replace",
 ] as const;
 const PAGE = 25;
 

@@ -66,6 +66,8 @@ const common = {
   gpuHoursPerWeek: gpuHours.nullable().optional(),
   /** Groups whose members may claim its VMs; absent or empty: every researcher. */
   groupIds: z.array(z.uuid()).max(50).optional(),
+  /** Researchers get sudo and the docker group; released VMs are replaced instead of wiped. */
+  rootForResearchers: z.boolean().default(false),
 };
 
 const createInput = z.discriminatedUnion("driver", [
@@ -102,6 +104,7 @@ export const fleetRouter = createRouter({
         idleReleaseMinutes: input.idleReleaseMinutes ?? null,
         gpuHoursPerWeek: input.gpuHoursPerWeek ?? null,
         groupIds: input.groupIds ?? [],
+        rootForResearchers: input.rootForResearchers,
         config: input.driver === "terraform" ? input.config : {},
       },
       ctx.actor,

@@ -18,6 +18,12 @@ export type LocalDriverOptions = {
   /** Per-VM folders (agent logs, simulated home directories). */
   stateDir: string;
   heartbeatIntervalS: number;
+  /**
+   * "unix": each assignment gets a real throw-away Unix account, as on cloud VMs (the agents run
+   * as this process's user, so it must be root with useradd). Default "simulated": a home folder
+   * in the state dir, nothing touched outside it.
+   */
+  researchAccounts?: "simulated" | "unix";
   log: Logger;
 };
 
@@ -159,6 +165,9 @@ export class LocalFleetDriver implements FleetDriver {
           // Plays a short cloud-init run and container start in the state dir, so the dashboard
           // has boot timings and cloud-init/container log lines for local VMs too.
           LABLINK_SIMULATE_BOOT: "1",
+          ...(this.o.researchAccounts === "unix"
+            ? { LABLINK_RESEARCH_ACCOUNTS: "per-assignment" }
+            : {}),
           LOG_LEVEL: process.env.LABLINK_AGENT_LOG_LEVEL ?? "info",
         },
         // The IPC channel lets the agent notice if this worker dies, so no agent is orphaned.

@@ -1,4 +1,4 @@
-import { integer, jsonb, pgEnum, pgTable, text } from "drizzle-orm/pg-core";
+import { boolean, integer, jsonb, pgEnum, pgTable, text } from "drizzle-orm/pg-core";
 import { createdAt, id, ts } from "./columns";
 
 export const fleetDriver = pgEnum("fleet_driver", ["local", "terraform", "byo"]);
@@ -36,6 +36,11 @@ export const fleets = pgTable("fleets", {
    * GPUs per VM, from the audit log); a claim over it is refused. Null = no quota.
    */
   gpuHoursPerWeek: integer("gpu_hours_per_week"),
+  /**
+   * Researchers get sudo and the docker group on this fleet's VMs. A root holder can defeat any
+   * wipe, so a released VM is terminated and replaced by a new one instead (docs/security.md).
+   */
+  rootForResearchers: boolean("root_for_researchers").notNull().default(false),
   status: fleetStatus("status").notNull().default("creating"),
   /** Driver-specific settings (AMI, subnet, startup script...); never secrets. */
   config: jsonb("config").$type<Record<string, unknown>>().notNull().default({}),

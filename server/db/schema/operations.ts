@@ -31,6 +31,8 @@ export const operationKind = pgEnum("operation_kind", [
   "fleet.destroy",
   "vm.reboot",
   "vm.terminate",
+  /** Terminate one VM and create a new one in its place (released VMs of root fleets). */
+  "vm.replace",
 ]);
 export type OperationKind = (typeof operationKind.enumValues)[number];
 

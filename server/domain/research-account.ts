@@ -1,0 +1,8 @@
+/**
+ * The throw-away Unix account an agent creates for one assignment: `ll-` and the last 12 hex
+ * digits of the assignment id (the random part in every UUID version), so it can never be the name
+ * of a real user and differs for every holder. The agent refuses any other form.
+ */
+export function researchAccountName(assignmentId: string): string {
+  return `ll-${assignmentId.replace(/-/g, "").toLowerCase().slice(-12)}`;
+}
