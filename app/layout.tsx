@@ -46,7 +46,8 @@ export default async function RootLayout({ children }: { children: React.ReactNo
               {session?.user ? (
                 <>
                   <span data-testid="signed-in-as">
-                    {session.user.name}{" "}
+                    {/* Email sign-in creates users without a name: show who they are anyway. */}
+                    {session.user.name || session.user.email}{" "}
                     <span className="text-slate-500 dark:text-slate-400">
                       ({session.user.role})
                     </span>
