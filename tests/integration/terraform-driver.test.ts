@@ -23,10 +23,7 @@ let t: TestDatabase;
 const workDir = mkdtempSync(path.join(os.tmpdir(), "lablink-tf-"));
 const callsFile = path.join(workDir, "calls.jsonl");
 const ec2Mock = mockClient(EC2Client);
-const ec2 = new Ec2Fleet({
-  clientFor: () => new EC2Client({ region: "us-west-2" }),
-  sleep: async () => {},
-});
+const ec2 = new Ec2Fleet({ clientFor: () => new EC2Client({ region: "us-west-2" }) });
 
 function driver(scenario: string, cancelGraceMs = 5_000) {
   return new TerraformFleetDriver({

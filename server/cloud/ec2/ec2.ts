@@ -1,7 +1,8 @@
 import {
-  DescribeInstancesCommand,
   EC2Client,
+  type EC2ClientConfig,
   type Instance,
+  paginateDescribeInstances,
   RebootInstancesCommand,
   StartInstancesCommand,
   StopInstancesCommand,
@@ -21,30 +22,22 @@ export interface Ec2Api {
 export type Ec2Options = {
   /** One client per region; credentials from the standard AWS chain (env, profile, role). */
   clientFor?: (region: string) => EC2Client;
-  /** Attempts per call when AWS throttles or hiccups (exponential backoff with jitter). */
-  attempts?: number;
-  baseDelayMs?: number;
-  sleep?: (ms: number) => Promise<void>;
+  /** Attempts per call, retries included (the SDK's adaptive retry strategy). */
+  maxAttempts?: number;
 };
 
-const RETRYABLE = new Set([
-  "RequestLimitExceeded",
-  "Throttling",
-  "ThrottlingException",
-  "TooManyRequestsException",
-  "ServiceUnavailable",
-  "Unavailable",
-  "InternalError",
-  "InternalFailure",
-  "RequestTimeout",
-  "RequestTimeoutException",
-]);
-
-export function isRetryable(err: unknown): boolean {
-  const e = err as { name?: string; Code?: string; $metadata?: { httpStatusCode?: number } };
-  if (RETRYABLE.has(e?.name ?? "") || RETRYABLE.has(e?.Code ?? "")) return true;
-  const status = e?.$metadata?.httpStatusCode ?? 0;
-  return status === 429 || status >= 500;
+/**
+ * A region's client: the SDK's **adaptive** retry mode retries throttling, transient and
+ * server errors with exponential backoff and jitter, and slows every call of this client down
+ * while EC2 throttles (a client-side rate limiter), so a burst of reconciliation calls does not
+ * keep hitting RequestLimitExceeded.
+ */
+export function ec2Client(
+  region: string,
+  /** Tests hand in credentials and a request handler (the HTTP seam). */
+  overrides: Partial<EC2ClientConfig> & { maxAttempts?: number } = {},
+): EC2Client {
+  return new EC2Client({ region, retryMode: "adaptive", maxAttempts: 5, ...overrides });
 }
 
 /**
@@ -53,85 +46,82 @@ export function isRetryable(err: unknown): boolean {
  */
 export class Ec2Fleet implements Ec2Api {
   private readonly clients = new Map<string, EC2Client>();
-  private readonly attempts: number;
-  private readonly baseDelayMs: number;
-  private readonly sleep: (ms: number) => Promise<void>;
 
-  constructor(private readonly o: Ec2Options = {}) {
-    this.attempts = o.attempts ?? 5;
-    this.baseDelayMs = o.baseDelayMs ?? 200;
-    this.sleep = o.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
-  }
+  constructor(private readonly o: Ec2Options = {}) {}
 
   private client(region: string): EC2Client {
     let c = this.clients.get(region);
     if (!c) {
-      // Our own retry loop below covers throttling; the SDK's would multiply the attempts.
-      c = this.o.clientFor?.(region) ?? new EC2Client({ region, maxAttempts: 1 });
+      c =
+        this.o.clientFor?.(region) ??
+        ec2Client(region, this.o.maxAttempts ? { maxAttempts: this.o.maxAttempts } : {});
       this.clients.set(region, c);
     }
     return c;
   }
 
-  private async retry<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await fn();
-      } catch (err) {
-        if (attempt >= this.attempts || !isRetryable(err)) {
-          const name = (err as { name?: string }).name ?? "Error";
-          const msg = err instanceof Error ? err.message : String(err);
-          throw new Error(`EC2 ${what} failed after ${attempt} attempt(s): ${name}: ${msg}`, {
-            cause: err,
-          });
-        }
-        const delay = this.baseDelayMs * 2 ** (attempt - 1);
-        await this.sleep(delay / 2 + Math.random() * (delay / 2));
-      }
+  /** Runs one call; a failure names the call, the error and how many attempts the SDK made. */
+  private async call<T>(what: string, fn: (client: EC2Client) => Promise<T>, region: string) {
+    try {
+      return await fn(this.client(region));
+    } catch (err) {
+      const e = err as { name?: string; $metadata?: { attempts?: number } };
+      const msg = err instanceof Error ? err.message : String(err);
+      const attempts = e.$metadata?.attempts ?? 1;
+      throw new Error(
+        `EC2 ${what} failed after ${attempts} attempt(s): ${e.name ?? "Error"}: ${msg}`,
+        { cause: err },
+      );
     }
   }
 
   async describeFleet(region: string, fleetName: string): Promise<InstanceInfo[]> {
-    const out: InstanceInfo[] = [];
-    let token: string | undefined;
-    do {
-      const page = await this.retry("DescribeInstances", () =>
-        this.client(region).send(
-          new DescribeInstancesCommand({
-            Filters: [{ Name: "tag:lablink:fleet", Values: [fleetName] }],
-            NextToken: token,
-            MaxResults: 500,
-          }),
-        ),
-      );
-      for (const r of page.Reservations ?? [])
-        for (const i of r.Instances ?? []) out.push(toInfo(i));
-      token = page.NextToken;
-    } while (token);
-    return out;
+    return this.call(
+      "DescribeInstances",
+      async (client) => {
+        const out: InstanceInfo[] = [];
+        const pages = paginateDescribeInstances(
+          { client, pageSize: 500 },
+          { Filters: [{ Name: "tag:lablink:fleet", Values: [fleetName] }] },
+        );
+        for await (const page of pages)
+          for (const r of page.Reservations ?? [])
+            for (const i of r.Instances ?? []) out.push(toInfo(i));
+        return out;
+      },
+      region,
+    );
   }
 
   async reboot(region: string, instanceId: string) {
-    await this.retry("RebootInstances", () =>
-      this.client(region).send(new RebootInstancesCommand({ InstanceIds: [instanceId] })),
+    await this.call(
+      "RebootInstances",
+      (c) => c.send(new RebootInstancesCommand({ InstanceIds: [instanceId] })),
+      region,
     );
   }
 
   async stop(region: string, instanceId: string) {
-    await this.retry("StopInstances", () =>
-      this.client(region).send(new StopInstancesCommand({ InstanceIds: [instanceId] })),
+    await this.call(
+      "StopInstances",
+      (c) => c.send(new StopInstancesCommand({ InstanceIds: [instanceId] })),
+      region,
     );
   }
 
   async start(region: string, instanceId: string) {
-    await this.retry("StartInstances", () =>
-      this.client(region).send(new StartInstancesCommand({ InstanceIds: [instanceId] })),
+    await this.call(
+      "StartInstances",
+      (c) => c.send(new StartInstancesCommand({ InstanceIds: [instanceId] })),
+      region,
     );
   }
 
   async terminate(region: string, instanceId: string) {
-    await this.retry("TerminateInstances", () =>
-      this.client(region).send(new TerminateInstancesCommand({ InstanceIds: [instanceId] })),
+    await this.call(
+      "TerminateInstances",
+      (c) => c.send(new TerminateInstancesCommand({ InstanceIds: [instanceId] })),
+      region,
     );
   }
 }
