@@ -1,5 +1,11 @@
 import { enrollMachine } from "../../auth/enrollment";
-import { acknowledge, pendingReply, recordHeartbeat, registerAgent } from "../../domain/agents";
+import {
+  acknowledge,
+  pendingReply,
+  recordHeartbeat,
+  registerAgent,
+  rotateCredential,
+} from "../../domain/agents";
 import { recordLogs } from "../../domain/vm-logs";
 import {
   ackInput,
@@ -9,6 +15,7 @@ import {
   logsInput,
   pollInput,
   registerInput,
+  rotateInput,
 } from "../agent-protocol";
 import { agentProcedure, createRouter, enrollmentProcedure } from "../trpc";
 
@@ -28,7 +35,18 @@ export const agentRouter = createRouter({
 
   register: agentProcedure
     .input(registerInput)
-    .mutation(({ ctx, input }) => registerAgent(ctx.db, input, ctx.settings, ctx.actor)),
+    .mutation(({ ctx, input }) => registerAgent(ctx.db, input, ctx.settings, ctx.actor, ctx.agent)),
+
+  /** A new token before the agent sets the VM up for a new holder (docs/agent-protocol.md). */
+  rotate: agentProcedure.input(rotateInput).mutation(({ ctx, input }) =>
+    rotateCredential(ctx.db, {
+      vmId: input.vmId,
+      callerCredentialId: ctx.agent.credentialId,
+      reason: "assignment",
+      assignmentId: input.assignmentId,
+      actor: ctx.actor,
+    }),
+  ),
 
   heartbeat: agentProcedure
     .input(heartbeatInput)
