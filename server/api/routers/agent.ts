@@ -74,10 +74,20 @@ export const agentRouter = createRouter({
     const onAbort = () => stop.abort();
     ctx.signal?.addEventListener("abort", onAbort, { once: true });
     try {
-      const change = ctx.events.waitForChange(input.vmId, input.waitMs, stop.signal);
-      const now = await pendingReply(ctx.db, input.vmId, ctx.settings);
-      if (now.commands.length > 0) return now;
-      return (await change) ? pendingReply(ctx.db, input.vmId, ctx.settings) : now;
+      const deadline = Date.now() + input.waitMs;
+      for (;;) {
+        const change = ctx.events.waitForChange(
+          input.vmId,
+          Math.max(0, deadline - Date.now()),
+          stop.signal,
+        );
+        const now = await pendingReply(ctx.db, input.vmId, ctx.settings);
+        if (now.commands.length > 0) return now;
+        const why = await change;
+        if (why === "changed") return pendingReply(ctx.db, input.vmId, ctx.settings);
+        // "resync": pushes were interrupted (LISTEN reconnecting); look again and keep waiting.
+        if (why === false || Date.now() >= deadline) return now;
+      }
     } finally {
       stop.abort();
       ctx.signal?.removeEventListener("abort", onAbort);
