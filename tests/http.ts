@@ -7,7 +7,7 @@ import { handleTrpc } from "../server/api/handler";
 import { appRouter } from "../server/api/root";
 import type { SessionUser } from "../server/api/trpc";
 import type { Db } from "../server/db/client";
-import { VmEventHub } from "../server/events";
+import { VmEventHub, type VmEventHubOptions } from "../server/events";
 import { prepareRequestHeaders, type TrustProxy } from "../server/http";
 
 /**
@@ -22,8 +22,9 @@ export async function startApiServer(
   heartbeatIntervalS: number,
   /** A fixed port, to restart a server where its agents expect it. */
   port = 0,
+  hubOptions: VmEventHubOptions = {},
 ) {
-  const events = new VmEventHub(sql);
+  const events = new VmEventHub(sql, hubOptions);
   const settings = { heartbeatIntervalS };
   const getSession = async (): Promise<SessionUser | null> => null;
   const handler = createHTTPHandler({
@@ -55,11 +56,13 @@ export async function startApiServer(
     url: `http://127.0.0.1:${bound}`,
     port: bound,
     events,
-    close: () =>
-      new Promise<void>((resolve) => {
+    close: async () => {
+      await new Promise<void>((resolve) => {
         server.closeAllConnections();
         server.close(() => resolve());
-      }),
+      });
+      await events.close();
+    },
   };
 }
 

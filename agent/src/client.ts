@@ -69,6 +69,12 @@ export function createTrpcTransport(options: {
       if (credential && rotate) rotate(credential);
       return rest;
     },
+    rotate: options.onCredential
+      ? async (input, signal) => {
+          const { credential } = await call(() => client.agent.rotate.mutate(input, { signal }));
+          options.onCredential?.(credential);
+        }
+      : undefined,
     heartbeat: (input, signal) => call(() => client.agent.heartbeat.mutate(input, { signal })),
     ack: async (input, signal) => {
       await call(() => client.agent.ack.mutate(input, { signal }));

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { dirname, join } from "node:path";
 import { createTRPCClient, httpLink } from "@trpc/client";
@@ -6,6 +6,7 @@ import superjson from "superjson";
 import type { AgentApi } from "../../server/api/routers/agent";
 import pkg from "../package.json" with { type: "json" };
 import { toTransportError } from "./client";
+import { writeSecretFile } from "./credential";
 import { nodeHttpFetch } from "./http-fetch";
 import { createLogger, LOG_LEVELS } from "./log";
 import { PROTOCOL_VERSION } from "./loop";
@@ -27,9 +28,7 @@ const envSchema = z.object({
 
 function writeAtomic(path: string, text: string) {
   mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, text, { mode: 0o600 });
-  renameSync(tmp, path);
+  writeSecretFile(path, text);
 }
 
 export async function enroll(env: NodeJS.ProcessEnv = process.env): Promise<number> {

@@ -31,6 +31,11 @@ export interface AgentTransport {
   heartbeat(input: HeartbeatInput, signal: AbortSignal): Promise<AgentReply>;
   ack(input: AckInput, signal: AbortSignal): Promise<void>;
   poll(input: PollRequest, signal: AbortSignal): Promise<AgentReply>;
+  /**
+   * agent.rotate: a new token before setting the VM up for a new assignment, stored by the
+   * transport before it resolves. Absent when the agent cannot store a token (env token).
+   */
+  rotate?(input: { vmId: string; assignmentId: string }, signal: AbortSignal): Promise<void>;
   /** agent.logs (the log shipper's own loop; optional so test fakes can leave it out). */
   logs?(input: LogsInput, signal: AbortSignal): Promise<{ accepted: number }>;
 }
@@ -163,8 +168,17 @@ export class Agent {
     this.log = options.log;
     this.intervalMs = (options.heartbeatOverrideS ?? DEFAULT_INTERVAL_S) * 1000;
     this.heartbeatBackoff = new Backoff(options.backoff);
+    const actions = options.actions;
     this.commands = new CommandProcessor({
-      actions: options.actions,
+      actions: {
+        // A fresh token before each new holder gets the VM: see rotateForAssignment.
+        assign: async (command) => {
+          await this.rotateForAssignment(command.assignmentId);
+          return actions.assign(command);
+        },
+        wipe: (command) => actions.wipe(command),
+        connect: (command) => actions.connect(command),
+      },
       activeAssignments: options.activeAssignments,
       ack: (request) => this.ack(request),
       onShutdown: () => this.stop("shutdown"),
@@ -370,6 +384,23 @@ export class Agent {
     }
     this.log.debug("heartbeat", { state: reply.state, commands: reply.commands.length });
     this.handleReply(reply);
+  }
+
+  /**
+   * Before a VM is set up for a new holder the agent takes a new token and uses it once, which
+   * retires the old one on the server: a token someone read during the last hold (root on the
+   * VM) is dead before the next holder gets in. If this fails the assignment fails and is retried
+   * (the server keeps asking), so nobody is set up on a VM whose old token still works.
+   */
+  private async rotateForAssignment(assignmentId: string): Promise<void> {
+    const { transport, vmId } = this.options;
+    const rotate = transport.rotate?.bind(transport);
+    if (!rotate) return;
+    await this.request(this.requestTimeoutMs, (signal) => rotate({ vmId, assignmentId }, signal));
+    await this.request(this.requestTimeoutMs, (signal) =>
+      transport.poll({ vmId, waitMs: 0 }, signal),
+    );
+    this.log.info("agent token rotated for the new assignment", { assignmentId });
   }
 
   /** Tells the server we are going away (SIGTERM: reboot, upgrade), within a short deadline. */

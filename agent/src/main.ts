@@ -9,7 +9,7 @@ import { BootTimingsSource } from "./boot/timings";
 import { parseCli, USAGE } from "./cli";
 import { createTrpcTransport } from "./client";
 import { type AgentConfig, ConfigError, loadConfig } from "./config";
-import { RotatingCredential } from "./credential";
+import { RotatingCredential, restrictTokenFile } from "./credential";
 import { enrollThenRun } from "./enrollment";
 import { NvidiaSmiProbe, SimulatedProbe } from "./gpu/probe";
 import { BoundedCommand } from "./gpu/query";
@@ -122,6 +122,16 @@ async function main(config: AgentConfig): Promise<void> {
     process.exit(1);
   });
 
+  if (config.tokenSource !== "env") {
+    // The token is the VM's identity: readable by the agent's user (root on cloud VMs) only.
+    const changed = restrictTokenFile(config.tokenSource);
+    if (changed) {
+      log.warn("token file was readable by others; made it owner-only (0600)", {
+        file: config.tokenSource,
+        mode: changed.from.toString(8),
+      });
+    }
+  }
   const credential = new RotatingCredential(
     config.token,
     config.tokenSource === "env" ? null : config.tokenSource,

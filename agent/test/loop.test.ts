@@ -9,6 +9,7 @@ import {
   BACKLOG_MAX,
   type ExitReason,
   PROTOCOL_VERSION,
+  TransportError,
 } from "../src/loop";
 import { FakeServer } from "./fake-transport";
 import { eventually } from "./helpers";
@@ -332,5 +333,70 @@ describe("Agent loop (fake transport)", () => {
     server2.setCommands([{ type: "shutdown", reason: "VM is terminating" }]);
     expect(await second.run).toBe("shutdown");
     expect(server2.heartbeats.some((h) => h.shuttingDown)).toBe(false);
+  });
+});
+
+describe("token rotation on every assignment", () => {
+  /** A server that can rotate: records the order of rotations, confirmations and setups. */
+  class RotatingServer extends FakeServer {
+    readonly events: string[] = [];
+    failRotations = 0;
+    async rotate(input: { vmId: string; assignmentId: string }, signal: AbortSignal) {
+      if (signal.aborted) throw new Error("aborted");
+      if (this.failRotations > 0) {
+        this.failRotations -= 1;
+        this.events.push("rotate-failed");
+        throw new TransportError("unavailable", "injected");
+      }
+      this.events.push(`rotate:${input.assignmentId}`);
+    }
+  }
+
+  it("takes a new token and uses it once before setting the VM up for each holder; no setup while that fails", async () => {
+    const server = new RotatingServer();
+    server.failRotations = 1;
+    // Like the real server, a failed assign stays pending (and each new command replaces the list).
+    server.dropAcks = true;
+    const actions: CommandActions = {
+      assign: async (c) => {
+        server.events.push(`assign:${c.assignmentId}`);
+      },
+      wipe: async (c) => {
+        server.events.push(`wipe:${c.assignmentId}`);
+      },
+      connect: async () => {},
+    };
+    const origPoll = server.poll.bind(server);
+    server.poll = (input, signal) => {
+      if (input.waitMs === 0) server.events.push("confirm");
+      return origPoll(input, signal);
+    };
+    start(server, { actions });
+    server.setCommands([assign(A)]);
+    await eventually(
+      () => server.acks.some((a) => a.assignmentId === A && a.ok),
+      3_000,
+      "assign A",
+    );
+    server.setCommands([wipe(A)]);
+    await eventually(() => server.acks.some((a) => a.type === "wipe"), 2_000, "wipe A");
+    server.setCommands([assign(B)]);
+    await eventually(
+      () => server.acks.some((a) => a.assignmentId === B && a.type === "assign"),
+      2_000,
+      "assign B",
+    );
+    expect(server.events).toEqual([
+      "rotate-failed",
+      `rotate:${A}`,
+      "confirm",
+      `assign:${A}`,
+      `wipe:${A}`,
+      `rotate:${B}`,
+      "confirm",
+      `assign:${B}`,
+    ]);
+    // The failed first attempt was reported, then retried.
+    expect(server.acks.find((a) => a.assignmentId === A && !a.ok)).toBeDefined();
   });
 });

@@ -106,7 +106,8 @@ export const registerInput = z.strictObject({
   health: healthSchema,
   /**
    * The agent can store a new token (it reads it from a file it may write): the reply then
-   * carries `credential`, and the token used for this call stops working after a grace period.
+   * carries `credential`, and the token used for this call stops working once the new one has
+   * been used.
    */
   rotateCredential: z.boolean().optional(),
   /** Additive (agents before it send none): this boot's timings so far. */
@@ -160,6 +161,17 @@ export const pollInput = z.strictObject({
   /** How long the server may hold the request open when there is nothing to do. */
   waitMs: z.number().int().min(0).max(30_000).default(25_000),
 });
+
+/**
+ * agent.rotate: a new token before the agent sets the VM up for a new assignment. The token the
+ * call came with keeps working until the new one is used once.
+ */
+export const rotateInput = z.strictObject({
+  ...vmRef,
+  assignmentId: z.uuid(),
+});
+export type RotateInput = z.infer<typeof rotateInput>;
+export type RotateReply = { credential: string };
 
 /** Commands are derived from the VM's state on every reply, so a missed push loses nothing. */
 export type AgentCommand =

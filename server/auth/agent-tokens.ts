@@ -1,5 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
-import { and, eq, gt, isNull, or, sql } from "drizzle-orm";
+import { and, eq, gt, isNull, ne, or, sql } from "drizzle-orm";
 import type { DbOrTx } from "../db/client";
 import { preparedPerDb } from "../db/prepared";
 import { agentCredentials, fleets, type Vm, vms } from "../db/schema";
@@ -17,29 +17,83 @@ const sha256 = (s: string) => createHash("sha256").update(s).digest();
 const toUuid = (hex: string) =>
   `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 
+/** Inserts a credential row and returns its token (shown once, never stored). */
+async function insertToken(db: DbOrTx, vmId: string, pending: boolean): Promise<string> {
+  const secret = randomBytes(32).toString("base64url");
+  const [cred] = await db
+    .insert(agentCredentials)
+    .values({ vmId, tokenHash: sha256(secret).toString("hex"), pending })
+    .returning({ id: agentCredentials.id });
+  if (!cred) throw new Error("credential insert returned nothing");
+  return `${PREFIX}_${cred.id.replaceAll("-", "")}_${secret}`;
+}
+
+const live = or(isNull(agentCredentials.revokedAt), gt(agentCredentials.revokedAt, sql`now()`));
+
 /**
- * Issues a new token for a VM and revokes its earlier ones after `graceSeconds` (so a heartbeat
- * in flight with the old token is not lost). The token is returned once and never stored.
+ * Issues a new token for a VM. By default its earlier tokens are revoked after `graceSeconds`
+ * (0: at once). With `keepOthers` the new token is pending instead: the VM's earlier tokens keep
+ * working until one of its tokens is used, and that first use revokes the rest. Terraform uses
+ * this for VMs being created: a run killed mid-apply may already have booted an instance with
+ * the token it wrote into that VM's user data, and the next run must not revoke it.
  */
 export async function issueAgentToken(
   db: DbOrTx,
   vmId: string,
-  options: { graceSeconds?: number } = {},
+  options: { graceSeconds?: number; keepOthers?: boolean } = {},
 ): Promise<string> {
-  const secret = randomBytes(32).toString("base64url");
+  if (options.keepOthers) return insertToken(db, vmId, true);
   const grace = options.graceSeconds ?? 0;
   return db.transaction(async (tx) => {
     await tx
       .update(agentCredentials)
       .set({ revokedAt: sql`now() + make_interval(secs => ${grace})` })
       .where(and(eq(agentCredentials.vmId, vmId), isNull(agentCredentials.revokedAt)));
-    const [cred] = await tx
-      .insert(agentCredentials)
-      .values({ vmId, tokenHash: sha256(secret).toString("hex") })
-      .returning({ id: agentCredentials.id });
-    if (!cred) throw new Error("credential insert returned nothing");
-    return `${PREFIX}_${cred.id.replaceAll("-", "")}_${secret}`;
+    return insertToken(tx, vmId, false);
   });
+}
+
+/**
+ * An agent asks for a new token (at start-up, and before it sets a VM up for each new holder).
+ * The new token is pending: the caller's token keeps working until the new one is used once, so
+ * a reply lost on the way costs nothing (the agent asks again with the token it still has); that
+ * first use revokes the caller's token. Tokens handed out by earlier rotations that were never
+ * used (their reply was lost) are revoked now: the caller evidently does not have them.
+ */
+export async function rotateAgentToken(
+  db: DbOrTx,
+  params: { vmId: string; callerCredentialId: string },
+): Promise<string> {
+  return db.transaction(async (tx) => {
+    await tx
+      .update(agentCredentials)
+      .set({ revokedAt: sql`now()` })
+      .where(
+        and(
+          eq(agentCredentials.vmId, params.vmId),
+          eq(agentCredentials.pending, true),
+          ne(agentCredentials.id, params.callerCredentialId),
+          live,
+        ),
+      );
+    return insertToken(tx, params.vmId, true);
+  });
+}
+
+/**
+ * The first use of a pending token: it becomes the VM's token and every other token of the VM
+ * stops working at once (the old token of a rotation, the other candidates Terraform wrote).
+ */
+async function activate(db: DbOrTx, credentialId: string): Promise<void> {
+  await db.execute(sql`
+    WITH used AS (
+      UPDATE ${agentCredentials} SET pending = false, last_used_at = now()
+      WHERE id = ${credentialId} AND pending
+      RETURNING vm_id
+    )
+    UPDATE ${agentCredentials} SET revoked_at = now()
+    WHERE vm_id IN (SELECT vm_id FROM used) AND id <> ${credentialId}
+      AND (revoked_at IS NULL OR revoked_at > now())`);
 }
 
 /** Revokes every token of a VM now (terminated VMs). */
@@ -75,6 +129,7 @@ const credentialQuery = preparedPerDb((db) =>
     .select({
       credentialId: agentCredentials.id,
       tokenHash: agentCredentials.tokenHash,
+      pending: agentCredentials.pending,
       vm: vms,
       expectedGpus: fleets.gpuCount,
     })
@@ -165,6 +220,7 @@ export async function verifyAgentToken(
   const presented = sha256(m[2]);
   const stored = cred ? Buffer.from(cred.tokenHash, "hex") : Buffer.alloc(32);
   const match = stored.length === presented.length && timingSafeEqual(stored, presented);
+  if (cred && match && cred.pending) await activate(db, credentialId);
   return cred && match
     ? { vmId: cred.vm.id, credentialId, vm: { ...cred.vm, expectedGpus: cred.expectedGpus } }
     : null;

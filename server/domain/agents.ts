@@ -6,7 +6,7 @@ import type {
   HeartbeatInput,
   RegisterInput,
 } from "../api/agent-protocol";
-import { issueAgentToken } from "../auth/agent-tokens";
+import { rotateAgentToken } from "../auth/agent-tokens";
 import type { DbOrTx } from "../db/client";
 import { preparedPerDb } from "../db/prepared";
 import { auditEvents, fleets, type Vm, vms } from "../db/schema";
@@ -45,12 +45,6 @@ export function agentSettingsFrom(e: {
   };
 }
 export const DEFAULT_GPU_SAMPLE_INTERVAL_S = 60;
-
-/**
- * How long a rotated-out token keeps working: long enough for a heartbeat or long-poll already in
- * flight with it (requests time out after 15 s; heartbeats come every interval).
- */
-export const credentialGraceS = (s: AgentSettings) => Math.max(30, 2 * s.heartbeatIntervalS);
 
 /**
  * Commands are derived from the VM row on every reply (level-triggered), so a lost push or a
@@ -149,6 +143,8 @@ export async function registerAgent(
   input: RegisterInput,
   settings: AgentSettings,
   actor: Actor,
+  /** The token the call came with: a rotation keeps it working until the new one is used. */
+  caller?: { credentialId: string },
 ): Promise<AgentReply> {
   const loaded = await loadVm(db, input.vmId);
   let vm: Vm = loaded;
@@ -212,20 +208,47 @@ export async function registerAgent(
       action: "agent.register",
     });
   }
-  if (!input.rotateCredential) return reply(db, vm, settings);
-  // Every (re)start of an agent that can store a token gets a fresh one; the old one lives on
-  // for the grace period so requests already in flight with it are not refused.
-  const credential = await issueAgentToken(db, vm.id, { graceSeconds: credentialGraceS(settings) });
-  await db.insert(auditEvents).values({
-    actorKind: actor.kind,
-    actorId: actor.id,
-    ip: actor.ip ?? null,
-    action: "agent.rotate_credential",
-    targetKind: "vm",
-    targetId: vm.id,
-    details: { graceS: credentialGraceS(settings) },
+  if (!input.rotateCredential || !caller) return reply(db, vm, settings);
+  // Every (re)start of an agent that can store a token gets a fresh one.
+  const { credential } = await rotateCredential(db, {
+    vmId: vm.id,
+    callerCredentialId: caller.credentialId,
+    reason: "register",
+    actor,
   });
   return { ...(await reply(db, vm, settings)), credential };
+}
+
+/**
+ * Hands the agent a new token. The token it called with keeps working until the new one is used
+ * once (server/auth/agent-tokens.ts), so a lost reply is repaired by asking again. Agents ask at
+ * start-up and before setting the VM up for each new holder, so a token read during one hold
+ * (by anyone root on the VM) is dead before the next holder gets the VM.
+ */
+export async function rotateCredential(
+  db: DbOrTx,
+  params: {
+    vmId: string;
+    callerCredentialId: string;
+    reason: "register" | "assignment";
+    assignmentId?: string;
+    actor: Actor;
+  },
+): Promise<{ credential: string }> {
+  const credential = await rotateAgentToken(db, params);
+  await db.insert(auditEvents).values({
+    actorKind: params.actor.kind,
+    actorId: params.actor.id,
+    ip: params.actor.ip ?? null,
+    action: "agent.rotate_credential",
+    targetKind: "vm",
+    targetId: params.vmId,
+    details: {
+      reason: params.reason,
+      ...(params.assignmentId ? { assignmentId: params.assignmentId } : {}),
+    },
+  });
+  return { credential };
 }
 
 const sameStrings = (a: readonly string[], b: readonly string[]) =>

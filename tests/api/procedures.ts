@@ -55,6 +55,7 @@ export const ACCESS: Record<string, Tier> = {
   "agent.ack": "agent",
   "agent.poll": "agent",
   "agent.logs": "agent",
+  "agent.rotate": "agent",
   "user.me": "researcher",
   "user.list": "admin",
   "user.setRole": "admin",
@@ -173,6 +174,7 @@ export const SAMPLE_INPUT: Record<string, (w: World) => unknown> = {
     ok: true,
   }),
   "agent.poll": (w) => ({ vmId: w.vmId, waitMs: 0 }),
+  "agent.rotate": (w) => ({ vmId: w.vmId, assignmentId: "00000000-0000-4000-8000-000000000000" }),
   "agent.logs": (w) => ({
     vmId: w.vmId,
     bootId: "boot-1",

@@ -1,14 +1,22 @@
 import { fork } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { and, eq, ne } from "drizzle-orm";
+import { and, eq, isNull, ne } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { verifyAgentToken } from "../../server/auth/agent-tokens";
 import { Ec2Fleet } from "../../server/cloud/ec2/ec2";
 import { LocalFleetDriver } from "../../server/cloud/local/driver";
 import { TerraformFleetDriver } from "../../server/cloud/terraform/driver";
 import { TerraformRunner } from "../../server/cloud/terraform/runner";
-import { auditEvents, operations, vms } from "../../server/db/schema";
+import {
+  agentCredentials,
+  auditEvents,
+  type Fleet,
+  fleets,
+  operations,
+  vms,
+} from "../../server/db/schema";
 import { readLogs, recoverInterrupted, requestOperation } from "../../server/domain/operations";
 import { executeOperation, settleOperations } from "../../server/jobs/operations";
 import { logger } from "../../server/log";
@@ -41,14 +49,18 @@ afterAll(async () => {
 });
 
 /** Starts the crash worker on an operation and resolves once it is half-way through. */
-async function startDoomedWorker(operationId: string, extra: string[] = []) {
+async function startDoomedWorker(
+  operationId: string,
+  extra: string[] = [],
+  env: Record<string, string> = {},
+) {
   const child = fork(
     path.join(import.meta.dirname, "helpers/crash-worker.ts"),
     [t.url, operationId, http.url, stateDir, ...extra],
     {
       execArgv: ["--import", "tsx"],
       stdio: ["ignore", "ignore", "inherit", "ipc"],
-      env: { ...process.env, LOG_LEVEL: "silent" },
+      env: { ...process.env, LOG_LEVEL: "silent", ...env },
     },
   );
   await new Promise<void>((resolve, reject) => {
@@ -224,6 +236,79 @@ describe("a worker killed with SIGKILL mid-run", () => {
     const log = (await readLogs(t.db, op.id, { after: 0, limit: 500 })).lines.map((l) => l.line);
     expect(log).toContain(`crash-tf-1: instance ${rows[0]?.providerId} booting`);
     expect(log.join("\n")).toContain("Plan: 1 to add, 0 to change, 0 to destroy.");
+  }, 120_000);
+});
+
+describe("a worker killed mid-apply while Terraform runs on (as real Terraform does)", () => {
+  it("re-running the operation leaves every created instance with a token that works", async () => {
+    const standIn = path.resolve(import.meta.dirname, "../terraform-stand-in/terraform");
+    const workDir = mkdtempSync(path.join(os.tmpdir(), "lablink-crash-orphan-"));
+    const release = path.join(workDir, "release");
+    const fleet = await makeFleet(t.db, {
+      name: "orphan-tf",
+      driver: "terraform",
+      region: "us-west-2",
+      image: "ghcr.io/example/research:1",
+      status: "creating",
+      desiredSize: 2,
+    });
+    const op = await requestOperation(t.db, {
+      fleetId: fleet.id,
+      kind: "fleet.create",
+      params: { size: 2 },
+      actor: { kind: "system", id: null },
+    });
+    const child = await startDoomedWorker(op.id, ["terraform", standIn, workDir, "orphan"], {
+      STANDIN_RELEASE: release,
+    });
+    child.kill("SIGKILL");
+    await new Promise((r) => child.once("exit", r));
+
+    const terraform = new TerraformFleetDriver({
+      db: t.db,
+      runner: new TerraformRunner({ bin: standIn, cancelGraceMs: 1_000 }),
+      moduleDir: path.resolve(import.meta.dirname, "../../terraform"),
+      workDir,
+      backend: { kind: "local" },
+      serverUrl: "https://lablink.example.edu",
+      agentImage: "agent",
+      ec2: new Ec2Fleet(),
+    });
+    const [current] = await t.db.select().from(fleets).where(eq(fleets.id, fleet.id));
+    // The orphaned apply still holds the state lock: the re-run fails, after minting a new token
+    // for the VM whose instance the orphan is still creating.
+    await expect(terraform.apply(current as Fleet)).rejects.toThrow(/state lock/);
+    // The orphan finishes: the second instance boots with the token the killed run gave it.
+    writeFileSync(release, "");
+    const state = path.join(workDir, fleet.id, "terraform.tfstate");
+    const booted = await waitFor(
+      "the orphaned apply to finish",
+      async () => {
+        if (existsSync(path.join(workDir, fleet.id, ".terraform.tfstate.lock.info"))) return null;
+        const s = JSON.parse(readFileSync(state, "utf8"));
+        return Object.keys(s.instances).length === 2
+          ? (s.userDataTokens as Record<string, string>)
+          : null;
+      },
+      10_000,
+    );
+    await terraform.apply(current as Fleet);
+    const rows = await t.db.select().from(vms).where(eq(vms.fleetId, fleet.id)).orderBy(vms.name);
+    expect(rows.map((v) => [v.name, v.state, !!v.providerId])).toEqual([
+      ["orphan-tf-1", "booting", true],
+      ["orphan-tf-2", "booting", true],
+    ]);
+    // Every instance's agent can register with the token in its user data...
+    for (const vm of rows) {
+      const token = booted[vm.name] as string;
+      expect(await verifyAgentToken(t.db, token)).toMatchObject({ vmId: vm.id });
+      // ...and once it has, the other tokens minted for that VM are dead.
+      const live = await t.db
+        .select()
+        .from(agentCredentials)
+        .where(and(eq(agentCredentials.vmId, vm.id), isNull(agentCredentials.revokedAt)));
+      expect(live).toHaveLength(1);
+    }
   }, 120_000);
 });
 

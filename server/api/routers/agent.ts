@@ -1,5 +1,11 @@
 import { enrollMachine } from "../../auth/enrollment";
-import { acknowledge, pendingReply, recordHeartbeat, registerAgent } from "../../domain/agents";
+import {
+  acknowledge,
+  pendingReply,
+  recordHeartbeat,
+  registerAgent,
+  rotateCredential,
+} from "../../domain/agents";
 import { recordLogs } from "../../domain/vm-logs";
 import {
   ackInput,
@@ -9,6 +15,7 @@ import {
   logsInput,
   pollInput,
   registerInput,
+  rotateInput,
 } from "../agent-protocol";
 import { agentProcedure, createRouter, enrollmentProcedure } from "../trpc";
 
@@ -28,7 +35,18 @@ export const agentRouter = createRouter({
 
   register: agentProcedure
     .input(registerInput)
-    .mutation(({ ctx, input }) => registerAgent(ctx.db, input, ctx.settings, ctx.actor)),
+    .mutation(({ ctx, input }) => registerAgent(ctx.db, input, ctx.settings, ctx.actor, ctx.agent)),
+
+  /** A new token before the agent sets the VM up for a new holder (docs/agent-protocol.md). */
+  rotate: agentProcedure.input(rotateInput).mutation(({ ctx, input }) =>
+    rotateCredential(ctx.db, {
+      vmId: input.vmId,
+      callerCredentialId: ctx.agent.credentialId,
+      reason: "assignment",
+      assignmentId: input.assignmentId,
+      actor: ctx.actor,
+    }),
+  ),
 
   heartbeat: agentProcedure
     .input(heartbeatInput)
@@ -56,10 +74,20 @@ export const agentRouter = createRouter({
     const onAbort = () => stop.abort();
     ctx.signal?.addEventListener("abort", onAbort, { once: true });
     try {
-      const change = ctx.events.waitForChange(input.vmId, input.waitMs, stop.signal);
-      const now = await pendingReply(ctx.db, input.vmId, ctx.settings);
-      if (now.commands.length > 0) return now;
-      return (await change) ? pendingReply(ctx.db, input.vmId, ctx.settings) : now;
+      const deadline = Date.now() + input.waitMs;
+      for (;;) {
+        const change = ctx.events.waitForChange(
+          input.vmId,
+          Math.max(0, deadline - Date.now()),
+          stop.signal,
+        );
+        const now = await pendingReply(ctx.db, input.vmId, ctx.settings);
+        if (now.commands.length > 0) return now;
+        const why = await change;
+        if (why === "changed") return pendingReply(ctx.db, input.vmId, ctx.settings);
+        // "resync": pushes were interrupted (LISTEN reconnecting); look again and keep waiting.
+        if (why === false || Date.now() >= deadline) return now;
+      }
     } finally {
       stop.abort();
       ctx.signal?.removeEventListener("abort", onAbort);

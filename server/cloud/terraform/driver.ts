@@ -178,7 +178,10 @@ export class TerraformFleetDriver implements FleetDriver {
         const vm = byId.get(m.id) ?? m;
         let token = "";
         if (!vm.providerId) {
-          token = await issueAgentToken(db, vm.id);
+          // Earlier tokens stay valid: a killed run's Terraform may still be creating this VM's
+          // instance with the token it was given (Terraform outlives a SIGKILLed worker). The
+          // first token the VM uses retires the others (server/auth/agent-tokens.ts).
+          token = await issueAgentToken(db, vm.id, { keepOthers: true });
           run.secret(token);
           const size = renderUserData(template, {
             serverUrl: this.o.serverUrl,

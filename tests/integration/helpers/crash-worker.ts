@@ -1,7 +1,8 @@
 /**
  * A worker for the crash test: runs one operation through the local driver, then hangs as a long
  * Terraform apply would, until the test kills it with SIGKILL.
- * argv: <database url> <operation id> <server url> <state dir> [terraform <stand-in> <work dir>]
+ * argv: <database url> <operation id> <server url> <state dir> [terraform <stand-in> <work dir>
+ * [scenario]]
  * With `terraform`, the run is a Terraform apply that hangs after its first instance.
  */
 import path from "node:path";
@@ -16,15 +17,17 @@ import { type Fleet, operations } from "../../../server/db/schema";
 import { executeOperation } from "../../../server/jobs/operations";
 import { logger } from "../../../server/log";
 
-const [url, operationId, serverUrl, stateDir, mode, standIn, workDir] = process.argv.slice(2) as [
-  string,
-  string,
-  string,
-  string,
-  string | undefined,
-  string | undefined,
-  string | undefined,
-];
+const [url, operationId, serverUrl, stateDir, mode, standIn, workDir, scenario] =
+  process.argv.slice(2) as [
+    string,
+    string,
+    string,
+    string,
+    string | undefined,
+    string | undefined,
+    string | undefined,
+    string | undefined,
+  ];
 const { db } = createDatabase(url, { max: 2 });
 const local = new LocalFleetDriver({
   db,
@@ -51,7 +54,7 @@ const terraform =
         runner: new TerraformRunner({
           bin: standIn as string,
           cancelGraceMs: 1_000,
-          env: { STANDIN_SCENARIO: "interrupt" },
+          env: { STANDIN_SCENARIO: scenario ?? "interrupt" },
         }),
         moduleDir: path.resolve(import.meta.dirname, "../../../terraform"),
         workDir: workDir as string,
