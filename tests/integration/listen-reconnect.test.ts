@@ -90,9 +90,10 @@ describe("the web process's LISTEN connection", () => {
   it("pg_terminate_backend on it mid-run, with Postgres unreachable for a while: agents keep receiving assignments", async () => {
     await waitFor("LISTEN to be up", async () => api.events.listening, 10_000, 20);
     const before = api.events.stats.connects;
-    // Cut it while polls wait, and keep it away for a second.
-    proxy.disable();
+    // Cut it while polls wait, and keep Postgres away for a second. Terminate first: disabling
+    // the proxy drops its sockets, and the backend may be gone before the query looks for it.
     expect(await terminateListenBackend()).toBe(1);
+    proxy.disable();
     expect(await claimWhilePolling(20_000)).toBeLessThan(3_000);
     await new Promise((r) => setTimeout(r, 1_000));
     proxy.enable();
