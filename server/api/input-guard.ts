@@ -37,6 +37,18 @@ export function undecodableInput(cause: unknown): TRPCError {
   });
 }
 
+/** A procedure's exceptions to the guard (its tRPC `meta.inputGuard`). */
+export type InputGuardOptions = {
+  /**
+   * Fields that may hold NUL characters because the domain replaces them before storing
+   * (`lines.*.message`: `*` for any array index). Everywhere else a NUL is refused.
+   */
+  nulAllowedIn?: readonly string[];
+};
+
+const pattern = (path: readonly (string | number)[]) =>
+  path.map((p) => (typeof p === "number" ? "*" : p)).join(".");
+
 export type InputProblem = { path: (string | number)[]; message: string };
 
 /** The cause of a 400 from the guard; the error formatter lists it in `fieldErrors`. */
@@ -61,8 +73,12 @@ function stringProblem(s: string, max: number): string | null {
  * The first thing in `input` that no procedure accepts, with its path, or null. Walks without
  * recursion, so that a deeply nested input cannot overflow the stack before it is refused.
  */
-export function findInputProblem(input: unknown): InputProblem | null {
+export function findInputProblem(
+  input: unknown,
+  options: InputGuardOptions = {},
+): InputProblem | null {
   const L = INPUT_LIMITS;
+  const nulAllowed = new Set(options.nulAllowedIn ?? []);
   const stack: { value: unknown; path: (string | number)[] }[] = [{ value: input, path: [] }];
   let seen = 0;
   while (stack.length > 0) {
@@ -71,7 +87,8 @@ export function findInputProblem(input: unknown): InputProblem | null {
     if (++seen > L.maxValues) return problem(`has too many values (at most ${L.maxValues})`);
     if (value === null || value === undefined || typeof value === "boolean") continue;
     if (typeof value === "string") {
-      const p = stringProblem(value, L.maxStringLength);
+      const nul = nulAllowed.size > 0 && nulAllowed.has(pattern(path));
+      const p = stringProblem(nul ? value.replaceAll("\u0000", "") : value, L.maxStringLength);
       if (p) return problem(p);
       continue;
     }

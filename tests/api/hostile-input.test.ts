@@ -76,6 +76,21 @@ const CASES: Case[] = [
     field: "hostname",
   },
   {
+    // NULs are allowed (and replaced) in log messages only: tests/api/vm-logs.test.ts.
+    what: "a NUL byte outside a log message",
+    type: "mutation",
+    path: "agent.logs",
+    who: "agent of this VM",
+    input: (w) => ({
+      vmId: w.vmId,
+      bootId: "boot\u0000",
+      lines: [
+        { at: "2026-11-27T07:00:00.000Z", source: "agent", level: "info", message: "a\u0000" },
+      ],
+    }),
+    field: "bootId",
+  },
+  {
     what: "a lone surrogate",
     type: "mutation",
     path: "group.create",
