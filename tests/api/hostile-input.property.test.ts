@@ -25,7 +25,7 @@ import { ACCESS, allProcedures, SAMPLE_INPUT, type World } from "./procedures";
  * the path and the counterexample. Replay or explore with LABLINK_FC_SEED / LABLINK_FC_RUNS.
  */
 const SEED = Number(process.env.LABLINK_FC_SEED ?? 20_261_210);
-const RUNS = Number(process.env.LABLINK_FC_RUNS ?? 20);
+const RUNS = Number(process.env.LABLINK_FC_RUNS ?? 16);
 
 let t: TestDatabase;
 let world: World;
