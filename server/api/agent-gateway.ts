@@ -8,7 +8,8 @@ import {
 } from "@trpc/server";
 import { getHTTPStatusCodeFromError } from "@trpc/server/http";
 import { apiSecurityHeaders } from "../security-headers";
-import { clientIp, retryAfterHeader } from "./handler";
+import { clientIp, payloadTooLarge, retryAfterHeader } from "./handler";
+import { MAX_BODY_BYTES } from "./request-limits";
 import { appRouter } from "./root";
 import type { Context } from "./trpc";
 
@@ -28,8 +29,6 @@ export type GatewayContext = Omit<Context, "headers" | "ip" | "signal">;
 
 const PREFIX = "/api/trpc/";
 const AGENT_PREFIX = `${PREFIX}agent.`;
-/** Larger than the biggest batch the agent sends (200 log lines of at most 4 KB each). */
-export const MAX_AGENT_BODY_BYTES = 2 * 1024 * 1024;
 
 const config = appRouter._def._config;
 // At run time a flat map from "agent.heartbeat" to the procedure (its type says nested).
@@ -59,21 +58,25 @@ export function agentCall(method: string | undefined, url: string | undefined): 
   return null;
 }
 
+/** The body as text, refused with 413 past MAX_BODY_BYTES (declared, or counted as it streams). */
 function readBody(req: IncomingMessage): Promise<string> {
   return new Promise((resolve, reject) => {
+    const tooLarge = () => {
+      req.removeAllListeners("data");
+      // Drain the rest so the connection can carry the answer.
+      req.resume();
+      reject(payloadTooLarge());
+    };
+    if (Number(req.headers["content-length"] ?? 0) > MAX_BODY_BYTES) {
+      tooLarge();
+      return;
+    }
     const chunks: Buffer[] = [];
     let size = 0;
     req.on("data", (chunk: Buffer) => {
       size += chunk.length;
-      if (size > MAX_AGENT_BODY_BYTES) {
-        req.removeAllListeners("data");
-        req.resume();
-        reject(
-          new TRPCError({
-            code: "PAYLOAD_TOO_LARGE",
-            message: `Request body over ${MAX_AGENT_BODY_BYTES} bytes.`,
-          }),
-        );
+      if (size > MAX_BODY_BYTES) {
+        tooLarge();
         return;
       }
       chunks.push(chunk);
@@ -89,6 +92,19 @@ function parseJson(text: string): unknown {
   } catch (cause) {
     // As tRPC's own content-type parser answers it.
     throw new TRPCError({ code: "BAD_REQUEST", cause });
+  }
+}
+
+/**
+ * An input superjson cannot decode is answered as tRPC's fetch handler answers it (its `memo`
+ * of the inputs): 400 with the decoder's message, not 500.
+ */
+function deserialize(rawInput: unknown): unknown {
+  if (rawInput === undefined) return undefined;
+  try {
+    return config.transformer.input.deserialize(rawInput);
+  } catch (cause) {
+    throw new TRPCError({ code: "BAD_REQUEST", message: (cause as Error)?.message, cause });
   }
 }
 
@@ -157,8 +173,7 @@ async function answer(
       ctx,
       signal,
       batchIndex: 0,
-      getRawInput: async () =>
-        rawInput === undefined ? undefined : config.transformer.input.deserialize(rawInput),
+      getRawInput: async () => deserialize(rawInput),
     });
     // What transformTRPCResponse builds for a result, without its object spreads (hot path).
     body = { result: { data: config.transformer.output.serialize(data) } };

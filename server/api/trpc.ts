@@ -13,6 +13,13 @@ import type { Actor } from "../domain/vm-state";
 import type { VmEventHub } from "../events";
 import { logger } from "../log";
 import { metrics } from "../metrics";
+import {
+  fieldName,
+  findInputProblem,
+  type InputGuardOptions,
+  InputProblemError,
+  undecodableInput,
+} from "./input-guard";
 
 /** What the session cookie says; roles are re-read from the database on every call. */
 export type SessionUser = {
@@ -33,26 +40,34 @@ export type Context = {
   signal?: AbortSignal;
 };
 
-const t = initTRPC.context<Context>().create({
-  transformer: superjson,
-  errorFormatter({ shape, error }) {
-    const cause = error.cause;
-    return {
-      ...shape,
-      data: {
-        ...shape.data,
-        // Never ship stack traces to callers.
-        stack: undefined,
-        domainCode: isDomainError(cause) ? cause.code : undefined,
-        details: isDomainError(cause) ? cause.details : undefined,
-        fieldErrors:
-          cause instanceof ZodError
-            ? cause.issues.map((i) => ({ path: i.path.join("."), message: i.message }))
-            : undefined,
-      },
-    };
-  },
-});
+/** Per-procedure settings, read by middleware. */
+export type Meta = { inputGuard?: InputGuardOptions };
+
+const t = initTRPC
+  .context<Context>()
+  .meta<Meta>()
+  .create({
+    transformer: superjson,
+    errorFormatter({ shape, error }) {
+      const cause = error.cause;
+      return {
+        ...shape,
+        data: {
+          ...shape.data,
+          // Never ship stack traces to callers.
+          stack: undefined,
+          domainCode: isDomainError(cause) ? cause.code : undefined,
+          details: isDomainError(cause) ? cause.details : undefined,
+          fieldErrors:
+            cause instanceof ZodError
+              ? cause.issues.map((i) => ({ path: i.path.join("."), message: i.message }))
+              : cause instanceof InputProblemError
+                ? [{ path: fieldName(cause.problem.path), message: cause.message }]
+                : undefined,
+        },
+      };
+    },
+  });
 
 export const createRouter = t.router;
 
@@ -107,7 +122,28 @@ const errorMapping = t.middleware(async ({ ctx, next, path, type }) => {
   return result;
 });
 
-const base = t.procedure.use(errorMapping);
+/**
+ * Every procedure's input passes here before its schema: what no field may ever be (see
+ * input-guard.ts) is answered with 400 naming the field, in the same shape as a schema's errors.
+ * An input that superjson cannot decode is a 400 too, whichever transport read it.
+ */
+const inputGuard = t.middleware(async ({ next, getRawInput, meta }) => {
+  let raw: unknown;
+  try {
+    raw = await getRawInput();
+  } catch (cause) {
+    // tRPC's own parse errors (not JSON at all) are 400s already.
+    throw cause instanceof TRPCError ? cause : undecodableInput(cause);
+  }
+  const problem = findInputProblem(raw, meta?.inputGuard);
+  if (problem) {
+    const cause = new InputProblemError(problem);
+    throw new TRPCError({ code: "BAD_REQUEST", message: cause.message, cause });
+  }
+  return next();
+});
+
+const base = t.procedure.use(errorMapping).use(inputGuard);
 
 export const publicProcedure = base;
 

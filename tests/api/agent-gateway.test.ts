@@ -1,7 +1,7 @@
 import { eq } from "drizzle-orm";
 import superjson from "superjson";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { MAX_AGENT_BODY_BYTES } from "../../server/api/agent-gateway";
+import { MAX_BODY_BYTES } from "../../server/api/request-limits";
 import type { SessionUser } from "../../server/api/trpc";
 import { DEFAULT_RATE_LIMITS } from "../../server/auth/rate-limit";
 import { type Vm, vms } from "../../server/db/schema";
@@ -143,6 +143,39 @@ describe("agent gateway", () => {
       [post("agent.heartbeat", undefined), 400, "BAD_REQUEST"],
       [{ ...post("agent.heartbeat", null), body: "{not json" }, 400, "BAD_REQUEST"],
       [{ ...get("agent.poll", null), path: "agent.poll?input=%E0%A4%A" }, 400, "BAD_REQUEST"],
+      // JSON, but not superjson that decodes: unknown type annotations, in a body and a query.
+      [
+        {
+          ...post("agent.heartbeat", null),
+          body: JSON.stringify({
+            json: heartbeat(vm.id),
+            meta: { values: { vmId: ["custom", "x"] } },
+          }),
+        },
+        400,
+        "BAD_REQUEST",
+      ],
+      [
+        {
+          ...post("agent.ack", null),
+          body: JSON.stringify({
+            json: { vmId: vm.id },
+            meta: { values: { vmId: ["symbol", "x"] } },
+          }),
+        },
+        400,
+        "BAD_REQUEST",
+      ],
+      [
+        {
+          ...get("agent.poll", null),
+          path: `agent.poll?input=${encodeURIComponent(
+            JSON.stringify({ json: "x", meta: { values: ["bigint"] } }),
+          )}`,
+        },
+        400,
+        "BAD_REQUEST",
+      ],
     ];
     for (const [req, status, code] of cases) {
       const res = await both(req);
@@ -193,15 +226,42 @@ describe("agent gateway", () => {
     expect(Number(last?.retryAfter)).toBeGreaterThan(0);
   });
 
-  it("refuses a body over the limit with 413 and no state change", async () => {
+  it("refuses a body over the limit with 413 like the fetch handler, and no state change", async () => {
     const before = await tableCounts(t.db);
-    const huge = "x".repeat(MAX_AGENT_BODY_BYTES + 1);
-    const res = await send(withGateway.url, {
+    const huge = "x".repeat(MAX_BODY_BYTES + 1);
+    const res = await both({
       ...post("agent.logs", { vmId: vm.id, lines: [] }),
       body: JSON.stringify({ json: { vmId: vm.id, lines: [{ text: huge }] } }),
     });
+    expect(res.viaGateway).toBe(true);
     expect(res.status).toBe(413);
     expect(res.body).toMatchObject({ error: { json: { data: { code: "PAYLOAD_TOO_LARGE" } } } });
+    expect(await tableCounts(t.db)).toEqual(before);
+  });
+
+  it("counts a chunked body's bytes as they arrive: 413 past the limit", async () => {
+    const before = await tableCounts(t.db);
+    const chunk = new TextEncoder().encode("x".repeat(256 * 1024));
+    let sent = 0;
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (sent > MAX_BODY_BYTES * 2) controller.close();
+        else {
+          sent += chunk.byteLength;
+          controller.enqueue(chunk);
+        }
+      },
+    });
+    const fallbacks = withGateway.fallbackCalls();
+    const res = await fetch(`${withGateway.url}/api/trpc/agent.logs`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+      body,
+      duplex: "half",
+    } as RequestInit);
+    expect(res.status).toBe(413);
+    // Answered by the gateway itself.
+    expect(withGateway.fallbackCalls()).toBe(fallbacks);
     expect(await tableCounts(t.db)).toEqual(before);
   });
 });

@@ -59,7 +59,12 @@ export const agentRouter = createRouter({
     .mutation(({ ctx, input }) => acknowledge(ctx.db, input, ctx.actor)),
 
   /** Log lines shipped by the agent (its own, cloud-init's, the research container's), batched. */
-  logs: agentProcedure.input(logsInput).mutation(({ ctx, input }) => recordLogs(ctx.db, input)),
+  logs: agentProcedure
+    // Container output may hold NUL bytes: recordLogs replaces them, rather than the whole batch
+    // being refused (and dropped by the agent) for one line.
+    .meta({ inputGuard: { nulAllowedIn: ["lines.*.message"] } })
+    .input(logsInput)
+    .mutation(({ ctx, input }) => recordLogs(ctx.db, input)),
 
   /**
    * Long-poll: answers at once when there is something to do, otherwise when the VM changes
