@@ -32,7 +32,13 @@ import { type EmbeddedHandle, localSecret, startEmbeddedPostgres } from "../serv
 import { runMigrations } from "../server/db/migrate";
 import { ensureFleet } from "../server/domain/fleets";
 import { EnvError, parseEnv } from "../server/env";
-import { commandLine, descendants, isAlive, portHolder } from "../server/processes";
+import {
+  commandLine,
+  descendants,
+  isAlive,
+  type ProcessInfo,
+  portHolder,
+} from "../server/processes";
 import { WEB_NODE_FLAGS } from "../server/runtime-flags";
 
 const root = path.resolve(import.meta.dirname, "..");
@@ -213,44 +219,58 @@ async function main() {
     if (stopping) return;
     stopping = true;
     say(`stopping (${reason})…`);
-    const deadline = Date.now() + stopBoundMs;
+    const started = Date.now();
     const exited = (c: ChildProcess) =>
       new Promise<void>((resolve) => {
         if (c.exitCode !== null || c.signalCode !== null) return resolve();
         c.once("exit", () => resolve());
       });
-    const withinBound = (p: Promise<unknown>) =>
+    const within = (p: Promise<unknown>, deadline: number) =>
       Promise.race([
         p.then(() => true),
         new Promise<false>((r) => setTimeout(() => r(false), Math.max(0, deadline - Date.now()))),
       ]);
+    // tsx's esbuild helper ends by itself with its parent; it is never "left".
+    const below = (pid: number) => descendants(pid).filter((p) => !p.command.includes("esbuild"));
+    const killed: ProcessInfo[] = [];
+    const kill = (list: ProcessInfo[]) => {
+      for (const p of list) {
+        try {
+          process.kill(p.pid, "SIGKILL");
+          killed.push(p);
+        } catch {
+          // Gone meanwhile.
+        }
+      }
+    };
     // In order: the worker stops its agents (they report to the web server as they go), then the
-    // web server, then Postgres.
-    let inTime = true;
+    // web server, then Postgres. One that overruns is killed with what runs below it; Postgres
+    // keeps the last 5 s of the bound for its fast shutdown, so its data is left clean.
     for (const name of ["build", "worker", "web"]) {
       const c = children.get(name);
-      if (!c || !inTime) continue;
+      if (!c?.pid) continue;
       c.kill("SIGTERM");
-      inTime = await withinBound(exited(c));
+      if (await within(exited(c), started + stopBoundMs - 5_000)) continue;
+      kill([
+        ...below(c.pid),
+        { pid: c.pid, ppid: process.pid, command: commandLine(c.pid) ?? name },
+      ]);
+      await exited(c);
     }
-    if (inTime && pg) inTime = await withinBound(pg.stop().catch(() => undefined));
-    // Past the bound, or stopped while starting (a Postgres still booting has no handle yet):
-    // whatever still runs below this process is killed. tsx's esbuild helper ends by itself.
-    const below = () => descendants(process.pid).filter((p) => !p.command.includes("esbuild"));
-    // Postgres' last processes may take a moment after its pid file is gone.
-    for (let i = 0; inTime && i < 20 && below().length > 0; i++)
+    if (pg)
+      await within(
+        pg.stop().catch(() => undefined),
+        started + stopBoundMs,
+      );
+    // Whatever still runs below this process now is killed: Postgres past the bound, or one
+    // still booting when the stop came (it has no handle yet). Its last processes may take a
+    // moment after its pid file is gone.
+    for (let i = 0; i < 20 && below(process.pid).length > 0; i++)
       await new Promise((r) => setTimeout(r, 100));
-    const left = below();
-    for (const p of left) {
-      try {
-        process.kill(p.pid, "SIGKILL");
-      } catch {
-        // Gone meanwhile.
-      }
-    }
-    if (left.length > 0) {
+    kill(below(process.pid));
+    if (killed.length > 0) {
       say(
-        `${inTime ? "still running after the stop" : `stop took longer than ${stopBoundMs / 1000} s`}; killed ${left.length} process(es): ${left
+        `killed ${killed.length} process(es) that did not stop in time (bound ${stopBoundMs / 1000} s): ${killed
           .map((p) => `${p.pid} (${p.command.slice(0, 120)})`)
           .join(", ")}`,
       );

@@ -53,6 +53,8 @@ function appEnv(overrides: Record<string, string> = {}): NodeJS.ProcessEnv {
     LABLINK_DATA_DIR: dataDir,
     LABLINK_LOCAL_FLEET_SIZE: "2",
     LOG_LEVEL: "warn",
+    // The stop bound is max(20 s, this + 10 s): 20 s here.
+    LABLINK_TERRAFORM_CANCEL_GRACE_S: "1",
     ...overrides,
   };
 }
@@ -149,6 +151,8 @@ async function expectNothingLeft(app: App, treeBefore: { pid: number; command: s
       `left running: ${JSON.stringify(appProcesses(), null, 1)}\noutput:\n${app.output()}`,
     );
   });
+  // Postgres had its fast shutdown: a killed one leaves its pid file behind.
+  expect(existsSync(path.join(dataDir, "postgres/postmaster.pid"))).toBe(false);
   const survivors = treeBefore.filter((p) => running(p.pid) && !p.command.includes("esbuild"));
   expect(survivors).toEqual([]);
   await waitFor("the supervisor to say it stopped", async () =>
@@ -262,6 +266,11 @@ describe.skipIf(!linux)("npm start stops cleanly however it is stopped", () => {
       name: "SIGTERM to the supervisor",
       send: (app) => process.kill(supervisorOf(app), "SIGTERM"),
     },
+    // Ctrl-C: the terminal sends SIGINT to its whole foreground process group.
+    {
+      name: "SIGINT to the process group (Ctrl-C)",
+      send: (app) => process.kill(-(app.npm.pid as number), "SIGINT"),
+    },
     // What a closing terminal does: SIGHUP to its whole foreground process group.
     {
       name: "SIGHUP to the process group (terminal closed)",
@@ -288,6 +297,37 @@ describe.skipIf(!linux)("npm start stops cleanly however it is stopped", () => {
       await expectClaimSurvived();
     }, 240_000);
   }
+
+  it("kills what does not stop within the bound, says what it killed, and still stops Postgres cleanly", async () => {
+    const tree = await waitFor(
+      "the local fleet's agents to run",
+      async () => {
+        const t = descendants(current.npm.pid as number);
+        return t.some((p) => p.command.includes("agent/src/main.ts")) && t;
+      },
+      30_000,
+      250,
+    );
+    const worker = tree.find((p) => p.command.includes("server/jobs/main.ts"));
+    if (!worker) throw new Error("no worker below npm start");
+    // A worker that hangs: it cannot act on SIGTERM.
+    process.kill(worker.pid, "SIGSTOP");
+    const sent = Date.now();
+    current.npm.kill("SIGTERM");
+    await expectNothingLeft(current, tree);
+    const took = Date.now() - sent;
+    expect(took).toBeGreaterThan(14_000);
+    expect(took).toBeLessThan(30_000);
+    const line = current
+      .output()
+      .split("\n")
+      .find((l) => l.includes("did not stop in time"));
+    expect(line).toContain(`${worker.pid} (`);
+    expect(line).not.toContain("postgres -D");
+    current = npmStart();
+    await healthy(current, 120_000);
+    await expectClaimSurvived();
+  }, 240_000);
 
   it("recovers after a crash that left pid files whose pids now belong to other programs", async () => {
     const tree = descendants(current.npm.pid as number);
