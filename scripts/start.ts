@@ -55,7 +55,7 @@ class AlreadyRunning extends Error {}
  * Takes the data folder for this process: `lablink.pid` holds the supervisor's pid. A file left by
  * a run that died (its pid gone, or reused by a program that is not LabLink) is taken over.
  */
-function lockDataDir(dataDir: string): () => void {
+function lockDataDir(dataDir: string): void {
   mkdirSync(dataDir, { recursive: true });
   const file = path.join(dataDir, "lablink.pid");
   const mine = `${JSON.stringify({ pid: process.pid, startedAt: new Date().toISOString() })}\n`;
@@ -90,7 +90,6 @@ function lockDataDir(dataDir: string): () => void {
     }
   };
   process.on("exit", release);
-  return release;
 }
 
 /** Fails, naming the holder, when something already listens on host:port. */
