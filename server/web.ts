@@ -75,6 +75,8 @@ async function main() {
   };
   process.on("SIGTERM", () => shutdown("SIGTERM"));
   process.on("SIGINT", () => shutdown("SIGINT"));
+  // A closed terminal sends SIGHUP to the whole process group; stop as on Ctrl-C.
+  process.on("SIGHUP", () => shutdown("SIGHUP"));
   process.on("disconnect", () => shutdown("parent exited"));
 }
 

