@@ -1,5 +1,8 @@
 import { redirect } from "next/navigation";
 import { auth } from "@/server/auth/config";
+import { userRole } from "@/server/auth/dev-login";
+import { getDb } from "@/server/db/client";
+import { ApiTokens } from "./api-tokens";
 import { Groups } from "./groups";
 import { SshKeys } from "./ssh-keys";
 
@@ -8,6 +11,8 @@ export const dynamic = "force-dynamic";
 export default async function ProfilePage() {
   const session = await auth();
   if (!session?.user?.id) redirect("/signin");
+  // The database decides, not the session's copy of the role.
+  const admin = (await userRole(getDb(), session.user.id)) === "admin";
   return (
     <div className="space-y-6">
       <h1 className="text-2xl font-semibold">Profile</h1>
@@ -16,6 +21,7 @@ export default async function ProfilePage() {
       </p>
       <SshKeys />
       <Groups />
+      {admin && <ApiTokens />}
     </div>
   );
 }

@@ -3,6 +3,7 @@ import { eq } from "drizzle-orm";
 import superjson from "superjson";
 import { ZodError, z } from "zod";
 import { type AgentIdentity, bearerToken, verifyAgentToken } from "../auth/agent-tokens";
+import { type ApiTokenCaller, presentedApiToken, verifyApiToken } from "../auth/api-tokens";
 import { looksLikeEnrollmentToken, verifyEnrollmentToken } from "../auth/enrollment";
 import { DEFAULT_RATE_LIMITS, enforceRateLimit, type RateLimits } from "../auth/rate-limit";
 import type { Db } from "../db/client";
@@ -162,6 +163,14 @@ export function rateLimit(rule: keyof RateLimits, by: "user" | "ip") {
  * database), or null. Never throws for a missing or stale session.
  */
 export const viewerProcedure = base.use(async ({ ctx, next }) => {
+  const apiToken = presentedApiToken(ctx.headers);
+  if (apiToken) {
+    const verified = await verifyApiToken(ctx.db, apiToken);
+    const viewer = verified.ok
+      ? { userId: verified.caller.user.id, role: verified.caller.user.role }
+      : null;
+    return next({ ctx: { viewer } });
+  }
   const session = await ctx.getSession();
   let viewer: { userId: string; role: UserRole } | null = null;
   if (session?.id) {
@@ -176,7 +185,31 @@ export const viewerProcedure = base.use(async ({ ctx, next }) => {
 
 type AuthedUser = { id: string; role: UserRole; name: string | null; email: string | null };
 
-const withUser = base.use(async ({ ctx, next }) => {
+/** The API token a call came with (null for a session): its id and scope. */
+type ApiTokenUse = { id: string; scope: ApiTokenCaller["scope"] } | null;
+
+/**
+ * `Authorization: Bearer llk_...` authenticates as the token's owner, and wins over a session
+ * cookie sent along (the cookie is not read). A read-only token may make queries only.
+ */
+async function apiTokenUser(ctx: Context, token: string, type: string) {
+  const verified = await verifyApiToken(ctx.db, token);
+  if (!verified.ok) throw new TRPCError({ code: "UNAUTHORIZED", message: verified.reason });
+  const { user, scope, tokenId } = verified.caller;
+  if (scope === "read" && type !== "query") {
+    throw new TRPCError({
+      code: "FORBIDDEN",
+      message: "This API token is read-only: it can list and read, not change anything.",
+    });
+  }
+  const actor: Actor = { kind: "user", id: user.id, ip: ctx.ip };
+  const apiToken: ApiTokenUse = { id: tokenId, scope };
+  return { user: user as AuthedUser, actor, apiToken };
+}
+
+const withUser = base.use(async ({ ctx, next, type }) => {
+  const token = presentedApiToken(ctx.headers);
+  if (token) return next({ ctx: await apiTokenUser(ctx, token, type) });
   const session = await ctx.getSession();
   if (!session?.id) throw new TRPCError({ code: "UNAUTHORIZED", message: "Please sign in first." });
   // Read the role from the database on every call: a demoted admin loses rights immediately.
@@ -190,7 +223,8 @@ const withUser = base.use(async ({ ctx, next }) => {
       message: "Your account no longer exists; sign in again.",
     });
   const actor: Actor = { kind: "user", id: user.id, ip: ctx.ip };
-  return next({ ctx: { user: user as AuthedUser, actor } });
+  const apiToken: ApiTokenUse = null;
+  return next({ ctx: { user: user as AuthedUser, actor, apiToken } });
 });
 
 /** Any signed-in person (admins are researchers too). */
@@ -199,6 +233,20 @@ export const researcherProcedure = withUser;
 export const adminProcedure = withUser.use(({ ctx, next }) => {
   if (ctx.user.role !== "admin") {
     throw new TRPCError({ code: "FORBIDDEN", message: "Only LabLink admins can do this." });
+  }
+  return next();
+});
+
+/**
+ * Admins signed in with a session, not an API token: a leaked token must not be able to mint
+ * itself successors that outlive its revocation.
+ */
+export const adminSessionProcedure = adminProcedure.use(({ ctx, next }) => {
+  if (ctx.apiToken) {
+    throw new TRPCError({
+      code: "FORBIDDEN",
+      message: "API tokens cannot manage API tokens; sign in to LabLink to do this.",
+    });
   }
   return next();
 });

@@ -1,8 +1,17 @@
 import { randomUUID } from "node:crypto";
+import { eq, sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { revokeAgentTokens } from "../../server/auth/agent-tokens";
+import { createApiToken, revokeApiToken } from "../../server/auth/api-tokens";
 import { createEnrollmentToken } from "../../server/auth/enrollment";
-import { fleetGroups, groupMembers, groups, type Vm } from "../../server/db/schema";
+import {
+  apiTokens,
+  fleetGroups,
+  groupMembers,
+  groups,
+  users,
+  type Vm,
+} from "../../server/db/schema";
 import { systemActor } from "../../server/domain/vm-state";
 import { createTestDatabase, type TestDatabase } from "../db";
 import { makeAgent, makeFleet, makeUser, makeVms } from "../fixtures";
@@ -22,17 +31,31 @@ const PRINCIPALS = [
   "agent of another VM",
   "revoked agent",
   "enrollment token",
+  "API token (read-only)",
+  "API token (admin)",
+  "revoked API token",
+  "expired API token",
+  "API token of a demoted admin",
 ] as const;
 type Principal = (typeof PRINCIPALS)[number];
 
 /** Which principals a tier lets in. Everything else must be refused with 401 or 403. */
 const ALLOWED: Record<Tier, readonly Principal[]> = {
   public: PRINCIPALS,
-  researcher: ["researcher", "researcher of another group", "admin"],
-  admin: ["admin"],
+  researcher: ["researcher", "researcher of another group", "admin", "API token (admin)"],
+  admin: ["admin", "API token (admin)"],
+  adminSession: ["admin"],
   agent: ["agent of this VM"],
   enrollment: ["enrollment token"],
 };
+
+/** A read-only API token acts as its admin for queries, and never for a change. */
+function allowed(tier: Tier, type: string, who: Principal): boolean {
+  if (who === "API token (read-only)") {
+    return type === "query" && ALLOWED[tier].includes("API token (admin)");
+  }
+  return ALLOWED[tier].includes(who);
+}
 
 /** Row-level exceptions: the sample claim names a fleet reserved for the first researcher's group. */
 const EXCEPTIONS: Record<string, Partial<Record<Principal, "deny">>> = {
@@ -82,6 +105,21 @@ beforeAll(async () => {
     expiresInS: 3600,
     actor: systemActor,
   });
+  const adminActor = { kind: "user" as const, id: admin.id, ip: null };
+  const apiToken = (userId: string, scope: "read" | "admin") =>
+    createApiToken(t.db, { userId, name: scope, scope, expiresInDays: 30, actor: adminActor });
+  const readToken = await apiToken(admin.id, "read");
+  const adminToken = await apiToken(admin.id, "admin");
+  const revokedToken = await apiToken(admin.id, "admin");
+  await revokeApiToken(t.db, { userId: admin.id, id: revokedToken.id, actor: adminActor });
+  const expiredToken = await apiToken(admin.id, "admin");
+  await t.db
+    .update(apiTokens)
+    .set({ expiresAt: sql`now() - interval '1 second'` })
+    .where(eq(apiTokens.id, expiredToken.id));
+  const demoted = await makeUser(t.db, "admin");
+  const demotedToken = await apiToken(demoted.id, "admin");
+  await t.db.update(users).set({ role: "researcher" }).where(eq(users.id, demoted.id));
   world = {
     vmId: vmA.id,
     restrictedFleetId: restricted.id,
@@ -101,6 +139,11 @@ beforeAll(async () => {
     "agent of another VM": { authorization: `Bearer ${tokenB}` },
     "revoked agent": { authorization: `Bearer ${tokenC}` },
     "enrollment token": { authorization: `Bearer ${enroll.token}` },
+    "API token (read-only)": { authorization: `Bearer ${readToken.token}` },
+    "API token (admin)": { authorization: `Bearer ${adminToken.token}` },
+    "revoked API token": { authorization: `Bearer ${revokedToken.token}` },
+    "expired API token": { authorization: `Bearer ${expiredToken.token}` },
+    "API token of a demoted admin": { authorization: `Bearer ${demotedToken.token}` },
   });
 });
 afterAll(() => t.drop());
@@ -124,8 +167,8 @@ describe("authorization matrix", () => {
       const outcome: Record<string, string> = {};
       const expected: Record<string, string> = {};
       for (const who of PRINCIPALS) {
-        const allowed = ALLOWED[tier].includes(who) && EXCEPTIONS[path]?.[who] !== "deny";
-        expected[who] = allowed ? "allow" : "deny";
+        const ok = allowed(tier, type, who) && EXCEPTIONS[path]?.[who] !== "deny";
+        expected[who] = ok ? "allow" : "deny";
         const before = await tableCounts(t.db);
         const input = sample(world);
         const res =

@@ -101,6 +101,7 @@ export async function tableCounts(db: Db): Promise<Record<string, number>> {
       SELECT 'group_members', count(*)::int FROM group_members UNION ALL
       SELECT 'fleet_groups', count(*)::int FROM fleet_groups UNION ALL
       SELECT 'enrollment_tokens', count(*)::int FROM enrollment_tokens UNION ALL
+      SELECT 'api_tokens', count(*)::int FROM api_tokens UNION ALL
       SELECT 'enrollment_uses', coalesce(sum(uses), 0)::int FROM enrollment_tokens UNION ALL
       SELECT 'admins', count(*)::int FROM users WHERE role = 'admin' UNION ALL
       SELECT 'audit_events', count(*)::int FROM audit_events UNION ALL

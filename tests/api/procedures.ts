@@ -5,8 +5,9 @@ import { appRouter } from "../../server/api/root";
  * - researcher: any signed-in user; admin: signed-in admins (role re-read on every call)
  * - agent: a VM's own agent token, acting for that VM only
  * - enrollment: an enrollment token (bring-your-own machines), spent by the call
+ * - adminSession: an admin signed in with a session, never an API token (managing API tokens)
  */
-export type Tier = "public" | "researcher" | "admin" | "agent" | "enrollment";
+export type Tier = "public" | "researcher" | "admin" | "adminSession" | "agent" | "enrollment";
 
 /**
  * Every procedure's access tier. The API tests walk the router itself and fail for any procedure
@@ -23,6 +24,9 @@ export const ACCESS: Record<string, Tier> = {
   "profile.groups": "researcher",
   "profile.sshKeys.add": "researcher",
   "profile.sshKeys.remove": "researcher",
+  "profile.apiTokens.list": "adminSession",
+  "profile.apiTokens.create": "adminSession",
+  "profile.apiTokens.revoke": "adminSession",
   "vm.list": "admin",
   "vm.get": "admin",
   "vm.logs": "admin",
@@ -115,6 +119,10 @@ export const SAMPLE_INPUT: Record<string, (w: World) => unknown> = {
   // Malformed on purpose (validated after the access decision): nothing is stored.
   "profile.sshKeys.add": () => ({ publicKey: "ssh-ed25519 AAAA!!!!", label: "matrix" }),
   "profile.sshKeys.remove": () => ({ id: NOBODY }),
+  "profile.apiTokens.list": () => undefined,
+  "profile.apiTokens.create": (w) => ({ name: `matrix-${w.unique()}`, scope: "read" }),
+  // Someone else's token (or none): the admin's call answers 404 and writes nothing.
+  "profile.apiTokens.revoke": () => ({ id: NOBODY }),
   // Actions on things that do not exist: the access decision is made before the 404.
   "vm.get": (w) => ({ vmId: w.vmId }),
   "vm.logs": (w) => ({ vmId: w.vmId, afterId: 0, source: "agent", limit: 10 }),

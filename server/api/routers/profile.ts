@@ -2,6 +2,7 @@ import { z } from "zod";
 import { groupsOfUser } from "../../domain/groups";
 import { addSshKey, listSshKeys, removeSshKey } from "../../domain/ssh-keys";
 import { createRouter, noInput, researcherProcedure } from "../trpc";
+import { apiTokenRouter } from "./api-tokens";
 
 /** The signed-in researcher's own settings. */
 export const profileRouter = createRouter({
@@ -26,4 +27,7 @@ export const profileRouter = createRouter({
       .input(z.strictObject({ id: z.uuid() }))
       .mutation(({ ctx, input }) => removeSshKey(ctx.db, { userId: ctx.user.id, id: input.id })),
   }),
+
+  /** Personal API tokens for the `lablink` CLI and scripts (admins, from a session). */
+  apiTokens: apiTokenRouter,
 });

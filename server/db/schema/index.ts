@@ -1,4 +1,5 @@
 export * from "./agent-credentials";
+export * from "./api-tokens";
 export * from "./audit";
 export * from "./enrollment-tokens";
 export * from "./fleets";
