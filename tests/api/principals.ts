@@ -94,6 +94,8 @@ export const ALLOWED: Record<Tier, readonly Principal[]> = {
   public: PRINCIPALS,
   researcher: ["researcher", "researcher of another group", "admin"],
   admin: ["admin"],
+  // Token management: a signed-in admin only (these principals carry no API tokens).
+  adminSession: ["admin"],
   agent: ["agent of this VM"],
   enrollment: ["enrollment token"],
 };
