@@ -196,6 +196,60 @@ describe("local fleet through operations, end to end", () => {
   });
 });
 
+describe("a fleet whose researchers have root", () => {
+  it("replaces a released VM instead of wiping it: the machine goes, a new one joins the pool (real agents)", async () => {
+    const created = await api.mutate(
+      "fleet.create",
+      {
+        driver: "local",
+        name: "rootlab",
+        instanceType: "local.sim",
+        size: 1,
+        rootForResearchers: true,
+      },
+      asAdmin(),
+    );
+    expect(created.status, JSON.stringify(created.error)).toBe(200);
+    const { fleetId, operation } = created.data as { fleetId: string; operation: Operation };
+    expect(await finished(operation.id)).toMatchObject({ status: "succeeded" });
+    const ready = async () => (await liveVms(fleetId)).filter((v) => v.state === "ready");
+    await waitFor("1 ready VM", async () => (await ready()).length === 1, 30_000);
+    const [old] = await ready();
+    if (!old) throw new Error("no VM");
+
+    const researcher = await makeUser(t.db);
+    const claim = await api.mutate("vm.claim", { fleetId }, { userId: researcher.id });
+    expect(claim.status, JSON.stringify(claim.error)).toBe(200);
+    const release = await api.mutate("vm.release", undefined, { userId: researcher.id });
+    expect(release.status, JSON.stringify(release.error)).toBe(200);
+
+    // The agent wipes and acknowledges; the acknowledgement queues vm.replace; the worker runs it.
+    const replace = await waitFor(
+      "a vm.replace operation to finish",
+      async () => {
+        const [op] = await t.db
+          .select()
+          .from(operations)
+          .where(and(eq(operations.fleetId, fleetId), eq(operations.kind, "vm.replace")));
+        return op && ["succeeded", "failed"].includes(op.status) ? op : null;
+      },
+      45_000,
+    );
+    expect(replace).toMatchObject({ status: "succeeded", vmId: old.id });
+    const [gone] = await t.db.select().from(vms).where(eq(vms.id, old.id));
+    expect(gone?.state).toBe("terminated");
+    // A new machine (a new row, agent and token) takes its place; the fleet keeps its size.
+    await waitFor("the replacement to be ready", async () => (await ready()).length === 1, 30_000);
+    const [fresh] = await ready();
+    expect(fresh?.id).not.toBe(old.id);
+    expect(await liveVms(fleetId)).toHaveLength(1);
+    const [f] = await t.db.select().from(fleets).where(eq(fleets.id, fleetId));
+    expect(f?.desiredSize).toBe(1);
+    const log = await pollLog(replace.id);
+    expect(log.join("\n")).toContain(`${old.name} terminated; creating its replacement`);
+  }, 120_000);
+});
+
 describe("one operation per fleet", () => {
   beforeAll(stopWorker);
 

@@ -13,13 +13,18 @@ import { type EmbeddedHandle, startEmbeddedPostgres } from "../../server/db/embe
 import { runMigrations } from "../../server/db/migrate";
 import { type Vm, vms } from "../../server/db/schema";
 import { claimVm, releaseVm } from "../../server/domain/allocation";
+import { allJobs } from "../../server/jobs/definitions";
+import { JobRunner } from "../../server/jobs/runner";
+import { logger } from "../../server/log";
 import { makeAgent, makeFleet, makeUser, makeVms } from "../fixtures";
 import { startApiServer } from "../http";
+import { runJob } from "../jobs";
 import { waitFor } from "./helpers/wait";
 
 /**
  * Postgres stopped and started again under a web process (the real agent gateway, tRPC router,
- * event hub and long polls, in this process), agents (the real agent loop over HTTP, in this
+ * event hub and long polls, in this process), a worker (the real pg-boss job runner with the
+ * app's job definitions, in this process), agents (the real agent loop over HTTP, in this
  * process) and researchers claiming and releasing through the claim path. Nothing restarts but
  * Postgres.
  */
@@ -37,6 +42,7 @@ let port: number;
 let pg: EmbeddedHandle;
 let database: Database;
 let api: Awaited<ReturnType<typeof startApiServer>>;
+let worker: JobRunner;
 const agents: { agent: Agent; run: Promise<unknown> }[] = [];
 
 beforeAll(async () => {
@@ -49,8 +55,11 @@ beforeAll(async () => {
     retryCapMs: 500,
     degradedPollMs: 300,
   });
+  worker = new JobRunner(pg.url, database.db, logger);
+  await worker.start(allJobs({ staleSeconds: 60, drivers: {} }));
 }, 60_000);
 afterAll(async () => {
+  await worker?.stop();
   for (const a of agents) a.agent.stop();
   await Promise.allSettled(agents.map((a) => a.run));
   await api?.close();
@@ -148,6 +157,8 @@ describe("Postgres restarted under load", () => {
 
     await waitFor("LISTEN to be up", async () => api.events.listening, 10_000);
     await round();
+    // The worker runs jobs before...
+    expect((await runJob(worker, "vm.expire-holds")).state).toBe("completed");
     const before = succeeded.length;
     expect(before).toBe(3);
 
@@ -168,6 +179,8 @@ describe("Postgres restarted under load", () => {
     await waitFor("LISTEN to come back", async () => api.events.listening, 15_000);
     for (let i = 0; i < 3; i++) await round();
     expect(succeeded.length).toBe(before + 9);
+    // ...and after, without a restart: its job queue is Postgres too.
+    expect((await runJob(worker, "vm.expire-holds")).state).toBe("completed");
 
     // Agents kept going: every VM heartbeated after the restart.
     await waitFor(
