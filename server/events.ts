@@ -74,6 +74,9 @@ export class VmEventHub {
       max: 1,
       idle_timeout: null,
       max_lifetime: null,
+      // An attempt that hangs (a server still starting, a dropped route) fails soon and is
+      // retried, instead of holding up reconnection for the driver's default 30 s.
+      connect_timeout: 5,
       fetch_types: false,
       onnotice: () => {},
       onnotify: (channel: string, payload: string) => {

@@ -176,7 +176,8 @@ describe("Postgres restarted under load", () => {
     pg = await startEmbeddedPostgres({ dataDir, port });
 
     // Pushes come back without restarting anything in this process.
-    await waitFor("LISTEN to come back", async () => api.events.listening, 15_000);
+    // Postgres starting up on two busy cores can take a while.
+    await waitFor("LISTEN to come back", async () => api.events.listening, 30_000);
     for (let i = 0; i < 3; i++) await round();
     expect(succeeded.length).toBe(before + 9);
     // ...and after, without a restart: its job queue is Postgres too.
