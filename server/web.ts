@@ -2,6 +2,7 @@ import http from "node:http";
 import path from "node:path";
 import next from "next";
 import { type GatewayContext, serveAgentCall } from "./api/agent-gateway";
+import { serveOriginalApi } from "./api/original-api";
 import { getDatabase } from "./db/client";
 import { agentSettingsFrom } from "./domain/agents";
 import { flushHeartbeatBuffers } from "./domain/heartbeat-buffer";
@@ -45,6 +46,7 @@ async function main() {
       e.LABLINK_PUBLIC_URL,
     );
     if (serveAgentCall(req, res, agentContext)) return;
+    if (serveOriginalApi(req, res, agentContext)) return;
     handle(req, res).catch((err) => {
       logger.error({ err, url: req.url }, "request failed");
       if (!res.headersSent) res.statusCode = 500;

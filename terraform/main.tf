@@ -76,15 +76,18 @@ resource "aws_instance" "vm" {
 
   # Gzipped and base64-encoded: the rendered script stays far below EC2's 16 KB limit.
   user_data_base64 = base64gzip(templatefile("${path.module}/user-data.sh.tftpl", {
-    server_url_b64      = base64encode(var.server_url)
-    vm_id               = each.value
-    agent_token_b64     = base64encode(var.agent_tokens[each.key])
-    agent_image_b64     = base64encode(var.agent_image)
-    container_image_b64 = base64encode(var.container_image)
-    tutorial_repo_b64   = base64encode(var.tutorial_repo)
-    startup_script_b64  = base64encode(var.startup_script)
-    startup_on_error    = var.startup_on_error
-    research_user       = var.research_user
+    server_url_b64       = base64encode(var.server_url)
+    vm_id                = each.value
+    agent_token_b64      = base64encode(var.agent_tokens[each.key])
+    agent_image_b64      = base64encode(var.agent_image)
+    container_image_b64  = base64encode(var.container_image)
+    tutorial_repo_b64    = base64encode(var.tutorial_repo)
+    startup_script_b64   = base64encode(var.startup_script)
+    startup_on_error     = var.startup_on_error
+    research_user        = var.research_user
+    vm_name              = each.key
+    client_image_compat  = var.client_image_compat ? "true" : "false"
+    subject_software_b64 = base64encode(var.subject_software)
   }))
 
   tags = {

@@ -98,6 +98,18 @@ variable "startup_script" {
   default     = ""
 }
 
+variable "client_image_compat" {
+  description = "\"LabLink client image\" compatibility: run container_image as an original LabLink client (its own token as API_TOKEN) instead of the LabLink agent."
+  type        = bool
+  default     = false
+}
+
+variable "subject_software" {
+  description = "SUBJECT_SOFTWARE for original LabLink client images (e.g. sleap). Empty: none."
+  type        = string
+  default     = ""
+}
+
 variable "startup_on_error" {
   description = "If the startup script fails: \"continue\" (log it and start anyway) or \"fail\" (stop the container)."
   type        = string

@@ -4,6 +4,7 @@ import { createHTTPHandler } from "@trpc/server/adapters/standalone";
 import type postgres from "postgres";
 import { type GatewayContext, serveAgentCall } from "../server/api/agent-gateway";
 import { handleTrpc } from "../server/api/handler";
+import { serveOriginalApi } from "../server/api/original-api";
 import { appRouter } from "../server/api/root";
 import type { SessionUser } from "../server/api/trpc";
 import type { Db } from "../server/db/client";
@@ -48,6 +49,7 @@ export async function startApiServer(
   const server = http.createServer((req, res) => {
     prepareRequestHeaders(req.headers, req.socket.remoteAddress, { kind: "none" });
     if (serveAgentCall(req, res, () => ({ db, events, settings, getSession }))) return;
+    if (serveOriginalApi(req, res, () => ({ db, events, settings, getSession }))) return;
     handler(req, res);
   });
   await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));

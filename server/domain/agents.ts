@@ -184,6 +184,23 @@ export async function registerAgent(
     },
   });
 
+  vm = await bringIntoService(db, vm, actor);
+  if (!input.rotateCredential || !caller) return reply(db, vm, settings);
+  // Every (re)start of an agent that can store a token gets a fresh one.
+  const { credential } = await rotateCredential(db, {
+    vmId: vm.id,
+    callerCredentialId: caller.credentialId,
+    reason: "register",
+    actor,
+  });
+  return { ...(await reply(db, vm, settings)), credential };
+}
+
+/**
+ * A VM whose agent (or original client image) has (re)started comes into service: back to its
+ * holder after a warm reboot, otherwise into the pool. Other states are left as they are.
+ */
+export async function bringIntoService(db: DbOrTx, vm: Vm, actor: Actor): Promise<Vm> {
   if (vm.state === "rebooting") {
     // A held VM goes back to its holder; any other rebooted VM (a failed one, one an admin
     // rebooted from the pool) may hold anything of a past holder: wiped before it is ready.
@@ -208,15 +225,7 @@ export async function registerAgent(
       action: "agent.register",
     });
   }
-  if (!input.rotateCredential || !caller) return reply(db, vm, settings);
-  // Every (re)start of an agent that can store a token gets a fresh one.
-  const { credential } = await rotateCredential(db, {
-    vmId: vm.id,
-    callerCredentialId: caller.credentialId,
-    reason: "register",
-    actor,
-  });
-  return { ...(await reply(db, vm, settings)), credential };
+  return vm;
 }
 
 /**

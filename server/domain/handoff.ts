@@ -114,8 +114,22 @@ export async function requestCrdHandoff(
 
 /** The connect command for a VM's agent, if one is pending. Read-only. */
 export async function connectCommandFor(db: DbOrTx, vm: Vm): Promise<AgentCommand | null> {
-  if (!vm.assignmentId || (vm.agentProtocolVersion ?? 1) < CONNECT_MIN_PROTOCOL_VERSION)
-    return null;
+  if ((vm.agentProtocolVersion ?? 1) < CONNECT_MIN_PROTOCOL_VERSION) return null;
+  const pending = await pendingCrdHandoff(db, vm);
+  return pending && vm.assignmentId
+    ? { type: "connect", method: "crd", assignmentId: vm.assignmentId, ...pending }
+    : null;
+}
+
+/**
+ * The current holder's pending hand-off (code and PIN unsealed), if any. Read-only. Callers gate
+ * on what their VM understands: the agent protocol version, or the original client API.
+ */
+export async function pendingCrdHandoff(
+  db: DbOrTx,
+  vm: Pick<Vm, "id" | "assignmentId">,
+): Promise<{ requestId: string; code: string; pin: string } | null> {
+  if (!vm.assignmentId) return null;
   const [row] = await db
     .select({ requestId: crdHandoffs.requestId, sealed: crdHandoffs.sealed })
     .from(crdHandoffs)
@@ -132,14 +146,7 @@ export async function connectCommandFor(db: DbOrTx, vm: Vm): Promise<AgentComman
   const opened = unseal(row.sealed);
   if (!opened) return null; // sealed under another key (AUTH_SECRET changed): the researcher retries
   const { code, pin } = JSON.parse(opened) as { code: string; pin: string };
-  return {
-    type: "connect",
-    method: "crd",
-    assignmentId: vm.assignmentId,
-    requestId: row.requestId,
-    code,
-    pin,
-  };
+  return { requestId: row.requestId, code, pin };
 }
 
 /** The agent reports the hand-off's outcome; the code and PIN are erased either way. */

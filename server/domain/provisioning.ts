@@ -31,6 +31,8 @@ export type FleetSpec = {
   groupIds?: string[];
   /** Researchers get sudo and docker; released VMs are then replaced, not wiped. */
   rootForResearchers?: boolean;
+  /** The image is an original LabLink client image, served through the original client API. */
+  clientImageCompat?: boolean;
   config: Record<string, unknown>;
 };
 
@@ -52,6 +54,7 @@ export async function createFleet(db: Db, spec: FleetSpec, actor: Actor) {
           idleReleaseMinutes: spec.idleReleaseMinutes ?? null,
           gpuHoursPerWeek: spec.gpuHoursPerWeek ?? null,
           rootForResearchers: spec.rootForResearchers ?? false,
+          clientImageCompat: spec.clientImageCompat ?? false,
           status: "creating",
           config: spec.config,
         })

@@ -72,6 +72,25 @@ export async function wipeAcknowledged(
       patch: { assignmentId: null },
     });
   }
+  return replaceReleased(
+    db,
+    vm,
+    actor,
+    "root for researchers: released VMs are replaced, not reused",
+  );
+}
+
+/**
+ * A released VM that cannot be trusted clean is terminated and a new one created in its place
+ * (a `vm.replace` operation, queued in the same transaction). STATE_CONFLICT when the fleet is
+ * busy with another operation: nothing changes, and the caller's next attempt tries again.
+ */
+export async function replaceReleased(
+  db: DbOrTx,
+  vm: Pick<Vm, "id" | "fleetId" | "name">,
+  actor: Actor,
+  reason: string,
+): Promise<Vm> {
   return db.transaction(async (tx) => {
     const moved = await transition(tx, {
       vmId: vm.id,
@@ -80,7 +99,7 @@ export async function wipeAcknowledged(
       actor,
       action: "vm.replace",
       patch: { assignmentId: null },
-      details: { reason: "root for researchers: released VMs are replaced, not reused" },
+      details: { reason },
     });
     await requestOperation(tx, {
       fleetId: vm.fleetId,

@@ -50,6 +50,7 @@ const RUNNER_VARS = [
   "agent_tokens",
   "allowed_ssh_cidrs",
   "ami_id",
+  "client_image_compat",
   "container_image",
   "fleet_name",
   "instance_type",
@@ -60,6 +61,7 @@ const RUNNER_VARS = [
   "server_url",
   "startup_on_error",
   "startup_script",
+  "subject_software",
   "subnet_id",
   "tags",
   "tutorial_repo",
@@ -161,6 +163,9 @@ describe("user data", () => {
       ),
     startupOnError: "fail",
     researchUser: "ubuntu",
+    vmName: "workshop-1",
+    clientImageCompat: false,
+    subjectSoftware: "sleap",
   };
 
   it("hands templatefile() exactly the values the template uses", () => {

@@ -216,6 +216,8 @@ export function FleetsAdmin() {
     sshUser: "",
     groupIds: [] as string[],
     rootForResearchers: false,
+    clientImageCompat: false,
+    subjectSoftware: "",
   });
   const groups = useQuery(trpc.group.list.queryOptions());
   const [sizes, setSizes] = useState<Record<string, number>>({});
@@ -280,6 +282,15 @@ export function FleetsAdmin() {
                     className="ml-2 rounded bg-amber-100 px-1.5 py-0.5 text-xs font-medium text-amber-900 dark:bg-amber-900 dark:text-amber-100"
                   >
                     root for researchers
+                  </span>
+                )}
+                {f.clientImageCompat && (
+                  <span
+                    data-testid="fleet-client-image-mark"
+                    title="Original LabLink client images, served through the original client API."
+                    className="ml-2 rounded bg-sky-100 px-1.5 py-0.5 text-xs font-medium text-sky-900 dark:bg-sky-900 dark:text-sky-100"
+                  >
+                    LabLink client image
                   </span>
                 )}
               </p>
@@ -428,6 +439,9 @@ export function FleetsAdmin() {
               ...(form.tutorialRepo.trim() ? { tutorialRepo: form.tutorialRepo.trim() } : {}),
               ...(form.startupScript.trim() ? { startupScript: form.startupScript } : {}),
               ...(form.sshUser.trim() ? { sshUser: form.sshUser.trim() } : {}),
+              ...(form.clientImageCompat && form.subjectSoftware.trim()
+                ? { subjectSoftware: form.subjectSoftware.trim() }
+                : {}),
             };
             create.mutate(
               form.driver === "local"
@@ -437,6 +451,7 @@ export function FleetsAdmin() {
                     ...common,
                     region: form.region,
                     image: form.image,
+                    clientImageCompat: form.clientImageCompat,
                     config,
                   },
             );
@@ -641,6 +656,35 @@ export function FleetsAdmin() {
                 errors={fieldErrors}
                 multiline
               />
+              <div className="sm:col-span-2">
+                <label className="flex items-center gap-2 font-medium">
+                  <input
+                    id="fleet-client-image"
+                    type="checkbox"
+                    checked={form.clientImageCompat}
+                    onChange={(e) => setForm({ ...form, clientImageCompat: e.target.checked })}
+                  />
+                  LabLink client image compatibility
+                </label>
+                <p className="text-xs text-slate-500">
+                  The image is an original LabLink client image: it starts with ALLOCATOR_URL,
+                  API_TOKEN (each VM its own), VM_NAME, SUBJECT_SOFTWARE, TUTORIAL_REPO_TO_CLONE and
+                  STARTUP_ON_ERROR and talks the original API; no LabLink agent runs beside it, and
+                  released VMs are replaced (docs/original-api.md).
+                </p>
+              </div>
+              {form.clientImageCompat && (
+                <OptionalField
+                  id="fleet-subject-software"
+                  label="Subject software (optional)"
+                  path="config.subjectSoftware"
+                  placeholder="sleap"
+                  help="SUBJECT_SOFTWARE for the client image."
+                  value={form.subjectSoftware}
+                  onChange={(subjectSoftware) => setForm({ ...form, subjectSoftware })}
+                  errors={fieldErrors}
+                />
+              )}
             </>
           )}
           <fieldset className="sm:col-span-2">

@@ -80,6 +80,8 @@ const createInput = z.discriminatedUnion("driver", [
       .trim()
       .regex(/^[a-z]{2}(-[a-z]+)+-\d$/, "must be an AWS region such as us-west-2"),
     image: z.string().trim().min(1).max(300),
+    /** The image is an original LabLink client image (docs/original-api.md). */
+    clientImageCompat: z.boolean().default(false),
     config: terraformFleetConfig.default(terraformFleetConfig.parse({})),
   }),
 ]);
@@ -105,6 +107,7 @@ export const fleetRouter = createRouter({
         gpuHoursPerWeek: input.gpuHoursPerWeek ?? null,
         groupIds: input.groupIds ?? [],
         rootForResearchers: input.rootForResearchers,
+        clientImageCompat: input.driver === "terraform" ? input.clientImageCompat : false,
         config: input.driver === "terraform" ? input.config : {},
       },
       ctx.actor,

@@ -43,6 +43,12 @@ export const terraformFleetConfig = z.strictObject({
     .optional(),
   startupScript: z.string().max(8_000).optional(),
   startupOnError: z.enum(["fail", "continue"]).default("continue"),
+  /** SUBJECT_SOFTWARE for original LabLink client images (client-image compatible fleets). */
+  subjectSoftware: z
+    .string()
+    .trim()
+    .regex(/^[A-Za-z0-9._+-]{1,64}$/, "must be a software name such as sleap")
+    .optional(),
   tags: z
     .record(
       z

@@ -193,6 +193,9 @@ export class TerraformFleetDriver implements FleetDriver {
             startupScript: cfg.startupScript ?? "",
             startupOnError: cfg.startupOnError,
             researchUser: cfg.sshUser ?? DEFAULT_SSH_USER,
+            vmName: vm.name,
+            clientImageCompat: fleet.clientImageCompat,
+            subjectSoftware: cfg.subjectSoftware ?? "",
           }).length;
           if (size > USER_DATA_LIMIT)
             throw new Error(
@@ -327,6 +330,8 @@ export class TerraformFleetDriver implements FleetDriver {
       tutorial_repo: cfg.tutorialRepo ?? "",
       startup_script: cfg.startupScript ?? "",
       startup_on_error: cfg.startupOnError,
+      client_image_compat: fleet.clientImageCompat,
+      subject_software: cfg.subjectSoftware ?? "",
       // The same account the portal's ssh command names.
       research_user: cfg.sshUser ?? DEFAULT_SSH_USER,
       server_url: this.o.serverUrl,

@@ -16,6 +16,12 @@ export type UserDataInput = {
   startupOnError: "fail" | "continue";
   /** Unix account the agent installs researchers' SSH keys for (validated by the fleet config). */
   researchUser: string;
+  /** The VM's name: VM_NAME for original LabLink client images. */
+  vmName: string;
+  /** Run the container image as an original LabLink client instead of the LabLink agent. */
+  clientImageCompat: boolean;
+  /** SUBJECT_SOFTWARE for original LabLink client images. */
+  subjectSoftware: string;
 };
 
 const b64 = (s: string) => Buffer.from(s, "utf8").toString("base64");
@@ -35,6 +41,9 @@ export function templateVars(i: UserDataInput): Record<string, string> {
     startup_script_b64: b64(i.startupScript),
     startup_on_error: i.startupOnError,
     research_user: i.researchUser,
+    vm_name: i.vmName,
+    client_image_compat: i.clientImageCompat ? "true" : "false",
+    subject_software_b64: b64(i.subjectSoftware),
   };
 }
 

@@ -41,6 +41,12 @@ export const fleets = pgTable("fleets", {
    * wipe, so a released VM is terminated and replaced by a new one instead (docs/security.md).
    */
   rootForResearchers: boolean("root_for_researchers").notNull().default(false),
+  /**
+   * "LabLink client image" compatibility: the fleet's image is an original LabLink client image,
+   * started with its own environment (ALLOCATOR_URL, API_TOKEN, VM_NAME...) instead of the LabLink
+   * agent, and speaking the original client API (server/api/original-api.ts, docs/original-api.md).
+   */
+  clientImageCompat: boolean("client_image_compat").notNull().default(false),
   status: fleetStatus("status").notNull().default("creating"),
   /** Driver-specific settings (AMI, subnet, startup script...); never secrets. */
   config: jsonb("config").$type<Record<string, unknown>>().notNull().default({}),

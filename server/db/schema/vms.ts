@@ -41,6 +41,9 @@ export type BootTimings = {
   containerReadyAt?: string | null;
   agentStartedAt?: string | null;
   registeredAt?: string | null;
+  /** Reported by original LabLink client images only (POST /api/vm-metrics). */
+  cloudInitStartedAt?: string | null;
+  containerStartedAt?: string | null;
 };
 
 /** One GPU as last reported by the agent. */

@@ -1,0 +1,1 @@
+ALTER TABLE "fleets" ADD COLUMN "client_image_compat" boolean DEFAULT false NOT NULL;
