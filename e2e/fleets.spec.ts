@@ -240,3 +240,30 @@ test("admin sets a fleet's weekly GPU-hour quota; a researcher sees how much of 
     await destroyFleet(admin.page.request, fleetId);
   }
 });
+
+test("admin creates a fleet whose researchers have root; its card says so", async ({
+  signInAs,
+}) => {
+  const { page } = await signInAs("admin", "root-fleet");
+  await page.getByRole("link", { name: "Fleets", exact: true }).click();
+  const name = uniqueName("rootlab")
+    .toLowerCase()
+    .replace(/[^a-z0-9-]/g, "-");
+  await page.getByLabel("Name", { exact: true }).fill(name);
+  await page.getByLabel("VMs", { exact: true }).fill("1");
+  await page.getByLabel("Root for researchers (sudo and docker)").check();
+  await page.getByRole("button", { name: "Create fleet" }).click();
+  await expect(page.getByTestId("operation-status")).toHaveText("succeeded", { timeout: 60_000 });
+  const card = page.getByTestId("fleet-card").filter({ hasText: name });
+  await expect(card).toContainText("root for researchers");
+  const fleets = await query<{ name: string; rootForResearchers: boolean }[]>(
+    page.request,
+    "fleet.list",
+  );
+  expect(fleets.find((f) => f.name === name)?.rootForResearchers).toBe(true);
+
+  await card.getByRole("button", { name: `Destroy ${name}` }).click();
+  await page.getByLabel("Fleet name").fill(name);
+  await page.getByRole("button", { name: "Destroy fleet" }).click();
+  await expect(page.getByTestId("operation-status")).toHaveText("succeeded", { timeout: 60_000 });
+});
