@@ -1,4 +1,5 @@
-import { expect, FLEET_SIZE, mutate, test, waitForReady } from "./fixtures";
+import { destroyFleet } from "./admin-api";
+import { expect, FLEET_SIZE, mutate, test, uniqueName, waitForReady } from "./fixtures";
 
 test("researcher can claim a GPU VM, see it, and release it", async ({ signInAs, request }) => {
   await waitForReady(request, 1);
@@ -45,4 +46,49 @@ test("a researcher cannot open the fleet dashboard", async ({ signInAs }) => {
   // Not getByRole("alert") alone: Next's route announcer is an (empty) alert region too.
   await expect(page.getByRole("alert").filter({ hasText: "for LabLink admins" })).toBeVisible();
   await expect(page.getByTestId("vm-table")).toHaveCount(0);
+});
+
+test("researcher chooses which fleet to claim from, seeing what is ready in each", async ({
+  signInAs,
+  request,
+}) => {
+  await waitForReady(request, 1);
+  const admin = await signInAs("admin", "picker-admin");
+  const name = uniqueName("pick")
+    .toLowerCase()
+    .replace(/[^a-z0-9-]/g, "-");
+  const created = await mutate(admin.context.request, "fleet.create", {
+    driver: "local",
+    name,
+    instanceType: "local.big",
+    size: 1,
+  });
+  expect(created.error).toBeUndefined();
+  const fleetId = (created.data as { fleetId: string }).fleetId;
+  try {
+    const { page } = await signInAs("researcher", "picker");
+    const choice = page.getByLabel("What to claim");
+    await expect(choice).toBeVisible();
+    await expect(choice.locator("option").first()).toHaveText(/^Any GPU VM — \d+ ready$/);
+    const option = choice.locator("option", { hasText: `${name}: local.big` });
+    await expect(option).toHaveText(/— 1 ready$/, { timeout: 30_000 });
+    await choice.selectOption({ label: (await option.textContent()) ?? "" });
+    await page.getByRole("button", { name: "Claim a GPU VM" }).click();
+    await expect(page.getByTestId("vm-name")).toHaveText(new RegExp(`^${name}-`));
+    await page.getByRole("button", { name: "Release VM" }).click();
+    await page.getByRole("button", { name: "Yes, release it" }).click();
+    await expect(page.getByRole("button", { name: "Claim a GPU VM" })).toBeVisible();
+  } finally {
+    // Gone before later tests count ready VMs (a VM still being wiped may delay the destroy).
+    await expect
+      .poll(
+        () =>
+          destroyFleet(admin.context.request, fleetId).then(
+            () => "destroyed",
+            (e: Error) => e.message,
+          ),
+        { timeout: 60_000, intervals: [1_000, 2_000] },
+      )
+      .toBe("destroyed");
+  }
 });

@@ -19,6 +19,7 @@ export function Portal() {
     enabled: mine.isSuccess && mine.data === null,
   });
   const [confirming, setConfirming] = useState(false);
+  const [choice, setChoice] = useState(ANY);
   const invalidate = () => queryClient.invalidateQueries();
   const claim = useMutation(trpc.vm.claim.mutationOptions({ onSuccess: invalidate }));
   const keepIdle = useMutation(trpc.vm.keepIdle.mutationOptions({ onSuccess: invalidate }));
@@ -118,14 +119,17 @@ export function Portal() {
           <div className="space-y-3">
             {lastEnded.data && <EndedNotice ended={lastEnded.data} />}
             <p className="text-sm text-slate-600 dark:text-slate-400">You do not hold a VM.</p>
-            <button
-              type="button"
-              onClick={() => claim.mutate({})}
-              disabled={claim.isPending}
-              className="rounded bg-indigo-600 px-4 py-2 font-medium text-white hover:bg-indigo-700 disabled:opacity-60"
-            >
-              {claim.isPending ? "Claiming…" : "Claim a GPU VM"}
-            </button>
+            <div className="flex flex-wrap items-end gap-3">
+              <ClaimChoice value={choice} onChange={setChoice} />
+              <button
+                type="button"
+                onClick={() => claim.mutate(claimInput(choice))}
+                disabled={claim.isPending}
+                className="rounded bg-indigo-600 px-4 py-2 font-medium text-white hover:bg-indigo-700 disabled:opacity-60"
+              >
+                {claim.isPending ? "Claiming…" : "Claim a GPU VM"}
+              </button>
+            </div>
             {claim.isError && (
               <p
                 role="alert"
@@ -162,5 +166,63 @@ function EndedNotice({ ended }: { ended: EndedHold }) {
     >
       {why} Claim a VM to go on working.
     </p>
+  );
+}
+
+const ANY = "any";
+
+/** The claim's filter from the chosen option: a fleet (`fleet:<id>`), a GPU type (`type:<name>`), or any. */
+function claimInput(choice: string): { fleetId?: string; instanceType?: string } {
+  if (choice.startsWith("fleet:")) return { fleetId: choice.slice(6) };
+  if (choice.startsWith("type:")) return { instanceType: choice.slice(5) };
+  return {};
+}
+
+/**
+ * What to claim: any VM (the default), a GPU type offered by several fleets, or one fleet, each
+ * with what is ready now. Only fleets open to the researcher's groups are listed (pool.summary
+ * shows a researcher just those).
+ */
+function ClaimChoice({ value, onChange }: { value: string; onChange: (v: string) => void }) {
+  const trpc = useTRPC();
+  const pool = useQuery({ ...trpc.pool.summary.queryOptions(), refetchInterval: 5_000 });
+  const fleets = (pool.data?.fleets ?? []).filter((f) => f.total > 0);
+  if (fleets.length < 2) return null;
+  const types = new Map<string, { ready: number; fleets: number; gpu: string }>();
+  for (const f of fleets) {
+    const t = types.get(f.instanceType) ?? { ready: 0, fleets: 0, gpu: f.gpuModel ?? "" };
+    types.set(f.instanceType, { ...t, ready: t.ready + f.ready, fleets: t.fleets + 1 });
+  }
+  const total = fleets.reduce((n, f) => n + f.ready, 0);
+  const gpu = (model: string | null, count: number) =>
+    model ? ` (${count > 1 ? `${count} × ` : ""}${model})` : "";
+  return (
+    <div>
+      <label htmlFor="claim-choice" className="mb-1 block text-sm font-medium">
+        What to claim
+      </label>
+      <select
+        id="claim-choice"
+        value={value}
+        onChange={(e) => onChange(e.target.value)}
+        className="rounded border border-slate-300 px-3 py-2 text-sm dark:border-slate-700 dark:bg-slate-950"
+      >
+        <option value={ANY}>Any GPU VM — {total} ready</option>
+        {[...types]
+          .filter(([, t]) => t.fleets > 1)
+          .map(([type, t]) => (
+            <option key={`type:${type}`} value={`type:${type}`}>
+              Any {type}
+              {t.gpu ? ` (${t.gpu})` : ""} — {t.ready} ready
+            </option>
+          ))}
+        {fleets.map((f) => (
+          <option key={f.fleetId} value={`fleet:${f.fleetId}`}>
+            {f.name}: {f.instanceType}
+            {gpu(f.gpuModel, f.gpuCount)} — {f.ready} ready
+          </option>
+        ))}
+      </select>
+    </div>
   );
 }
