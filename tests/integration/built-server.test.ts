@@ -42,7 +42,7 @@ afterAll(async () => {
 });
 
 /** The environment of a production process: no tsx loader, no test settings leaking in. */
-function prodEnv(extra: Record<string, string>) {
+function prodEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   const { DATABASE_URL: _d, NODE_OPTIONS: _n, ...rest } = process.env;
   return { ...rest, NODE_ENV: "production", LOG_LEVEL: "info", ...extra };
 }
