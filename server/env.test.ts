@@ -98,6 +98,8 @@ describe("web process flags", () => {
     const web: string = pkg.scripts.web;
     expect(WEB_NODE_FLAGS.length).toBeGreaterThan(0);
     for (const flag of WEB_NODE_FLAGS) expect(web.split(" ")).toContain(flag);
-    expect(web).toContain("server/web.ts");
+    // The built web process (dist/web.mjs, from server/web.ts), not the TypeScript through tsx.
+    expect(web).toMatch(/run-built\.mjs web$/);
+    expect(web).not.toContain("tsx");
   });
 });

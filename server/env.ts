@@ -60,8 +60,12 @@ const schema = z
     LABLINK_TERRAFORM_S3_REGION: z.string().min(1).max(32).optional(),
     /** DynamoDB lock table; without it the S3 backend locks with a lock file in the bucket. */
     LABLINK_TERRAFORM_S3_LOCK_TABLE: z.string().min(1).max(255).optional(),
-    /** Container image of the agent that terraform fleets' VMs run. */
-    LABLINK_AGENT_IMAGE: z.string().min(1).max(300).default("ghcr.io/lablink/agent:latest"),
+    /**
+     * Container image of the agent that terraform fleets' VMs run, built from this repository by
+     * scripts/build-images.sh (<registry>/lablink-agent:<version>). No default: without it,
+     * terraform fleets cannot be created and the worker refuses their operations.
+     */
+    LABLINK_AGENT_IMAGE: z.string().trim().min(1).max(300).optional(),
     /** How often EC2 is compared with the database (seconds; 0 turns reconciliation off). */
     LABLINK_RECONCILE_INTERVAL_S: z.coerce.number().int().min(0).max(86400).default(60),
     /** What to do with an instance tagged for a fleet but with no live VM row. */

@@ -81,9 +81,8 @@ variable "container_image" {
 }
 
 variable "agent_image" {
-  description = "Container image of the LabLink agent (built from agent/)."
+  description = "Container image of the LabLink agent, built and pushed from this repository by scripts/build-images.sh (<registry>/lablink-agent:<version>); the worker passes LABLINK_AGENT_IMAGE. No default. Empty only for client_image_compat fleets, which run no agent."
   type        = string
-  default     = "ghcr.io/lablink/agent:latest"
 }
 
 variable "tutorial_repo" {

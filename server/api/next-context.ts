@@ -10,7 +10,7 @@ export function nextContext(req: Request): Omit<Context, "headers" | "ip" | "sig
   return {
     db: getDatabase().db,
     events: getEventHub(),
-    settings: agentSettingsFrom(env()),
+    settings: { ...agentSettingsFrom(env()), agentImage: env().LABLINK_AGENT_IMAGE },
     getSession: async (): Promise<SessionUser | null> => {
       // Agents never carry a session; skip the cookie work for them.
       if (req.headers.get("authorization")) return null;

@@ -37,7 +37,7 @@ export type Context = {
   /** Resolves the signed-in user from the request (Auth.js in the app, a fixture in tests). */
   getSession: () => Promise<SessionUser | null>;
   events: VmEventHub | null;
-  settings: AgentSettings & { rateLimits?: RateLimits };
+  settings: AgentSettings & { rateLimits?: RateLimits; agentImage?: string };
   signal?: AbortSignal;
 };
 

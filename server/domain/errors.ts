@@ -7,6 +7,8 @@ export const domainErrorCodes = {
   ILLEGAL_TRANSITION: "BAD_REQUEST",
   STATE_CONFLICT: "CONFLICT",
   NO_CAPACITY: "PRECONDITION_FAILED",
+  /** The server lacks a setting the request needs (e.g. LABLINK_AGENT_IMAGE for terraform fleets). */
+  NOT_CONFIGURED: "PRECONDITION_FAILED",
   /** A fleet's weekly GPU-hour quota is used up for this researcher. */
   QUOTA_EXCEEDED: "FORBIDDEN",
   ALREADY_EXISTS: "CONFLICT",

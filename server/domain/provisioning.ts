@@ -36,7 +36,33 @@ export type FleetSpec = {
   config: Record<string, unknown>;
 };
 
-export async function createFleet(db: Db, spec: FleetSpec, actor: Actor) {
+/** What the server is configured with that fleet creation depends on. */
+export type ProvisioningSettings = {
+  /** LABLINK_AGENT_IMAGE: the agent terraform fleets' VMs run. */
+  agentImage?: string;
+};
+
+/** A terraform fleet's VMs run the agent image, unless they run an original LabLink client image. */
+export function requireAgentImage(
+  spec: { driver: string; clientImageCompat?: boolean },
+  settings: ProvisioningSettings,
+) {
+  if (spec.driver !== "terraform" || spec.clientImageCompat || settings.agentImage) return;
+  throw new DomainError(
+    "NOT_CONFIGURED",
+    "Terraform fleets need the agent image: set LABLINK_AGENT_IMAGE on the server and worker " +
+      "(built and pushed with scripts/build-images.sh; see docs/deploy-aws.md), then restart them.",
+    { setting: "LABLINK_AGENT_IMAGE" },
+  );
+}
+
+export async function createFleet(
+  db: Db,
+  spec: FleetSpec,
+  actor: Actor,
+  settings: ProvisioningSettings,
+) {
+  requireAgentImage(spec, settings);
   try {
     return await db.transaction(async (tx) => {
       const [fleet] = await tx

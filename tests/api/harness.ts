@@ -16,7 +16,7 @@ export function apiClient(
   db: Db,
   options: {
     rateLimits?: Partial<RateLimits>;
-    settings?: Omit<AgentSettings, "heartbeatIntervalS">;
+    settings?: Omit<AgentSettings, "heartbeatIntervalS"> & { agentImage?: string };
   } = {},
 ) {
   const makeContext = (req: Request) => ({
@@ -24,6 +24,7 @@ export function apiClient(
     events: null,
     settings: {
       heartbeatIntervalS: 15,
+      agentImage: "registry.example.edu/lablink/lablink-agent:0.1.0",
       ...options.settings,
       rateLimits: { ...DEFAULT_RATE_LIMITS, ...options.rateLimits },
     },

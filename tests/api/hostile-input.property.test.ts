@@ -36,6 +36,8 @@ let fingerprintSql: string;
 
 const settings = {
   heartbeatIntervalS: 15,
+  // A configured server: generated terraform fleets are created, not refused for a missing image.
+  agentImage: "registry.example.edu/lablink/lablink-agent:0.1.0",
   // Generated calls are many; the limits are tested elsewhere and would only add 429s here.
   rateLimits: Object.fromEntries(
     Object.entries(DEFAULT_RATE_LIMITS).map(([k, v]) => [k, { ...v, limit: 1_000_000 }]),

@@ -6,7 +6,7 @@ import path from "node:path";
 import { drizzle } from "drizzle-orm/postgres-js";
 import { migrate } from "drizzle-orm/postgres-js/migrator";
 import postgres from "postgres";
-import { afterAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { MIGRATIONS_DIR } from "../../server/db/migrate";
 
 /**
@@ -39,6 +39,13 @@ async function newDatabase(): Promise<string> {
   u.pathname = `/${name}`;
   return u.toString();
 }
+
+// `npm run db:migrate` runs the built dist/migrate.mjs: build it from the sources under test (the
+// files are replaced whole, so a process already running from dist/ is not disturbed).
+beforeAll(() => {
+  const r = spawnSync("npm", ["run", "--silent", "build:server"], { cwd: root, encoding: "utf8" });
+  expect(r.status, r.stderr).toBe(0);
+}, 60_000);
 
 afterAll(async () => {
   const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });

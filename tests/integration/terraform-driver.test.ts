@@ -25,7 +25,12 @@ const callsFile = path.join(workDir, "calls.jsonl");
 const ec2Mock = mockClient(EC2Client);
 const ec2 = new Ec2Fleet({ clientFor: () => new EC2Client({ region: "us-west-2" }) });
 
-function driver(scenario: string, cancelGraceMs = 5_000) {
+function driver(
+  scenario: string,
+  cancelGraceMs = 5_000,
+  /** null: a worker without LABLINK_AGENT_IMAGE. */
+  agentImage: string | null = "ghcr.io/lablink/agent:test",
+) {
   return new TerraformFleetDriver({
     db: t.db,
     runner: new TerraformRunner({
@@ -37,7 +42,7 @@ function driver(scenario: string, cancelGraceMs = 5_000) {
     workDir,
     backend: { kind: "local" },
     serverUrl: "https://lablink.example.edu",
-    agentImage: "ghcr.io/lablink/agent:test",
+    agentImage: agentImage ?? undefined,
     ec2,
   });
 }
@@ -327,5 +332,28 @@ describe("state backend", () => {
     expect(s3).toContain('region  = "eu-west-1"');
     expect(s3).toContain('dynamodb_table = "tf-locks"');
     expect(backendHcl({ kind: "s3", bucket: "b" }, fleet)).toContain("use_lockfile = true");
+  });
+});
+
+describe("a worker without LABLINK_AGENT_IMAGE", () => {
+  it("refuses to apply an agent fleet before Terraform runs, saying which setting is missing", async () => {
+    const fleet = await tfFleet("no-agent-image");
+    await t.db.update(fleets).set({ desiredSize: 1 }).where(eq(fleets.id, fleet.id));
+    const before = calls().length;
+    const op = await requestOperation(t.db, {
+      fleetId: fleet.id,
+      kind: "fleet.create",
+      params: { size: 1 },
+      actor: { kind: "system", id: null },
+    });
+    const result = await executeOperation(
+      { db: t.db, drivers: { terraform: driver("success", 5_000, null) }, log: logger },
+      op.id,
+    );
+    expect(result).toEqual({ status: "failed" });
+    const log = (await readLogs(t.db, op.id, { after: 0, limit: 1000 })).lines.map((l) => l.line);
+    expect(log.join("\n")).toMatch(/LABLINK_AGENT_IMAGE is not set on the worker/);
+    expect(calls().length).toBe(before);
+    expect(await live(fleet.id)).toEqual([]);
   });
 });

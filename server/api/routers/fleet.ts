@@ -111,6 +111,7 @@ export const fleetRouter = createRouter({
         config: input.driver === "terraform" ? input.config : {},
       },
       ctx.actor,
+      { agentImage: ctx.settings.agentImage },
     );
     return { fleetId: fleet.id, operation: publicOperation(operation) };
   }),

@@ -27,7 +27,8 @@ export type TerraformDriverOptions = {
   backend: TerraformBackend;
   /** URL agents reach the server at. */
   serverUrl: string;
-  agentImage: string;
+  /** LABLINK_AGENT_IMAGE; without it, only "LabLink client image" fleets can be applied. */
+  agentImage?: string;
   ec2: Ec2Api;
 };
 
@@ -131,6 +132,13 @@ export class TerraformFleetDriver implements FleetDriver {
       throw new Error(
         "LABLINK_PUBLIC_URL is not set: cloud VMs' agents would not know where to reach the server",
       );
+    // Checked here, before Terraform runs, as well as at fleet creation: a worker started without
+    // it must not boot VMs whose bootstrap would have no agent to pull.
+    if (!fleet.clientImageCompat && !this.o.agentImage)
+      throw new Error(
+        "LABLINK_AGENT_IMAGE is not set on the worker: terraform fleets' VMs would have no agent " +
+          "image to run (build and push it with scripts/build-images.sh; see docs/deploy-aws.md)",
+      );
     this.region(fleet);
 
     let rows = await this.rows(fleet);
@@ -187,7 +195,7 @@ export class TerraformFleetDriver implements FleetDriver {
             serverUrl: this.o.serverUrl,
             vmId: vm.id,
             agentToken: token,
-            agentImage: this.o.agentImage,
+            agentImage: this.o.agentImage ?? "",
             containerImage: fleet.image,
             tutorialRepo: cfg.tutorialRepo ?? "",
             startupScript: cfg.startupScript ?? "",
@@ -326,7 +334,7 @@ export class TerraformFleetDriver implements FleetDriver {
       key_name: cfg.keyName ?? null,
       allowed_ssh_cidrs: cfg.allowedSshCidrs,
       container_image: fleet.image ?? "",
-      agent_image: this.o.agentImage,
+      agent_image: this.o.agentImage ?? "",
       tutorial_repo: cfg.tutorialRepo ?? "",
       startup_script: cfg.startupScript ?? "",
       startup_on_error: cfg.startupOnError,
