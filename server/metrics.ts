@@ -17,7 +17,11 @@ export type Metrics = {
   apiSeconds: client.Histogram<"type">;
   claims: client.Counter<"outcome">;
   claimSeconds: client.Histogram<"outcome">;
+  heartbeats: client.Counter<"code">;
+  heartbeatSeconds: client.Histogram;
+  longPollsOpen: client.Gauge;
   vms: client.Gauge<"fleet" | "state">;
+  poolReady: client.Gauge<"fleet">;
   vmsUnhealthy: client.Gauge<"fleet">;
   vmsInUse: client.Gauge<"fleet">;
   vmsIdleHeld: client.Gauge<"fleet">;
@@ -61,6 +65,29 @@ function create(): Metrics {
       help: "Time to answer a claim, by outcome.",
       labelNames: ["outcome"],
       buckets: API_BUCKETS,
+      registers,
+    }),
+    heartbeats: new client.Counter({
+      name: "lablink_agent_heartbeats_total",
+      help: "Agent heartbeats answered by this process, by result code (OK, UNAUTHORIZED...).",
+      labelNames: ["code"],
+      registers,
+    }),
+    heartbeatSeconds: new client.Histogram({
+      name: "lablink_agent_heartbeat_duration_seconds",
+      help: "Time to answer an agent's heartbeat.",
+      buckets: API_BUCKETS,
+      registers,
+    }),
+    longPollsOpen: new client.Gauge({
+      name: "lablink_agent_long_polls_open",
+      help: "Agents' long polls this process holds open now.",
+      registers,
+    }),
+    poolReady: new client.Gauge({
+      name: "lablink_pool_ready",
+      help: "VMs a researcher could claim now (ready, healthy, unheld), by active fleet.",
+      labelNames: ["fleet"],
       registers,
     }),
     vms: new client.Gauge({
@@ -132,6 +159,7 @@ export async function renderMetrics(db: DbOrTx): Promise<{ contentType: string; 
     m.vmsUnhealthy,
     m.vmsInUse,
     m.vmsIdleHeld,
+    m.poolReady,
     m.fleetDesired,
     m.operations,
   ])
@@ -142,6 +170,7 @@ export async function renderMetrics(db: DbOrTx): Promise<{ contentType: string; 
     m.vmsUnhealthy.inc({ fleet }, Number(r.unhealthy));
     m.vmsInUse.inc({ fleet }, Number(r.in_use));
     m.vmsIdleHeld.inc({ fleet }, Number(r.idle_held));
+    m.poolReady.inc({ fleet }, Number(r.pool_ready));
   }
   for (const r of fleetRows) {
     const fleet = String(r.fleet);
@@ -153,6 +182,7 @@ export async function renderMetrics(db: DbOrTx): Promise<{ contentType: string; 
     m.vmsUnhealthy.inc({ fleet }, 0);
     m.vmsInUse.inc({ fleet }, 0);
     m.vmsIdleHeld.inc({ fleet }, 0);
+    if (r.status === "active") m.poolReady.inc({ fleet }, 0);
   }
   for (const r of opRows) {
     m.operations.set({ kind: String(r.kind), status: String(r.status) }, Number(r.n));
@@ -165,7 +195,8 @@ const vmCountsQuery = sql`
     count(*) AS n,
     count(*) FILTER (WHERE NOT v.healthy AND v.state <> 'terminated') AS unhealthy,
     count(*) FILTER (WHERE v.in_use) AS in_use,
-    count(*) FILTER (WHERE v.holder_id IS NOT NULL AND v.idle_since IS NOT NULL) AS idle_held
+    count(*) FILTER (WHERE v.holder_id IS NOT NULL AND v.idle_since IS NOT NULL) AS idle_held,
+    count(*) FILTER (WHERE v.state = 'ready' AND v.healthy AND v.holder_id IS NULL) AS pool_ready
   FROM vms v JOIN fleets f ON f.id = v.fleet_id
   WHERE f.status <> 'destroyed'
   GROUP BY f.name, v.state`;

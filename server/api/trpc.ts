@@ -102,6 +102,10 @@ const errorMapping = t.middleware(async ({ ctx, next, path, type }) => {
   const m = metrics();
   m.apiCalls.inc({ path, code: fields.code });
   m.apiSeconds.observe({ type }, seconds);
+  if (path === "agent.heartbeat") {
+    m.heartbeats.inc({ code: fields.code });
+    m.heartbeatSeconds.observe(seconds);
+  }
   if (fields.code === "UNAUTHORIZED" || fields.code === "FORBIDDEN") {
     logger.info(fields, "access refused");
   } else {

@@ -9,6 +9,7 @@ import { releaseExpiredHolds } from "../domain/hold-limits";
 import { type ReminderSettings, sendHoldReminders } from "../domain/hold-reminders";
 import { type OrphanPolicy, reconcileAll } from "../domain/reconcile";
 import { runDueSchedules } from "../domain/schedules";
+import { workerMetrics } from "../worker-metrics";
 import { defineJob } from "./define";
 import { executeOperation, type OperationSettings } from "./operations";
 
@@ -147,7 +148,15 @@ export const reconcileFleets = (deps: JobDeps) =>
       if (!deps.ec2) return { skipped: "no EC2 access in this worker" };
       const result = await reconcileAll(db, deps.ec2, deps.orphanPolicy ?? "report");
       if (result.skipped) return { skipped: "another worker is reconciling" };
+      const findings = workerMetrics().reconcileFindings;
       for (const r of result.reports) {
+        for (const [finding, list] of [
+          ["orphan", r.orphans],
+          ["ghost", r.ghosts],
+          ["mismatch", r.mismatches],
+          ["error", r.errors],
+        ] as const)
+          findings.inc({ fleet: r.fleet, finding }, list.length);
         if (r.orphans.length || r.ghosts.length || r.mismatches.length || r.errors.length)
           log.warn(r, "reconciliation found drift");
       }

@@ -2,6 +2,7 @@ import type postgres from "postgres";
 import type { Db } from "../db/client";
 import { queuedOperationIds, recoverInterrupted } from "../domain/operations";
 import type { Logger } from "../log";
+import { workerMetrics } from "../worker-metrics";
 import type { JobRunner } from "./runner";
 
 /**
@@ -23,8 +24,10 @@ export async function startDispatcher(o: {
   const sweep = () => {
     running ??= (async () => {
       try {
-        for (const r of await recoverInterrupted(o.db))
+        for (const r of await recoverInterrupted(o.db)) {
+          workerMetrics().recoveryActions.inc({ action: r.outcome });
           o.log.warn(r, "operation interrupted by a dead worker");
+        }
         for (const id of await queuedOperationIds(o.db)) await send(id);
       } catch (err) {
         o.log.error({ err }, "operation dispatch failed");

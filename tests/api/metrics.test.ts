@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fleets, operations } from "../../server/db/schema";
 import { renderMetrics, scrapeAllowed } from "../../server/metrics";
 import { createTestDatabase, type TestDatabase } from "../db";
-import { makeFleet, makeUser, makeVms } from "../fixtures";
+import { heartbeatInput, makeAgent, makeFleet, makeUser, makeVms } from "../fixtures";
 import { apiClient } from "./harness";
 
 let t: TestDatabase;
@@ -135,5 +135,30 @@ describe("renderMetrics", () => {
     expect(await value("lablink_claim_duration_seconds_count", { outcome: "claimed" })).toBe(
       before.durations + 1,
     );
+  });
+
+  it("counts agents' heartbeats by result, their latency, and the pool of claimable VMs", async () => {
+    const fleet = await makeFleet(t.db, { name: "metrics-pool" });
+    const [vm] = await makeVms(t.db, fleet, 2, "ready");
+    await makeVms(t.db, fleet, 1, "ready", { healthy: false, healthReasons: ["GPU missing"] });
+    if (!vm) throw new Error("fixtures");
+    const token = await makeAgent(t.db, vm);
+    // Two ready and healthy; the unhealthy one is not claimable.
+    expect(await value("lablink_pool_ready", { fleet: "metrics-pool" })).toBe(2);
+    const before = {
+      ok: await value("lablink_agent_heartbeats_total", { code: "OK" }),
+      refused: await value("lablink_agent_heartbeats_total", { code: "UNAUTHORIZED" }),
+      timed: await value("lablink_agent_heartbeat_duration_seconds_count"),
+    };
+    const beat = (authorization: string) =>
+      api.mutate("agent.heartbeat", heartbeatInput(vm.id), { authorization });
+    expect((await beat(`Bearer ${token}`)).status).toBe(200);
+    expect((await beat("Bearer not-a-token")).status).toBe(401);
+    expect(await value("lablink_agent_heartbeats_total", { code: "OK" })).toBe(before.ok + 1);
+    expect(await value("lablink_agent_heartbeats_total", { code: "UNAUTHORIZED" })).toBe(
+      before.refused + 1,
+    );
+    expect(await value("lablink_agent_heartbeat_duration_seconds_count")).toBe(before.timed + 2);
+    expect(await value("lablink_agent_long_polls_open")).toBe(0);
   });
 });
