@@ -28,6 +28,8 @@ export type Metrics = {
   fleetDesired: client.Gauge<"fleet" | "driver" | "status">;
   operations: client.Gauge<"kind" | "status">;
   scrapeSeconds: client.Gauge;
+  databaseUp: client.Gauge;
+  dbErrors: client.Counter;
 };
 
 const g = globalThis as unknown as { lablinkMetrics?: Metrics };
@@ -131,6 +133,12 @@ function create(): Metrics {
       help: "Time the last scrape spent reading the fleet's state from Postgres.",
       registers,
     }),
+    databaseUp: new client.Gauge({
+      name: "lablink_database_up",
+      help: "1 when the last scrape could read Postgres, 0 when it could not.",
+      registers,
+    }),
+    dbErrors: dbErrorsCounter(registers),
   };
 }
 
@@ -140,17 +148,61 @@ export function metrics(): Metrics {
   return g.lablinkMetrics;
 }
 
+/** Shared by the web and worker registries: the same alert covers both processes. */
+export function dbErrorsCounter(registers: client.Registry[]) {
+  return new client.Counter({
+    name: "lablink_db_errors_total",
+    help: "Calls or jobs that failed on a Postgres error (refused connection, lost connection, query error).",
+    registers,
+  });
+}
+
+const CONNECTION_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "CONNECT_TIMEOUT",
+  "CONNECTION_CLOSED",
+  "CONNECTION_ENDED",
+  "CONNECTION_DESTROYED",
+]);
+
+/** Whether an error (or one it wraps: Drizzle wraps the driver's) came from Postgres. */
+export function isDatabaseError(err: unknown): boolean {
+  let e: unknown = err;
+  for (let depth = 0; depth < 5 && e instanceof Error; depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (e.name === "PostgresError" || (typeof code === "string" && CONNECTION_CODES.has(code)))
+      return true;
+    e = e.cause;
+  }
+  return false;
+}
+
 type Row = Record<string, unknown>;
 
-/** Reads the fleet's state into the gauges, then renders everything in the text format. */
+/**
+ * Reads the fleet's state into the gauges, then renders everything in the text format. When
+ * Postgres cannot be read the process's own metrics are still served, with
+ * `lablink_database_up 0`, so the outage shows as an alert rather than as a failed scrape.
+ */
 export async function renderMetrics(db: DbOrTx): Promise<{ contentType: string; body: string }> {
   const m = metrics();
   const started = performance.now();
-  const [vmRows, fleetRows, opRows] = await Promise.all([
-    db.execute<Row>(vmCountsQuery),
-    db.execute<Row>(fleetQuery),
-    db.execute<Row>(operationsQuery),
-  ]);
+  let rows: Row[][];
+  try {
+    rows = await Promise.all([
+      db.execute<Row>(vmCountsQuery),
+      db.execute<Row>(fleetQuery),
+      db.execute<Row>(operationsQuery),
+    ]);
+    m.databaseUp.set(1);
+  } catch {
+    m.databaseUp.set(0);
+    m.dbErrors.inc();
+    rows = [[], [], []];
+  }
+  const [vmRows = [], fleetRows = [], opRows = []] = rows;
   m.scrapeSeconds.set((performance.now() - started) / 1000);
 
   // Reset first: a fleet destroyed or a state emptied since the last scrape must disappear.

@@ -1,6 +1,6 @@
 import { createServer, type Server } from "node:http";
 import client from "prom-client";
-import { scrapeAllowed } from "./metrics";
+import { dbErrorsCounter, scrapeAllowed } from "./metrics";
 
 /**
  * Prometheus metrics for the worker process: jobs, operations, reconciliation, recovery and
@@ -18,6 +18,7 @@ export type WorkerMetrics = {
   reconcileFindings: client.Counter<"fleet" | "finding">;
   recoveryActions: client.Counter<"action">;
   webhookDeliveries: client.Counter<"event" | "outcome">;
+  dbErrors: client.Counter;
 };
 
 const g = globalThis as unknown as { lablinkWorkerMetrics?: WorkerMetrics };
@@ -81,6 +82,7 @@ function create(): WorkerMetrics {
       labelNames: ["event", "outcome"],
       registers,
     }),
+    dbErrors: dbErrorsCounter(registers),
   };
 }
 

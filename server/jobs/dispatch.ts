@@ -2,6 +2,7 @@ import type postgres from "postgres";
 import type { Db } from "../db/client";
 import { queuedOperationIds, recoverInterrupted } from "../domain/operations";
 import type { Logger } from "../log";
+import { isDatabaseError } from "../metrics";
 import { workerMetrics } from "../worker-metrics";
 import type { JobRunner } from "./runner";
 
@@ -30,6 +31,7 @@ export async function startDispatcher(o: {
         }
         for (const id of await queuedOperationIds(o.db)) await send(id);
       } catch (err) {
+        if (isDatabaseError(err)) workerMetrics().dbErrors.inc();
         o.log.error({ err }, "operation dispatch failed");
       } finally {
         running = null;

@@ -1,6 +1,7 @@
 import { type JobResult, PgBoss } from "pg-boss";
 import type { Db } from "../db/client";
 import type { Logger } from "../log";
+import { isDatabaseError } from "../metrics";
 import { workerMetrics } from "../worker-metrics";
 import type { AnyJob } from "./define";
 
@@ -75,6 +76,7 @@ export class JobRunner {
             results.push({ id: job.id, status: "completed", output: output ?? null });
           } catch (err) {
             m.jobs.inc({ job: def.name, outcome: "failed" });
+            if (isDatabaseError(err)) m.dbErrors.inc();
             log.error({ err }, "job failed");
             const message = err instanceof Error ? err.message : String(err);
             results.push({ id: job.id, status: "failed", output: { error: message } });

@@ -1,7 +1,9 @@
+import { createServer } from "node:net";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createDatabase } from "../../server/db/client";
 import { fleets, operations } from "../../server/db/schema";
-import { renderMetrics, scrapeAllowed } from "../../server/metrics";
+import { isDatabaseError, renderMetrics, scrapeAllowed } from "../../server/metrics";
 import { createTestDatabase, type TestDatabase } from "../db";
 import { heartbeatInput, makeAgent, makeFleet, makeUser, makeVms } from "../fixtures";
 import { apiClient } from "./harness";
@@ -160,5 +162,38 @@ describe("renderMetrics", () => {
     );
     expect(await value("lablink_agent_heartbeat_duration_seconds_count")).toBe(before.timed + 2);
     expect(await value("lablink_agent_long_polls_open")).toBe(0);
+  });
+
+  it("still answers when Postgres cannot be read, with lablink_database_up 0 and the error counted", async () => {
+    expect(await value("lablink_database_up")).toBe(1);
+    // A port nothing listens on: the connection is refused.
+    const port = await new Promise<number>((resolve) => {
+      const s = createServer().listen(0, "127.0.0.1", () => {
+        const p = (s.address() as { port: number }).port;
+        s.close(() => resolve(p));
+      });
+    });
+    const down = createDatabase(`postgres://nobody@127.0.0.1:${port}/none`, { max: 1 });
+    const before = await value("lablink_db_errors_total");
+    try {
+      const { body } = await renderMetrics(down.db);
+      expect(body).toMatch(/^lablink_database_up 0$/m);
+      expect(body).toMatch(new RegExp(`^lablink_db_errors_total ${before + 1}$`, "m"));
+    } finally {
+      await down.sql.end({ timeout: 1 });
+    }
+    expect(await value("lablink_database_up")).toBe(1);
+  });
+});
+
+describe("isDatabaseError", () => {
+  it("recognises Postgres and connection errors, also wrapped, and nothing else", () => {
+    const pg = Object.assign(new Error("relation missing"), { name: "PostgresError" });
+    const refused = Object.assign(new Error("connect"), { code: "ECONNREFUSED" });
+    expect(isDatabaseError(pg)).toBe(true);
+    expect(isDatabaseError(refused)).toBe(true);
+    expect(isDatabaseError(new Error("query failed", { cause: pg }))).toBe(true);
+    expect(isDatabaseError(new Error("a bug"))).toBe(false);
+    expect(isDatabaseError("text")).toBe(false);
   });
 });
