@@ -17,7 +17,7 @@ export type WorkerMetrics = {
   terraformFailures: client.Counter<"kind">;
   reconcileFindings: client.Counter<"fleet" | "finding">;
   recoveryActions: client.Counter<"action">;
-  webhookDeliveries: client.Counter<"event" | "outcome">;
+  webhookDeliveries: client.Counter<"outcome">;
   dbErrors: client.Counter;
 };
 
@@ -78,8 +78,8 @@ function create(): WorkerMetrics {
     }),
     webhookDeliveries: new client.Counter({
       name: "lablink_webhook_deliveries_total",
-      help: "Webhook delivery attempts, by event and outcome (delivered, retrying, failed).",
-      labelNames: ["event", "outcome"],
+      help: "Webhook delivery attempts by outcome (delivered, retrying, failed: gave up).",
+      labelNames: ["outcome"],
       registers,
     }),
     dbErrors: dbErrorsCounter(registers),

@@ -45,7 +45,16 @@ export class JobRunner {
       };
       await this.boss.createQueue(def.name, options).catch(() => undefined);
       await this.boss.updateQueue(def.name, options);
-      await this.boss.work<unknown>(def.name, { perJobResults: true }, async (batch) => {
+      // pg-boss NOTIFYs new jobs but not retries, which a notified worker then finds only at its
+      // 30 s backstop poll: poll as often as the first retry delay (2 s at least).
+      const workOptions =
+        def.retry.limit > 0
+          ? {
+              perJobResults: true,
+              notifyPollingIntervalSeconds: Math.max(2, Math.min(30, def.retry.delaySeconds)),
+            }
+          : { perJobResults: true };
+      await this.boss.work<unknown>(def.name, workOptions, async (batch) => {
         const results: JobResult[] = [];
         const m = workerMetrics();
         for (const job of batch) {
