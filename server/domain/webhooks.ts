@@ -8,55 +8,20 @@ import { audit } from "./audit";
 import { DomainError } from "./errors";
 import { redact } from "./operations";
 import type { Actor } from "./vm-state";
+import type { WebhookEventType } from "./webhook-events";
 
-/** Events an admin can subscribe a webhook to, with the words the admin page shows. */
-export const WEBHOOK_EVENTS = {
-  "vm.failed": "A VM failed",
-  "recovery.gave_up": "Automatic recovery gave up on a VM",
-  "pool.empty": "A fleet has no claimable VM left",
-  "operation.failed": "An operation failed",
-  "fleet.at_size": "A fleet reached its desired size",
-  "quota.reached": "A researcher reached a GPU-hour quota",
-} as const;
-export type WebhookEventType = keyof typeof WEBHOOK_EVENTS;
-export const WEBHOOK_EVENT_TYPES = Object.keys(WEBHOOK_EVENTS) as [
-  WebhookEventType,
-  ...WebhookEventType[],
-];
-
-export type WebhookEvent = {
-  type: WebhookEventType;
-  /** One line for people (Slack's text, the admin's history). */
-  summary: string;
-  /** Facts for machines: ids and names, never secrets. */
-  data: Record<string, unknown>;
-};
+export {
+  emitEvent,
+  WEBHOOK_EVENT_TYPES,
+  WEBHOOK_EVENTS,
+  type WebhookEvent,
+  type WebhookEventType,
+} from "./webhook-events";
 
 /** pg-boss retries a failed POST this many times in all (the first try included). */
 export const WEBHOOK_MAX_ATTEMPTS = 6;
 /** A receiver that has not answered in this long counts as a failed attempt. */
 const POST_TIMEOUT_MS = 10_000;
-
-/**
- * Records `event` for every enabled webhook subscribed to it, in the caller's transaction: a
- * change rolled back sends nothing, and a committed one is never lost (the worker sends what is
- * pending, told at commit by NOTIFY and by its periodic sweep).
- */
-export async function emitEvent(db: DbOrTx, event: WebhookEvent): Promise<string[]> {
-  const payload = {
-    event: event.type,
-    summary: event.summary,
-    occurredAt: new Date().toISOString(),
-    data: event.data,
-  };
-  const rows = await db.execute<{ id: string }>(sql`
-    INSERT INTO webhook_deliveries (webhook_id, event, payload)
-    SELECT id, ${event.type}, ${JSON.stringify(payload)}::jsonb FROM webhooks
-    WHERE enabled AND ${event.type} = ANY(events)
-    RETURNING id`);
-  if (rows.length > 0) await db.execute(sql`SELECT pg_notify('lablink_webhook', '')`);
-  return rows.map((r) => r.id);
-}
 
 /** What the admin page and API show of a webhook: never its secret. */
 export type PublicWebhook = Omit<Webhook, "secretSealed">;
