@@ -6,20 +6,13 @@ import type { DbOrTx } from "../db/client";
  * (vm-state, operations, allocation) import nothing else of it (no import cycle).
  */
 
-/** Events an admin can subscribe a webhook to, with the words the admin page shows. */
-export const WEBHOOK_EVENTS = {
-  "vm.failed": "A VM failed",
-  "recovery.gave_up": "Automatic recovery gave up on a VM",
-  "pool.empty": "A fleet has no claimable VM left",
-  "operation.failed": "An operation failed",
-  "fleet.at_size": "A fleet reached its desired size",
-  "quota.reached": "A researcher reached a GPU-hour quota",
-} as const;
-export type WebhookEventType = keyof typeof WEBHOOK_EVENTS;
-export const WEBHOOK_EVENT_TYPES = Object.keys(WEBHOOK_EVENTS) as [
-  WebhookEventType,
-  ...WebhookEventType[],
-];
+import type { WebhookEventType } from "./webhook-event-types";
+
+export {
+  WEBHOOK_EVENT_TYPES,
+  WEBHOOK_EVENTS,
+  type WebhookEventType,
+} from "./webhook-event-types";
 
 export type WebhookEvent = {
   type: WebhookEventType;
