@@ -1,12 +1,17 @@
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
+import type { FleetDriver } from "../../server/cloud/driver";
+import { requestOperation } from "../../server/domain/operations";
+import { systemActor } from "../../server/domain/vm-state";
 import { defineJob } from "../../server/jobs/define";
 import { allJobs } from "../../server/jobs/definitions";
+import { executeOperation } from "../../server/jobs/operations";
 import { JobRunner } from "../../server/jobs/runner";
 import { logger } from "../../server/log";
 import { startWorkerMetricsServer, workerMetrics } from "../../server/worker-metrics";
 import { createTestDatabase, type TestDatabase } from "../db";
+import { makeFleet } from "../fixtures";
 import { runJob } from "../jobs";
 
 let t: TestDatabase;
@@ -81,5 +86,43 @@ describe("worker metrics", () => {
     } finally {
       server.close();
     }
+  });
+
+  it("counts operations by kind, driver and outcome at the executor, and Terraform failures", async () => {
+    const broken = {
+      name: "terraform",
+      apply: async () => {
+        throw new Error("terraform apply exited 1");
+      },
+    } as unknown as FleetDriver;
+    const fine = { name: "local", apply: async () => undefined } as unknown as FleetDriver;
+    const tf = await makeFleet(t.db, { name: "metrics-tf", driver: "terraform" });
+    const local = await makeFleet(t.db, { name: "metrics-local" });
+    const failed = { kind: "fleet.scale", driver: "terraform", outcome: "failed" };
+    const ok = { kind: "fleet.scale", driver: "local", outcome: "succeeded" };
+    const before = {
+      failed: await sample("lablink_operations_finished_total", failed),
+      ok: await sample("lablink_operations_finished_total", ok),
+      tf: await sample("lablink_terraform_failures_total", { kind: "fleet.scale" }),
+    };
+    const deps = { db: t.db, drivers: { terraform: broken, local: fine }, log: logger };
+    for (const fleet of [tf, local]) {
+      const op = await requestOperation(t.db, {
+        fleetId: fleet.id,
+        kind: "fleet.scale",
+        params: { size: 1 },
+        actor: systemActor,
+      });
+      await executeOperation(deps, op.id);
+    }
+    expect(await sample("lablink_operations_finished_total", failed)).toBe(before.failed + 1);
+    expect(await sample("lablink_operations_finished_total", ok)).toBe(before.ok + 1);
+    expect(await sample("lablink_terraform_failures_total", { kind: "fleet.scale" })).toBe(
+      before.tf + 1,
+    );
+    const text = await workerMetrics().registry.metrics();
+    expect(text).toMatch(
+      /^lablink_operation_duration_seconds_count\{kind="fleet.scale",driver="terraform"\} [1-9]/m,
+    );
   });
 });
