@@ -62,6 +62,14 @@ export function checkWebhookUrl(raw: string): string {
   });
 }
 
+/**
+ * What the audit log keeps of a URL: its host. A Slack incoming-webhook URL is itself a
+ * credential (its path), and the audit log is read more widely than the webhook list.
+ */
+function hostOf(url: string): string {
+  return new URL(url).host;
+}
+
 export async function listWebhooks(db: DbOrTx): Promise<PublicWebhook[]> {
   return db.select(publicColumns).from(webhooks).orderBy(webhooks.createdAt);
 }
@@ -96,7 +104,7 @@ export async function createWebhook(
     req.actor,
     "webhook.create",
     { kind: "webhook", id: row.id },
-    { url, events: row.events, format: row.format },
+    { host: hostOf(url), events: row.events, format: row.format },
   );
   return { webhook: row, secret };
 }
@@ -123,7 +131,14 @@ export async function updateWebhook(
       ? await db.update(webhooks).set(patch).where(eq(webhooks.id, req.id)).returning(publicColumns)
       : await db.select(publicColumns).from(webhooks).where(eq(webhooks.id, req.id));
   if (!row) throw new DomainError("NOT_FOUND", "No such webhook.");
-  await audit(db, req.actor, "webhook.update", { kind: "webhook", id: row.id }, patch);
+  const { url: newUrl, ...rest } = patch;
+  await audit(
+    db,
+    req.actor,
+    "webhook.update",
+    { kind: "webhook", id: row.id },
+    newUrl ? { ...rest, host: hostOf(newUrl) } : rest,
+  );
   return row;
 }
 
@@ -133,7 +148,13 @@ export async function deleteWebhook(db: DbOrTx, req: { id: string; actor: Actor 
     .where(eq(webhooks.id, req.id))
     .returning({ id: webhooks.id, url: webhooks.url });
   if (!row) throw new DomainError("NOT_FOUND", "No such webhook.");
-  await audit(db, req.actor, "webhook.delete", { kind: "webhook", id: row.id }, { url: row.url });
+  await audit(
+    db,
+    req.actor,
+    "webhook.delete",
+    { kind: "webhook", id: row.id },
+    { host: hostOf(row.url) },
+  );
   return { id: row.id };
 }
 

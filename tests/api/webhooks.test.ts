@@ -53,7 +53,12 @@ describe("webhook procedures", () => {
       .select()
       .from(auditEvents)
       .where(eq(auditEvents.targetId, webhook.id));
-    expect(audits.map((a) => a.action)).toEqual(["webhook.create"]);
+    expect(audits.map((a) => [a.action, a.details])).toEqual([
+      [
+        "webhook.create",
+        { host: "hooks.example.edu", events: ["vm.failed", "pool.empty"], format: "slack" },
+      ],
+    ]);
     expect(JSON.stringify(audits)).not.toContain(secret);
   });
 
