@@ -196,17 +196,29 @@ export async function listDeliveries(db: DbOrTx, req: { webhookId: string; limit
     .limit(req.limit);
 }
 
-/** Pending deliveries no job was queued for yet; marks them queued (the caller queues them). */
+/**
+ * Pending deliveries no job was queued for yet, or whose job vanished (still pending an hour
+ * after it was queued, longer than every retry takes); marks them queued (the caller queues them).
+ */
 export async function takeUnqueuedDeliveries(db: DbOrTx, limit = 100): Promise<string[]> {
   const rows = await db.execute<{ id: string }>(sql`
     UPDATE webhook_deliveries SET enqueued_at = now()
     WHERE id IN (
       SELECT id FROM webhook_deliveries
-      WHERE status = 'pending' AND enqueued_at IS NULL
+      WHERE status = 'pending'
+        AND (enqueued_at IS NULL OR enqueued_at < now() - interval '1 hour')
       ORDER BY created_at LIMIT ${limit}
       FOR UPDATE SKIP LOCKED)
     RETURNING id`);
   return rows.map((r) => r.id);
+}
+
+/** A delivery whose job could not be queued goes back to the sweep. */
+export async function unmarkQueued(db: DbOrTx, deliveryId: string): Promise<void> {
+  await db
+    .update(webhookDeliveries)
+    .set({ enqueuedAt: null })
+    .where(eq(webhookDeliveries.id, deliveryId));
 }
 
 /** `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`, as receivers verify it. */

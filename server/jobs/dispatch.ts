@@ -1,7 +1,7 @@
 import type postgres from "postgres";
 import type { Db } from "../db/client";
 import { queuedOperationIds, recoverInterrupted } from "../domain/operations";
-import { takeUnqueuedDeliveries } from "../domain/webhooks";
+import { takeUnqueuedDeliveries, unmarkQueued } from "../domain/webhooks";
 import type { Logger } from "../log";
 import { isDatabaseError } from "../metrics";
 import { workerMetrics } from "../worker-metrics";
@@ -25,8 +25,14 @@ export async function startDispatcher(o: {
     o.runner.send("operation.run", { operationId: id }, { singletonKey: id, singletonSeconds: 5 });
   // Webhook deliveries are written by whichever process saw the event; queue each one once.
   const deliverPending = async () => {
-    for (const id of await takeUnqueuedDeliveries(o.db))
-      await o.runner.send("webhook.deliver", { deliveryId: id }, { singletonKey: id });
+    for (const id of await takeUnqueuedDeliveries(o.db)) {
+      try {
+        await o.runner.send("webhook.deliver", { deliveryId: id }, { singletonKey: id });
+      } catch (err) {
+        await unmarkQueued(o.db, id);
+        throw err;
+      }
+    }
   };
   let running: Promise<void> | null = null;
   const sweep = () => {

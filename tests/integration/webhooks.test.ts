@@ -221,6 +221,35 @@ describe("webhook deliveries to a real HTTP receiver", () => {
     }
   });
 
+  it("queues again a delivery whose job vanished (still pending an hour after it was queued)", async () => {
+    const { path } = await hook(["vm.failed"]);
+    const id = await emit("vm.failed");
+    const recent = await emit("vm.failed");
+    await t.db
+      .update(webhookDeliveries)
+      .set({ enqueuedAt: new Date(Date.now() - 2 * 3_600_000) })
+      .where(eq(webhookDeliveries.id, id));
+    await t.db
+      .update(webhookDeliveries)
+      .set({ enqueuedAt: new Date() })
+      .where(eq(webhookDeliveries.id, recent));
+    const dispatcher = await startDispatcher({
+      db: t.db,
+      sql: t.sql,
+      runner,
+      log: pino({ level: "silent" }),
+      sweepMs: 60_000,
+    });
+    try {
+      await waitFor("delivered", async () => (await delivery(id))?.status === "delivered");
+      expect(received.map((r) => r.path)).toEqual([path]);
+      // One queued a moment ago is its job's to send.
+      expect((await delivery(recent))?.status).toBe("pending");
+    } finally {
+      await dispatcher.stop();
+    }
+  });
+
   it("never shows a webhook's secret in list output, the table or the logs", async () => {
     const { secret } = await hook(["vm.failed"]);
     answers.push(500, 500, 500);
