@@ -2,10 +2,11 @@ import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import type { FleetDriver } from "../../server/cloud/driver";
-import { requestOperation } from "../../server/domain/operations";
+import { claimOperation, requestOperation } from "../../server/domain/operations";
 import { systemActor } from "../../server/domain/vm-state";
 import { defineJob } from "../../server/jobs/define";
 import { allJobs } from "../../server/jobs/definitions";
+import { startDispatcher } from "../../server/jobs/dispatch";
 import { executeOperation } from "../../server/jobs/operations";
 import { JobRunner } from "../../server/jobs/runner";
 import { logger } from "../../server/log";
@@ -124,5 +125,28 @@ describe("worker metrics", () => {
     expect(text).toMatch(
       /^lablink_operation_duration_seconds_count\{kind="fleet.scale",driver="terraform"\} [1-9]/m,
     );
+  });
+
+  it("counts the recovery of operations whose worker died, by action", async () => {
+    const fleet = await makeFleet(t.db, { name: "metrics-recovery" });
+    const op = await requestOperation(t.db, {
+      fleetId: fleet.id,
+      kind: "fleet.scale",
+      params: { size: 0 },
+      actor: systemActor,
+      maxAttempts: 1,
+    });
+    // Taken by a worker whose lease has already run out.
+    await claimOperation(t.db, op.id, "dead-worker", -1);
+    const before = await sample("lablink_recovery_actions_total", { action: "failed" });
+    const dispatcher = await startDispatcher({
+      db: t.db,
+      sql: t.sql,
+      runner,
+      log: logger,
+      sweepMs: 60_000,
+    });
+    await dispatcher.stop();
+    expect(await sample("lablink_recovery_actions_total", { action: "failed" })).toBe(before + 1);
   });
 });
