@@ -117,6 +117,10 @@ test("the admin pages have no serious accessibility problems", async ({ signInAs
       "/admin/enrollment",
       () => expect(page.getByRole("heading", { name: "New token" })).toBeVisible(),
     ],
+    [
+      "/admin/webhooks",
+      () => expect(page.getByRole("heading", { name: "New webhook" })).toBeVisible(),
+    ],
   ];
   for (const [url, ready] of pages) {
     await page.goto(url);

@@ -14,6 +14,17 @@ describe("configuration", () => {
     expect(listenHost(parseEnv({ LABLINK_DEV_LOGIN: "true" }))).toBe("127.0.0.1");
   });
 
+  it("serves worker metrics only when a port is set, on loopback unless told otherwise", () => {
+    expect(parseEnv({}).LABLINK_WORKER_METRICS_PORT).toBeUndefined();
+    expect(parseEnv({ LABLINK_WORKER_METRICS_PORT: "9464" })).toMatchObject({
+      LABLINK_WORKER_METRICS_PORT: 9464,
+      LABLINK_WORKER_METRICS_HOST: "127.0.0.1",
+    });
+    expect(() => parseEnv({ LABLINK_WORKER_METRICS_PORT: "99999" })).toThrow(
+      /LABLINK_WORKER_METRICS_PORT/,
+    );
+  });
+
   it("treats an empty variable as unset", () => {
     const e = parseEnv({ DATABASE_URL: "", PORT: "" });
     expect(e.DATABASE_URL).toBeUndefined();

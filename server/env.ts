@@ -99,6 +99,13 @@ const schema = z
     /** Bearer token Prometheus sends to GET /api/metrics; unset: the endpoint answers 404. */
     LABLINK_METRICS_TOKEN: z.string().min(16, "must be at least 16 characters").max(200).optional(),
     /**
+     * The worker serves its own metrics (jobs, operations, reconciliation, webhooks) at
+     * GET /metrics on this port, behind LABLINK_METRICS_TOKEN; unset: no listener.
+     */
+    LABLINK_WORKER_METRICS_PORT: z.coerce.number().int().min(1).max(65535).optional(),
+    /** Where the worker's metrics listener binds; loopback unless Prometheus scrapes from afar. */
+    LABLINK_WORKER_METRICS_HOST: z.string().min(1).max(255).default("127.0.0.1"),
+    /**
      * With SMTP set up, researchers are emailed this many minutes before a hold or idle limit
      * releases their VM; 0: no reminders.
      */

@@ -17,13 +17,19 @@ export type Metrics = {
   apiSeconds: client.Histogram<"type">;
   claims: client.Counter<"outcome">;
   claimSeconds: client.Histogram<"outcome">;
+  heartbeats: client.Counter<"code">;
+  heartbeatSeconds: client.Histogram;
+  longPollsOpen: client.Gauge;
   vms: client.Gauge<"fleet" | "state">;
+  poolReady: client.Gauge<"fleet">;
   vmsUnhealthy: client.Gauge<"fleet">;
   vmsInUse: client.Gauge<"fleet">;
   vmsIdleHeld: client.Gauge<"fleet">;
   fleetDesired: client.Gauge<"fleet" | "driver" | "status">;
   operations: client.Gauge<"kind" | "status">;
   scrapeSeconds: client.Gauge;
+  databaseUp: client.Gauge;
+  dbErrors: client.Counter;
 };
 
 const g = globalThis as unknown as { lablinkMetrics?: Metrics };
@@ -61,6 +67,29 @@ function create(): Metrics {
       help: "Time to answer a claim, by outcome.",
       labelNames: ["outcome"],
       buckets: API_BUCKETS,
+      registers,
+    }),
+    heartbeats: new client.Counter({
+      name: "lablink_agent_heartbeats_total",
+      help: "Agent heartbeats answered by this process, by result code (OK, UNAUTHORIZED...).",
+      labelNames: ["code"],
+      registers,
+    }),
+    heartbeatSeconds: new client.Histogram({
+      name: "lablink_agent_heartbeat_duration_seconds",
+      help: "Time to answer an agent's heartbeat.",
+      buckets: API_BUCKETS,
+      registers,
+    }),
+    longPollsOpen: new client.Gauge({
+      name: "lablink_agent_long_polls_open",
+      help: "Agents' long polls this process holds open now.",
+      registers,
+    }),
+    poolReady: new client.Gauge({
+      name: "lablink_pool_ready",
+      help: "VMs a researcher could claim now (ready, healthy, unheld), by active fleet.",
+      labelNames: ["fleet"],
       registers,
     }),
     vms: new client.Gauge({
@@ -104,6 +133,12 @@ function create(): Metrics {
       help: "Time the last scrape spent reading the fleet's state from Postgres.",
       registers,
     }),
+    databaseUp: new client.Gauge({
+      name: "lablink_database_up",
+      help: "1 when the last scrape could read Postgres, 0 when it could not.",
+      registers,
+    }),
+    dbErrors: dbErrorsCounter(registers),
   };
 }
 
@@ -113,17 +148,61 @@ export function metrics(): Metrics {
   return g.lablinkMetrics;
 }
 
+/** Shared by the web and worker registries: the same alert covers both processes. */
+export function dbErrorsCounter(registers: client.Registry[]) {
+  return new client.Counter({
+    name: "lablink_db_errors_total",
+    help: "Calls or jobs that failed on a Postgres error (refused connection, lost connection, query error).",
+    registers,
+  });
+}
+
+const CONNECTION_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "CONNECT_TIMEOUT",
+  "CONNECTION_CLOSED",
+  "CONNECTION_ENDED",
+  "CONNECTION_DESTROYED",
+]);
+
+/** Whether an error (or one it wraps: Drizzle wraps the driver's) came from Postgres. */
+export function isDatabaseError(err: unknown): boolean {
+  let e: unknown = err;
+  for (let depth = 0; depth < 5 && e instanceof Error; depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (e.name === "PostgresError" || (typeof code === "string" && CONNECTION_CODES.has(code)))
+      return true;
+    e = e.cause;
+  }
+  return false;
+}
+
 type Row = Record<string, unknown>;
 
-/** Reads the fleet's state into the gauges, then renders everything in the text format. */
+/**
+ * Reads the fleet's state into the gauges, then renders everything in the text format. When
+ * Postgres cannot be read the process's own metrics are still served, with
+ * `lablink_database_up 0`, so the outage shows as an alert rather than as a failed scrape.
+ */
 export async function renderMetrics(db: DbOrTx): Promise<{ contentType: string; body: string }> {
   const m = metrics();
   const started = performance.now();
-  const [vmRows, fleetRows, opRows] = await Promise.all([
-    db.execute<Row>(vmCountsQuery),
-    db.execute<Row>(fleetQuery),
-    db.execute<Row>(operationsQuery),
-  ]);
+  let rows: Row[][];
+  try {
+    rows = await Promise.all([
+      db.execute<Row>(vmCountsQuery),
+      db.execute<Row>(fleetQuery),
+      db.execute<Row>(operationsQuery),
+    ]);
+    m.databaseUp.set(1);
+  } catch {
+    m.databaseUp.set(0);
+    m.dbErrors.inc();
+    rows = [[], [], []];
+  }
+  const [vmRows = [], fleetRows = [], opRows = []] = rows;
   m.scrapeSeconds.set((performance.now() - started) / 1000);
 
   // Reset first: a fleet destroyed or a state emptied since the last scrape must disappear.
@@ -132,6 +211,7 @@ export async function renderMetrics(db: DbOrTx): Promise<{ contentType: string; 
     m.vmsUnhealthy,
     m.vmsInUse,
     m.vmsIdleHeld,
+    m.poolReady,
     m.fleetDesired,
     m.operations,
   ])
@@ -142,6 +222,7 @@ export async function renderMetrics(db: DbOrTx): Promise<{ contentType: string; 
     m.vmsUnhealthy.inc({ fleet }, Number(r.unhealthy));
     m.vmsInUse.inc({ fleet }, Number(r.in_use));
     m.vmsIdleHeld.inc({ fleet }, Number(r.idle_held));
+    m.poolReady.inc({ fleet }, Number(r.pool_ready));
   }
   for (const r of fleetRows) {
     const fleet = String(r.fleet);
@@ -153,6 +234,7 @@ export async function renderMetrics(db: DbOrTx): Promise<{ contentType: string; 
     m.vmsUnhealthy.inc({ fleet }, 0);
     m.vmsInUse.inc({ fleet }, 0);
     m.vmsIdleHeld.inc({ fleet }, 0);
+    if (r.status === "active") m.poolReady.inc({ fleet }, 0);
   }
   for (const r of opRows) {
     m.operations.set({ kind: String(r.kind), status: String(r.status) }, Number(r.n));
@@ -165,7 +247,8 @@ const vmCountsQuery = sql`
     count(*) AS n,
     count(*) FILTER (WHERE NOT v.healthy AND v.state <> 'terminated') AS unhealthy,
     count(*) FILTER (WHERE v.in_use) AS in_use,
-    count(*) FILTER (WHERE v.holder_id IS NOT NULL AND v.idle_since IS NOT NULL) AS idle_held
+    count(*) FILTER (WHERE v.holder_id IS NOT NULL AND v.idle_since IS NOT NULL) AS idle_held,
+    count(*) FILTER (WHERE v.state = 'ready' AND v.healthy AND v.holder_id IS NULL) AS pool_ready
   FROM vms v JOIN fleets f ON f.id = v.fleet_id
   WHERE f.status <> 'destroyed'
   GROUP BY f.name, v.state`;

@@ -16,6 +16,7 @@ const ITEMS = [
   { href: "/admin/users", label: "Users" },
   { href: "/admin/groups", label: "Groups" },
   { href: "/admin/enrollment", label: "Enrollment" },
+  { href: "/admin/webhooks", label: "Webhooks" },
 ] as const;
 
 /** The admin pages' navigation; the page being shown is marked with aria-current. */

@@ -147,6 +147,9 @@ const STATUS_CLASS: Record<string, string> = {
   succeeded: "bg-green-100 text-green-900 dark:bg-green-950 dark:text-green-200",
   failed: "bg-red-100 text-red-900 dark:bg-red-950 dark:text-red-200",
   cancelled: "bg-amber-100 text-amber-900 dark:bg-amber-950 dark:text-amber-200",
+  // Webhook deliveries.
+  pending: "bg-slate-100 text-slate-800 dark:bg-slate-800 dark:text-slate-200",
+  delivered: "bg-green-100 text-green-900 dark:bg-green-950 dark:text-green-200",
 };
 
 export function StatusBadge({ status }: { status: string }) {

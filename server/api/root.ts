@@ -9,6 +9,7 @@ import { profileRouter } from "./routers/profile";
 import { usageRouter } from "./routers/usage";
 import { userRouter } from "./routers/user";
 import { vmRouter } from "./routers/vm";
+import { webhookRouter } from "./routers/webhook";
 import { createCallerFactory, createRouter } from "./trpc";
 
 export const appRouter = createRouter({
@@ -23,6 +24,7 @@ export const appRouter = createRouter({
   profile: profileRouter,
   audit: auditRouter,
   usage: usageRouter,
+  webhook: webhookRouter,
 });
 
 export type AppRouter = typeof appRouter;

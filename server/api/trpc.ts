@@ -13,7 +13,7 @@ import { domainErrorCodes, isDomainError } from "../domain/errors";
 import type { Actor } from "../domain/vm-state";
 import type { VmEventHub } from "../events";
 import { logger } from "../log";
-import { metrics } from "../metrics";
+import { isDatabaseError, metrics } from "../metrics";
 import {
   fieldName,
   findInputProblem,
@@ -102,6 +102,10 @@ const errorMapping = t.middleware(async ({ ctx, next, path, type }) => {
   const m = metrics();
   m.apiCalls.inc({ path, code: fields.code });
   m.apiSeconds.observe({ type }, seconds);
+  if (path === "agent.heartbeat") {
+    m.heartbeats.inc({ code: fields.code });
+    m.heartbeatSeconds.observe(seconds);
+  }
   if (fields.code === "UNAUTHORIZED" || fields.code === "FORBIDDEN") {
     logger.info(fields, "access refused");
   } else {
@@ -113,6 +117,7 @@ const errorMapping = t.middleware(async ({ ctx, next, path, type }) => {
       throw new TRPCError({ code: domainErrorCodes[cause.code], message: cause.message, cause });
     }
     if (result.error.code === "INTERNAL_SERVER_ERROR") {
+      if (isDatabaseError(result.error.cause)) m.dbErrors.inc();
       logger.error({ err: result.error.cause ?? result.error, path, type }, "procedure failed");
       throw new TRPCError({
         code: "INTERNAL_SERVER_ERROR",

@@ -133,6 +133,8 @@ describe("claim and release", () => {
     const client = {
       unsafe: (...args: Parameters<typeof t.sql.unsafe>) =>
         t.sql.unsafe(...args).then((rows) => {
+          // Only the claim statement (not the pool-empty check after a claim).
+          if (!String(args[0]).includes("'vm.claim'")) return rows;
           attempts.push(rows.length);
           if (attempts.length === 1) release();
           return rows;

@@ -5,6 +5,7 @@ import { DomainError } from "./errors";
 import { idleReleaseAtSql } from "./hold-limits";
 import { researchAccountName } from "./research-account";
 import { type Actor, HOLDER_STATES, transition } from "./vm-state";
+import { emitEvent } from "./webhook-events";
 
 /** Select list that maps snake_case columns back to the Drizzle row shape. */
 const vmColumns = (table: string) =>
@@ -245,7 +246,10 @@ export async function claimVm(db: DbOrTx, req: ClaimRequest): Promise<ClaimResul
   if ("rejoined" in ran) return ran.rejoined;
   const row = ran.row;
   const { outcome, capacity, ...vm } = row;
-  if (outcome === "claimed") return { vm, rejoined: false };
+  if (outcome === "claimed") {
+    await emitIfPoolEmptied(db, vm.fleetId);
+    return { vm, rejoined: false };
+  }
   if (outcome === "held") return { vm, rejoined: true };
 
   // Nothing claimable: say so precisely. A named fleet that does not exist is a 404, one the
@@ -270,6 +274,17 @@ export async function claimVm(db: DbOrTx, req: ClaimRequest): Promise<ClaimResul
   };
   if (c.ready === 0 && c.overQuota > 0 && c.quota) {
     const used = Math.round(c.quota.used * 10) / 10;
+    await emitEvent(db, {
+      type: "quota.reached",
+      summary: `A researcher has used ${used} of their ${c.quota.limit} GPU-hours on ${c.quota.fleet}; their claim was refused`,
+      data: {
+        userId: req.userId,
+        fleet: c.quota.fleet,
+        limitHours: c.quota.limit,
+        usedHours: used,
+      },
+      onceADayKey: `${req.userId}:${c.quota.fleet}`,
+    });
     throw new DomainError(
       "QUOTA_EXCEEDED",
       `You have used ${used} of your ${c.quota.limit} GPU-hours for the last 7 days on ${c.quota.fleet}. They come back as your earlier holds pass out of that window; ask your admin if you need more.`,
@@ -289,6 +304,32 @@ export async function claimVm(db: DbOrTx, req: ClaimRequest): Promise<ClaimResul
             }, none starting up.`,
     c,
   );
+}
+
+const POOL_EMPTIED_SQL = `
+  SELECT f.name,
+    (SELECT count(*)::int FROM vms WHERE fleet_id = f.id AND state <> 'terminated') AS total
+  FROM fleets f
+  WHERE f.id = $1
+    AND EXISTS (SELECT 1 FROM webhooks WHERE enabled AND 'pool.empty' = ANY(events))
+    AND NOT EXISTS (
+      SELECT 1 FROM vms
+      WHERE fleet_id = f.id AND state = 'ready' AND healthy AND holder_id IS NULL)`;
+
+/**
+ * The `pool.empty` webhook event when this claim took a fleet's last claimable VM. One round
+ * trip, and only with a webhook subscribed does it write anything.
+ */
+async function emitIfPoolEmptied(db: DbOrTx, fleetId: string) {
+  const [row] = (await pgClient(db).unsafe(POOL_EMPTIED_SQL, [fleetId], {
+    prepare: true,
+  })) as unknown as { name: string; total: number }[];
+  if (!row) return;
+  await emitEvent(db, {
+    type: "pool.empty",
+    summary: `Fleet ${row.name} has no claimable VM left (${row.total} VMs, none ready and free)`,
+    data: { fleetId, fleet: row.name, vms: row.total },
+  });
 }
 
 /**

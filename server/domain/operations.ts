@@ -14,6 +14,7 @@ import {
 import { isUniqueViolation } from "./allocation";
 import { DomainError } from "./errors";
 import type { Actor } from "./vm-state";
+import { emitEvent } from "./webhook-events";
 
 /** A huge log keeps its first LOG_HEAD and last LOG_TAIL lines; the middle is dropped. */
 export const LOG_HEAD = 2_000;
@@ -318,24 +319,68 @@ export async function finishOperation(
   result: { status: "succeeded" | "failed" | "cancelled" | "queued"; error?: string | null },
 ): Promise<boolean> {
   const requeue = result.status === "queued";
-  const [row] = await db
-    .update(operations)
-    .set({
-      status: result.status,
-      error: result.error ?? null,
-      leaseOwner: null,
-      leaseExpiresAt: null,
-      finishedAt: requeue ? null : sql`now()`,
-    })
-    .where(
-      and(
-        eq(operations.id, id),
-        eq(operations.status, "running"),
-        eq(operations.leaseOwner, owner),
-      ),
-    )
-    .returning({ id: operations.id });
-  return !!row;
+  return db.transaction(async (tx) => {
+    const [row] = await tx
+      .update(operations)
+      .set({
+        status: result.status,
+        error: result.error ?? null,
+        leaseOwner: null,
+        leaseExpiresAt: null,
+        finishedAt: requeue ? null : sql`now()`,
+      })
+      .where(
+        and(
+          eq(operations.id, id),
+          eq(operations.status, "running"),
+          eq(operations.leaseOwner, owner),
+        ),
+      )
+      .returning();
+    if (!row) return false;
+    if (result.status === "failed") await emitOperationFailed(tx, row);
+    if (
+      result.status === "succeeded" &&
+      (row.kind === "fleet.create" || row.kind === "fleet.scale")
+    ) {
+      const [fleet] = await tx
+        .select({ name: fleets.name, desiredSize: fleets.desiredSize })
+        .from(fleets)
+        .where(eq(fleets.id, row.fleetId));
+      if (fleet)
+        await emitEvent(tx, {
+          type: "fleet.at_size",
+          summary: `Fleet ${fleet.name} is at its size of ${fleet.desiredSize}`,
+          data: {
+            fleetId: row.fleetId,
+            fleet: fleet.name,
+            size: fleet.desiredSize,
+            operationId: row.id,
+          },
+        });
+    }
+    return true;
+  });
+}
+
+/** The `operation.failed` webhook event, in the transaction that records the failure. */
+async function emitOperationFailed(tx: DbOrTx, op: Operation) {
+  const [fleet] = await tx
+    .select({ name: fleets.name })
+    .from(fleets)
+    .where(eq(fleets.id, op.fleetId));
+  await emitEvent(tx, {
+    type: "operation.failed",
+    summary: `${op.kind} on fleet ${fleet?.name ?? op.fleetId} failed${op.error ? `: ${op.error}` : ""}`,
+    data: {
+      operationId: op.id,
+      kind: op.kind,
+      fleetId: op.fleetId,
+      fleet: fleet?.name ?? null,
+      vmId: op.vmId,
+      error: op.error,
+    },
+  });
 }
 
 /**
@@ -447,8 +492,9 @@ export async function recoverInterrupted(db: Db): Promise<Recovered[]> {
             lt(operations.leaseExpiresAt, sql`now()`),
           ),
         )
-        .returning({ id: operations.id });
+        .returning();
       if (!row) return null;
+      if (row.status === "failed") await emitOperationFailed(tx, row);
       await tx.insert(auditEvents).values({
         actorKind: "system",
         action: "operation.interrupted",

@@ -3,6 +3,7 @@ import { revokeAgentTokens } from "../auth/agent-tokens";
 import type { DbOrTx } from "../db/client";
 import { type ActorKind, auditEvents, type Vm, type VmState, vms } from "../db/schema";
 import { DomainError } from "./errors";
+import { emitEvent } from "./webhook-events";
 
 /**
  * The VM lifecycle. This table is the only place that says which state may follow which;
@@ -158,6 +159,21 @@ export async function transition(db: DbOrTx, req: TransitionRequest): Promise<Vm
       toState: req.to,
       details: req.details ?? {},
     });
+    if (req.to === "failed") {
+      const reason =
+        req.patch?.healthReasons?.[0] ?? req.details?.reason ?? req.details?.error ?? null;
+      await emitEvent(tx, {
+        type: "vm.failed",
+        summary: `VM ${updated.name} failed${typeof reason === "string" ? `: ${reason}` : ""}`,
+        data: {
+          vmId: updated.id,
+          name: updated.name,
+          fleetId: updated.fleetId,
+          from: current.state,
+          reason: typeof reason === "string" ? reason : null,
+        },
+      });
+    }
     return updated;
   });
 }

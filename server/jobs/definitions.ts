@@ -9,6 +9,8 @@ import { releaseExpiredHolds } from "../domain/hold-limits";
 import { type ReminderSettings, sendHoldReminders } from "../domain/hold-reminders";
 import { type OrphanPolicy, reconcileAll } from "../domain/reconcile";
 import { runDueSchedules } from "../domain/schedules";
+import { attemptDelivery, WEBHOOK_MAX_ATTEMPTS } from "../domain/webhooks";
+import { workerMetrics } from "../worker-metrics";
 import { defineJob } from "./define";
 import { executeOperation, type OperationSettings } from "./operations";
 
@@ -24,6 +26,8 @@ export type JobDeps = {
   orphanPolicy?: OrphanPolicy;
   /** Email reminders before a limit releases a VM; absent without SMTP (or with a lead of 0). */
   reminders?: ReminderSettings;
+  /** Webhook retries: the first delay (doubled each time) and the attempts in all. */
+  webhooks?: { retryDelaySeconds?: number; maxAttempts?: number; timeoutMs?: number };
 };
 
 /** Marks VMs whose agent went silent as unhealthy (they leave the pool until they speak again). */
@@ -147,7 +151,15 @@ export const reconcileFleets = (deps: JobDeps) =>
       if (!deps.ec2) return { skipped: "no EC2 access in this worker" };
       const result = await reconcileAll(db, deps.ec2, deps.orphanPolicy ?? "report");
       if (result.skipped) return { skipped: "another worker is reconciling" };
+      const findings = workerMetrics().reconcileFindings;
       for (const r of result.reports) {
+        for (const [finding, list] of [
+          ["orphan", r.orphans],
+          ["ghost", r.ghosts],
+          ["mismatch", r.mismatches],
+          ["error", r.errors],
+        ] as const)
+          findings.inc({ fleet: r.fleet, finding }, list.length);
         if (r.orphans.length || r.ghosts.length || r.mismatches.length || r.errors.length)
           log.warn(r, "reconciliation found drift");
       }
@@ -161,6 +173,39 @@ export const reconcileFleets = (deps: JobDeps) =>
     },
   });
 
+/**
+ * POSTs one webhook delivery, signed. A failed attempt throws so pg-boss retries it with
+ * exponential backoff (30 s, 1 min, 2 min... by default); the last attempt records the failure
+ * instead. Idempotent: a delivery no longer pending is skipped.
+ */
+export const deliverWebhook = (deps: Pick<JobDeps, "webhooks"> = {}) => {
+  const maxAttempts = deps.webhooks?.maxAttempts ?? WEBHOOK_MAX_ATTEMPTS;
+  return defineJob({
+    name: "webhook.deliver",
+    schema: z.strictObject({ deliveryId: z.uuid() }),
+    retry: {
+      limit: maxAttempts - 1,
+      delaySeconds: deps.webhooks?.retryDelaySeconds ?? 30,
+      backoff: true,
+    },
+    timeoutSeconds: 60,
+    handler: async ({ deliveryId }, { db }) => {
+      const count = (outcome: string) => workerMetrics().webhookDeliveries.inc({ outcome });
+      try {
+        const outcome = await attemptDelivery(db, deliveryId, {
+          maxAttempts,
+          timeoutMs: deps.webhooks?.timeoutMs,
+        });
+        if (outcome !== "skipped") count(outcome);
+        return { outcome };
+      } catch (err) {
+        count("retrying");
+        throw err;
+      }
+    },
+  });
+};
+
 export const allJobs = (deps: JobDeps) => [
   reconcileFleets(deps),
   sweepSilentAgents(deps),
@@ -169,4 +214,5 @@ export const allJobs = (deps: JobDeps) => [
   pruneGpuSamplesJob(deps),
   applyFleet(deps),
   runOperation(deps),
+  deliverWebhook(deps),
 ];

@@ -9,6 +9,7 @@ import { fleets, operations } from "../db/schema";
 import { reminderSettings } from "../domain/hold-reminders";
 import { env } from "../env";
 import { logger } from "../log";
+import { startWorkerMetricsServer } from "../worker-metrics";
 import { allJobs } from "./definitions";
 import { startDispatcher } from "./dispatch";
 import { settleOperations } from "./operations";
@@ -73,6 +74,15 @@ async function main() {
     }),
   );
   const dispatcher = await startDispatcher({ db, sql, runner, log });
+  const metricsServer = e.LABLINK_WORKER_METRICS_PORT
+    ? await startWorkerMetricsServer({
+        port: e.LABLINK_WORKER_METRICS_PORT,
+        host: e.LABLINK_WORKER_METRICS_HOST,
+        token: e.LABLINK_METRICS_TOKEN,
+      })
+    : null;
+  if (metricsServer && !e.LABLINK_METRICS_TOKEN)
+    log.warn("LABLINK_WORKER_METRICS_PORT is set without LABLINK_METRICS_TOKEN: metrics are off");
 
   const applyLocalFleets = async () => {
     const rows = await db
@@ -153,6 +163,7 @@ async function main() {
     log.info({ reason }, "worker stopping");
     runner.beginStop();
     for (const t of timers) clearInterval(t);
+    metricsServer?.close();
     // Running operations stop (Terraform gets SIGINT) and go back to the queue for another worker.
     shutdownSignal.abort();
     await dispatcher.stop();

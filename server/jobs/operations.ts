@@ -16,6 +16,7 @@ import {
   setProgress,
 } from "../domain/operations";
 import type { Logger } from "../log";
+import { workerMetrics } from "../worker-metrics";
 
 export type OperationSettings = {
   /** A worker that has not renewed its lease for this long is presumed dead. */
@@ -171,7 +172,10 @@ async function executeOperationNow(
     `${op.kind} started (attempt ${op.attempts} of ${op.maxAttempts}) on worker ${workerId}`,
   );
   let outcome: { status: "succeeded" | "failed" | "cancelled" | "queued"; error?: string };
+  const started = performance.now();
+  let driverName = "unknown";
   try {
+    driverName = (await getFleet(db, op.fleetId))?.driver ?? "unknown";
     await perform(deps, op, run);
     outcome = { status: "succeeded" };
     oplog.write(`${op.kind} succeeded`);
@@ -194,6 +198,12 @@ async function executeOperationNow(
   }
   await oplog.flush();
   await progressWrites;
+  const m = workerMetrics();
+  const labels = { kind: op.kind, driver: driverName };
+  m.operationSeconds.observe(labels, (performance.now() - started) / 1000);
+  m.operations.inc({ ...labels, outcome: why === "lost" ? "lease_lost" : outcome.status });
+  if (outcome.status === "failed" && driverName === "terraform")
+    m.terraformFailures.inc({ kind: op.kind });
   if (why === "lost") return { status: "lease lost" };
   const finished = await finishOperation(db, op.id, workerId, outcome);
   if (finished && (outcome.status === "failed" || outcome.status === "cancelled")) {

@@ -1,6 +1,8 @@
 import { type JobResult, PgBoss } from "pg-boss";
 import type { Db } from "../db/client";
 import type { Logger } from "../log";
+import { isDatabaseError } from "../metrics";
+import { workerMetrics } from "../worker-metrics";
 import type { AnyJob } from "./define";
 
 /**
@@ -43,8 +45,18 @@ export class JobRunner {
       };
       await this.boss.createQueue(def.name, options).catch(() => undefined);
       await this.boss.updateQueue(def.name, options);
-      await this.boss.work<unknown>(def.name, { perJobResults: true }, async (batch) => {
+      // pg-boss NOTIFYs new jobs but not retries, which a notified worker then finds only at its
+      // 30 s backstop poll: poll as often as the first retry delay (2 s at least).
+      const workOptions =
+        def.retry.limit > 0
+          ? {
+              perJobResults: true,
+              notifyPollingIntervalSeconds: Math.max(2, Math.min(30, def.retry.delaySeconds)),
+            }
+          : { perJobResults: true };
+      await this.boss.work<unknown>(def.name, workOptions, async (batch) => {
         const results: JobResult[] = [];
+        const m = workerMetrics();
         for (const job of batch) {
           const log = this.log.child({ job: def.name, jobId: job.id });
           const parsed = def.schema.safeParse(job.data);
@@ -58,6 +70,7 @@ export class JobRunner {
               (i: { path: PropertyKey[]; message: string }) =>
                 `${i.path.map(String).join(".")}: ${i.message}`,
             );
+            m.jobs.inc({ job: def.name, outcome: "invalid" });
             results.push({
               id: job.id,
               status: "deadletter",
@@ -65,13 +78,19 @@ export class JobRunner {
             });
             continue;
           }
+          const endTimer = m.jobSeconds.startTimer({ job: def.name });
           try {
             const output = await def.handler(parsed.data, { db: this.db, log, jobId: job.id });
+            m.jobs.inc({ job: def.name, outcome: "completed" });
             results.push({ id: job.id, status: "completed", output: output ?? null });
           } catch (err) {
+            m.jobs.inc({ job: def.name, outcome: "failed" });
+            if (isDatabaseError(err)) m.dbErrors.inc();
             log.error({ err }, "job failed");
             const message = err instanceof Error ? err.message : String(err);
             results.push({ id: job.id, status: "failed", output: { error: message } });
+          } finally {
+            endTimer();
           }
         }
         return results;

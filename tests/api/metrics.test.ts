@@ -1,9 +1,11 @@
+import { createServer } from "node:net";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createDatabase } from "../../server/db/client";
 import { fleets, operations } from "../../server/db/schema";
-import { renderMetrics, scrapeAllowed } from "../../server/metrics";
+import { isDatabaseError, renderMetrics, scrapeAllowed } from "../../server/metrics";
 import { createTestDatabase, type TestDatabase } from "../db";
-import { makeFleet, makeUser, makeVms } from "../fixtures";
+import { heartbeatInput, makeAgent, makeFleet, makeUser, makeVms } from "../fixtures";
 import { apiClient } from "./harness";
 
 let t: TestDatabase;
@@ -135,5 +137,63 @@ describe("renderMetrics", () => {
     expect(await value("lablink_claim_duration_seconds_count", { outcome: "claimed" })).toBe(
       before.durations + 1,
     );
+  });
+
+  it("counts agents' heartbeats by result, their latency, and the pool of claimable VMs", async () => {
+    const fleet = await makeFleet(t.db, { name: "metrics-pool" });
+    const [vm] = await makeVms(t.db, fleet, 2, "ready");
+    await makeVms(t.db, fleet, 1, "ready", { healthy: false, healthReasons: ["GPU missing"] });
+    if (!vm) throw new Error("fixtures");
+    const token = await makeAgent(t.db, vm);
+    // Two ready and healthy; the unhealthy one is not claimable.
+    expect(await value("lablink_pool_ready", { fleet: "metrics-pool" })).toBe(2);
+    const before = {
+      ok: await value("lablink_agent_heartbeats_total", { code: "OK" }),
+      refused: await value("lablink_agent_heartbeats_total", { code: "UNAUTHORIZED" }),
+      timed: await value("lablink_agent_heartbeat_duration_seconds_count"),
+    };
+    const beat = (authorization: string) =>
+      api.mutate("agent.heartbeat", heartbeatInput(vm.id), { authorization });
+    expect((await beat(`Bearer ${token}`)).status).toBe(200);
+    expect((await beat("Bearer not-a-token")).status).toBe(401);
+    expect(await value("lablink_agent_heartbeats_total", { code: "OK" })).toBe(before.ok + 1);
+    expect(await value("lablink_agent_heartbeats_total", { code: "UNAUTHORIZED" })).toBe(
+      before.refused + 1,
+    );
+    expect(await value("lablink_agent_heartbeat_duration_seconds_count")).toBe(before.timed + 2);
+    expect(await value("lablink_agent_long_polls_open")).toBe(0);
+  });
+
+  it("still answers when Postgres cannot be read, with lablink_database_up 0 and the error counted", async () => {
+    expect(await value("lablink_database_up")).toBe(1);
+    // A port nothing listens on: the connection is refused.
+    const port = await new Promise<number>((resolve) => {
+      const s = createServer().listen(0, "127.0.0.1", () => {
+        const p = (s.address() as { port: number }).port;
+        s.close(() => resolve(p));
+      });
+    });
+    const down = createDatabase(`postgres://nobody@127.0.0.1:${port}/none`, { max: 1 });
+    const before = await value("lablink_db_errors_total");
+    try {
+      const { body } = await renderMetrics(down.db);
+      expect(body).toMatch(/^lablink_database_up 0$/m);
+      expect(body).toMatch(new RegExp(`^lablink_db_errors_total ${before + 1}$`, "m"));
+    } finally {
+      await down.sql.end({ timeout: 1 });
+    }
+    expect(await value("lablink_database_up")).toBe(1);
+  });
+});
+
+describe("isDatabaseError", () => {
+  it("recognises Postgres and connection errors, also wrapped, and nothing else", () => {
+    const pg = Object.assign(new Error("relation missing"), { name: "PostgresError" });
+    const refused = Object.assign(new Error("connect"), { code: "ECONNREFUSED" });
+    expect(isDatabaseError(pg)).toBe(true);
+    expect(isDatabaseError(refused)).toBe(true);
+    expect(isDatabaseError(new Error("query failed", { cause: pg }))).toBe(true);
+    expect(isDatabaseError(new Error("a bug"))).toBe(false);
+    expect(isDatabaseError("text")).toBe(false);
   });
 });

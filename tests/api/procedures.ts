@@ -74,6 +74,12 @@ export const ACCESS: Record<string, Tier> = {
   "enrollment.list": "admin",
   "enrollment.revoke": "admin",
   "audit.list": "admin",
+  "webhook.list": "admin",
+  "webhook.create": "admin",
+  "webhook.update": "admin",
+  "webhook.delete": "admin",
+  "webhook.test": "admin",
+  "webhook.deliveries": "admin",
 };
 
 /** What the authorization matrix needs to build a valid input for any procedure. */
@@ -202,6 +208,17 @@ export const SAMPLE_INPUT: Record<string, (w: World) => unknown> = {
   "enrollment.list": () => ({}),
   "enrollment.revoke": (w) => ({ id: w.spareEnrollmentTokenId }),
   "audit.list": () => ({ action: "vm.*", limit: 5 }),
+  // http: is refused outside tests and development: the matrix still tests access first.
+  "webhook.list": () => undefined,
+  "webhook.create": () => ({
+    url: "https://hooks.example.edu/lablink",
+    events: ["vm.failed"],
+    format: "lablink",
+  }),
+  "webhook.update": () => ({ id: NOBODY, enabled: false }),
+  "webhook.delete": () => ({ id: NOBODY }),
+  "webhook.test": () => ({ id: NOBODY }),
+  "webhook.deliveries": () => ({ webhookId: NOBODY, limit: 5 }),
 };
 
 type ProcedureDef = { _def: { type: "query" | "mutation" | "subscription" } };

@@ -13,6 +13,9 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { Ec2Fleet } from "../../server/cloud/ec2/ec2";
 import { agentCredentials, auditEvents, operations, type Vm, vms } from "../../server/db/schema";
 import { reconcileAll, reconcileFleet } from "../../server/domain/reconcile";
+import { reconcileFleets } from "../../server/jobs/definitions";
+import { logger } from "../../server/log";
+import { workerMetrics } from "../../server/worker-metrics";
 import { createTestDatabase, type TestDatabase } from "../db";
 import { makeAgent, makeFleet, makeVms } from "../fixtures";
 
@@ -258,5 +261,29 @@ describe("EC2 instance actions", () => {
       "EC2 RebootInstances failed after 1 attempt(s): InvalidInstanceID.NotFound",
     );
     expect(ec2Mock.commandCalls(RebootInstancesCommand)).toHaveLength(1);
+  });
+});
+
+describe("reconcile metrics", () => {
+  it("the fleet.reconcile job counts its findings by fleet and kind", async () => {
+    await scene("rec-metrics");
+    const findings = workerMetrics().reconcileFindings;
+    // Every fleet of this file's database is reconciled: compare totals across fleets.
+    const total = async (finding: string) =>
+      (await findings.get()).values
+        .filter((v) => v.labels.finding === finding)
+        .reduce((n, v) => n + v.value, 0);
+    const before = { orphan: await total("orphan"), ghost: await total("ghost") };
+    const job = reconcileFleets({ staleSeconds: 60, drivers: {}, ec2, orphanPolicy: "report" });
+    const result = (await job.handler({}, { db: t.db, log: logger, jobId: "test" })) as {
+      orphans: number;
+      ghosts: number;
+    };
+    expect(result.orphans).toBeGreaterThan(0);
+    expect(result.ghosts).toBeGreaterThan(0);
+    expect((await total("orphan")) - before.orphan).toBe(result.orphans);
+    expect((await total("ghost")) - before.ghost).toBe(result.ghosts);
+    const mine = (await findings.get()).values.filter((v) => v.labels.fleet === "rec-metrics");
+    expect(mine.some((v) => v.labels.finding === "orphan" && v.value > 0)).toBe(true);
   });
 });

@@ -7,6 +7,7 @@ import {
   rotateCredential,
 } from "../../domain/agents";
 import { recordLogs } from "../../domain/vm-logs";
+import { metrics } from "../../metrics";
 import {
   ackInput,
   type EnrollReply,
@@ -75,6 +76,8 @@ export const agentRouter = createRouter({
     // Listen before reading: a claim committed between the read and the wait would otherwise be
     // missed until the next heartbeat.
     await ctx.events.listen();
+    const open = metrics().longPollsOpen;
+    open.inc();
     const stop = new AbortController();
     const onAbort = () => stop.abort();
     ctx.signal?.addEventListener("abort", onAbort, { once: true });
@@ -94,6 +97,7 @@ export const agentRouter = createRouter({
         if (why === false || Date.now() >= deadline) return now;
       }
     } finally {
+      open.dec();
       stop.abort();
       ctx.signal?.removeEventListener("abort", onAbort);
     }

@@ -13,3 +13,4 @@ export * from "./ssh-keys";
 export * from "./users";
 export * from "./vm-telemetry";
 export * from "./vms";
+export * from "./webhooks";
