@@ -77,14 +77,25 @@ export function normalizeIp(ip: string): string {
   return v.toLowerCase().startsWith("::ffff:") && isIP(v.slice(7)) === 4 ? v.slice(7) : v;
 }
 
+// One checker per setting: this runs on every request (agents' heartbeats included).
+const checkers = new WeakMap<TrustProxy, (ip: string) => boolean>();
+
 function trustedBy(trust: TrustProxy): (ip: string) => boolean {
-  if (trust.kind !== "list") return () => trust.kind === "hops";
-  const list = new BlockList();
-  for (const e of trust.entries) addToList(list, e);
-  return (ip) => {
-    const family = isIP(ip);
-    return family !== 0 && list.check(ip, family === 4 ? "ipv4" : "ipv6");
-  };
+  let check = checkers.get(trust);
+  if (check) return check;
+  if (trust.kind !== "list") {
+    const all = trust.kind === "hops";
+    check = () => all;
+  } else {
+    const list = new BlockList();
+    for (const e of trust.entries) addToList(list, e);
+    check = (ip) => {
+      const family = isIP(ip);
+      return family !== 0 && list.check(ip, family === 4 ? "ipv4" : "ipv6");
+    };
+  }
+  checkers.set(trust, check);
+  return check;
 }
 
 /**
