@@ -1,6 +1,6 @@
 import { mkdir, readdir, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { AckInput, AgentCommand } from "../../server/api/agent-protocol";
+import type { AckInput, AgentCommand } from "../../server/protocol/agent";
 import type { Logger } from "./log";
 
 export type AssignCommand = Extract<AgentCommand, { type: "assign" }>;

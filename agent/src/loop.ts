@@ -6,7 +6,7 @@ import type {
   HeartbeatInput,
   LogsInput,
   RegisterInput,
-} from "../../server/api/agent-protocol";
+} from "../../server/protocol/agent";
 import { Backoff, type BackoffOptions, childSignal, sleep, untilAborted } from "./backoff";
 import { type CommandActions, CommandProcessor, type Usage } from "./commands";
 import type { GpuSource } from "./gpu/probe";
@@ -14,7 +14,7 @@ import type { Logger } from "./log";
 import type { UsageReport } from "./usage/detect";
 import { AssignedUsageSource, type UsageSource } from "./usage/monitor";
 
-/** Must match AGENT_PROTOCOL_VERSION in server/api/agent-protocol.ts (a test checks it). */
+/** Must match AGENT_PROTOCOL_VERSION in server/protocol/agent.ts (a test checks it). */
 export const PROTOCOL_VERSION = 2;
 
 /** Most readings kept while the server is unreachable; the server's BACKLOG_MAX (a test checks). */

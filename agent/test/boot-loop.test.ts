@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
-import type { BootTimingsInput } from "../../server/api/agent-protocol";
+import type { BootTimingsInput } from "../../server/protocol/agent";
 import type { GpuSnapshot, GpuSource } from "../src/gpu/probe";
 import { silentLogger } from "../src/log";
 import { Agent, type ExitReason } from "../src/loop";

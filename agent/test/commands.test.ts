@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { access, readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import type { AgentCommand } from "../../server/api/agent-protocol";
+import type { AgentCommand } from "../../server/protocol/agent";
 import {
   type AckRequest,
   type CommandActions,

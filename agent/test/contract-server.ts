@@ -12,11 +12,11 @@ import {
   pollInput,
   type RegisterInput,
   registerInput,
-} from "../../server/api/agent-protocol";
+} from "../../server/protocol/agent";
 
 /**
  * A stand-in for the LabLink server's `agent.*` procedures over real HTTP, validating every input
- * with the server's own zod schemas (server/api/agent-protocol.ts). It checks the agent against
+ * with the server's own zod schemas (server/protocol/agent.ts). It checks the agent against
  * the contract without a database; the server's behaviour is tested on the server side.
  */
 export async function startContractServer(options: { token: string }) {

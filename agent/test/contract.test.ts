@@ -4,7 +4,7 @@ import {
   BACKLOG_MAX,
   heartbeatInput,
   registerInput,
-} from "../../server/api/agent-protocol";
+} from "../../server/protocol/agent";
 import { createTrpcTransport } from "../src/client";
 import type { CommandActions } from "../src/commands";
 import { SimulatedProbe } from "../src/gpu/probe";

@@ -4,7 +4,7 @@ import type {
   AgentReply,
   HeartbeatInput,
   RegisterInput,
-} from "../../server/api/agent-protocol";
+} from "../../server/protocol/agent";
 import {
   type AgentTransport,
   type PollRequest,

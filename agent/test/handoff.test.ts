@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { lstat, mkdir, readdir, readFile, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import type { AgentCommand } from "../../server/api/agent-protocol";
+import type { AgentCommand } from "../../server/protocol/agent";
 import {
   DEFAULT_REDIRECT_URL,
   execStartHost,

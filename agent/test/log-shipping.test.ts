@@ -1,11 +1,11 @@
 import { appendFile, rename, rm, truncate, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import type { LogsInput } from "../../server/api/agent-protocol";
+import type { LogsInput } from "../../server/protocol/agent";
 import {
   LOG_BATCH_MAX as SERVER_BATCH_MAX,
   LOG_LINE_MAX as SERVER_LINE_MAX,
-} from "../../server/api/agent-protocol";
+} from "../../server/protocol/agent";
 import { createLogger, silentLogger } from "../src/log";
 import {
   guessLevel,

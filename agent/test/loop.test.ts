@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
-import type { AgentCommand, GpuReadingInput } from "../../server/api/agent-protocol";
+import type { AgentCommand, GpuReadingInput } from "../../server/protocol/agent";
 import type { CommandActions } from "../src/commands";
 import type { GpuSnapshot, GpuSource } from "../src/gpu/probe";
 import { createLogger, silentLogger } from "../src/log";

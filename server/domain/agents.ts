@@ -1,15 +1,15 @@
 import { and, eq, sql } from "drizzle-orm";
+import { rotateAgentToken } from "../auth/agent-tokens";
+import type { DbOrTx } from "../db/client";
+import { preparedPerDb } from "../db/prepared";
+import { auditEvents, fleets, type Vm, vms } from "../db/schema";
 import type {
   AckInput,
   AgentCommand,
   AgentReply,
   HeartbeatInput,
   RegisterInput,
-} from "../api/agent-protocol";
-import { rotateAgentToken } from "../auth/agent-tokens";
-import type { DbOrTx } from "../db/client";
-import { preparedPerDb } from "../db/prepared";
-import { auditEvents, fleets, type Vm, vms } from "../db/schema";
+} from "../protocol/agent";
 import { displayNameOf } from "./allocation";
 import { DomainError } from "./errors";
 import { connectCommandFor, finishCrdHandoff } from "./handoff";

@@ -1,10 +1,10 @@
 import { randomUUID } from "node:crypto";
 import { and, eq, sql } from "drizzle-orm";
-import type { AgentCommand } from "../api/agent-protocol";
-import { CONNECT_MIN_PROTOCOL_VERSION } from "../api/agent-protocol";
 import { seal, unseal } from "../auth/secret-box";
 import type { DbOrTx } from "../db/client";
 import { auditEvents, crdHandoffs, type Vm } from "../db/schema";
+import type { AgentCommand } from "../protocol/agent";
+import { CONNECT_MIN_PROTOCOL_VERSION } from "../protocol/agent";
 import { heldVm, myVm } from "./allocation";
 import { DomainError } from "./errors";
 import type { Actor } from "./vm-state";

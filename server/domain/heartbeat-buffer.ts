@@ -1,8 +1,8 @@
 import type postgres from "postgres";
-import type { GpuReadingInput } from "../api/agent-protocol";
 import { type DbOrTx, pgClient } from "../db/client";
 import type { GpuSamplePoint } from "../db/schema";
 import { logger } from "../log";
+import type { GpuReadingInput } from "../protocol/agent";
 
 /**
  * Heartbeats that change nothing material (the same health verdict, reasons, in-use and idle

@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { and, eq, sql } from "drizzle-orm";
-import { LOG_BATCH_MAX, LOG_LINE_MAX, type LogLine } from "../api/agent-protocol";
 import type { DbOrTx } from "../db/client";
 import { type BootTimings, fleets, type Vm, vms } from "../db/schema";
+import { LOG_BATCH_MAX, LOG_LINE_MAX, type LogLine } from "../protocol/agent";
 import {
   type AgentSettings,
   bringIntoService,

@@ -1,7 +1,7 @@
 import { and, asc, desc, eq, gt, lt, sql } from "drizzle-orm";
-import type { BootTimingsInput, LogsInput } from "../api/agent-protocol";
 import type { DbOrTx } from "../db/client";
 import { type BootTimings, type VmLogSource, vmLogs, vms } from "../db/schema";
+import type { BootTimingsInput, LogsInput } from "../protocol/agent";
 import { DomainError } from "./errors";
 
 /** Newest lines kept per VM; older ones are pruned as new ones arrive. */

@@ -1,8 +1,8 @@
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { LOG_BATCH_MAX, LOG_LINE_MAX } from "../../server/api/agent-protocol";
 import { type Vm, vmLogs, vms } from "../../server/db/schema";
 import { listLogs, pruneLogs, recordLogs, VM_LOG_PRUNE_EVERY } from "../../server/domain/vm-logs";
+import { LOG_BATCH_MAX, LOG_LINE_MAX } from "../../server/protocol/agent";
 import { createTestDatabase, type TestDatabase } from "../db";
 import { makeAgent, makeFleet, makeUser, makeVms } from "../fixtures";
 import { apiClient, tableCounts } from "./harness";

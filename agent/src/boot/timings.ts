@@ -1,6 +1,6 @@
 import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
-import type { BootTimingsInput } from "../../../server/api/agent-protocol";
+import type { BootTimingsInput } from "../../../server/protocol/agent";
 
 export type BootTimingPaths = {
   /** /proc: `stat` there has the kernel's boot time (btime). */

@@ -1,4 +1,4 @@
-import type { GpuReadingInput } from "../../../server/api/agent-protocol";
+import type { GpuReadingInput } from "../../../server/protocol/agent";
 import type { ParsedGpu } from "./parse";
 
 export type Health = { healthy: boolean; reasons: string[] };

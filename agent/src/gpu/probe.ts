@@ -1,5 +1,5 @@
 import { uptime } from "node:os";
-import type { GpuReadingInput } from "../../../server/api/agent-protocol";
+import type { GpuReadingInput } from "../../../server/protocol/agent";
 import type { Logger } from "../log";
 import { assessGpu, type Health, type HealthThresholds, limitReasons, toReading } from "./health";
 import { parseGpuQuery } from "./parse";

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import type { GpuReadingInput } from "../../../server/api/agent-protocol";
+import type { GpuReadingInput } from "../../../server/protocol/agent";
 
 type Model = { name: string; memoryTotalMiB: number; idleW: number; maxW: number };
 

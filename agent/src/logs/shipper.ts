@@ -1,10 +1,10 @@
-import type { LogLine, LogsInput } from "../../../server/api/agent-protocol";
+import type { LogLine, LogsInput } from "../../../server/protocol/agent";
 import { Backoff, type BackoffOptions, childSignal, sleep } from "../backoff";
 import type { LogFields, Logger } from "../log";
 import { TransportError } from "../loop";
 import { truncateLine } from "./tail";
 
-/** The server's LOG_BATCH_MAX and LOG_LINE_MAX (agent-protocol.ts; a test checks they match). */
+/** The server's LOG_BATCH_MAX and LOG_LINE_MAX (server/protocol/agent.ts; a test checks they match). */
 export const LOG_BATCH_MAX = 500;
 export const LOG_LINE_MAX = 4096;
 

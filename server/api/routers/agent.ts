@@ -17,7 +17,7 @@ import {
   pollInput,
   registerInput,
   rotateInput,
-} from "../agent-protocol";
+} from "../../protocol/agent";
 import { agentProcedure, createRouter, enrollmentProcedure } from "../trpc";
 
 export const agentRouter = createRouter({
