@@ -1,5 +1,6 @@
 import { and, eq, getTableColumns, inArray, sql } from "drizzle-orm";
 import { type DbOrTx, pgClient } from "../db/client";
+import { isUniqueViolation } from "../db/errors";
 import { crdHandoffs, fleets, type UserRole, users, type Vm, vms } from "../db/schema";
 import { DomainError } from "./errors";
 import { idleReleaseAtSql } from "./hold-limits";
@@ -31,17 +32,6 @@ export async function heldVm(db: DbOrTx, userId: string): Promise<Vm | null> {
     .from(vms)
     .where(and(eq(vms.holderId, userId), inArray(vms.state, HOLDER_STATES)));
   return vm ?? null;
-}
-
-export function isUniqueViolation(e: unknown, constraint: string): boolean {
-  for (
-    let err = e as { code?: string; constraint_name?: string; cause?: unknown } | undefined;
-    err;
-    err = err.cause as typeof err
-  ) {
-    if (err.code === "23505" && err.constraint_name === constraint) return true;
-  }
-  return false;
 }
 
 // The claim statement goes straight to postgres.js (pgClient) as a named prepared statement:

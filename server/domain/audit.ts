@@ -2,7 +2,7 @@ import { and, desc, eq, gte, like, lt, type SQL, sql } from "drizzle-orm";
 import { alias } from "drizzle-orm/pg-core";
 import type { DbOrTx } from "../db/client";
 import { type ActorKind, auditEvents, users } from "../db/schema";
-import { redact } from "./operations";
+import { redact } from "./redact";
 import type { Actor } from "./vm-state";
 
 /** Writes one audit row: who (actor + IP), did what, to what, when (the row's `at`). */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { MAX_LINE, redact } from "./operations";
+import { MAX_LINE, redact } from "./redact";
 
 describe("redact", () => {
   it("removes registered secrets and anything shaped like a token or key", () => {

@@ -1,7 +1,7 @@
 import { and, eq, inArray, sql } from "drizzle-orm";
 import type { Db, DbOrTx } from "../db/client";
+import { isUniqueViolation } from "../db/errors";
 import { type Fleet, type FleetDriverName, fleets, vms } from "../db/schema";
-import { isUniqueViolation } from "./allocation";
 import { DomainError } from "./errors";
 import { setFleetGroups } from "./groups";
 import { requestOperation } from "./operations";

@@ -6,7 +6,7 @@ import { type Webhook, type WebhookFormat, webhookDeliveries, webhooks } from ".
 import { env } from "../env";
 import { audit } from "./audit";
 import { DomainError } from "./errors";
-import { redact } from "./operations";
+import { redact } from "./redact";
 import type { Actor } from "./vm-state";
 import type { WebhookEventType } from "./webhook-events";
 

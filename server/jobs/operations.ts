@@ -10,11 +10,11 @@ import {
   claimOperation,
   finishOperation,
   type LogLevel,
-  redact,
   renewLease,
   revertFleetStatus,
   setProgress,
 } from "../domain/operations";
+import { redact } from "../domain/redact";
 import type { Logger } from "../log";
 import { workerMetrics } from "../worker-metrics";
 
