@@ -1,7 +1,8 @@
 import { eq, sql } from "drizzle-orm";
 import { z } from "zod";
 import type { DbOrTx } from "../db/client";
-import { auditEvents, type UserRole, users } from "../db/schema";
+import { type UserRole, users } from "../db/schema";
+import { audit } from "../domain/audit";
 import { isLoopbackHost } from "../env";
 
 export const devLoginInput = z.strictObject({
@@ -60,15 +61,13 @@ export async function devSignIn(
     })
     .returning({ id: users.id, name: users.name, email: users.email, role: users.role });
   if (!user) throw new Error("dev sign-in upsert returned nothing");
-  await db.insert(auditEvents).values({
-    actorKind: "user",
-    actorId: user.id,
-    ip,
-    action: "auth.sign_in",
-    targetKind: "user",
-    targetId: user.id,
-    details: { provider: "dev", role: user.role },
-  });
+  await audit(
+    db,
+    { kind: "user", id: user.id, ip },
+    "auth.sign_in",
+    { kind: "user", id: user.id },
+    { provider: "dev", role: user.role },
+  );
   return user;
 }
 

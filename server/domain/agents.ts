@@ -2,7 +2,7 @@ import { and, eq, sql } from "drizzle-orm";
 import { rotateAgentToken } from "../auth/agent-tokens";
 import type { DbOrTx } from "../db/client";
 import { preparedPerDb } from "../db/prepared";
-import { auditEvents, fleets, type Vm, vms } from "../db/schema";
+import { fleets, type Vm, vms } from "../db/schema";
 import type {
   AckInput,
   AgentCommand,
@@ -11,6 +11,7 @@ import type {
   RegisterInput,
 } from "../protocol/agent";
 import { displayNameOf } from "./allocation";
+import { audit } from "./audit";
 import { DomainError } from "./errors";
 import { connectCommandFor, finishCrdHandoff } from "./handoff";
 import { heartbeatBuffer } from "./heartbeat-buffer";
@@ -169,20 +170,18 @@ export async function registerAgent(
     })
     .where(eq(vms.id, vm.id))
     .returning()) as [Vm];
-  await db.insert(auditEvents).values({
-    actorKind: actor.kind,
-    actorId: actor.id,
-    ip: actor.ip ?? null,
-    action: "agent.register",
-    targetKind: "vm",
-    targetId: vm.id,
-    details: {
+  await audit(
+    db,
+    actor,
+    "agent.register",
+    { kind: "vm", id: vm.id },
+    {
       bootId: input.bootId,
       agentVersion: input.agentVersion,
       rebooted,
       healthy: health.healthy,
     },
-  });
+  );
 
   vm = await bringIntoService(db, vm, actor);
   if (!input.rotateCredential || !caller) return reply(db, vm, settings);
@@ -245,18 +244,16 @@ export async function rotateCredential(
   },
 ): Promise<{ credential: string }> {
   const credential = await rotateAgentToken(db, params);
-  await db.insert(auditEvents).values({
-    actorKind: params.actor.kind,
-    actorId: params.actor.id,
-    ip: params.actor.ip ?? null,
-    action: "agent.rotate_credential",
-    targetKind: "vm",
-    targetId: params.vmId,
-    details: {
+  await audit(
+    db,
+    params.actor,
+    "agent.rotate_credential",
+    { kind: "vm", id: params.vmId },
+    {
       reason: params.reason,
       ...(params.assignmentId ? { assignmentId: params.assignmentId } : {}),
     },
-  });
+  );
   return { credential };
 }
 
@@ -369,24 +366,16 @@ export async function recordHeartbeat(
   if (!vm) return reply(db, before, settings, true);
   if (input.backlog && input.backlog.length > 0) await recordBacklog(db, vm, input, actor);
   if (input.shuttingDown) {
-    await db.insert(auditEvents).values({
-      actorKind: actor.kind,
-      actorId: actor.id,
-      action: "agent.shutting_down",
-      targetKind: "vm",
-      targetId: vm.id,
-      details: {},
-    });
+    await audit(db, actor, "agent.shutting_down", { kind: "vm", id: vm.id }, {});
   }
   if (before.healthy !== health.healthy) {
-    await db.insert(auditEvents).values({
-      actorKind: actor.kind,
-      actorId: actor.id,
-      action: health.healthy ? "vm.healthy" : "vm.unhealthy",
-      targetKind: "vm",
-      targetId: vm.id,
-      details: { reasons: health.reasons },
-    });
+    await audit(
+      db,
+      actor,
+      health.healthy ? "vm.healthy" : "vm.unhealthy",
+      { kind: "vm", id: vm.id },
+      { reasons: health.reasons },
+    );
   }
   return reply(db, vm, settings);
 }
@@ -403,13 +392,12 @@ async function recordBacklog(db: DbOrTx, vm: Vm, input: HeartbeatInput, actor: A
     .filter((b) => !b.healthy)
     .slice(0, 20)
     .map((b) => ({ at: b.at, reasons: b.reasons.slice(0, 5) }));
-  await db.insert(auditEvents).values({
-    actorKind: actor.kind,
-    actorId: actor.id,
-    action: "agent.backlog",
-    targetKind: "vm",
-    targetId: vm.id,
-    details: {
+  await audit(
+    db,
+    actor,
+    "agent.backlog",
+    { kind: "vm", id: vm.id },
+    {
       count: backlog.length,
       dropped: input.backlogDropped ?? 0,
       from: backlog[0]?.at,
@@ -419,7 +407,7 @@ async function recordBacklog(db: DbOrTx, vm: Vm, input: HeartbeatInput, actor: A
         ...backlog.map((b) => b.maxTemperatureC ?? Number.NEGATIVE_INFINITY),
       ),
     },
-  });
+  );
 }
 
 /** Current commands without writing anything (long-poll answers). */
@@ -458,14 +446,13 @@ export async function acknowledge(
   }
   if (input.type === "assign") {
     if (!input.ok) {
-      await db.insert(auditEvents).values({
-        actorKind: actor.kind,
-        actorId: actor.id,
-        action: "vm.assign_failed",
-        targetKind: "vm",
-        targetId: vm.id,
-        details: { error: input.error ?? "unknown error" },
-      });
+      await audit(
+        db,
+        actor,
+        "vm.assign_failed",
+        { kind: "vm", id: vm.id },
+        { error: input.error ?? "unknown error" },
+      );
       return { ok: true };
     }
     await db.transaction(async (tx) => {
@@ -475,14 +462,13 @@ export async function acknowledge(
         .where(sql`${vms.id} = ${vm.id} AND ${vms.assignmentId} = ${input.assignmentId}`)
         .returning({ id: vms.id });
       if (updated.length > 0) {
-        await tx.insert(auditEvents).values({
-          actorKind: actor.kind,
-          actorId: actor.id,
-          action: "vm.assignment_delivered",
-          targetKind: "vm",
-          targetId: vm.id,
-          details: { assignmentId: input.assignmentId },
-        });
+        await audit(
+          tx,
+          actor,
+          "vm.assignment_delivered",
+          { kind: "vm", id: vm.id },
+          { assignmentId: input.assignmentId },
+        );
       }
     });
     return { ok: true };

@@ -5,13 +5,20 @@ import { type ActorKind, auditEvents, users } from "../db/schema";
 import { redact } from "./redact";
 import type { Actor } from "./vm-state";
 
-/** Writes one audit row: who (actor + IP), did what, to what, when (the row's `at`). */
+/** A state change the audit row records beside its details (`from_state`, `to_state`). */
+export type AuditStates = { from: string | null; to: string | null };
+
+/**
+ * Writes one audit row: who (actor + IP), did what, to what, when (the row's `at`). The only
+ * place that inserts into audit_events row by row (tests/architecture/layers.test.ts checks it).
+ */
 export async function audit(
   db: DbOrTx,
   actor: Actor,
   action: string,
   target: { kind: string; id: string | null },
   details: Record<string, unknown> = {},
+  states?: AuditStates,
 ): Promise<void> {
   await db.insert(auditEvents).values({
     actorKind: actor.kind,
@@ -20,6 +27,7 @@ export async function audit(
     action,
     targetKind: target.kind,
     targetId: target.id,
+    ...(states ? { fromState: states.from, toState: states.to } : {}),
     details,
   });
 }

@@ -2,10 +2,11 @@ import { randomUUID } from "node:crypto";
 import { and, eq, sql } from "drizzle-orm";
 import { seal, unseal } from "../auth/secret-box";
 import type { DbOrTx } from "../db/client";
-import { auditEvents, crdHandoffs, type Vm } from "../db/schema";
+import { crdHandoffs, type Vm } from "../db/schema";
 import type { AgentCommand } from "../protocol/agent";
 import { CONNECT_MIN_PROTOCOL_VERSION } from "../protocol/agent";
 import { heldVm, myVm } from "./allocation";
+import { audit } from "./audit";
 import { DomainError } from "./errors";
 import type { Actor } from "./vm-state";
 
@@ -95,15 +96,7 @@ export async function requestCrdHandoff(
       .insert(crdHandoffs)
       .values(values)
       .onConflictDoUpdate({ target: crdHandoffs.vmId, set: values });
-    await tx.insert(auditEvents).values({
-      actorKind: req.actor.kind,
-      actorId: req.actor.id,
-      ip: req.actor.ip ?? null,
-      action: "vm.crd_requested",
-      targetKind: "vm",
-      targetId: vm.id,
-      details: { requestId },
-    });
+    await audit(tx, req.actor, "vm.crd_requested", { kind: "vm", id: vm.id }, { requestId });
     // Wake the agent's long poll (delivered at commit).
     await tx.execute(
       sql`SELECT pg_notify('lablink_vm', json_build_object('id', ${vm.id}::uuid)::text)`,
@@ -180,17 +173,16 @@ export async function finishCrdHandoff(
       if (row?.requestId === req.requestId) return;
       throw new DomainError("STATE_CONFLICT", "That connection request is no longer current.");
     }
-    await tx.insert(auditEvents).values({
-      actorKind: req.actor.kind,
-      actorId: req.actor.id,
-      action: req.ok ? "vm.crd_connected" : "vm.crd_failed",
-      targetKind: "vm",
-      targetId: req.vm.id,
-      details: {
+    await audit(
+      tx,
+      req.actor,
+      req.ok ? "vm.crd_connected" : "vm.crd_failed",
+      { kind: "vm", id: req.vm.id },
+      {
         requestId: req.requestId,
         ...(req.ok ? {} : { error: req.error ?? "unknown error" }),
       },
-    });
+    );
   });
 }
 

@@ -2,7 +2,6 @@ import { and, asc, desc, eq, gt, inArray, lt, type SQL, sql } from "drizzle-orm"
 import type { Db, DbOrTx } from "../db/client";
 import { isUniqueViolation } from "../db/errors";
 import {
-  auditEvents,
   fleets,
   type Operation,
   type OperationKind,
@@ -12,8 +11,9 @@ import {
   operations,
   users,
 } from "../db/schema";
+import { audit } from "./audit";
 import { DomainError } from "./errors";
-import type { Actor } from "./vm-state";
+import { type Actor, systemActor } from "./vm-state";
 import { emitEvent } from "./webhook-events";
 
 /** A huge log keeps its first LOG_HEAD and last LOG_TAIL lines; the middle is dropped. */
@@ -53,15 +53,13 @@ export async function requestOperation(db: DbOrTx, req: OperationRequest): Promi
         })
         .returning();
       if (!op) throw new Error("operation insert returned nothing");
-      await tx.insert(auditEvents).values({
-        actorKind: req.actor.kind,
-        actorId: req.actor.id,
-        ip: req.actor.ip ?? null,
-        action: `operation.${req.kind}`,
-        targetKind: "fleet",
-        targetId: req.fleetId,
-        details: { operationId: op.id, vmId: req.vmId ?? null, params: req.params ?? {} },
-      });
+      await audit(
+        tx,
+        req.actor,
+        `operation.${req.kind}`,
+        { kind: "fleet", id: req.fleetId },
+        { operationId: op.id, vmId: req.vmId ?? null, params: req.params ?? {} },
+      );
       // Wakes a worker at commit; the dispatcher's sweep finds it anyway if nobody listens.
       await tx.execute(sql`SELECT pg_notify('lablink_operation', ${op.id})`);
       return op;
@@ -391,17 +389,14 @@ export async function requestCancel(db: Db, id: string, actor: Actor): Promise<O
       )
       .where(eq(operations.id, id))
       .returning();
-    await tx.insert(auditEvents).values({
-      actorKind: actor.kind,
-      actorId: actor.id,
-      ip: actor.ip ?? null,
-      action: "operation.cancel",
-      targetKind: "operation",
-      targetId: id,
-      fromState: op.status,
-      toState: updated?.status ?? op.status,
-      details: { kind: op.kind, fleetId: op.fleetId },
-    });
+    await audit(
+      tx,
+      actor,
+      "operation.cancel",
+      { kind: "operation", id: id },
+      { kind: op.kind, fleetId: op.fleetId },
+      { from: op.status, to: updated?.status ?? op.status },
+    );
     if (op.status === "queued") await revertFleetStatus(tx, op);
     return updated as Operation;
   });
@@ -471,20 +466,19 @@ export async function recoverInterrupted(db: Db): Promise<Recovered[]> {
         .returning();
       if (!row) return null;
       if (row.status === "failed") await emitOperationFailed(tx, row);
-      await tx.insert(auditEvents).values({
-        actorKind: "system",
-        action: "operation.interrupted",
-        targetKind: "operation",
-        targetId: op.id,
-        fromState: "running",
-        toState: retry ? "queued" : "failed",
-        details: {
+      await audit(
+        tx,
+        systemActor,
+        "operation.interrupted",
+        { kind: "operation", id: op.id },
+        {
           kind: op.kind,
           fleetId: op.fleetId,
           attempts: op.attempts,
           lastOwner: op.leaseOwner,
         },
-      });
+        { from: "running", to: retry ? "queued" : "failed" },
+      );
       if (!retry) await revertFleetStatus(tx, op, !op.cancelRequestedAt);
       return retry ? "requeued" : "failed";
     });

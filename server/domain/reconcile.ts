@@ -4,6 +4,7 @@ import type { InstanceInfo } from "../cloud/driver";
 import type { Ec2Api } from "../cloud/ec2/ec2";
 import type { Db } from "../db/client";
 import { auditEvents, type Fleet, fleets, operations, type VmState, vms } from "../db/schema";
+import { audit } from "./audit";
 import { systemActor, transition } from "./vm-state";
 
 export type OrphanPolicy = "report" | "adopt" | "terminate";
@@ -194,12 +195,12 @@ async function auditOrphan(
       .limit(1);
     if (seen) return;
   }
-  await db.insert(auditEvents).values({
-    actorKind: "system",
-    action: "reconcile.orphan",
-    targetKind: "instance",
-    targetId: inst.providerId,
-    details: {
+  await audit(
+    db,
+    systemActor,
+    "reconcile.orphan",
+    { kind: "instance", id: inst.providerId },
+    {
       fleet: fleet.name,
       fleetId: fleet.id,
       vmId: inst.vmId ?? null,
@@ -207,7 +208,7 @@ async function auditOrphan(
       policy,
       action,
     },
-  });
+  );
 }
 
 /**

@@ -1,7 +1,8 @@
 import { and, eq, inArray, sql } from "drizzle-orm";
 import { revokeAgentTokens } from "../auth/agent-tokens";
 import type { DbOrTx } from "../db/client";
-import { type ActorKind, auditEvents, type Vm, type VmState, vms } from "../db/schema";
+import { type ActorKind, type Vm, type VmState, vms } from "../db/schema";
+import { audit } from "./audit";
 import { DomainError } from "./errors";
 import { emitEvent } from "./webhook-events";
 
@@ -148,16 +149,9 @@ export async function transition(db: DbOrTx, req: TransitionRequest): Promise<Vm
     // A terminated VM's agent tokens die with it, in the same transaction.
     if (req.to === "terminated") await revokeAgentTokens(tx, req.vmId);
 
-    await tx.insert(auditEvents).values({
-      actorKind: req.actor.kind,
-      actorId: req.actor.id,
-      ip: req.actor.ip ?? null,
-      action: req.action,
-      targetKind: "vm",
-      targetId: req.vmId,
-      fromState: current.state,
-      toState: req.to,
-      details: req.details ?? {},
+    await audit(tx, req.actor, req.action, { kind: "vm", id: req.vmId }, req.details ?? {}, {
+      from: current.state,
+      to: req.to,
     });
     if (req.to === "failed") {
       const reason =
