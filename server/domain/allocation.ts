@@ -4,7 +4,7 @@ import { isUniqueViolation } from "../db/errors";
 import { crdHandoffs, fleets, type UserRole, users, type Vm, vms } from "../db/schema";
 import { DomainError } from "./errors";
 import { idleReleaseAtSql } from "./hold-limits";
-import { researchAccountName } from "./research-account";
+import { DEFAULT_SSH_USER, researchAccountName } from "./research-account";
 import { type Actor, HOLDER_STATES, transition } from "./vm-state";
 import { emitEvent } from "./webhook-events";
 
@@ -346,12 +346,8 @@ export async function releaseVm(db: DbOrTx, req: { userId: string; actor: Actor 
   });
 }
 
-/**
- * The login researchers use on a fleet's VMs when its config names none: the default user of the
- * Ubuntu images (AWS Deep Learning AMIs included) LabLink fleets run on. It must match the agent's
- * LABLINK_RESEARCH_USER, the account whose authorized_keys receives the researcher's keys.
- */
-export const DEFAULT_SSH_USER = "ubuntu";
+// Re-exported: the portal and its tests read it beside sshAccess().
+export { DEFAULT_SSH_USER };
 
 /** A host name or IP address safe to print in a shell command (agents report host names). */
 const SAFE_HOST = /^[A-Za-z0-9](?:[A-Za-z0-9.:-]{0,252}[A-Za-z0-9])?$/;

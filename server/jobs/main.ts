@@ -6,6 +6,7 @@ import { TerraformFleetDriver } from "../cloud/terraform/driver";
 import { TerraformRunner } from "../cloud/terraform/runner";
 import { getDatabase } from "../db/client";
 import { fleets, operations } from "../db/schema";
+import { fleetLedger } from "../domain/convergence";
 import { reminderSettings } from "../domain/hold-reminders";
 import { env } from "../env";
 import { logger } from "../log";
@@ -27,7 +28,7 @@ async function main() {
   const { db, sql } = getDatabase();
   const rootDir = path.resolve(import.meta.dirname, "../..");
   const local = new LocalFleetDriver({
-    db,
+    ledger: fleetLedger(db),
     serverUrl: `http://127.0.0.1:${e.PORT}`,
     rootDir,
     stateDir: path.resolve(e.LABLINK_DATA_DIR, "local-fleet"),
@@ -36,7 +37,7 @@ async function main() {
   });
   const ec2 = new Ec2Fleet();
   const terraform = new TerraformFleetDriver({
-    db,
+    ledger: fleetLedger(db),
     runner: new TerraformRunner({
       bin: e.LABLINK_TERRAFORM_BIN,
       cancelGraceMs: e.LABLINK_TERRAFORM_CANCEL_GRACE_S * 1000,

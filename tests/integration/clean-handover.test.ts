@@ -8,6 +8,7 @@ import { lookupUser } from "../../agent/src/accounts";
 import { LocalFleetDriver } from "../../server/cloud/local/driver";
 import { type Fleet, type Vm, vms } from "../../server/db/schema";
 import { claimVm, releaseVm } from "../../server/domain/allocation";
+import { fleetLedger } from "../../server/domain/convergence";
 import { ensureFleet } from "../../server/domain/fleets";
 import { researchAccountName } from "../../server/domain/replacement";
 import { addSshKey } from "../../server/domain/ssh-keys";
@@ -91,7 +92,7 @@ beforeAll(async () => {
   t = await createTestDatabase();
   api = await startApiServer(t.db, t.sql, HEARTBEAT_S);
   driver = new LocalFleetDriver({
-    db: t.db,
+    ledger: fleetLedger(t.db),
     serverUrl: api.url,
     rootDir: path.resolve(import.meta.dirname, "../.."),
     stateDir,

@@ -8,6 +8,7 @@ import { createApiToken, revokeApiToken } from "../../server/auth/api-tokens";
 import { LocalFleetDriver } from "../../server/cloud/local/driver";
 import { type Fleet, users } from "../../server/db/schema";
 import { claimVm } from "../../server/domain/allocation";
+import { fleetLedger } from "../../server/domain/convergence";
 import { executeOperation } from "../../server/jobs/operations";
 import { logger } from "../../server/log";
 import { createTestDatabase, type TestDatabase } from "../db";
@@ -100,7 +101,7 @@ beforeAll(async () => {
   await revokeApiToken(t.db, { userId: admin.id, id: revoked.id, actor });
   tokens.revoked = revoked.token;
   local = new LocalFleetDriver({
-    db: t.db,
+    ledger: fleetLedger(t.db),
     serverUrl: server.url,
     rootDir: ROOT,
     stateDir: mkdtempSync(path.join(os.tmpdir(), "lablink-cli-")),

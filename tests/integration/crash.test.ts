@@ -17,6 +17,7 @@ import {
   operations,
   vms,
 } from "../../server/db/schema";
+import { fleetLedger } from "../../server/domain/convergence";
 import { readLogs, recoverInterrupted, requestOperation } from "../../server/domain/operations";
 import { executeOperation, settleOperations } from "../../server/jobs/operations";
 import { logger } from "../../server/log";
@@ -34,7 +35,7 @@ beforeAll(async () => {
   t = await createTestDatabase();
   http = await startApiServer(t.db, t.sql, 60);
   local = new LocalFleetDriver({
-    db: t.db,
+    ledger: fleetLedger(t.db),
     serverUrl: http.url,
     rootDir: path.resolve(import.meta.dirname, "../.."),
     stateDir,
@@ -206,7 +207,7 @@ describe("a worker killed with SIGKILL mid-run", () => {
 
     const callsFile = path.join(workDir, "calls.jsonl");
     const terraform = new TerraformFleetDriver({
-      db: t.db,
+      ledger: fleetLedger(t.db),
       runner: new TerraformRunner({
         bin: standIn,
         cancelGraceMs: 1_000,
@@ -265,7 +266,7 @@ describe("a worker killed mid-apply while Terraform runs on (as real Terraform d
     await new Promise((r) => child.once("exit", r));
 
     const terraform = new TerraformFleetDriver({
-      db: t.db,
+      ledger: fleetLedger(t.db),
       runner: new TerraformRunner({ bin: standIn, cancelGraceMs: 1_000 }),
       moduleDir: path.resolve(import.meta.dirname, "../../terraform"),
       workDir,

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LocalFleetDriver } from "../../server/cloud/local/driver";
 import { type Fleet, vmLogs, vms } from "../../server/db/schema";
 import { claimVm, releaseVm } from "../../server/domain/allocation";
+import { fleetLedger } from "../../server/domain/convergence";
 import { ensureFleet } from "../../server/domain/fleets";
 import { logger } from "../../server/log";
 import { createTestDatabase, type TestDatabase } from "../db";
@@ -43,7 +44,7 @@ beforeAll(async () => {
   t = await createTestDatabase();
   api = await startApiServer(t.db, t.sql, HEARTBEAT_S);
   driver = new LocalFleetDriver({
-    db: t.db,
+    ledger: fleetLedger(t.db),
     serverUrl: api.url,
     rootDir: path.resolve(import.meta.dirname, "../.."),
     stateDir,

@@ -5,6 +5,7 @@ import { and, eq, ne } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LocalFleetDriver } from "../../server/cloud/local/driver";
 import { auditEvents, fleets, type Operation, operations, vms } from "../../server/db/schema";
+import { fleetLedger } from "../../server/domain/convergence";
 import {
   appendLogs,
   LOG_HEAD,
@@ -38,7 +39,7 @@ beforeAll(async () => {
   api = apiClient(t.db);
   admin = await makeUser(t.db, "admin");
   local = new LocalFleetDriver({
-    db: t.db,
+    ledger: fleetLedger(t.db),
     serverUrl: http.url,
     rootDir: path.resolve(import.meta.dirname, "../.."),
     stateDir: mkdtempSync(path.join(os.tmpdir(), "lablink-ops-")),

@@ -9,6 +9,7 @@ import { Ec2Fleet } from "../../server/cloud/ec2/ec2";
 import { backendHcl, TerraformFleetDriver } from "../../server/cloud/terraform/driver";
 import { TerraformRunner } from "../../server/cloud/terraform/runner";
 import { agentCredentials, type Fleet, fleets, operations, vms } from "../../server/db/schema";
+import { fleetLedger } from "../../server/domain/convergence";
 import { readLogs, requestCancel, requestOperation } from "../../server/domain/operations";
 import { executeOperation } from "../../server/jobs/operations";
 import { logger } from "../../server/log";
@@ -32,7 +33,7 @@ function driver(
   agentImage: string | null = "ghcr.io/lablink/agent:test",
 ) {
   return new TerraformFleetDriver({
-    db: t.db,
+    ledger: fleetLedger(t.db),
     runner: new TerraformRunner({
       bin: STAND_IN,
       cancelGraceMs,
@@ -305,7 +306,7 @@ describe("terraform driver with the stand-in binary", () => {
       actor: { kind: "system", id: null },
     });
     const d = new TerraformFleetDriver({
-      db: t.db,
+      ledger: fleetLedger(t.db),
       runner: new TerraformRunner({ bin: "/nonexistent/tofu", cancelGraceMs: 1000 }),
       moduleDir,
       workDir,

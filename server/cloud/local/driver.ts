@@ -1,16 +1,14 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { chmodSync, createWriteStream, mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { and, asc, eq, notInArray } from "drizzle-orm";
-import { issueAgentToken, revokeAgentTokens } from "../../auth/agent-tokens";
-import type { Db } from "../../db/client";
-import { type Fleet, type Vm, vms } from "../../db/schema";
-import { systemActor, transition } from "../../domain/vm-state";
+import type { Fleet, Vm } from "../../db/schema";
+import type { FleetLedger } from "../../domain/convergence";
 import type { Logger } from "../../log";
 import { type DriverRun, type FleetDriver, type InstanceInfo, throwIfAborted } from "../driver";
 
 export type LocalDriverOptions = {
-  db: Db;
+  /** The domain's side of convergence: rows, tokens and state changes (fleetLedger(db)). */
+  ledger: FleetLedger;
   /** Where the agents reach the server, e.g. http://127.0.0.1:3000. */
   serverUrl: string;
   /** Repository root (agent/ lives under it). */
@@ -27,8 +25,6 @@ export type LocalDriverOptions = {
   log: Logger;
 };
 
-const GONE = ["terminated", "terminating", "failed"] as const;
-
 /**
  * The local driver: each "VM" is a real agent process on this machine with a simulated GPU, so
  * the whole loop (register, heartbeat, claim, wipe) runs without a cloud account.
@@ -36,6 +32,8 @@ const GONE = ["terminated", "terminating", "failed"] as const;
 export class LocalFleetDriver implements FleetDriver {
   readonly name = "local" as const;
   private readonly procs = new Map<string, ChildProcess>();
+  /** VM id → name and fleet of each running agent, for describe(). */
+  private readonly running = new Map<string, { name: string; fleetId: string }>();
   private closing = false;
   /** Per-fleet queue: an operation and the periodic restart never interleave on one fleet. */
   private readonly chains = new Map<string, Promise<unknown>>();
@@ -57,54 +55,22 @@ export class LocalFleetDriver implements FleetDriver {
   }
 
   private async applyNow(fleet: Fleet, run?: DriverRun): Promise<void> {
-    const { db } = this.o;
-    let live = await db
-      .select()
-      .from(vms)
-      .where(and(eq(vms.fleetId, fleet.id), notInArray(vms.state, [...GONE])))
-      .orderBy(asc(vms.createdAt), asc(vms.name));
-
-    // Scale up: new rows named <fleet>-<n>, filling gaps first.
-    const taken = new Set(live.map((v) => v.name));
-    const toCreate: string[] = [];
-    for (let i = 1; live.length + toCreate.length < fleet.desiredSize; i++) {
-      const name = `${fleet.name}-${i}`;
-      if (!taken.has(name)) toCreate.push(name);
+    const { ledger } = this.o;
+    const plan = await ledger.converge(fleet, { observed: await this.describe(fleet) });
+    if (plan.created.length > 0) {
+      run?.log(`creating ${plan.created.length} VM(s): ${plan.created.join(", ")}`);
     }
-    if (toCreate.length > 0) {
-      run?.log(`creating ${toCreate.length} VM(s): ${toCreate.join(", ")}`);
-      await db
-        .insert(vms)
-        .values(
-          toCreate.map((name) => ({ fleetId: fleet.id, name, state: "provisioning" as const })),
-        )
-        .onConflictDoNothing();
-      live = await db
-        .select()
-        .from(vms)
-        .where(and(eq(vms.fleetId, fleet.id), notInArray(vms.state, [...GONE])))
-        .orderBy(asc(vms.createdAt), asc(vms.name));
+    for (const vm of plan.leaving) {
+      throwIfAborted(run);
+      run?.log(`terminating ${vm.name} (scale down to ${fleet.desiredSize})`);
+      await this.terminate(vm);
     }
 
-    // Scale down: unheld VMs first, newest first.
-    const excess = live.length - fleet.desiredSize;
-    if (excess > 0) {
-      const victims = [...live]
-        .sort((a, b) => Number(!!a.holderId) - Number(!!b.holderId) || b.name.localeCompare(a.name))
-        .slice(0, excess);
-      for (const vm of victims) {
-        throwIfAborted(run);
-        run?.log(`terminating ${vm.name} (scale down to ${fleet.desiredSize})`);
-        await this.terminate(vm);
-      }
-      live = live.filter((v) => !victims.includes(v));
-    }
-
+    const live = plan.keep.filter((vm) => vm.state !== "failed");
     const total = live.length;
-    let done = live.filter((vm) => this.procs.has(vm.id)).length;
+    let done = total - plan.launch.length;
     run?.progress({ done, total });
-    for (const vm of live) {
-      if (this.procs.has(vm.id)) continue;
+    for (const vm of plan.launch) {
       throwIfAborted(run);
       await this.boot(fleet, vm);
       done += 1;
@@ -124,12 +90,7 @@ export class LocalFleetDriver implements FleetDriver {
 
   rebootVm(fleet: Fleet, vm: Vm, run?: DriverRun): Promise<void> {
     return this.serialize(fleet.id, async () => {
-      const moved = await transition(this.o.db, {
-        vmId: vm.id,
-        to: "rebooting",
-        actor: systemActor,
-        action: "driver.reboot",
-      });
+      const moved = await this.o.ledger.rebooting(vm.id);
       run?.log(`rebooting ${vm.name}: stopping its agent`);
       await this.kill(vm.id);
       await this.boot(fleet, moved);
@@ -138,7 +99,7 @@ export class LocalFleetDriver implements FleetDriver {
   }
 
   private async boot(fleet: Fleet, vm: Vm): Promise<void> {
-    const token = await issueAgentToken(this.o.db, vm.id);
+    const token = await this.o.ledger.launchToken(vm.id);
     const dir = path.join(this.o.stateDir, vm.name);
     mkdirSync(dir, { recursive: true });
     // A token file (not the environment) lets the agent take over rotated tokens.
@@ -177,58 +138,26 @@ export class LocalFleetDriver implements FleetDriver {
     child.stdout?.pipe(logFile);
     child.stderr?.pipe(logFile);
     this.procs.set(vm.id, child);
+    this.running.set(vm.id, { name: vm.name, fleetId: fleet.id });
     child.on("exit", (code, signal) => {
       this.procs.delete(vm.id);
+      this.running.delete(vm.id);
       if (!this.closing) this.o.log.warn({ vm: vm.name, code, signal }, "local agent exited");
     });
-    if (vm.state === "provisioning") {
-      await transition(this.o.db, {
-        vmId: vm.id,
-        from: "provisioning",
-        to: "booting",
-        actor: systemActor,
-        action: "driver.boot",
-        patch: { providerId: `local:${child.pid}` },
-      });
-    } else {
-      await this.o.db
-        .update(vms)
-        .set({ providerId: `local:${child.pid}` })
-        .where(eq(vms.id, vm.id));
-    }
+    await this.o.ledger.launched(vm.id, { providerId: `local:${child.pid}` });
     this.o.log.info({ vm: vm.name, pid: child.pid }, "local agent started");
   }
 
   private async terminate(vm: Vm): Promise<void> {
     // A retried run may find the VM already terminating (the earlier run died half-way).
-    const [current] = await this.o.db.select().from(vms).where(eq(vms.id, vm.id));
-    if (!current || current.state === "terminated") return;
-    const moved =
-      current.state === "terminating"
-        ? current
-        : await transition(this.o.db, {
-            vmId: vm.id,
-            to: "terminating",
-            actor: systemActor,
-            action: "driver.terminate",
-          });
+    await this.o.ledger.terminating(vm.id);
     await this.kill(vm.id);
-    await revokeAgentTokens(this.o.db, vm.id);
-    await transition(this.o.db, {
-      vmId: moved.id,
-      from: "terminating",
-      to: "terminated",
-      actor: systemActor,
-      action: "driver.terminate",
-    });
+    await this.o.ledger.terminated(vm.id);
   }
 
   destroy(fleet: Fleet, run?: DriverRun): Promise<void> {
     return this.serialize(fleet.id, async () => {
-      const live = await this.o.db
-        .select()
-        .from(vms)
-        .where(and(eq(vms.fleetId, fleet.id), notInArray(vms.state, ["terminated"])));
+      const live = await this.o.ledger.rows(fleet.id);
       let done = 0;
       run?.progress({ done, total: live.length });
       for (const vm of live) {
@@ -242,10 +171,13 @@ export class LocalFleetDriver implements FleetDriver {
   }
 
   async describe(fleet: Fleet): Promise<InstanceInfo[]> {
-    const rows = await this.o.db.select().from(vms).where(eq(vms.fleetId, fleet.id));
-    return rows
-      .filter((vm) => this.procs.has(vm.id))
-      .map((vm) => ({ vmName: vm.name, providerId: vm.providerId ?? "", running: true }));
+    const out: InstanceInfo[] = [];
+    for (const [vmId, r] of this.running) {
+      if (r.fleetId !== fleet.id) continue;
+      const pid = this.procs.get(vmId)?.pid;
+      out.push({ vmName: r.name, vmId, providerId: `local:${pid ?? ""}`, running: true });
+    }
+    return out;
   }
 
   private kill(vmId: string, graceMs = 3_000): Promise<void> {

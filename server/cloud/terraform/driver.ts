@@ -1,12 +1,9 @@
 import { copyFileSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { and, asc, eq, notInArray } from "drizzle-orm";
 import { z } from "zod";
-import { issueAgentToken, revokeAgentTokens } from "../../auth/agent-tokens";
-import type { Db } from "../../db/client";
-import { type Fleet, type Vm, vms } from "../../db/schema";
-import { DEFAULT_SSH_USER } from "../../domain/allocation";
-import { systemActor, transition } from "../../domain/vm-state";
+import type { Fleet, Vm } from "../../db/schema";
+import type { FleetLedger } from "../../domain/convergence";
+import { DEFAULT_SSH_USER } from "../../domain/research-account";
 import { type DriverRun, type FleetDriver, type InstanceInfo, quietRun } from "../driver";
 import type { Ec2Api } from "../ec2/ec2";
 import { terraformFleetConfig } from "./config";
@@ -18,7 +15,8 @@ export type TerraformBackend =
   | { kind: "s3"; bucket: string; region?: string; lockTable?: string };
 
 export type TerraformDriverOptions = {
-  db: Db;
+  /** The domain's side of convergence: rows, tokens and state changes (fleetLedger(db)). */
+  ledger: FleetLedger;
   runner: TerraformRunner;
   /** The module (repository's terraform/ folder). */
   moduleDir: string;
@@ -74,7 +72,7 @@ export class TerraformFleetDriver implements FleetDriver {
 
   async destroy(fleet: Fleet, run: DriverRun = quietRun()): Promise<void> {
     const rows = await this.rows(fleet);
-    for (const vm of rows) if (vm.state !== "terminating") await this.toTerminating(vm);
+    for (const vm of rows) await this.o.ledger.terminating(vm.id);
     const dir = await this.prepare(fleet, run);
     await this.writeVars(fleet, dir, []);
     try {
@@ -88,18 +86,13 @@ export class TerraformFleetDriver implements FleetDriver {
     } finally {
       this.cleanup(dir);
     }
-    for (const vm of rows) await this.toTerminated(vm);
+    for (const vm of rows) await this.o.ledger.terminated(vm.id);
     run.log(`${fleet.name}: ${rows.length} VM(s) terminated`);
   }
 
   async rebootVm(fleet: Fleet, vm: Vm, run: DriverRun = quietRun()): Promise<void> {
     if (!vm.providerId) throw new Error(`${vm.name} has no instance yet`);
-    await transition(this.o.db, {
-      vmId: vm.id,
-      to: "rebooting",
-      actor: systemActor,
-      action: "driver.reboot",
-    });
+    await this.o.ledger.rebooting(vm.id);
     run.log(`rebooting ${vm.name} (${vm.providerId})`);
     await this.o.ec2.reboot(this.region(fleet), vm.providerId);
     run.log(`${vm.name}: reboot requested; its agent registers again when the VM is back`);
@@ -117,15 +110,10 @@ export class TerraformFleetDriver implements FleetDriver {
   }
 
   private rows(fleet: Fleet) {
-    return this.o.db
-      .select()
-      .from(vms)
-      .where(and(eq(vms.fleetId, fleet.id), notInArray(vms.state, ["terminated"])))
-      .orderBy(asc(vms.createdAt), asc(vms.name));
+    return this.o.ledger.rows(fleet.id);
   }
 
   private async converge(fleet: Fleet, run: DriverRun, removeVmId: string | null) {
-    const { db } = this.o;
     const cfg = terraformFleetConfig.parse(fleet.config);
     if (!fleet.image) throw new Error(`fleet ${fleet.name} has no container image`);
     if (!/^https?:\/\//.test(this.o.serverUrl))
@@ -141,37 +129,12 @@ export class TerraformFleetDriver implements FleetDriver {
       );
     this.region(fleet);
 
-    let rows = await this.rows(fleet);
-    // VMs leaving: the one asked for, and on scale-down unheld VMs first, newest first.
-    const leaving = new Set(rows.filter((v) => v.state === "terminating").map((v) => v.id));
-    if (removeVmId) leaving.add(removeVmId);
-    const counted = rows.filter((v) => !leaving.has(v.id) && v.state !== "failed");
-    const excess = counted.length - fleet.desiredSize;
-    if (!removeVmId && excess > 0) {
-      const victims = [...counted]
-        .sort((a, b) => Number(!!a.holderId) - Number(!!b.holderId) || b.name.localeCompare(a.name))
-        .slice(0, excess);
-      for (const v of victims) leaving.add(v.id);
-    }
-    for (const vm of rows.filter((v) => leaving.has(v.id) && v.state !== "terminating")) {
-      run.log(`${vm.name} will be terminated`);
-      await this.toTerminating(vm);
-    }
-
-    // New rows for the VMs to create, named <fleet>-<n>, filling gaps first.
-    if (!removeVmId && excess < 0) {
-      const taken = new Set(rows.map((v) => v.name));
-      const names: string[] = [];
-      for (let i = 1; names.length < -excess; i++)
-        if (!taken.has(`${fleet.name}-${i}`)) names.push(`${fleet.name}-${i}`);
-      run.log(`creating ${names.length} VM(s): ${names.join(", ")}`);
-      await db
-        .insert(vms)
-        .values(names.map((name) => ({ fleetId: fleet.id, name, state: "provisioning" as const })))
-        .onConflictDoNothing();
-    }
-    rows = await this.rows(fleet);
-    const members = rows.filter((v) => !leaving.has(v.id) && v.state !== "terminating");
+    // Which rows to create and retire is the domain's decision (server/domain/convergence.ts).
+    const plan = await this.o.ledger.converge(fleet, { removeVmId });
+    for (const vm of plan.leaving) run.log(`${vm.name} will be terminated`);
+    if (plan.created.length > 0)
+      run.log(`creating ${plan.created.length} VM(s): ${plan.created.join(", ")}`);
+    const members = plan.keep;
 
     const dir = await this.prepare(fleet, run);
     try {
@@ -189,7 +152,7 @@ export class TerraformFleetDriver implements FleetDriver {
           // Earlier tokens stay valid: a killed run's Terraform may still be creating this VM's
           // instance with the token it was given (Terraform outlives a SIGKILLed worker). The
           // first token the VM uses retires the others (server/auth/agent-tokens.ts).
-          token = await issueAgentToken(db, vm.id, { keepOthers: true });
+          token = await this.o.ledger.launchToken(vm.id, { keepOthers: true });
           run.secret(token);
           const size = renderUserData(template, {
             serverUrl: this.o.serverUrl,
@@ -238,43 +201,27 @@ export class TerraformFleetDriver implements FleetDriver {
     }
     const gone = (await this.rows(fleet)).filter((v) => v.state === "terminating");
     for (const vm of gone) {
-      await this.toTerminated(vm);
+      await this.o.ledger.terminated(vm.id);
       run.log(`${vm.name} terminated`);
     }
     run.log(`${fleet.name}: ${members.length} VM(s) in the fleet`);
   }
 
-  /** Records instance ids and addresses from the outputs; new instances start booting. */
+  /** Reports instance ids and addresses from the outputs; new instances start booting. */
   private async adopt(fleet: Fleet, out: VmOutputs, members: Vm[], run: DriverRun) {
     for (const m of members) {
       const o = out[m.name];
       if (!o || o.vm_id !== m.id) continue;
-      const [vm] = await this.o.db.select().from(vms).where(eq(vms.id, m.id));
-      if (!vm) continue;
-      const patch = {
+      const seen = {
         providerId: o.instance_id,
         privateIp: o.private_ip ?? null,
         publicIp: o.public_ip ?? null,
       };
-      if (
-        vm.providerId === patch.providerId &&
-        vm.privateIp === patch.privateIp &&
-        vm.publicIp === patch.publicIp
-      )
-        continue;
-      if (vm.state === "provisioning") {
-        await transition(this.o.db, {
-          vmId: vm.id,
-          from: "provisioning",
-          to: "booting",
-          actor: systemActor,
-          action: "driver.boot",
-          patch: { providerId: patch.providerId },
-          details: { fleet: fleet.name, instanceId: o.instance_id },
-        });
-        run.log(`${vm.name}: instance ${o.instance_id} booting`);
-      }
-      await this.o.db.update(vms).set(patch).where(eq(vms.id, vm.id));
+      const change = await this.o.ledger.launched(m.id, seen, {
+        fleet: fleet.name,
+        instanceId: o.instance_id,
+      });
+      if (change === "booting") run.log(`${m.name}: instance ${o.instance_id} booting`);
     }
   }
 
@@ -283,26 +230,6 @@ export class TerraformFleetDriver implements FleetDriver {
     const parsed = outputsSchema.safeParse(JSON.parse(text.trim() || "{}"));
     if (!parsed.success) throw new Error("terraform output -json is not what the module outputs");
     return parsed.data.vms?.value ?? {};
-  }
-
-  private async toTerminating(vm: Vm) {
-    await transition(this.o.db, {
-      vmId: vm.id,
-      to: "terminating",
-      actor: systemActor,
-      action: "driver.terminate",
-    });
-  }
-
-  private async toTerminated(vm: Vm) {
-    await transition(this.o.db, {
-      vmId: vm.id,
-      from: "terminating",
-      to: "terminated",
-      actor: systemActor,
-      action: "driver.terminate",
-    });
-    await revokeAgentTokens(this.o.db, vm.id);
   }
 
   /** The fleet's working folder: a fresh copy of the module, the backend, `terraform init`. */

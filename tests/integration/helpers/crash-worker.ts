@@ -14,6 +14,7 @@ import { TerraformFleetDriver } from "../../../server/cloud/terraform/driver";
 import { TerraformRunner } from "../../../server/cloud/terraform/runner";
 import { createDatabase } from "../../../server/db/client";
 import { type Fleet, operations } from "../../../server/db/schema";
+import { fleetLedger } from "../../../server/domain/convergence";
 import { executeOperation } from "../../../server/jobs/operations";
 import { logger } from "../../../server/log";
 
@@ -30,7 +31,7 @@ const [url, operationId, serverUrl, stateDir, mode, standIn, workDir, scenario] 
   ];
 const { db } = createDatabase(url, { max: 2 });
 const local = new LocalFleetDriver({
-  db,
+  ledger: fleetLedger(db),
   serverUrl,
   rootDir: path.resolve(import.meta.dirname, "../../.."),
   stateDir,
@@ -50,7 +51,7 @@ const hanging = Object.assign(Object.create(local) as LocalFleetDriver, {
 const terraform =
   mode === "terraform"
     ? new TerraformFleetDriver({
-        db,
+        ledger: fleetLedger(db),
         runner: new TerraformRunner({
           bin: standIn as string,
           cancelGraceMs: 1_000,
