@@ -86,6 +86,7 @@ describe("the layer checker finds", () => {
         text: 'import { transition } from "../../domain/vm-state";',
       }),
     ).toEqual([
+      "server/cloud/local/driver.ts imports server/domain/vm-state.ts, which writes the database; drivers only report",
     ]);
   });
 
