@@ -1,11 +1,11 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
-import { and, desc, eq, gt, isNull, lt, ne, sql } from "drizzle-orm";
+import { and, desc, eq, gt, isNull, lt, sql } from "drizzle-orm";
 import type { DbOrTx } from "../db/client";
-import { enrollmentTokens, fleets, vms } from "../db/schema";
+import { enrollmentTokens, fleets } from "../db/schema";
 import { audit } from "../domain/audit";
+import { createEnrolledVm } from "../domain/convergence";
 import { DomainError } from "../domain/errors";
 import type { Actor } from "../domain/vm-state";
-import { issueAgentToken } from "./agent-tokens";
 
 /**
  * Enrollment tokens for bring-your-own machines: `lle_<token id>_<32 random bytes, base64url>`.
@@ -121,13 +121,6 @@ export async function verifyEnrollmentToken(db: DbOrTx, token: string): Promise<
   return row && timingSafeEqual(stored, presented) ? id : null;
 }
 
-const slug = (s: string) =>
-  s
-    .toLowerCase()
-    .replace(/[^a-z0-9-]+/g, "-")
-    .replace(/^-+|-+$/g, "")
-    .slice(0, 48) || "machine";
-
 /**
  * Spends one use of a verified enrollment token and creates the machine's VM record and its own
  * agent token, all in one transaction: a token spent is a VM created, and the last use cannot be
@@ -156,20 +149,10 @@ export async function enrollMachine(
         "This enrollment token is used up, expired or revoked. Ask your admin for a new one.",
       );
     }
-    const base = slug(req.hostname);
-    const taken = await tx
-      .select({ name: vms.name })
-      .from(vms)
-      .where(and(eq(vms.fleetId, spent.fleetId), ne(vms.state, "terminated")));
-    const names = new Set(taken.map((t) => t.name));
-    let name = base;
-    for (let i = 2; names.has(name); i++) name = `${base}-${i}`;
-    const [vm] = await tx
-      .insert(vms)
-      .values({ fleetId: spent.fleetId, name, state: "provisioning", providerId: `byo:${name}` })
-      .returning({ id: vms.id, name: vms.name });
-    if (!vm) throw new Error("VM insert returned nothing");
-    const token = await issueAgentToken(tx, vm.id);
+    const { vm, token } = await createEnrolledVm(tx, {
+      fleetId: spent.fleetId,
+      hostname: req.hostname,
+    });
     await audit(
       tx,
       req.actor,

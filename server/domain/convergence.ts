@@ -1,6 +1,6 @@
 import { and, asc, eq, ne } from "drizzle-orm";
 import { issueAgentToken } from "../auth/agent-tokens";
-import type { Db } from "../db/client";
+import type { Db, DbOrTx } from "../db/client";
 import type { Fleet, Vm } from "../db/schema";
 import { vms } from "../db/schema";
 import { systemActor, transition } from "./vm-state";
@@ -226,4 +226,36 @@ export function fleetLedger(db: Db): FleetLedger {
     rebooting: (vmId) =>
       transition(db, { vmId, to: "rebooting", actor: systemActor, action: "driver.reboot" }),
   };
+}
+
+const slug = (s: string) =>
+  s
+    .toLowerCase()
+    .replace(/[^a-z0-9-]+/g, "-")
+    .replace(/^-+|-+$/g, "")
+    .slice(0, 48) || "machine";
+
+/**
+ * The VM row and first agent token of a bring-your-own machine that enrolled itself: named after
+ * its host name (with -2, -3… when taken), already running, so it starts in provisioning with
+ * `byo:<name>` as its provider id and its agent's register moves it on.
+ */
+export async function createEnrolledVm(
+  db: DbOrTx,
+  req: { fleetId: string; hostname: string },
+): Promise<{ vm: { id: string; name: string }; token: string }> {
+  const base = slug(req.hostname);
+  const taken = await db
+    .select({ name: vms.name })
+    .from(vms)
+    .where(and(eq(vms.fleetId, req.fleetId), ne(vms.state, "terminated")));
+  const names = new Set(taken.map((t) => t.name));
+  let name = base;
+  for (let i = 2; names.has(name); i++) name = `${base}-${i}`;
+  const [vm] = await db
+    .insert(vms)
+    .values({ fleetId: req.fleetId, name, state: "provisioning", providerId: `byo:${name}` })
+    .returning({ id: vms.id, name: vms.name });
+  if (!vm) throw new Error("VM insert returned nothing");
+  return { vm, token: await issueAgentToken(db, vm.id) };
 }

@@ -143,3 +143,29 @@ export async function getFleet(db: DbOrTx, fleetId: string): Promise<Fleet | nul
   const [f] = await db.select().from(fleets).where(eq(fleets.id, fleetId));
   return f ?? null;
 }
+
+/** The size the fleet's convergence aims at (an admin's scale, a schedule, fleet creation). */
+export async function setFleetDesiredSize(
+  db: DbOrTx,
+  fleetId: string,
+  size: number,
+): Promise<Fleet | null> {
+  const [fleet] = await db
+    .update(fleets)
+    .set({ desiredSize: size, updatedAt: sql`now()` })
+    .where(eq(fleets.id, fleetId))
+    .returning();
+  return fleet ?? null;
+}
+
+/** After its driver ran: `active`, or `destroyed` with nothing left to aim at (size 0). */
+export async function setFleetStatus(
+  db: DbOrTx,
+  fleetId: string,
+  status: "active" | "destroyed",
+): Promise<void> {
+  await db
+    .update(fleets)
+    .set({ status, ...(status === "destroyed" ? { desiredSize: 0 } : {}), updatedAt: sql`now()` })
+    .where(eq(fleets.id, fleetId));
+}

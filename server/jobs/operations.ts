@@ -1,10 +1,10 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
-import { eq, sql } from "drizzle-orm";
+import { eq } from "drizzle-orm";
 import { type DriverRun, type FleetDriver, RunAborted, throwIfAborted } from "../cloud/driver";
 import type { Db } from "../db/client";
-import { fleets, type Operation, vms } from "../db/schema";
-import { getFleet } from "../domain/fleets";
+import { type Operation, vms } from "../db/schema";
+import { getFleet, setFleetDesiredSize, setFleetStatus } from "../domain/fleets";
 import {
   appendLogs,
   claimOperation,
@@ -227,26 +227,16 @@ async function perform(
     case "fleet.create":
     case "fleet.scale": {
       const size = typeof op.params.size === "number" ? op.params.size : fleet.desiredSize;
-      const [updated] = await db
-        .update(fleets)
-        .set({ desiredSize: size, updatedAt: sql`now()` })
-        .where(eq(fleets.id, fleet.id))
-        .returning();
+      const updated = await setFleetDesiredSize(db, fleet.id, size);
       run.log(`${fleet.name}: desired size ${size} (driver ${fleet.driver})`);
       await driver.apply(updated ?? fleet, run);
-      await db
-        .update(fleets)
-        .set({ status: "active", updatedAt: sql`now()` })
-        .where(eq(fleets.id, fleet.id));
+      await setFleetStatus(db, fleet.id, "active");
       return;
     }
     case "fleet.destroy": {
       run.log(`${fleet.name}: destroying every VM (driver ${fleet.driver})`);
       await driver.destroy(fleet, run);
-      await db
-        .update(fleets)
-        .set({ status: "destroyed", desiredSize: 0, updatedAt: sql`now()` })
-        .where(eq(fleets.id, fleet.id));
+      await setFleetStatus(db, fleet.id, "destroyed");
       return;
     }
     case "vm.terminate":
