@@ -9,12 +9,13 @@ import {
   isNotNull,
   isNull,
   ne,
+  notExists,
   or,
   type SQL,
   sql,
 } from "drizzle-orm";
 import type { DbOrTx } from "../db/client";
-import { type Fleet, fleets, users, type VmState, vms } from "../db/schema";
+import { type Fleet, fleets, operations, users, type VmState, vms } from "../db/schema";
 
 /** Fleets with their VM counts per state. */
 export async function listFleets(db: DbOrTx) {
@@ -168,4 +169,32 @@ export async function setFleetStatus(
     .update(fleets)
     .set({ status, ...(status === "destroyed" ? { desiredSize: 0 } : {}), updatedAt: sql`now()` })
     .where(eq(fleets.id, fleetId));
+}
+
+/**
+ * Active local fleets with no operation in flight: the periodic apply restarts their dead agents
+ * (a fleet with an operation queued or running is that operation's to change).
+ */
+export async function localFleetsToApply(db: DbOrTx): Promise<string[]> {
+  const rows = await db
+    .select({ id: fleets.id })
+    .from(fleets)
+    .where(
+      and(
+        eq(fleets.driver, "local"),
+        eq(fleets.status, "active"),
+        notExists(
+          db
+            .select({ one: sql`1` })
+            .from(operations)
+            .where(
+              and(
+                eq(operations.fleetId, fleets.id),
+                inArray(operations.status, ["queued", "running"]),
+              ),
+            ),
+        ),
+      ),
+    );
+  return rows.map((r) => r.id);
 }

@@ -4,9 +4,24 @@ import type { Logger } from "../log";
 
 export type JobContext = { db: Db; log: Logger; jobId: string };
 
+/** A periodic job's cadence; server/jobs/schedule.ts turns it into the worker's timers. */
+export type JobSchedule = {
+  /** How often every worker enqueues it. */
+  everySeconds: number;
+  /**
+   * pg-boss's singleton window: however many workers enqueue the job, one runs per window (per
+   * key, when the job is enqueued once per key).
+   */
+  singletonSeconds: number;
+  /** Also enqueued once when the worker starts, not only after the first interval. */
+  atStart?: boolean;
+  /** One job per payload, each with its own singleton key (default: one job with `{}`). */
+  payloads?: (db: Db) => Promise<{ payload: unknown; singletonKey: string }[]>;
+};
+
 /**
- * A job is data: a name, a payload schema, a retry policy, a timeout and an idempotent handler.
- * An invalid payload fails at once without retrying.
+ * A job is data: a name, a payload schema, a retry policy, a timeout, an idempotent handler and,
+ * for periodic jobs, its schedule. An invalid payload fails at once without retrying.
  */
 export type JobDefinition<S extends z.ZodType> = {
   name: string;
@@ -14,6 +29,8 @@ export type JobDefinition<S extends z.ZodType> = {
   retry: { limit: number; delaySeconds: number; backoff: boolean };
   timeoutSeconds: number;
   handler: (payload: z.infer<S>, ctx: JobContext) => Promise<unknown>;
+  /** Absent: enqueued on demand only (operations, webhook deliveries). */
+  schedule?: JobSchedule;
 };
 
 export function defineJob<S extends z.ZodType>(def: JobDefinition<S>): JobDefinition<S> {

@@ -3,6 +3,7 @@ import { z } from "zod";
 import type { FleetDriver } from "../cloud/driver";
 import type { Ec2Api } from "../cloud/ec2/ec2";
 import { fleets } from "../db/schema";
+import { localFleetsToApply } from "../domain/fleets";
 import { pruneGpuSamples } from "../domain/gpu-history";
 import { markSilentAgents } from "../domain/health";
 import { releaseExpiredHolds } from "../domain/hold-limits";
@@ -26,6 +27,8 @@ export type JobDeps = {
   orphanPolicy?: OrphanPolicy;
   /** Email reminders before a limit releases a VM; absent without SMTP (or with a lead of 0). */
   reminders?: ReminderSettings;
+  /** LABLINK_RECONCILE_INTERVAL_S; 0 or absent: reconciliation is not scheduled. */
+  reconcileIntervalS?: number;
   /** Webhook retries: the first delay (doubled each time) and the attempts in all. */
   webhooks?: { retryDelaySeconds?: number; maxAttempts?: number; timeoutMs?: number };
 };
@@ -37,6 +40,7 @@ export const sweepSilentAgents = (deps: JobDeps) =>
     schema: z.strictObject({}),
     retry: { limit: 0, delaySeconds: 0, backoff: false },
     timeoutSeconds: 60,
+    schedule: { everySeconds: 10, singletonSeconds: 10 },
     handler: async (_payload, { db, log }) => {
       const ids = await markSilentAgents(db, deps.staleSeconds);
       if (ids.length > 0)
@@ -55,6 +59,8 @@ export const expireHolds = (deps: Pick<JobDeps, "reminders"> = {}) =>
     schema: z.strictObject({}),
     retry: { limit: 0, delaySeconds: 0, backoff: false },
     timeoutSeconds: 5 * 60,
+    // Hold limits are whole minutes: checking every 30 s releases a VM at most that late.
+    schedule: { everySeconds: 30, singletonSeconds: 30 },
     handler: async (_payload, { db, log }) => {
       const released = await releaseExpiredHolds(db);
       // Ids only: who held the VM is in the audit row, not in the logs.
@@ -80,6 +86,8 @@ export const runSchedules = () =>
     schema: z.strictObject({}),
     retry: { limit: 0, delaySeconds: 0, backoff: false },
     timeoutSeconds: 60,
+    // Scheduled fleet sizes start at most 15 s late.
+    schedule: { everySeconds: 15, singletonSeconds: 15 },
     handler: async (_payload, { db, log }) => {
       const runs = await runDueSchedules(db);
       const count = (outcome: string) => runs.filter((r) => r.outcome === outcome).length;
@@ -99,6 +107,8 @@ export const pruneGpuSamplesJob = (deps: JobDeps) =>
     schema: z.strictObject({}),
     retry: { limit: 0, delaySeconds: 0, backoff: false },
     timeoutSeconds: 10 * 60,
+    // One worker at a time prunes, every 10 minutes.
+    schedule: { everySeconds: 600, singletonSeconds: 600 },
     handler: async (_payload, { db }) => ({
       deleted: await pruneGpuSamples(db, deps.gpuSampleRetentionHours ?? 24),
     }),
@@ -111,6 +121,17 @@ export const applyFleet = (deps: JobDeps) =>
     schema: z.strictObject({ fleetId: z.uuid() }),
     retry: { limit: 3, delaySeconds: 5, backoff: true },
     timeoutSeconds: 30 * 60,
+    // Restarts local agents that died (the local driver's "reboot"), at start and every 30 s.
+    schedule: {
+      everySeconds: 30,
+      singletonSeconds: 5,
+      atStart: true,
+      payloads: async (db) =>
+        (await localFleetsToApply(db)).map((id) => ({
+          payload: { fleetId: id },
+          singletonKey: id,
+        })),
+    },
     handler: async ({ fleetId }, { db }) => {
       const [fleet] = await db.select().from(fleets).where(eq(fleets.id, fleetId));
       if (!fleet) return { skipped: "fleet not found" };
@@ -147,6 +168,14 @@ export const reconcileFleets = (deps: JobDeps) =>
     schema: z.strictObject({}),
     retry: { limit: 0, delaySeconds: 0, backoff: false },
     timeoutSeconds: 10 * 60,
+    ...(deps.reconcileIntervalS
+      ? {
+          schedule: {
+            everySeconds: deps.reconcileIntervalS,
+            singletonSeconds: deps.reconcileIntervalS,
+          },
+        }
+      : {}),
     handler: async (_payload, { db, log }) => {
       if (!deps.ec2) return { skipped: "no EC2 access in this worker" };
       const result = await reconcileAll(db, deps.ec2, deps.orphanPolicy ?? "report");

@@ -1,11 +1,9 @@
 import path from "node:path";
-import { and, sql as dsql, eq, inArray, notExists } from "drizzle-orm";
 import { Ec2Fleet } from "../cloud/ec2/ec2";
 import { LocalFleetDriver } from "../cloud/local/driver";
 import { TerraformFleetDriver } from "../cloud/terraform/driver";
 import { TerraformRunner } from "../cloud/terraform/runner";
 import { getDatabase } from "../db/client";
-import { fleets, operations } from "../db/schema";
 import { fleetLedger } from "../domain/convergence";
 import { reminderSettings } from "../domain/hold-reminders";
 import { env } from "../env";
@@ -15,9 +13,10 @@ import { allJobs } from "./definitions";
 import { startDispatcher } from "./dispatch";
 import { settleOperations } from "./operations";
 import { JobRunner } from "./runner";
+import { startSchedules } from "./schedule";
 
 /**
- * The worker: pg-boss jobs plus the timers that enqueue the periodic ones. Several workers may
+ * The worker: pg-boss jobs plus the timers that enqueue the periodic ones (each job's schedule). Several workers may
  * run; Postgres hands each job to one. The local fleet's agent processes live in this process.
  */
 async function main() {
@@ -62,18 +61,18 @@ async function main() {
   });
   const runner = new JobRunner(e.DATABASE_URL, db, log);
   const shutdownSignal = new AbortController();
-  await runner.start(
-    allJobs({
-      staleSeconds: e.LABLINK_AGENT_STALE_S,
-      gpuSampleRetentionHours: e.LABLINK_GPU_SAMPLE_RETENTION_HOURS,
-      drivers: { local, terraform },
-      ec2,
-      orphanPolicy: e.LABLINK_RECONCILE_ORPHANS,
-      shutdown: shutdownSignal.signal,
-      operations: { leaseSeconds: e.LABLINK_OPERATION_LEASE_S, renewMs: 2_000 },
-      reminders: reminderSettings(e),
-    }),
-  );
+  const jobs = allJobs({
+    staleSeconds: e.LABLINK_AGENT_STALE_S,
+    gpuSampleRetentionHours: e.LABLINK_GPU_SAMPLE_RETENTION_HOURS,
+    drivers: { local, terraform },
+    ec2,
+    orphanPolicy: e.LABLINK_RECONCILE_ORPHANS,
+    shutdown: shutdownSignal.signal,
+    operations: { leaseSeconds: e.LABLINK_OPERATION_LEASE_S, renewMs: 2_000 },
+    reminders: reminderSettings(e),
+    reconcileIntervalS: e.LABLINK_RECONCILE_INTERVAL_S,
+  });
+  await runner.start(jobs);
   const dispatcher = await startDispatcher({ db, sql, runner, log });
   const metricsServer = e.LABLINK_WORKER_METRICS_PORT
     ? await startWorkerMetricsServer({
@@ -85,75 +84,11 @@ async function main() {
   if (metricsServer && !e.LABLINK_METRICS_TOKEN)
     log.warn("LABLINK_WORKER_METRICS_PORT is set without LABLINK_METRICS_TOKEN: metrics are off");
 
-  const applyLocalFleets = async () => {
-    const rows = await db
-      .select({ id: fleets.id })
-      .from(fleets)
-      .where(
-        and(
-          eq(fleets.driver, "local"),
-          eq(fleets.status, "active"),
-          // A fleet with an operation in flight is that operation's to change.
-          notExists(
-            db
-              .select({ one: dsql`1` })
-              .from(operations)
-              .where(
-                and(
-                  eq(operations.fleetId, fleets.id),
-                  inArray(operations.status, ["queued", "running"]),
-                ),
-              ),
-          ),
-        ),
-      );
-    for (const f of rows)
-      await runner.send(
-        "fleet.apply",
-        { fleetId: f.id },
-        { singletonKey: f.id, singletonSeconds: 5 },
-      );
-  };
-  const timers = [
-    setInterval(() => {
-      runner
-        .send("vm.sweep-silent", {}, { singletonSeconds: 10 })
-        .catch((err) => log.error({ err }, "sweep enqueue failed"));
-    }, 10_000),
-    // Scheduled fleet sizes start at most 15 s late.
-    setInterval(() => {
-      runner
-        .send("fleet.run-schedules", {}, { singletonSeconds: 15 })
-        .catch((err) => log.error({ err }, "schedule enqueue failed"));
-    }, 15_000),
-    // Hold limits are whole minutes: checking every 30 s releases a VM at most that late.
-    setInterval(() => {
-      runner
-        .send("vm.expire-holds", {}, { singletonSeconds: 30 })
-        .catch((err) => log.error({ err }, "hold-limit enqueue failed"));
-    }, 30_000),
-    ...(e.LABLINK_RECONCILE_INTERVAL_S > 0
-      ? [
-          setInterval(() => {
-            runner
-              .send("fleet.reconcile", {}, { singletonSeconds: e.LABLINK_RECONCILE_INTERVAL_S })
-              .catch((err) => log.error({ err }, "reconcile enqueue failed"));
-          }, e.LABLINK_RECONCILE_INTERVAL_S * 1000),
-        ]
-      : []),
-    // Old GPU samples go every 10 minutes (one worker at a time: singleton).
-    setInterval(() => {
-      runner
-        .send("gpu-samples.prune", {}, { singletonSeconds: 600 })
-        .catch((err) => log.error({ err }, "gpu sample prune enqueue failed"));
-    }, 600_000),
-    // Restart local agents that died (the local driver's "reboot").
-    setInterval(
-      () => applyLocalFleets().catch((err) => log.error({ err }, "local apply failed")),
-      30_000,
-    ),
-  ];
-  await applyLocalFleets();
+  const schedules = startSchedules(
+    { db, log, send: (name, payload, options) => runner.send(name, payload, options) },
+    jobs,
+  );
+  await schedules.atStart();
   log.info("worker started");
   process.send?.({ type: "ready" });
 
@@ -163,7 +98,7 @@ async function main() {
     stopping = true;
     log.info({ reason }, "worker stopping");
     runner.beginStop();
-    for (const t of timers) clearInterval(t);
+    schedules.stop();
     metricsServer?.close();
     // Running operations stop (Terraform gets SIGINT) and go back to the queue for another worker.
     shutdownSignal.abort();
