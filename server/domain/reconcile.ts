@@ -9,6 +9,9 @@ import { systemActor, transition } from "./vm-state";
 
 export type OrphanPolicy = "report" | "adopt" | "terminate";
 
+/** The fleet's driver's describe(): what the cloud says exists (default: EC2 by fleet tag). */
+export type Describe = (fleet: Fleet) => Promise<InstanceInfo[]>;
+
 export type ReconcileReport = {
   fleet: string;
   skipped?: string;
@@ -45,6 +48,7 @@ export async function reconcileFleet(
   fleet: Fleet,
   ec2: Ec2Api,
   policy: OrphanPolicy,
+  observe?: Describe,
 ): Promise<ReconcileReport> {
   const report: ReconcileReport = {
     fleet: fleet.name,
@@ -65,7 +69,7 @@ export async function reconcileFleet(
 
   let instances: InstanceInfo[];
   try {
-    instances = await ec2.describeFleet(fleet.region, fleet.name);
+    instances = observe ? await observe(fleet) : await ec2.describeFleet(fleet.region, fleet.name);
   } catch (e) {
     report.errors.push(message(e));
     return report;
@@ -219,6 +223,7 @@ export async function reconcileAll(
   db: Db,
   ec2: Ec2Api,
   policy: OrphanPolicy,
+  observe?: Describe,
 ): Promise<{ skipped: true } | { skipped: false; reports: ReconcileReport[] }> {
   return db.transaction(async (tx) => {
     const [lock] = await tx.execute<{ ok: boolean }>(
@@ -230,7 +235,7 @@ export async function reconcileAll(
       .from(fleets)
       .where(and(eq(fleets.driver, "terraform"), ne(fleets.status, "destroyed")));
     const reports: ReconcileReport[] = [];
-    for (const f of targets) reports.push(await reconcileFleet(db, f, ec2, policy));
+    for (const f of targets) reports.push(await reconcileFleet(db, f, ec2, policy, observe));
     return { skipped: false as const, reports };
   });
 }

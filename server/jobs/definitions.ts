@@ -178,7 +178,14 @@ export const reconcileFleets = (deps: JobDeps) =>
       : {}),
     handler: async (_payload, { db, log }) => {
       if (!deps.ec2) return { skipped: "no EC2 access in this worker" };
-      const result = await reconcileAll(db, deps.ec2, deps.orphanPolicy ?? "report");
+      // What exists comes from the terraform driver's describe() (EC2 by the fleet's tag).
+      const driver = deps.drivers.terraform;
+      const result = await reconcileAll(
+        db,
+        deps.ec2,
+        deps.orphanPolicy ?? "report",
+        driver ? (fleet) => driver.describe(fleet) : undefined,
+      );
       if (result.skipped) return { skipped: "another worker is reconciling" };
       const findings = workerMetrics().reconcileFindings;
       for (const r of result.reports) {

@@ -3,6 +3,8 @@ import os from "node:os";
 import path from "node:path";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { FleetDriver } from "../../server/cloud/driver";
+import type { Ec2Api } from "../../server/cloud/ec2/ec2";
 import { LocalFleetDriver } from "../../server/cloud/local/driver";
 import { type Fleet, type Vm, vms } from "../../server/db/schema";
 import {
@@ -11,6 +13,7 @@ import {
   fleetLedger,
   targetSize,
 } from "../../server/domain/convergence";
+import { allJobs } from "../../server/jobs/definitions";
 import { logger } from "../../server/log";
 import { createTestDatabase, type TestDatabase } from "../db";
 import { makeFleet, makeUser } from "../fixtures";
@@ -124,5 +127,36 @@ describe("convergence against the database and the local driver", () => {
     expect(plan.leaving.map((v) => v.name)).toEqual([`${fleet.name}-1`]);
     expect(plan.keep.map((v) => v.name)).toEqual([`${fleet.name}-2`]);
     expect(plan.created).toEqual([]);
+  });
+});
+
+describe("reconciliation reads what exists through the driver's describe()", () => {
+  let t: TestDatabase;
+  beforeAll(async () => {
+    t = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await t?.drop();
+  });
+
+  it("the fleet.reconcile job reports an orphan the terraform driver describes", async () => {
+    const fleet = await makeFleet(t.db, { driver: "terraform", region: "us-west-2" });
+    const described: string[] = [];
+    const terraform = {
+      name: "terraform",
+      describe: async (f: Fleet) => {
+        described.push(f.name);
+        return [{ vmName: "stray", providerId: "i-stray", running: true, state: "running" }];
+      },
+    } as unknown as FleetDriver;
+    const ec2 = {
+      describeFleet: () => Promise.reject(new Error("reconcile must ask the driver")),
+    } as unknown as Ec2Api;
+    const job = allJobs({ staleSeconds: 60, drivers: { terraform }, ec2 }).find(
+      (j) => j.name === "fleet.reconcile",
+    );
+    const result = await job?.handler({}, { db: t.db, log: logger, jobId: "test" });
+    expect(described).toEqual([fleet.name]);
+    expect(result).toMatchObject({ fleets: 1, orphans: 1, errors: [] });
   });
 });
