@@ -2,6 +2,7 @@ import { eq } from "drizzle-orm";
 import { z } from "zod";
 import type { FleetDriver } from "../cloud/driver";
 import type { Ec2Api } from "../cloud/ec2/ec2";
+import { NotFleetOwner } from "../cloud/local/ownership";
 import { fleets } from "../db/schema";
 import { pruneGpuSamples } from "../domain/gpu-history";
 import { markSilentAgents } from "../domain/health";
@@ -19,6 +20,8 @@ export type JobDeps = {
   /** GPU samples older than this are deleted (LABLINK_GPU_SAMPLE_RETENTION_HOURS). */
   gpuSampleRetentionHours?: number;
   drivers: Partial<Record<string, FleetDriver>>;
+  /** Whether this worker may run the fleet's operations (local fleets: only their owner). */
+  mayRunOperation?: (fleetId: string) => Promise<boolean>;
   operations?: OperationSettings;
   /** Fires when the worker shuts down; running operations stop and are queued again. */
   shutdown?: AbortSignal;
@@ -116,7 +119,12 @@ export const applyFleet = (deps: JobDeps) =>
       if (!fleet) return { skipped: "fleet not found" };
       const driver = deps.drivers[fleet.driver];
       if (!driver) return { skipped: `no ${fleet.driver} driver in this worker` };
-      await driver.apply(fleet);
+      try {
+        await driver.apply(fleet);
+      } catch (err) {
+        if (err instanceof NotFleetOwner) return { skipped: err.message };
+        throw err;
+      }
       return { applied: fleet.name };
     },
   });
@@ -135,7 +143,14 @@ export const runOperation = (deps: JobDeps) =>
     timeoutSeconds: 4 * 60 * 60,
     handler: ({ operationId }, { db, log }) =>
       executeOperation(
-        { db, log, drivers: deps.drivers, settings: deps.operations, shutdown: deps.shutdown },
+        {
+          db,
+          log,
+          drivers: deps.drivers,
+          settings: deps.operations,
+          shutdown: deps.shutdown,
+          mayRun: deps.mayRunOperation,
+        },
         operationId,
       ),
   });

@@ -36,6 +36,8 @@ const GONE = ["terminated", "terminating", "failed"] as const;
 export class LocalFleetDriver implements FleetDriver {
   readonly name = "local" as const;
   private readonly procs = new Map<string, ChildProcess>();
+  /** VM id → its fleet's id, for the agents of one fleet. */
+  private readonly fleetOf = new Map<string, string>();
   private closing = false;
   /** Per-fleet queue: an operation and the periodic restart never interleave on one fleet. */
   private readonly chains = new Map<string, Promise<unknown>>();
@@ -177,8 +179,9 @@ export class LocalFleetDriver implements FleetDriver {
     child.stdout?.pipe(logFile);
     child.stderr?.pipe(logFile);
     this.procs.set(vm.id, child);
+    this.fleetOf.set(vm.id, fleet.id);
     child.on("exit", (code, signal) => {
-      this.procs.delete(vm.id);
+      if (this.procs.get(vm.id) === child) this.procs.delete(vm.id);
       if (!this.closing) this.o.log.warn({ vm: vm.name, code, signal }, "local agent exited");
     });
     if (vm.state === "provisioning") {
@@ -259,6 +262,20 @@ export class LocalFleetDriver implements FleetDriver {
       });
       child.kill("SIGTERM");
     });
+  }
+
+  /** Fleets with at least one agent running in this process. */
+  fleetsWithAgents(): Set<string> {
+    return new Set([...this.procs.keys()].map((id) => this.fleetOf.get(id) ?? ""));
+  }
+
+  /**
+   * Stops this process's agents of one fleet and changes nothing in the database: another worker
+   * now runs that fleet and starts agents of its own.
+   */
+  async stopAgents(fleetId: string): Promise<void> {
+    const ids = [...this.procs.keys()].filter((id) => this.fleetOf.get(id) === fleetId);
+    await Promise.all(ids.map((id) => this.kill(id)));
   }
 
   runningCount(): number {
