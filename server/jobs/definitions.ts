@@ -4,12 +4,14 @@ import type { FleetDriver } from "../cloud/driver";
 import type { Ec2Api } from "../cloud/ec2/ec2";
 import { NotFleetOwner } from "../cloud/local/ownership";
 import { fleets } from "../db/schema";
+import { finishByoRemovals } from "../domain/byo";
 import { pruneGpuSamples } from "../domain/gpu-history";
 import { markSilentAgents } from "../domain/health";
 import { releaseExpiredHolds } from "../domain/hold-limits";
 import { type ReminderSettings, sendHoldReminders } from "../domain/hold-reminders";
 import { type OrphanPolicy, reconcileAll } from "../domain/reconcile";
 import { runDueSchedules } from "../domain/schedules";
+import { systemActor } from "../domain/vm-state";
 import { attemptDelivery, WEBHOOK_MAX_ATTEMPTS } from "../domain/webhooks";
 import { workerMetrics } from "../worker-metrics";
 import { defineJob } from "./define";
@@ -44,7 +46,11 @@ export const sweepSilentAgents = (deps: JobDeps) =>
       const ids = await markSilentAgents(db, deps.staleSeconds);
       if (ids.length > 0)
         log.warn({ count: ids.length }, "agents went silent; VMs marked unhealthy");
-      return { marked: ids.length };
+      // Bring-your-own machines taken out of LabLink: after as long as a silent agent is given,
+      // their agents have heard the shutdown; their rows end and their tokens are revoked.
+      const removed = await finishByoRemovals(db, deps.staleSeconds, systemActor);
+      if (removed > 0) log.info({ count: removed }, "bring-your-own machines removed");
+      return { marked: ids.length, byoRemoved: removed };
     },
   });
 
