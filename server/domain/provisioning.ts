@@ -159,11 +159,11 @@ export async function requestVmOperation(
     throw new DomainError("STATE_CONFLICT", `VM ${vm.name} is already ${vm.state}.`, {
       state: vm.state,
     });
-  if (kind === "vm.reboot" && vm.state === "provisioning")
+  const fleet = await liveFleet(db, vm.fleetId);
+  if (kind === "vm.reboot" && vm.state === "provisioning" && fleet.driver !== "byo")
     throw new DomainError("STATE_CONFLICT", `VM ${vm.name} is still being provisioned.`, {
       state: vm.state,
     });
-  const fleet = await liveFleet(db, vm.fleetId);
   if (fleet.driver === "byo") {
     if (kind === "vm.reboot")
       throw new DomainError(
