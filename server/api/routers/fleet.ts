@@ -73,13 +73,14 @@ const common = {
   rootForResearchers: z.boolean().default(false),
 };
 
-/** How long a byo fleet's enrollment tokens work: a day to 30 days, a week by default. */
-const enrollmentExpiresInS = z
+/** How long a byo fleet's enrollment tokens work: an hour to 30 days (a week by default). */
+const ENROLLMENT_DEFAULT_S = 7 * 86_400;
+const enrollmentExpiry = z
   .number()
   .int()
   .min(3_600, "must be at least an hour")
-  .max(30 * 86_400, "must be at most 30 days")
-  .default(7 * 86_400);
+  .max(30 * 86_400, "must be at most 30 days");
+const enrollmentExpiresInS = enrollmentExpiry.default(ENROLLMENT_DEFAULT_S);
 
 const createInput = z.discriminatedUnion("driver", [
   z.strictObject({ driver: z.literal("local"), ...common }),
@@ -173,7 +174,7 @@ export const fleetRouter = createRouter({
         fleetId: z.uuid(),
         size: common.size,
         /** byo fleets: how long a new enrollment token works. */
-        enrollmentExpiresInS: enrollmentExpiresInS.optional(),
+        enrollmentExpiresInS: enrollmentExpiry.optional(),
       }),
     )
     .mutation(async ({ ctx, input }) => {
@@ -189,7 +190,7 @@ export const fleetRouter = createRouter({
           const fit = await fitEnrollmentTokens(tx, {
             fleetId: input.fleetId,
             missing,
-            expiresInS: input.enrollmentExpiresInS ?? enrollmentExpiresInS.parse(undefined),
+            expiresInS: input.enrollmentExpiresInS ?? ENROLLMENT_DEFAULT_S,
             actor: ctx.actor,
           });
           return {
