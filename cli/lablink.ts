@@ -110,17 +110,32 @@ export function buildProgram(out: Out): Command {
   const operationStarted = async (
     cmd: Command,
     api: Api,
-    result: { operation: { id: string; kind: string; status: string } },
+    result: {
+      operation: { id: string; kind: string; status: string } | null;
+      /** byo fleets: the enrollment token for the machines still missing (shown once). */
+      enrollment?: { token: string; maxUses: number; expiresAt: Date } | null;
+    },
     extra: Record<string, unknown> = {},
   ) => {
-    const { operation } = result;
-    show(cmd, { ...extra, operation }, () =>
+    const { operation, enrollment } = result;
+    const rest = Object.fromEntries(
+      Object.entries(result).filter(([k]) => k !== "operation" && k !== "enrollment"),
+    );
+    show(cmd, { ...extra, ...rest, operation, ...(enrollment ? { enrollment } : {}) }, () =>
       [
-        ...Object.entries(extra).map(([k, v]) => `${k}: ${v}`),
-        `operation ${operation.id} (${operation.kind}) ${operation.status}`,
+        ...Object.entries({ ...extra, ...rest }).map(([k, v]) => `${k}: ${v}`),
+        operation
+          ? `operation ${operation.id} (${operation.kind}) ${operation.status}`
+          : "done (a bring-your-own fleet needs no operation)",
+        ...(enrollment
+          ? [
+              `enrollment token for ${enrollment.maxUses} machine(s), until ${enrollment.expiresAt.toISOString()} (shown once):`,
+              enrollment.token,
+            ]
+          : []),
       ].join("\n"),
     );
-    if (cmd.opts<{ follow?: boolean }>().follow) {
+    if (operation && cmd.opts<{ follow?: boolean }>().follow) {
       if (!(await printLogs(cmd, api, operation.id, true))) process.exitCode = 1;
     }
   };
@@ -153,7 +168,7 @@ export function buildProgram(out: Out): Command {
     .description("create a fleet and queue the operation that provisions its VMs")
     .addOption(
       new Option("--driver <driver>", "where its VMs run")
-        .choices(["terraform", "local"])
+        .choices(["terraform", "local", "byo"])
         .makeOptionMandatory(),
     )
     .requiredOption("--instance-type <type>", "e.g. g5.xlarge (local.sim for the local driver)")
@@ -193,6 +208,8 @@ export function buildProgram(out: Out): Command {
           region: o.region as string,
           image: o.image as string,
         });
+      } else if (o.driver === "byo") {
+        result = await api.fleet.create.mutate({ driver: "byo", ...common });
       } else {
         result = await api.fleet.create.mutate({ driver: "local", ...common });
       }

@@ -68,6 +68,11 @@ const schema = z
     LABLINK_AGENT_IMAGE: z.string().trim().min(1).max(300).optional(),
     /** How often EC2 is compared with the database (seconds; 0 turns reconciliation off). */
     LABLINK_RECONCILE_INTERVAL_S: z.coerce.number().int().min(0).max(86400).default(60),
+    /**
+     * How often a worker looks after local fleets (seconds): takes those no worker owns (one whose
+     * worker died gets its agents back within about this long) and runs their queued operations.
+     */
+    LABLINK_LOCAL_FLEET_TICK_S: z.coerce.number().int().min(1).max(60).default(5),
     /** What to do with an instance tagged for a fleet but with no live VM row. */
     LABLINK_RECONCILE_ORPHANS: z.enum(["report", "adopt", "terminate"]).default("report"),
     LOG_LEVEL: z

@@ -163,3 +163,88 @@ export async function enrollMachine(
     return { vmId: vm.id, name: vm.name, token };
   });
 }
+
+/**
+ * Fits a byo fleet's open enrollment (unspent uses of its usable tokens) to the machines it still
+ * misses: a new token for the shortfall, or the surplus retired, newest tokens first (a token cut
+ * to its spent uses is revoked). Spent uses are never taken back: those machines are enrolled.
+ * The new token, if any, is in this answer only.
+ */
+export async function fitEnrollmentTokens(
+  db: DbOrTx,
+  req: { fleetId: string; missing: number; expiresInS: number; actor: Actor },
+): Promise<{
+  created: { id: string; token: string; expiresAt: Date; maxUses: number } | null;
+  retired: number;
+  open: number;
+}> {
+  return db.transaction(async (tx) => {
+    const usable = await tx
+      .select({
+        id: enrollmentTokens.id,
+        maxUses: enrollmentTokens.maxUses,
+        uses: enrollmentTokens.uses,
+      })
+      .from(enrollmentTokens)
+      .where(
+        and(
+          eq(enrollmentTokens.fleetId, req.fleetId),
+          isNull(enrollmentTokens.revokedAt),
+          gt(enrollmentTokens.expiresAt, sql`now()`),
+          lt(enrollmentTokens.uses, enrollmentTokens.maxUses),
+        ),
+      )
+      .orderBy(desc(enrollmentTokens.createdAt), desc(enrollmentTokens.id))
+      .for("update");
+    const open = usable.reduce((n, t) => n + t.maxUses - t.uses, 0);
+    if (req.missing > open) {
+      const created = await createEnrollmentToken(tx, {
+        fleetId: req.fleetId,
+        maxUses: req.missing - open,
+        expiresInS: req.expiresInS,
+        label: "fleet scale",
+        actor: req.actor,
+      });
+      return { created, retired: 0, open: req.missing };
+    }
+    let surplus = open - req.missing;
+    let retired = 0;
+    for (const t of usable) {
+      if (surplus === 0) break;
+      const cut = Math.min(surplus, t.maxUses - t.uses);
+      const maxUses = t.maxUses - cut;
+      await tx
+        .update(enrollmentTokens)
+        .set({ maxUses, ...(maxUses === t.uses ? { revokedAt: sql`now()` } : {}) })
+        .where(eq(enrollmentTokens.id, t.id));
+      await audit(
+        tx,
+        req.actor,
+        "enrollment.retire",
+        { kind: "enrollment_token", id: t.id },
+        { fleetId: req.fleetId, unusedUsesRetired: cut, maxUses },
+      );
+      surplus -= cut;
+      retired += cut;
+    }
+    return { created: null, retired, open: req.missing };
+  });
+}
+
+/** Revokes every enrollment token of a fleet (it is destroyed: no machine may join it). */
+export async function revokeFleetEnrollmentTokens(db: DbOrTx, fleetId: string, actor: Actor) {
+  const revoked = await db
+    .update(enrollmentTokens)
+    .set({ revokedAt: sql`now()` })
+    .where(and(eq(enrollmentTokens.fleetId, fleetId), isNull(enrollmentTokens.revokedAt)))
+    .returning({ id: enrollmentTokens.id });
+  for (const t of revoked)
+    await audit(
+      db,
+      actor,
+      "enrollment.revoke",
+      { kind: "enrollment_token", id: t.id },
+      { fleetId },
+    );
+  return revoked.length;
+}

@@ -12,6 +12,8 @@ export const domainErrorCodes = {
   /** A fleet's weekly GPU-hour quota is used up for this researcher. */
   QUOTA_EXCEEDED: "FORBIDDEN",
   ALREADY_EXISTS: "CONFLICT",
+  /** The action cannot be done on this kind of fleet (e.g. rebooting a bring-your-own machine). */
+  NOT_SUPPORTED: "PRECONDITION_FAILED",
   INVALID_INPUT: "BAD_REQUEST",
   UNAUTHORIZED: "UNAUTHORIZED",
   FORBIDDEN: "FORBIDDEN",

@@ -15,7 +15,15 @@ import {
   sql,
 } from "drizzle-orm";
 import type { DbOrTx } from "../db/client";
-import { type Fleet, fleets, operations, users, type VmState, vms } from "../db/schema";
+import {
+  enrollmentTokens,
+  type Fleet,
+  fleets,
+  operations,
+  users,
+  type VmState,
+  vms,
+} from "../db/schema";
 
 /** Fleets with their VM counts per state. */
 export async function listFleets(db: DbOrTx) {
@@ -29,8 +37,26 @@ export async function listFleets(db: DbOrTx) {
     .from(vms)
     .where(ne(vms.state, "terminated"))
     .groupBy(vms.fleetId, vms.state);
+  // Bring-your-own fleets: enrollment uses still open (machines that may still join).
+  const open = await db
+    .select({
+      fleetId: enrollmentTokens.fleetId,
+      n: sql<number>`coalesce(sum(${enrollmentTokens.maxUses} - ${enrollmentTokens.uses}), 0)::int`,
+    })
+    .from(enrollmentTokens)
+    .innerJoin(fleets, eq(fleets.id, enrollmentTokens.fleetId))
+    .where(
+      and(
+        eq(fleets.driver, "byo"),
+        isNull(enrollmentTokens.revokedAt),
+        sql`${enrollmentTokens.expiresAt} > now()`,
+        sql`${enrollmentTokens.uses} < ${enrollmentTokens.maxUses}`,
+      ),
+    )
+    .groupBy(enrollmentTokens.fleetId);
   return rows.map((f) => ({
     ...f,
+    openEnrollments: open.find((o) => o.fleetId === f.id)?.n ?? 0,
     vmCounts: Object.fromEntries(
       counts.filter((c) => c.fleetId === f.id).map((c) => [c.state, c.n]),
     ) as Partial<Record<VmState, number>>,

@@ -2,6 +2,7 @@ import { and, eq, inArray, sql } from "drizzle-orm";
 import type { Db, DbOrTx } from "../db/client";
 import { isUniqueViolation } from "../db/errors";
 import { type Fleet, type FleetDriverName, fleets, vms } from "../db/schema";
+import { removeByoMachine } from "./byo";
 import { DomainError } from "./errors";
 import { setFleetGroups } from "./groups";
 import { requestOperation } from "./operations";
@@ -158,11 +159,22 @@ export async function requestVmOperation(
     throw new DomainError("STATE_CONFLICT", `VM ${vm.name} is already ${vm.state}.`, {
       state: vm.state,
     });
-  if (kind === "vm.reboot" && vm.state === "provisioning")
+  const fleet = await liveFleet(db, vm.fleetId);
+  if (kind === "vm.reboot" && vm.state === "provisioning" && fleet.driver !== "byo")
     throw new DomainError("STATE_CONFLICT", `VM ${vm.name} is still being provisioned.`, {
       state: vm.state,
     });
-  await liveFleet(db, vm.fleetId);
+  if (fleet.driver === "byo") {
+    if (kind === "vm.reboot")
+      throw new DomainError(
+        "NOT_SUPPORTED",
+        `${vm.name} is a bring-your-own machine: LabLink cannot reboot it. Reboot it on the machine itself (its agent registers again when it is back), or terminate it to take it out of the fleet.`,
+        { driver: "byo" },
+      );
+    // No worker is involved: the machine leaves now and its agent is told to stop.
+    const removed = await removeByoMachine(db, vm, actor);
+    return { operation: null, vm: removed };
+  }
   return db.transaction(async (tx) => {
     const operation = await requestOperation(tx, {
       fleetId: vm.fleetId,

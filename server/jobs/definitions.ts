@@ -2,7 +2,9 @@ import { eq } from "drizzle-orm";
 import { z } from "zod";
 import type { FleetDriver } from "../cloud/driver";
 import type { Ec2Api } from "../cloud/ec2/ec2";
+import { NotFleetOwner } from "../cloud/local/ownership";
 import { fleets } from "../db/schema";
+import { finishByoRemovals } from "../domain/byo";
 import { localFleetsToApply } from "../domain/fleets";
 import { pruneGpuSamples } from "../domain/gpu-history";
 import { markSilentAgents } from "../domain/health";
@@ -10,6 +12,7 @@ import { releaseExpiredHolds } from "../domain/hold-limits";
 import { type ReminderSettings, sendHoldReminders } from "../domain/hold-reminders";
 import { type OrphanPolicy, reconcileAll } from "../domain/reconcile";
 import { runDueSchedules } from "../domain/schedules";
+import { systemActor } from "../domain/vm-state";
 import { attemptDelivery, WEBHOOK_MAX_ATTEMPTS } from "../domain/webhooks";
 import { workerMetrics } from "../worker-metrics";
 import { defineJob } from "./define";
@@ -20,6 +23,8 @@ export type JobDeps = {
   /** GPU samples older than this are deleted (LABLINK_GPU_SAMPLE_RETENTION_HOURS). */
   gpuSampleRetentionHours?: number;
   drivers: Partial<Record<string, FleetDriver>>;
+  /** Whether this worker may run the fleet's operations (local fleets: only their owner). */
+  mayRunOperation?: (fleetId: string) => Promise<boolean>;
   operations?: OperationSettings;
   /** Fires when the worker shuts down; running operations stop and are queued again. */
   shutdown?: AbortSignal;
@@ -45,7 +50,11 @@ export const sweepSilentAgents = (deps: JobDeps) =>
       const ids = await markSilentAgents(db, deps.staleSeconds);
       if (ids.length > 0)
         log.warn({ count: ids.length }, "agents went silent; VMs marked unhealthy");
-      return { marked: ids.length };
+      // Bring-your-own machines taken out of LabLink: after as long as a silent agent is given,
+      // their agents have heard the shutdown; their rows end and their tokens are revoked.
+      const removed = await finishByoRemovals(db, deps.staleSeconds, systemActor);
+      if (removed > 0) log.info({ count: removed }, "bring-your-own machines removed");
+      return { marked: ids.length, byoRemoved: removed };
     },
   });
 
@@ -137,7 +146,12 @@ export const applyFleet = (deps: JobDeps) =>
       if (!fleet) return { skipped: "fleet not found" };
       const driver = deps.drivers[fleet.driver];
       if (!driver) return { skipped: `no ${fleet.driver} driver in this worker` };
-      await driver.apply(fleet);
+      try {
+        await driver.apply(fleet);
+      } catch (err) {
+        if (err instanceof NotFleetOwner) return { skipped: err.message };
+        throw err;
+      }
       return { applied: fleet.name };
     },
   });
@@ -156,7 +170,14 @@ export const runOperation = (deps: JobDeps) =>
     timeoutSeconds: 4 * 60 * 60,
     handler: ({ operationId }, { db, log }) =>
       executeOperation(
-        { db, log, drivers: deps.drivers, settings: deps.operations, shutdown: deps.shutdown },
+        {
+          db,
+          log,
+          drivers: deps.drivers,
+          settings: deps.operations,
+          shutdown: deps.shutdown,
+          mayRun: deps.mayRunOperation,
+        },
         operationId,
       ),
   });

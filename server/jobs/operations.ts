@@ -1,9 +1,9 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
-import { eq } from "drizzle-orm";
+import { and, eq } from "drizzle-orm";
 import { type DriverRun, type FleetDriver, RunAborted, throwIfAborted } from "../cloud/driver";
 import type { Db } from "../db/client";
-import { type Operation, vms } from "../db/schema";
+import { type Operation, operations, vms } from "../db/schema";
 import { getFleet, setFleetDesiredSize, setFleetStatus } from "../domain/fleets";
 import {
   appendLogs,
@@ -113,11 +113,24 @@ async function executeOperationNow(
     settings?: OperationSettings;
     /** Fires when the worker shuts down: the run stops and the operation is queued again. */
     shutdown?: AbortSignal;
+    /**
+     * Whether this worker may run operations on the fleet (a local fleet's agents live in the
+     * one worker that owns it). When not, the operation stays queued for the owner.
+     */
+    mayRun?: (fleetId: string) => Promise<boolean>;
   },
   operationId: string,
 ): Promise<{ status: string }> {
   const { db } = deps;
   const settings = deps.settings ?? defaultOperationSettings;
+  if (deps.mayRun) {
+    const [queued] = await db
+      .select({ fleetId: operations.fleetId })
+      .from(operations)
+      .where(and(eq(operations.id, operationId), eq(operations.status, "queued")));
+    if (!queued) return { status: "not queued" };
+    if (!(await deps.mayRun(queued.fleetId))) return { status: "left to the fleet's owner" };
+  }
   const op = await claimOperation(db, operationId, workerId, settings.leaseSeconds);
   if (!op) return { status: "not queued" };
   const log = deps.log.child({ operationId, kind: op.kind });

@@ -199,7 +199,7 @@ export function FleetsAdmin() {
   const [op, setOp] = useState<{ id: string; title: string } | null>(null);
   const [form, setForm] = useState({
     name: "",
-    driver: "local" as "local" | "terraform",
+    driver: "local" as "local" | "terraform" | "byo",
     instanceType: "local.sim",
     gpuModel: "",
     gpuCount: 1,
@@ -224,19 +224,46 @@ export function FleetsAdmin() {
   const [destroying, setDestroying] = useState<{ id: string; name: string } | null>(null);
   const [typed, setTyped] = useState("");
   const refresh = () => queryClient.invalidateQueries();
+  /** What a bring-your-own fleet change did (no operation): a new token is shown this once. */
+  const [byoResult, setByoResult] = useState<{
+    fleetName: string;
+    token?: { token: string; maxUses: number; expiresAt: Date };
+    message: string;
+  } | null>(null);
 
   const create = useMutation(
     trpc.fleet.create.mutationOptions({
       onSuccess: (r) => {
-        setOp({ id: r.operation.id, title: `Create ${form.name}` });
+        setByoResult(null);
+        if (r.operation) setOp({ id: r.operation.id, title: `Create ${form.name}` });
+        else
+          setByoResult({
+            fleetName: form.name,
+            token: r.enrollment ?? undefined,
+            message: `Fleet ${form.name} created.`,
+          });
         return refresh();
       },
     }),
   );
   const scale = useMutation(
     trpc.fleet.scale.mutationOptions({
-      onSuccess: (r) => {
-        setOp({ id: r.operation.id, title: "Scale" });
+      onSuccess: (r, input) => {
+        setByoResult(null);
+        if (r.operation) setOp({ id: r.operation.id, title: "Scale" });
+        else {
+          const name = fleets.data?.find((f) => f.id === input.fleetId)?.name ?? "";
+          const retired = "retiredUses" in r ? r.retiredUses : 0;
+          setByoResult({
+            fleetName: name,
+            token: r.enrollment ?? undefined,
+            message: r.enrollment
+              ? `${name} now expects ${input.size} machine(s).`
+              : retired > 0
+                ? `${name} now expects ${input.size} machine(s): ${plural(retired, "unused enrollment was", "unused enrollments were")} retired. Enrolled machines stay until you remove them.`
+                : `${name} now expects ${input.size} machine(s); its open enrollment already covers them.`,
+          });
+        }
         return refresh();
       },
     }),
@@ -244,7 +271,13 @@ export function FleetsAdmin() {
   const destroy = useMutation(
     trpc.fleet.destroy.mutationOptions({
       onSuccess: (r) => {
-        setOp({ id: r.operation.id, title: `Destroy ${destroying?.name ?? ""}` });
+        setByoResult(null);
+        if (r.operation) setOp({ id: r.operation.id, title: `Destroy ${destroying?.name ?? ""}` });
+        else
+          setByoResult({
+            fleetName: destroying?.name ?? "",
+            message: `Fleet ${destroying?.name ?? ""} destroyed: ${plural(r.machinesStopped, "machine was", "machines were")} told to stop and no machine can enroll in it any more.`,
+          });
         setDestroying(null);
         setTyped("");
         return refresh();
@@ -257,6 +290,35 @@ export function FleetsAdmin() {
     <div className="space-y-6">
       <h1 className="text-2xl font-semibold">Fleets</h1>
       {op && <OperationLog key={op.id} operationId={op.id} title={op.title} />}
+      {byoResult && (
+        <div
+          role="status"
+          data-testid="byo-result"
+          className="space-y-2 rounded-lg border border-slate-200 bg-white p-4 text-sm dark:border-slate-800 dark:bg-slate-900"
+        >
+          <p>{byoResult.message}</p>
+          {byoResult.token && (
+            <>
+              <p>
+                Enrollment token for {plural(byoResult.token.maxUses, "machine", "machines")} of{" "}
+                {byoResult.fleetName}, valid until{" "}
+                {new Date(byoResult.token.expiresAt).toLocaleString()}. It is shown only now: copy
+                it into each machine's agent (<code>LABLINK_ENROLLMENT_TOKEN</code>, see{" "}
+                <a href="/admin/enrollment" className="underline">
+                  Enrollment
+                </a>
+                ).
+              </p>
+              <code
+                data-testid="byo-token"
+                className="block break-all rounded bg-slate-100 p-2 dark:bg-slate-800"
+              >
+                {byoResult.token.token}
+              </code>
+            </>
+          )}
+        </div>
+      )}
 
       <section aria-labelledby="fleets-heading" className="space-y-3">
         <h2 id="fleets-heading" className="text-lg font-semibold">
@@ -307,13 +369,25 @@ export function FleetsAdmin() {
                   ? "never"
                   : `after ${holdText(f.idleReleaseMinutes)} without use`}
               </p>
+              {f.driver === "byo" && (
+                <p data-testid="fleet-enrollment">
+                  Machines:{" "}
+                  {Object.entries(f.vmCounts)
+                    .filter(([s]) => s !== "terminating")
+                    .reduce((n, [, c]) => n + c, 0)}{" "}
+                  enrolled of {f.desiredSize} expected ·{" "}
+                  {plural(f.openEnrollments, "enrollment", "enrollments")} open
+                </p>
+              )}
               <p data-testid="fleet-counts">
                 {Object.entries(f.vmCounts)
                   .map(([s, n]) => `${n} ${s}`)
                   .join(" · ") || "no VMs"}
               </p>
               <div className="flex flex-wrap items-center gap-2">
-                <label htmlFor={`size-${f.id}`}>Size</label>
+                <label htmlFor={`size-${f.id}`}>
+                  {f.driver === "byo" ? "Machines expected" : "Size"}
+                </label>
                 <input
                   id={`size-${f.id}`}
                   type="number"
@@ -372,8 +446,19 @@ export function FleetsAdmin() {
             className="space-y-2 rounded border border-red-300 bg-red-50 p-3 text-sm dark:border-red-800 dark:bg-red-950"
           >
             <p>
-              Destroying <strong>{destroying.name}</strong> terminates every VM in it, including
-              ones researchers hold. Type the fleet's name to confirm.
+              {fleets.data?.find((f) => f.id === destroying.id)?.driver === "byo" ? (
+                <>
+                  Destroying <strong>{destroying.name}</strong> takes every machine in it out of
+                  LabLink, including ones researchers hold: their agents stop and no machine can
+                  enroll again. The machines themselves keep running.
+                </>
+              ) : (
+                <>
+                  Destroying <strong>{destroying.name}</strong> terminates every VM in it, including
+                  ones researchers hold.
+                </>
+              )}{" "}
+              Type the fleet's name to confirm.
             </p>
             <label htmlFor="confirm-name" className="block">
               Fleet name
@@ -446,14 +531,16 @@ export function FleetsAdmin() {
             create.mutate(
               form.driver === "local"
                 ? { driver: "local", ...common }
-                : {
-                    driver: "terraform",
-                    ...common,
-                    region: form.region,
-                    image: form.image,
-                    clientImageCompat: form.clientImageCompat,
-                    config,
-                  },
+                : form.driver === "byo"
+                  ? { driver: "byo", ...common }
+                  : {
+                      driver: "terraform",
+                      ...common,
+                      region: form.region,
+                      image: form.image,
+                      clientImageCompat: form.clientImageCompat,
+                      config,
+                    },
             );
           }}
         >
@@ -479,12 +566,13 @@ export function FleetsAdmin() {
               id="fleet-driver"
               value={form.driver}
               onChange={(e) =>
-                setForm({ ...form, driver: e.target.value as "local" | "terraform" })
+                setForm({ ...form, driver: e.target.value as "local" | "terraform" | "byo" })
               }
               className={inputClass}
             >
               <option value="local">This machine (simulated GPUs)</option>
               <option value="terraform">AWS EC2 through Terraform</option>
+              <option value="byo">Bring your own machines (enrollment tokens)</option>
             </select>
           </div>
           <div>

@@ -1,6 +1,9 @@
+import { TRPCError } from "@trpc/server";
 import { z } from "zod";
+import { fitEnrollmentTokens, revokeFleetEnrollmentTokens } from "../../auth/enrollment";
 import { terraformFleetConfig } from "../../cloud/terraform/config";
-import { listFleets } from "../../domain/fleets";
+import { createByoFleet, destroyByoFleet, resizeByoFleet } from "../../domain/byo";
+import { getFleet, listFleets } from "../../domain/fleets";
 import { setFleetLimit } from "../../domain/hold-limits";
 import { publicOperation } from "../../domain/operations";
 import { createFleet, destroyFleet, scaleFleet } from "../../domain/provisioning";
@@ -70,8 +73,24 @@ const common = {
   rootForResearchers: z.boolean().default(false),
 };
 
+/** How long a byo fleet's enrollment tokens work: an hour to 30 days (a week by default). */
+const ENROLLMENT_DEFAULT_S = 7 * 86_400;
+const enrollmentExpiry = z
+  .number()
+  .int()
+  .min(3_600, "must be at least an hour")
+  .max(30 * 86_400, "must be at most 30 days");
+const enrollmentExpiresInS = enrollmentExpiry.default(ENROLLMENT_DEFAULT_S);
+
 const createInput = z.discriminatedUnion("driver", [
   z.strictObject({ driver: z.literal("local"), ...common }),
+  /** Bring-your-own: `size` machines are expected; the answer has their enrollment token. */
+  z.strictObject({
+    driver: z.literal("byo"),
+    ...common,
+    instanceType: common.instanceType.default("byo"),
+    enrollmentExpiresInS,
+  }),
   z.strictObject({
     driver: z.literal("terraform"),
     ...common,
@@ -91,6 +110,34 @@ export const fleetRouter = createRouter({
 
   /** Creates a fleet and queues the operation that provisions its VMs. */
   create: adminProcedure.input(createInput).mutation(async ({ ctx, input }) => {
+    if (input.driver === "byo") {
+      // One transaction: a fleet is never left without the token its machines need.
+      return ctx.db.transaction(async (tx) => {
+        const fleet = await createByoFleet(
+          tx,
+          {
+            name: input.name,
+            instanceType: input.instanceType,
+            gpuModel: input.gpuModel ?? null,
+            gpuCount: input.gpuCount,
+            size: input.size,
+            maxHoldMinutes: input.maxHoldMinutes ?? null,
+            idleReleaseMinutes: input.idleReleaseMinutes ?? null,
+            gpuHoursPerWeek: input.gpuHoursPerWeek ?? null,
+            groupIds: input.groupIds ?? [],
+            rootForResearchers: input.rootForResearchers,
+          },
+          ctx.actor,
+        );
+        const fit = await fitEnrollmentTokens(tx, {
+          fleetId: fleet.id,
+          missing: input.size,
+          expiresInS: input.enrollmentExpiresInS,
+          actor: ctx.actor,
+        });
+        return { fleetId: fleet.id, operation: null, enrollment: fit.created };
+      });
+    }
     const { fleet, operation } = await createFleet(
       ctx.db,
       {
@@ -113,14 +160,54 @@ export const fleetRouter = createRouter({
       ctx.actor,
       { agentImage: ctx.settings.agentImage },
     );
-    return { fleetId: fleet.id, operation: publicOperation(operation) };
+    return { fleetId: fleet.id, operation: publicOperation(operation), enrollment: null };
   }),
 
+  /**
+   * Scales a fleet. A bring-your-own fleet's machines are not LabLink's to create: its open
+   * enrollment is fitted to the machines it misses (the answer has a new token for the shortfall,
+   * or the unused uses it retired); enrolled machines stay until terminated.
+   */
   scale: adminProcedure
-    .input(z.strictObject({ fleetId: z.uuid(), size: common.size }))
+    .input(
+      z.strictObject({
+        fleetId: z.uuid(),
+        size: common.size,
+        /** byo fleets: how long a new enrollment token works. */
+        enrollmentExpiresInS: enrollmentExpiry.optional(),
+      }),
+    )
     .mutation(async ({ ctx, input }) => {
+      const fleet = await getFleet(ctx.db, input.fleetId);
+      if (fleet?.driver === "byo") {
+        return ctx.db.transaction(async (tx) => {
+          const { enrolled, missing } = await resizeByoFleet(
+            tx,
+            input.fleetId,
+            input.size,
+            ctx.actor,
+          );
+          const fit = await fitEnrollmentTokens(tx, {
+            fleetId: input.fleetId,
+            missing,
+            expiresInS: input.enrollmentExpiresInS ?? ENROLLMENT_DEFAULT_S,
+            actor: ctx.actor,
+          });
+          return {
+            operation: null,
+            enrollment: fit.created,
+            enrolled,
+            retiredUses: fit.retired,
+          };
+        });
+      }
+      if (input.enrollmentExpiresInS !== undefined)
+        throw new TRPCError({
+          code: "BAD_REQUEST",
+          message: "enrollmentExpiresInS is for bring-your-own fleets only.",
+        });
       const { operation } = await scaleFleet(ctx.db, input.fleetId, input.size, ctx.actor);
-      return { operation: publicOperation(operation) };
+      return { operation: publicOperation(operation), enrollment: null };
     }),
 
   /**
@@ -194,7 +281,16 @@ export const fleetRouter = createRouter({
   destroy: adminProcedure
     .input(z.strictObject({ fleetId: z.uuid() }))
     .mutation(async ({ ctx, input }) => {
+      const fleet = await getFleet(ctx.db, input.fleetId);
+      if (fleet?.driver === "byo") {
+        // At once, no worker: its machines' agents are told to stop, no machine can join again.
+        return ctx.db.transaction(async (tx) => {
+          const { machines } = await destroyByoFleet(tx, input.fleetId, ctx.actor);
+          await revokeFleetEnrollmentTokens(tx, input.fleetId, ctx.actor);
+          return { operation: null, machinesStopped: machines };
+        });
+      }
       const { operation } = await destroyFleet(ctx.db, input.fleetId, ctx.actor);
-      return { operation: publicOperation(operation) };
+      return { operation: publicOperation(operation), machinesStopped: 0 };
     }),
 });

@@ -152,15 +152,19 @@ export const vmRouter = createRouter({
     .input(z.strictObject({ vmId: z.uuid() }))
     .mutation(async ({ ctx, input }) => {
       const { operation } = await requestVmOperation(ctx.db, input.vmId, "vm.reboot", ctx.actor);
-      return { operation: publicOperation(operation) };
+      return { operation: operation && publicOperation(operation) };
     }),
 
   /** Removes one VM for good (admin); the fleet's size drops by one. */
   terminate: adminProcedure
     .input(z.strictObject({ vmId: z.uuid() }))
     .mutation(async ({ ctx, input }) => {
-      const { operation } = await requestVmOperation(ctx.db, input.vmId, "vm.terminate", ctx.actor);
-      return { operation: publicOperation(operation) };
+      // A bring-your-own machine leaves at once (no operation): its agent is told to stop.
+      const r = await requestVmOperation(ctx.db, input.vmId, "vm.terminate", ctx.actor);
+      return {
+        operation: r.operation && publicOperation(r.operation),
+        state: "vm" in r ? r.vm.state : undefined,
+      };
     }),
 });
 

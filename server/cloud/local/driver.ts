@@ -140,8 +140,11 @@ export class LocalFleetDriver implements FleetDriver {
     this.procs.set(vm.id, child);
     this.running.set(vm.id, { name: vm.name, fleetId: fleet.id });
     child.on("exit", (code, signal) => {
-      this.procs.delete(vm.id);
-      this.running.delete(vm.id);
+      // A restarted agent's old process may exit after its successor started.
+      if (this.procs.get(vm.id) === child) {
+        this.procs.delete(vm.id);
+        this.running.delete(vm.id);
+      }
       if (!this.closing) this.o.log.warn({ vm: vm.name, code, signal }, "local agent exited");
     });
     await this.o.ledger.launched(vm.id, { providerId: `local:${child.pid}` });
@@ -191,6 +194,20 @@ export class LocalFleetDriver implements FleetDriver {
       });
       child.kill("SIGTERM");
     });
+  }
+
+  /** Fleets with at least one agent running in this process. */
+  fleetsWithAgents(): Set<string> {
+    return new Set([...this.procs.keys()].map((id) => this.running.get(id)?.fleetId ?? ""));
+  }
+
+  /**
+   * Stops this process's agents of one fleet and changes nothing in the database: another worker
+   * now runs that fleet and starts agents of its own.
+   */
+  async stopAgents(fleetId: string): Promise<void> {
+    const ids = [...this.procs.keys()].filter((id) => this.running.get(id)?.fleetId === fleetId);
+    await Promise.all(ids.map((id) => this.kill(id)));
   }
 
   runningCount(): number {

@@ -10,7 +10,7 @@ import { OperationLog } from "../../fleets/operation-log";
 
 type Action = "drain" | "undrain" | "forceRelease" | "markFailed" | "reboot" | "terminate";
 
-const LABELS: Record<Action, { button: string; confirm: string }> = {
+const ACTION_LABELS: Record<Action, { button: string; confirm: string }> = {
   drain: {
     button: "Drain",
     confirm:
@@ -36,6 +36,15 @@ const LABELS: Record<Action, { button: string; confirm: string }> = {
   },
 };
 
+/** A bring-your-own machine is not LabLink's to reboot; terminating it takes it out of LabLink. */
+const BYO_LABELS: Partial<Record<Action, { button: string; confirm: string }>> = {
+  terminate: {
+    button: "Remove from fleet",
+    confirm:
+      "Take this machine out of LabLink? Its agent is told to stop and its token is revoked; a researcher on it loses it. The machine itself keeps running.",
+  },
+};
+
 /** What the last action did: the VM's new state, or the operation it started. */
 type Outcome = { action: Action; state?: string; operationId?: string };
 
@@ -46,7 +55,7 @@ export function VmDetail({ vmId }: { vmId: string }) {
   const [pending, setPending] = useState<Action | null>(null);
   const [reason, setReason] = useState("");
   const [outcome, setOutcome] = useState<Outcome | null>(null);
-  const done = (action: Action) => (r: { state?: string; operation?: { id: string } }) => {
+  const done = (action: Action) => (r: { state?: string; operation?: { id: string } | null }) => {
     setPending(null);
     setReason("");
     setOutcome({ action, state: r.state, operationId: r.operation?.id });
@@ -78,9 +87,12 @@ export function VmDetail({ vmId }: { vmId: string }) {
   if (v.state === "draining") available.push("undrain");
   if (v.holder) available.push("forceRelease");
   if (!["failed", "terminated", "terminating"].includes(v.state)) available.push("markFailed");
-  if (!["provisioning", "terminated", "terminating"].includes(v.state)) available.push("reboot");
+  const byo = v.fleet.driver === "byo";
+  if (!byo && !["provisioning", "terminated", "terminating"].includes(v.state))
+    available.push("reboot");
   if (!["terminated", "terminating"].includes(v.state)) available.push("terminate");
 
+  const LABELS = byo ? { ...ACTION_LABELS, ...BYO_LABELS } : ACTION_LABELS;
   const run = (a: Action) => {
     if (a === "markFailed") mutations.markFailed.mutate({ vmId, reason });
     else mutations[a].mutate({ vmId });
