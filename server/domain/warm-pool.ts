@@ -231,7 +231,8 @@ async function observeFailures(db: DbOrTx, fleetId: string, prev: WarmPoolState,
     .select({ maxAudit: max(auditEvents.id) })
     .from(auditEvents);
   const [{ maxOp } = { maxOp: null }] = await db
-    .select({ maxOp: max(operations.finishedAt) })
+    // As text: a JS Date would drop the microseconds and count the last failure again.
+    .select({ maxOp: sql<string | null>`max(${operations.finishedAt})::text` })
     .from(operations)
     .where(eq(operations.fleetId, fleetId));
 
@@ -274,7 +275,7 @@ async function observeFailures(db: DbOrTx, fleetId: string, prev: WarmPoolState,
           eq(operations.fleetId, fleetId),
           eq(operations.status, "failed"),
           inArray(operations.kind, [...LAUNCH_KINDS]),
-          gt(operations.finishedAt, new Date(prev.opsWatermark)),
+          sql`${operations.finishedAt} > ${prev.opsWatermark}::timestamptz`,
         ),
       );
     added += failedOps.length;
@@ -284,9 +285,7 @@ async function observeFailures(db: DbOrTx, fleetId: string, prev: WarmPoolState,
     next.lastFailureAt = now.toISOString();
   }
   next.auditWatermark = maxAudit ?? prev.auditWatermark ?? 0;
-  next.opsWatermark = maxOp
-    ? maxOp.toISOString()
-    : (prev.opsWatermark ?? new Date(0).toISOString());
+  next.opsWatermark = maxOp ?? prev.opsWatermark ?? "-infinity";
   return next;
 }
 
