@@ -8,6 +8,7 @@ import { markSilentAgents } from "../domain/health";
 import { releaseExpiredHolds } from "../domain/hold-limits";
 import { type ReminderSettings, sendHoldReminders } from "../domain/hold-reminders";
 import { type OrphanPolicy, reconcileAll } from "../domain/reconcile";
+import { applyRecurringSchedules } from "../domain/recurring-schedules";
 import { runDueSchedules } from "../domain/schedules";
 import { reconcileWarmPools } from "../domain/warm-pool";
 import { attemptDelivery, WEBHOOK_MAX_ATTEMPTS } from "../domain/webhooks";
@@ -74,7 +75,10 @@ export const expireHolds = (deps: Pick<JobDeps, "reminders"> = {}) =>
     },
   });
 
-/** Starts the scale operations of scheduled fleet sizes that are due (every 15 s). */
+/**
+ * Starts the scale (or destroy) operations of scheduled changes that are due, and applies the
+ * recurring slots' boundaries (every 15 s).
+ */
 export const runSchedules = () =>
   defineJob({
     name: "fleet.run-schedules",
@@ -89,7 +93,19 @@ export const runSchedules = () =>
       if (done > 0) log.info({ done }, "scheduled fleet sizes started");
       if (failed > 0)
         log.warn({ failed }, "scheduled fleet sizes failed; see the fleet's schedule");
-      return { done, failed, waiting: count("waiting"), superseded: count("superseded") };
+      const recurring = await applyRecurringSchedules(db);
+      for (const r of recurring.filter((x) => x.outcome !== "waiting"))
+        log.info(
+          { scheduleId: r.scheduleId, fleetId: r.fleetId, size: r.size, outcome: r.outcome },
+          "recurring schedule boundary applied",
+        );
+      return {
+        done,
+        failed,
+        waiting: count("waiting"),
+        superseded: count("superseded"),
+        recurring: recurring.filter((r) => r.outcome === "applied").length,
+      };
     },
   });
 
