@@ -8,7 +8,9 @@ import { markSilentAgents } from "../domain/health";
 import { releaseExpiredHolds } from "../domain/hold-limits";
 import { type ReminderSettings, sendHoldReminders } from "../domain/hold-reminders";
 import { type OrphanPolicy, reconcileAll } from "../domain/reconcile";
+import { applyRecurringSchedules } from "../domain/recurring-schedules";
 import { runDueSchedules } from "../domain/schedules";
+import { reconcileWarmPools } from "../domain/warm-pool";
 import { attemptDelivery, WEBHOOK_MAX_ATTEMPTS } from "../domain/webhooks";
 import { workerMetrics } from "../worker-metrics";
 import { defineJob } from "./define";
@@ -73,7 +75,10 @@ export const expireHolds = (deps: Pick<JobDeps, "reminders"> = {}) =>
     },
   });
 
-/** Starts the scale operations of scheduled fleet sizes that are due (every 15 s). */
+/**
+ * Starts the scale (or destroy) operations of scheduled changes that are due, and applies the
+ * recurring slots' boundaries (every 15 s).
+ */
 export const runSchedules = () =>
   defineJob({
     name: "fleet.run-schedules",
@@ -88,7 +93,49 @@ export const runSchedules = () =>
       if (done > 0) log.info({ done }, "scheduled fleet sizes started");
       if (failed > 0)
         log.warn({ failed }, "scheduled fleet sizes failed; see the fleet's schedule");
-      return { done, failed, waiting: count("waiting"), superseded: count("superseded") };
+      const recurring = await applyRecurringSchedules(db);
+      for (const r of recurring.filter((x) => x.outcome !== "waiting"))
+        log.info(
+          { scheduleId: r.scheduleId, fleetId: r.fleetId, size: r.size, outcome: r.outcome },
+          "recurring schedule boundary applied",
+        );
+      return {
+        done,
+        failed,
+        waiting: count("waiting"),
+        superseded: count("superseded"),
+        recurring: recurring.filter((r) => r.outcome === "applied").length,
+      };
+    },
+  });
+
+/**
+ * Keeps each warm-pool fleet's ready count (every 15 s). pg-boss's singleton keeps the queue to
+ * one run per period; the advisory lock inside reconcileWarmPools keeps a second worker's run
+ * (another period, a slow first run) from acting at the same time.
+ */
+export const warmPools = () =>
+  defineJob({
+    name: "fleet.warm-pool",
+    schema: z.strictObject({}),
+    retry: { limit: 0, delaySeconds: 0, backoff: false },
+    timeoutSeconds: 60,
+    handler: async (_payload, { db, log }) => {
+      const { locked, fleets: runs } = await reconcileWarmPools(db);
+      if (locked) return { locked };
+      const acted = runs.filter((r) => r.action !== "none");
+      if (acted.length > 0)
+        log.info(
+          {
+            fleets: acted.map((r) => ({
+              fleetId: r.fleetId,
+              action: r.action,
+              size: r.targetSize,
+            })),
+          },
+          "warm pools adjusted",
+        );
+      return { locked, acted: acted.length };
     },
   });
 
@@ -211,6 +258,7 @@ export const allJobs = (deps: JobDeps) => [
   sweepSilentAgents(deps),
   expireHolds(deps),
   runSchedules(),
+  warmPools(),
   pruneGpuSamplesJob(deps),
   applyFleet(deps),
   runOperation(deps),

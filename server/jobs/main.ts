@@ -125,6 +125,12 @@ async function main() {
         .send("fleet.run-schedules", {}, { singletonSeconds: 15 })
         .catch((err) => log.error({ err }, "schedule enqueue failed"));
     }, 15_000),
+    // Warm pools: a claimed VM's replacement starts booting at most 15 s later.
+    setInterval(() => {
+      runner
+        .send("fleet.warm-pool", {}, { singletonSeconds: 15 })
+        .catch((err) => log.error({ err }, "warm pool enqueue failed"));
+    }, 15_000),
     // Hold limits are whole minutes: checking every 30 s releases a VM at most that late.
     setInterval(() => {
       runner
