@@ -16,8 +16,14 @@ import type { Mailer } from "../mail";
 import { audit } from "./audit";
 import { DomainError } from "./errors";
 import { requestOperation } from "./operations";
-import { type RecoveryPolicy, recoveryPolicyOf } from "./recovery-policy";
-import { systemActor, transition } from "./vm-state";
+import {
+  DEFAULT_RECOVERY_POLICY,
+  type RecoveryPolicy,
+  type RecoveryPolicyPatch,
+  recoveryPolicyOf,
+  recoveryPolicySchema,
+} from "./recovery-policy";
+import { type Actor, systemActor, transition } from "./vm-state";
 import { emitEvent } from "./webhook-events";
 
 /*
@@ -532,4 +538,48 @@ export async function warmRebootPending(db: DbOrTx, vm: Vm): Promise<boolean> {
     .from(vmRecoveries)
     .where(and(eq(vmRecoveries.vmId, vm.id), isNotNull(vmRecoveries.lastAttemptAt)));
   return row?.step === "warm_reboot";
+}
+
+/**
+ * Changes a fleet's recovery policy: the settings given replace the current ones, the rest stay.
+ * Only settings that differ from the defaults are stored. Audited with before and after.
+ */
+export async function setRecoveryPolicy(
+  db: Db,
+  params: { fleetId: string; patch: RecoveryPolicyPatch; actor: Actor },
+): Promise<RecoveryPolicy> {
+  return db.transaction(async (tx) => {
+    const [fleet] = await tx
+      .select({ name: fleets.name, status: fleets.status, stored: fleets.recoveryPolicy })
+      .from(fleets)
+      .where(eq(fleets.id, params.fleetId))
+      .for("update");
+    if (!fleet) throw new DomainError("NOT_FOUND", "No such fleet.", { fleetId: params.fleetId });
+    if (fleet.status === "destroyed" || fleet.status === "destroying")
+      throw new DomainError("STATE_CONFLICT", `Fleet ${fleet.name} is ${fleet.status}.`, {
+        status: fleet.status,
+      });
+    const before = recoveryPolicyOf(fleet.stored);
+    const after = recoveryPolicySchema.parse({ ...before, ...params.patch });
+    const overrides = Object.fromEntries(
+      Object.entries(after).filter(
+        ([k, v]) => DEFAULT_RECOVERY_POLICY[k as keyof RecoveryPolicy] !== v,
+      ),
+    );
+    await tx
+      .update(fleets)
+      .set({ recoveryPolicy: overrides, updatedAt: sql`now()` })
+      .where(eq(fleets.id, params.fleetId));
+    await audit(
+      tx,
+      params.actor,
+      "fleet.recovery_policy",
+      { kind: "fleet", id: params.fleetId },
+      {
+        from: before,
+        to: after,
+      },
+    );
+    return after;
+  });
 }

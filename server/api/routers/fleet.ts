@@ -4,6 +4,8 @@ import { listFleets } from "../../domain/fleets";
 import { setFleetLimit } from "../../domain/hold-limits";
 import { publicOperation } from "../../domain/operations";
 import { createFleet, destroyFleet, scaleFleet } from "../../domain/provisioning";
+import { setRecoveryPolicy } from "../../domain/recovery";
+import { recoveryPolicyPatchSchema } from "../../domain/recovery-policy";
 import { cancelSchedule, listSchedules, scheduleScale } from "../../domain/schedules";
 import { adminProcedure, createRouter, noInput } from "../trpc";
 
@@ -190,6 +192,23 @@ export const fleetRouter = createRouter({
       );
       return { ...change, idleReleaseMinutes: value };
     }),
+
+  /**
+   * Changes a fleet's automatic-recovery policy (thresholds, attempts per step, cooldown, notice
+   * to holders, on/off); settings not given keep their value. Returns the whole policy.
+   */
+  setRecoveryPolicy: adminProcedure
+    .input(
+      z.strictObject({
+        fleetId: z.uuid(),
+        policy: recoveryPolicyPatchSchema.refine((p) => Object.keys(p).length > 0, {
+          message: "give at least one setting to change",
+        }),
+      }),
+    )
+    .mutation(({ ctx, input }) =>
+      setRecoveryPolicy(ctx.db, { fleetId: input.fleetId, patch: input.policy, actor: ctx.actor }),
+    ),
 
   destroy: adminProcedure
     .input(z.strictObject({ fleetId: z.uuid() }))
