@@ -212,7 +212,11 @@ async function main(config: AgentConfig): Promise<void> {
     bootTimings,
     createGpuSource: (inUse) =>
       config.simulateGpu
-        ? new SimulatedProbe(new SimulatedGpus({ ...config.simulateGpu, vmId: config.vmId }), inUse)
+        ? new SimulatedProbe(
+            new SimulatedGpus({ ...config.simulateGpu, vmId: config.vmId }),
+            inUse,
+            [join(config.stateDir, "gpu-fault"), join(config.stateDir, "gpu-fault.persistent")],
+          )
         : new NvidiaSmiProbe({
             nvidiaSmi: new BoundedCommand(config.nvidiaSmi, config.nvidiaSmiTimeoutMs),
             dmesg: config.readXid ? new BoundedCommand("dmesg", 5_000) : null,

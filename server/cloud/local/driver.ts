@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { chmodSync, createWriteStream, mkdirSync, writeFileSync } from "node:fs";
+import { chmodSync, createWriteStream, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { and, asc, eq, notInArray } from "drizzle-orm";
 import { issueAgentToken, revokeAgentTokens } from "../../auth/agent-tokens";
@@ -154,6 +154,8 @@ export class LocalFleetDriver implements FleetDriver {
     const token = await issueAgentToken(this.o.db, vm.id);
     const dir = path.join(this.o.stateDir, vm.name);
     mkdirSync(dir, { recursive: true });
+    // A reboot cures a simulated transient GPU fault (agent/src/gpu/probe.ts SimulatedProbe).
+    if (opts.newBoot) rmSync(path.join(dir, "gpu-fault"), { force: true });
     // A token file (not the environment) lets the agent take over rotated tokens.
     const tokenFile = path.join(dir, "agent.token");
     writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
