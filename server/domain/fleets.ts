@@ -14,7 +14,8 @@ import {
   sql,
 } from "drizzle-orm";
 import type { DbOrTx } from "../db/client";
-import { type Fleet, fleets, users, type VmState, vms } from "../db/schema";
+import { type Fleet, fleets, users, type VmState, vmRecoveries, vms } from "../db/schema";
+import { recoveryPolicyOf } from "./recovery-policy";
 
 /** Fleets with their VM counts per state. */
 export async function listFleets(db: DbOrTx) {
@@ -28,8 +29,18 @@ export async function listFleets(db: DbOrTx) {
     .from(vms)
     .where(ne(vms.state, "terminated"))
     .groupBy(vms.fleetId, vms.state);
+  const recovering = await db
+    .select({ fleetId: vms.fleetId, n: count() })
+    .from(vmRecoveries)
+    .innerJoin(vms, eq(vms.id, vmRecoveries.vmId))
+    .where(ne(vms.state, "terminated"))
+    .groupBy(vms.fleetId);
   return rows.map((f) => ({
     ...f,
+    /** The effective automatic-recovery policy (defaults filled in). */
+    recovery: recoveryPolicyOf(f.recoveryPolicy),
+    /** VMs automatic recovery is working on now. */
+    recovering: recovering.find((r) => r.fleetId === f.id)?.n ?? 0,
     vmCounts: Object.fromEntries(
       counts.filter((c) => c.fleetId === f.id).map((c) => [c.state, c.n]),
     ) as Partial<Record<VmState, number>>,

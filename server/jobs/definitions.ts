@@ -9,6 +9,7 @@ import { releaseExpiredHolds } from "../domain/hold-limits";
 import { type ReminderSettings, sendHoldReminders } from "../domain/hold-reminders";
 import { type OrphanPolicy, reconcileAll } from "../domain/reconcile";
 import { applyRecurringSchedules } from "../domain/recurring-schedules";
+import { type RecoveryNoticeMail, runRecovery } from "../domain/recovery";
 import { runDueSchedules } from "../domain/schedules";
 import { reconcileWarmPools } from "../domain/warm-pool";
 import { attemptDelivery, WEBHOOK_MAX_ATTEMPTS } from "../domain/webhooks";
@@ -28,6 +29,8 @@ export type JobDeps = {
   orphanPolicy?: OrphanPolicy;
   /** Email reminders before a limit releases a VM; absent without SMTP (or with a lead of 0). */
   reminders?: ReminderSettings;
+  /** How a held VM's holder is emailed before recovery reboots it; absent without SMTP. */
+  recoveryMail?: RecoveryNoticeMail;
   /** Webhook retries: the first delay (doubled each time) and the attempts in all. */
   webhooks?: { retryDelaySeconds?: number; maxAttempts?: number; timeoutMs?: number };
 };
@@ -44,6 +47,38 @@ export const sweepSilentAgents = (deps: JobDeps) =>
       if (ids.length > 0)
         log.warn({ count: ids.length }, "agents went silent; VMs marked unhealthy");
       return { marked: ids.length };
+    },
+  });
+
+/**
+ * Reboots, replaces or gives up on unhealthy, silent and stuck VMs per their fleet's recovery
+ * policy (server/domain/recovery.ts). One runner at a time: pg-boss's singleton schedule and an
+ * advisory lock inside runRecovery (a second worker's overlapping run skips).
+ */
+export const recoverVms = (deps: Pick<JobDeps, "recoveryMail"> = {}) =>
+  defineJob({
+    name: "vm.recover",
+    schema: z.strictObject({}),
+    retry: { limit: 0, delaySeconds: 0, backoff: false },
+    timeoutSeconds: 5 * 60,
+    handler: async (_payload, { db, log }) => {
+      const result = await runRecovery(db, { mail: deps.recoveryMail, log });
+      if (result.skipped) return { skipped: "another worker is recovering" };
+      const acted = result.outcomes.filter((o) => o.decision !== "wait");
+      // Ids and steps only: holders are in the audit rows, not in the logs.
+      if (acted.length > 0)
+        log.info(
+          { actions: acted.map((o) => ({ vmId: o.vmId, decision: o.decision, step: o.step })) },
+          "recovery acted on VMs",
+        );
+      const count = (d: string) => result.outcomes.filter((o) => o.decision === d).length;
+      return {
+        acted: count("act"),
+        notified: count("notify"),
+        gaveUp: count("give_up"),
+        recovered: count("recovered"),
+        waiting: count("wait") + count("busy"),
+      };
     },
   });
 
@@ -256,6 +291,7 @@ export const deliverWebhook = (deps: Pick<JobDeps, "webhooks"> = {}) => {
 export const allJobs = (deps: JobDeps) => [
   reconcileFleets(deps),
   sweepSilentAgents(deps),
+  recoverVms(deps),
   expireHolds(deps),
   runSchedules(),
   warmPools(),

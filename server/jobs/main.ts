@@ -6,7 +6,7 @@ import { TerraformFleetDriver } from "../cloud/terraform/driver";
 import { TerraformRunner } from "../cloud/terraform/runner";
 import { getDatabase } from "../db/client";
 import { fleets, operations } from "../db/schema";
-import { reminderSettings } from "../domain/hold-reminders";
+import { recoveryMailSettings, reminderSettings } from "../domain/hold-reminders";
 import { env } from "../env";
 import { logger } from "../log";
 import { startWorkerMetricsServer } from "../worker-metrics";
@@ -71,6 +71,7 @@ async function main() {
       shutdown: shutdownSignal.signal,
       operations: { leaseSeconds: e.LABLINK_OPERATION_LEASE_S, renewMs: 2_000 },
       reminders: reminderSettings(e),
+      recoveryMail: recoveryMailSettings(e),
     }),
   );
   const dispatcher = await startDispatcher({ db, sql, runner, log });
@@ -119,6 +120,12 @@ async function main() {
         .send("vm.sweep-silent", {}, { singletonSeconds: 10 })
         .catch((err) => log.error({ err }, "sweep enqueue failed"));
     }, 10_000),
+    // Automatic recovery looks every 30 s (the original every 60 s); thresholds are minutes.
+    setInterval(() => {
+      runner
+        .send("vm.recover", {}, { singletonSeconds: 30 })
+        .catch((err) => log.error({ err }, "recovery enqueue failed"));
+    }, 30_000),
     // Scheduled fleet sizes start at most 15 s late.
     setInterval(() => {
       runner

@@ -10,6 +10,8 @@ import {
   listRecurringSchedules,
   recurringScheduleInput,
 } from "../../domain/recurring-schedules";
+import { setRecoveryPolicy } from "../../domain/recovery";
+import { recoveryPolicyPatchSchema } from "../../domain/recovery-policy";
 import { cancelSchedule, listSchedules, scheduleScale } from "../../domain/schedules";
 import {
   pauseWarmPool,
@@ -245,6 +247,23 @@ export const fleetRouter = createRouter({
       );
       return { ...change, idleReleaseMinutes: value };
     }),
+
+  /**
+   * Changes a fleet's automatic-recovery policy (thresholds, attempts per step, cooldown, notice
+   * to holders, on/off); settings not given keep their value. Returns the whole policy.
+   */
+  setRecoveryPolicy: adminProcedure
+    .input(
+      z.strictObject({
+        fleetId: z.uuid(),
+        policy: recoveryPolicyPatchSchema.refine((p) => Object.keys(p).length > 0, {
+          message: "give at least one setting to change",
+        }),
+      }),
+    )
+    .mutation(({ ctx, input }) =>
+      setRecoveryPolicy(ctx.db, { fleetId: input.fleetId, patch: input.policy, actor: ctx.actor }),
+    ),
 
   destroy: adminProcedure
     .input(z.strictObject({ fleetId: z.uuid() }))

@@ -47,6 +47,11 @@ export const fleets = pgTable("fleets", {
    * agent, and speaking the original client API (server/api/original-api.ts, docs/original-api.md).
    */
   clientImageCompat: boolean("client_image_compat").notNull().default(false),
+  /**
+   * Automatic recovery of unhealthy, silent and stuck VMs; only the settings that differ from the
+   * defaults (parsed by recoveryPolicyOf in server/domain/recovery-policy.ts).
+   */
+  recoveryPolicy: jsonb("recovery_policy").$type<Record<string, unknown>>().notNull().default({}),
   status: fleetStatus("status").notNull().default("creating"),
   /** Driver-specific settings (AMI, subnet, startup script...); never secrets. */
   config: jsonb("config").$type<Record<string, unknown>>().notNull().default({}),
