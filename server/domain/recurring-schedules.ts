@@ -1,5 +1,6 @@
 import { asc, eq, inArray } from "drizzle-orm";
-import { Frequency, type Options, RRule } from "rrule";
+import type { Options } from "rrule";
+import * as rruleModule from "rrule";
 import { z } from "zod";
 import type { Db, DbOrTx } from "../db/client";
 import { type FleetRecurringSchedule, fleetRecurringSchedules, fleets } from "../db/schema";
@@ -8,6 +9,12 @@ import { DomainError, isDomainError } from "./errors";
 import { liveFleet, scaleFleet } from "./provisioning";
 import { type Actor, systemActor } from "./vm-state";
 import { setDesiredReady, warmPoolPolicyOf } from "./warm-pool";
+
+// rrule's "main" is a UMD bundle in which plain Node (tsx: npm start, npm run dev) finds no named
+// exports, only `default`; bundlers (vitest, the server build) read its ESM build, which has no
+// default. Take the exports from wherever they are.
+const { Frequency, RRule } =
+  (rruleModule as unknown as { default?: typeof rruleModule }).default ?? rruleModule;
 
 /**
  * Recurring slots ("every Tue/Thu 09:00–17:00 Europe/London, 8 ready"). The RRULE carries only the
