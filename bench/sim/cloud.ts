@@ -46,6 +46,10 @@ export class SimCloud implements FleetDriver {
   /** When each machine's agent comes up (virtual minutes). */
   private readonly bootAt = new Map<string, number>();
   private seq = 0;
+  /** Machines whose agent died: no reports until the machine is rebooted or replaced. */
+  private readonly broken = new Set<string>();
+  /** Broken machines that came back from a reboot. */
+  recovered = 0;
   now = 0;
 
   constructor(
@@ -103,6 +107,14 @@ export class SimCloud implements FleetDriver {
       action: "driver.terminated",
     });
     this.bootAt.delete(vm.id);
+    this.broken.delete(vm.id);
+  }
+
+  breakAgent(vmId: string) {
+    this.broken.add(vmId);
+  }
+  isBroken(vmId: string) {
+    return this.broken.has(vmId);
   }
 
   /** Machines booting: the clock must go minute by minute until they are up. */
@@ -123,6 +135,7 @@ export class SimCloud implements FleetDriver {
       actor: systemActor,
       action: "driver.reboot",
     });
+    if (this.broken.delete(vm.id)) this.recovered++;
     this.bootAt.set(vm.id, this.now + this.bootMinutes());
   }
   async describe(fleet: Fleet) {

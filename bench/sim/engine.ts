@@ -8,8 +8,15 @@ import { releaseExpiredHolds } from "../../server/domain/hold-limits";
 import { sendHoldReminders } from "../../server/domain/hold-reminders";
 import { queuedOperationIds } from "../../server/domain/operations";
 import { createFleet } from "../../server/domain/provisioning";
+import { runRecovery } from "../../server/domain/recovery";
+import {
+  addRecurringSchedule,
+  applyRecurringSchedules,
+  recurringScheduleInput,
+} from "../../server/domain/recurring-schedules";
 import { runDueSchedules, scheduleScale } from "../../server/domain/schedules";
 import { systemActor } from "../../server/domain/vm-state";
+import { reconcileWarmPools, setWarmPool } from "../../server/domain/warm-pool";
 import { executeOperation } from "../../server/jobs/operations";
 import type { Logger } from "../../server/log";
 import { installVirtualClock, setClock } from "./clock";
@@ -29,6 +36,14 @@ export type Policy = {
   reminderLeadMinutes: number;
   /** The agent reports a VM idle after this long with nothing running (LABLINK_IDLE_AFTER_S). */
   agentIdleAfterMinutes: number;
+  /** A warm pool (server/domain/warm-pool.ts): ready VMs kept beyond the held ones. */
+  warmPool?: { desiredReady: number; maxSize: number };
+  /** Recurring slots (server/domain/recurring-schedules.ts), UTC, setting the ready count. */
+  recurring?: { rrule: string; startTime: string; endTime: string; size: number }[];
+  /** Auto-recovery (server/domain/recovery.ts) with the fleet's default policy. */
+  recovery?: boolean;
+  /** Agents that die (stop reporting) at random times during the sessions. */
+  injectedFailures?: number;
 };
 
 export type SimOptions = {
@@ -58,6 +73,8 @@ export type SimResult = {
   doubleHolds: number;
   peakVms: number;
   arrivals: number;
+  /** Agents made to die, and how many of those VMs reported again later (after a recovery). */
+  failures: { injected: number; recovered: number };
 };
 
 /** Minutes a step spans when nothing is going on (nights). */
@@ -147,7 +164,34 @@ export async function simulate(
       doubleHolds: 0,
       peakVms: 0,
       arrivals: 0,
+      failures: { injected: 0, recovered: 0 },
     };
+    if (policy.warmPool)
+      await setWarmPool(db, { fleetId: fleet.id, policy: policy.warmPool, actor: systemActor });
+    for (const r of policy.recurring ?? [])
+      await addRecurringSchedule(
+        db,
+        {
+          ...recurringScheduleInput.parse({
+            fleetId: fleet.id,
+            rrule: r.rrule,
+            timezone: "UTC",
+            startTime: r.startTime,
+            endTime: r.endTime,
+            size: r.size,
+            startDate: trace.startsAt.slice(0, 10),
+          }),
+          actor: systemActor,
+        },
+        start,
+      );
+    // Failures strike during the sessions, when they hurt: a seeded minute inside a random slot.
+    const failAt = new Set<number>();
+    for (let i = 0; i < (policy.injectedFailures ?? 0) && trace.slots.length > 0; i++) {
+      const slot = trace.slots[between(rand, 0, trace.slots.length - 1)] as Trace["slots"][number];
+      failAt.add(between(rand, slot.start + 30, slot.end - 30));
+    }
+    const lastBeat = new Map<string, number>();
     /** participant → the VM (and assignment) they hold, as far as they know. */
     const holds = new Map<string, { vmId: string; assignmentId: string | null }>();
     /** participant → since when they need a VM and have none. */
@@ -189,7 +233,9 @@ export async function simulate(
       await inParallel(running, 4, async (vm) => {
         const pid = holderByVm.get(vm.id);
         const p = pid === undefined ? undefined : byId.get(pid);
-        if (!p && t % 2 === 1) return;
+        if (!p && t - (lastBeat.get(vm.id) ?? -10) < 2) return;
+        if (cloud.isBroken(vm.id)) return;
+        lastBeat.set(vm.id, t);
         const since = p ? inactiveSince(p, t) : undefined;
         const idle = since !== undefined && t - since >= policy.agentIdleAfterMinutes;
         await cloud.heartbeat(vm, {
@@ -198,8 +244,19 @@ export async function simulate(
         });
       });
 
+      if (failAt.has(t)) {
+        const victim = running[between(rand, 0, running.length - 1)];
+        if (victim) {
+          cloud.breakAgent(victim.id);
+          result.failures.injected++;
+        }
+      }
+
       // The worker's periodic jobs, in the order they would come round within a minute.
       await runDueSchedules(db, now);
+      if (policy.recurring) await applyRecurringSchedules(db, { now });
+      if (policy.warmPool) await reconcileWarmPools(db, { now });
+      if (policy.recovery) await runRecovery(db, { now });
       for (const id of await queuedOperationIds(db))
         await executeOperation({ db, drivers: { local: cloud }, log: silent }, id);
       if (reminders) await sendHoldReminders(db, reminders, undefined, now);
@@ -298,6 +355,7 @@ export async function simulate(
       result.idleGpuHours += ((paid.length - inUse) * step) / 60;
     }
     result.unserved += waiting.size;
+    result.failures.recovered = cloud.recovered;
     return result;
   } finally {
     await sql.end({ timeout: 5 });

@@ -23,37 +23,62 @@ export function staticPolicy(trace: Trace): Policy {
 /**
  * The settings an organiser would give LabLink for this workshop; these are what to tune, not the
  * measurement.
- * - Session slots (a recurring schedule: the published timetable): the fleet is scaled to the
- *   expected head count (booked × (1 − usual no-show rate), plus a small margin) `leadMinutes`
- *   before each session, so a VM that takes up to 8 min to boot is ready for the arrival burst,
- *   and to 0 `tailMinutes` after it; VMs still held then stay until their holders are done.
+ * - A warm pool (ready VMs kept beyond the held ones, up to `maxSize`), whose ready count a
+ *   recurring schedule sets from the published timetable (Mondays and Tuesdays, UTC): `burst`
+ *   ready VMs from 25 min before each session start until 15 min after it (a VM takes up to
+ *   8 min to boot, and most people sit down within 15 min before and 5 min after the start),
+ *   then `trickle` for late arrivals and people coming back, and 0 from 10 min after the end.
+ *   Claims raise the target (held + ready), so the pool refills while the burst lasts.
  * - Idle release after 30 min of reported idleness, with a reminder 10 min before; the agent
  *   reports idleness after 10 min (so a coffee break never costs anyone their VM, a walk-away
  *   at lunch or in the evening does, after a warning).
  * - A 5-hour hold limit (longer than any session) as the backstop for a VM kept busy overnight.
+ * - Auto-recovery with the fleet's default policy; `injectedFailures` agents die mid-session.
  */
 export const LABLINK_SETTINGS = {
-  expectedNoShowRate: 0.1,
-  margin: 1,
-  leadMinutes: 20,
-  tailMinutes: 20,
+  burst: 12,
+  trickle: 3,
+  maxSize: 32,
+  leadMinutes: 25,
+  burstMinutes: 15,
+  tailMinutes: 10,
   maxHoldMinutes: 300,
   idleReleaseMinutes: 30,
   reminderLeadMinutes: 10,
   agentIdleAfterMinutes: 10,
+  injectedFailures: 3,
 };
 
+const hhmm = (m: number) =>
+  `${String(Math.floor(m / 60) % 24).padStart(2, "0")}:${String(m % 60).padStart(2, "0")}`;
+
 export function lablinkPolicy(trace: Trace, s = LABLINK_SETTINGS): Policy {
-  const booked = trace.participants.length;
-  const size = Math.ceil(booked * (1 - s.expectedNoShowRate)) + s.margin;
-  const schedule = trace.slots.flatMap((slot) => [
-    { at: Math.max(1, slot.start - s.leadMinutes), size },
-    { at: slot.end + s.tailMinutes, size: 0 },
+  // The timetable repeats daily: day 1's sessions make the weekly slots.
+  const day1 = trace.slots.filter((slot) => slot.start < 24 * 60);
+  const rrule = "FREQ=WEEKLY;BYDAY=MO,TU";
+  const recurring = day1.flatMap((slot) => [
+    {
+      rrule,
+      startTime: hhmm(slot.start - s.leadMinutes),
+      endTime: hhmm(slot.start + s.burstMinutes),
+      size: s.burst,
+    },
+    // A minute apart, so the burst's end (ready count 0) and this start never tie.
+    {
+      rrule,
+      startTime: hhmm(slot.start + s.burstMinutes + 1),
+      endTime: hhmm(slot.end + s.tailMinutes),
+      size: s.trickle,
+    },
   ]);
   return {
     name: "lablink",
     initialSize: 0,
-    schedule,
+    schedule: [],
+    warmPool: { desiredReady: 0, maxSize: s.maxSize },
+    recurring,
+    recovery: true,
+    injectedFailures: s.injectedFailures,
     maxHoldMinutes: s.maxHoldMinutes,
     idleReleaseMinutes: s.idleReleaseMinutes,
     reminderLeadMinutes: s.reminderLeadMinutes,
@@ -88,6 +113,10 @@ export function formatReport(staticRun: SimResult, lablink: SimResult): string {
     ["released by hold / idle limit", (r) => `${r.policyReleases.hold} / ${r.policyReleases.idle}`],
     ["work lost (release without warning)", (r) => String(r.releasesWithoutWarning)],
     ["one VM, two people (ticks)", (r) => String(r.doubleHolds)],
+    [
+      "agents killed / back after recovery",
+      (r) => `${r.failures.injected} / ${r.failures.recovered}`,
+    ],
   ];
   const w = Math.max(...rows.map(([l]) => l.length));
   const lines = [

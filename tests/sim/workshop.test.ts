@@ -46,7 +46,9 @@ describe("the virtual clock", () => {
 });
 
 describe("sim:workshop", () => {
-  it("charges a static pool what a hand calculation of a tiny trace gives", async () => {
+  it("charges a static pool what a hand calculation of a tiny trace gives", {
+    timeout: 180_000,
+  }, async () => {
     database = await createTestDatabase({ max: 2 });
     // One person, 09:00-10:00 (minute 60-120 of an 8-hour window), idle 09:20-09:30, then releases.
     const trace: Trace = traceSchema.parse({
@@ -81,7 +83,9 @@ describe("sim:workshop", () => {
     expect(r.releasesWithoutWarning).toBe(0);
   });
 
-  it("keeps its invariants replaying a generated workshop under LabLink's policies", async () => {
+  it("keeps its invariants replaying a generated workshop under LabLink's policies", {
+    timeout: 300_000,
+  }, async () => {
     database = await createTestDatabase({ max: 2 });
     const trace = generateWorkshop(7, {
       participants: 8,
