@@ -100,6 +100,11 @@ export type CommandProcessorOptions = {
   actions: CommandActions;
   ack: (request: AckRequest) => Promise<void>;
   onShutdown: (reason: string) => void;
+  /**
+   * A warm reboot was asked for (automatic recovery); returns whether it is carried out (false:
+   * not meant for this boot). Absent: the command is ignored.
+   */
+  onReboot?: (command: Extract<AgentCommand, { type: "reboot" }>) => boolean;
   log: Logger;
   /** Assignments already set up when the agent starts (markers in the state dir). */
   activeAssignments?: string[];
@@ -130,6 +135,7 @@ export class CommandProcessor {
   private readonly active: Set<string>;
   private idleSince: number | null;
   private shutdownRequested = false;
+  private rebootRequested = false;
   private readonly now: () => number;
 
   constructor(private readonly options: CommandProcessorOptions) {
@@ -152,6 +158,14 @@ export class CommandProcessor {
           started += 1;
           this.options.log.info("server asked the agent to shut down", { reason: command.reason });
           this.options.onShutdown(command.reason);
+        }
+        continue;
+      }
+      if (command.type === "reboot") {
+        if (!this.rebootRequested && this.options.onReboot?.(command)) {
+          this.rebootRequested = true;
+          started += 1;
+          this.options.log.warn("server asked for a reboot", { reason: command.reason });
         }
         continue;
       }

@@ -21,6 +21,8 @@ export type AgentConfig = {
   tokenSource: string;
   vmId: string;
   bootId: string;
+  /** LABLINK_REBOOT: how a warm-reboot command is carried out. */
+  reboot: "system" | "exit" | "refuse";
   /** Set from LABLINK_SIMULATE_GPU ("NVIDIA A10G:4"): fake readings instead of nvidia-smi. */
   simulateGpu: { model: string; count: number } | null;
   /** Overrides the server's heartbeatIntervalS when set (tests, local fleet). */
@@ -158,6 +160,12 @@ const envSchema = z.object({
   LABLINK_CLOUD_INIT_DIR: optionalString(z.minLength(1), z.maxLength(1000)),
   LABLINK_CONTAINER_READY_FILE: optionalString(z.minLength(1), z.maxLength(1000)),
   LABLINK_SIMULATE_BOOT: boolFlag,
+  /**
+   * What a warm reboot from automatic recovery does: "system" runs `systemctl reboot` (a VM);
+   * "exit" ends the agent with REBOOT_EXIT_CODE so its parent restarts it (the local fleet's
+   * simulated VMs); "refuse" ignores the command (a bring-your-own workstation someone sits at).
+   */
+  LABLINK_REBOOT: z.optional(z.enum(["system", "exit", "refuse"])),
 });
 
 /** "none" switches a file off. */
@@ -262,6 +270,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AgentConfig {
     tokenSource,
     vmId: e.LABLINK_VM_ID.toLowerCase(),
     bootId: e.LABLINK_BOOT_ID ?? readBootId(),
+    reboot: e.LABLINK_REBOOT ?? "system",
     simulateGpu,
     heartbeatOverrideS: e.LABLINK_HEARTBEAT_S ?? null,
     stateDir,

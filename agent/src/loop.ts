@@ -15,7 +15,13 @@ import type { UsageReport } from "./usage/detect";
 import { AssignedUsageSource, type UsageSource } from "./usage/monitor";
 
 /** Must match AGENT_PROTOCOL_VERSION in server/protocol/agent.ts (a test checks it). */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
+
+/**
+ * The exit code of an agent that stops for a warm reboot with LABLINK_REBOOT=exit (EX_TEMPFAIL):
+ * its parent starts it again as a new boot. Must match the server's (a test checks it).
+ */
+export const REBOOT_EXIT_CODE = 75;
 
 /** Most readings kept while the server is unreachable; the server's BACKLOG_MAX (a test checks). */
 export const BACKLOG_MAX = 120;
@@ -63,7 +69,7 @@ export class TransportError extends Error {
   readonly status: number | undefined;
 }
 
-export type ExitReason = "stopped" | "shutdown" | "parent-disconnected";
+export type ExitReason = "stopped" | "shutdown" | "parent-disconnected" | "reboot";
 
 export type AgentOptions = {
   vmId: string;
@@ -182,6 +188,12 @@ export class Agent {
       activeAssignments: options.activeAssignments,
       ack: (request) => this.ack(request),
       onShutdown: () => this.stop("shutdown"),
+      onReboot: (command) => {
+        // A reboot meant for an earlier boot (a reply that crossed our restart) is already done.
+        if (command.bootId !== options.bootId) return false;
+        this.stop("reboot");
+        return true;
+      },
       log: options.log,
       retryBaseMs: options.commandRetryBaseMs,
       reackAfterMs: options.reackAfterMs,

@@ -18,7 +18,7 @@ import { HostActions, lookupUser, type ResearchUser } from "./host-actions";
 import { createLogger } from "./log";
 import { LogShipper } from "./logs/shipper";
 import { agentLogTap, tailFiles } from "./logs/sources";
-import { Agent, type AgentTransport, TransportError } from "./loop";
+import { Agent, type AgentTransport, REBOOT_EXIT_CODE, TransportError } from "./loop";
 import { ResearchContainer } from "./research-container";
 import { AssignedUsageSource, HostUsageMonitor, type UsageSource } from "./usage/monitor";
 import { ProcProcessLister } from "./usage/processes";
@@ -212,7 +212,11 @@ async function main(config: AgentConfig): Promise<void> {
     bootTimings,
     createGpuSource: (inUse) =>
       config.simulateGpu
-        ? new SimulatedProbe(new SimulatedGpus({ ...config.simulateGpu, vmId: config.vmId }), inUse)
+        ? new SimulatedProbe(
+            new SimulatedGpus({ ...config.simulateGpu, vmId: config.vmId }),
+            inUse,
+            [join(config.stateDir, "gpu-fault"), join(config.stateDir, "gpu-fault.persistent")],
+          )
         : new NvidiaSmiProbe({
             nvidiaSmi: new BoundedCommand(config.nvidiaSmi, config.nvidiaSmiTimeoutMs),
             dmesg: config.readXid ? new BoundedCommand("dmesg", 5_000) : null,
@@ -254,7 +258,24 @@ async function main(config: AgentConfig): Promise<void> {
   await tails?.stop();
   // SIGTERM must end the process within 2 s: the last lines get a short deadline.
   await shipper?.stop(400);
+  if (reason === "reboot") process.exit(await reboot(config.reboot));
   process.exit(0);
+}
+
+/**
+ * Carries out a warm reboot: the machine's own reboot, or (local fleet) an exit that tells the
+ * parent to start this agent again as a new boot.
+ */
+async function reboot(how: AgentConfig["reboot"]): Promise<number> {
+  if (how === "exit") return REBOOT_EXIT_CODE;
+  if (how === "refuse") return 0;
+  const { spawn } = await import("node:child_process");
+  // Fixed argv, no shell. If it fails, systemd restarts the agent and recovery escalates.
+  return new Promise((resolve) => {
+    const child = spawn("systemctl", ["reboot"], { stdio: "ignore" });
+    child.on("error", () => resolve(1));
+    child.on("exit", (code) => resolve(code === 0 ? 0 : 1));
+  });
 }
 
 let config: AgentConfig;

@@ -1,8 +1,10 @@
 import { afterEach, describe, expect, it } from "vitest";
+import { LOCAL_REBOOT_EXIT_CODE } from "../../server/cloud/local/driver";
 import {
   AGENT_PROTOCOL_VERSION,
   BACKLOG_MAX,
   heartbeatInput,
+  REBOOT_EXIT_CODE,
   registerInput,
 } from "../../server/protocol/agent";
 import { createTrpcTransport } from "../src/client";
@@ -12,6 +14,7 @@ import { SimulatedGpus } from "../src/gpu/simulate";
 import { silentLogger } from "../src/log";
 import {
   BACKLOG_MAX as AGENT_BACKLOG_MAX,
+  REBOOT_EXIT_CODE as AGENT_REBOOT_EXIT_CODE,
   Agent,
   PROTOCOL_VERSION,
   TransportError,
@@ -40,6 +43,8 @@ describe("contract with the server (real tRPC over HTTP, server's zod schemas)",
   it("speaks the server's protocol version and queues no more readings than it accepts", () => {
     expect(PROTOCOL_VERSION).toBe(AGENT_PROTOCOL_VERSION);
     expect(AGENT_BACKLOG_MAX).toBe(BACKLOG_MAX);
+    expect(AGENT_REBOOT_EXIT_CODE).toBe(REBOOT_EXIT_CODE);
+    expect(LOCAL_REBOOT_EXIT_CODE).toBe(REBOOT_EXIT_CODE);
   });
 
   it("register / heartbeat / ack / poll round-trip with the bearer token", async () => {

@@ -280,6 +280,18 @@ describe("Agent loop (fake transport)", () => {
     expect(gpus.disposed).toBe(true);
   });
 
+  it("stops for a warm reboot meant for its own boot, and ignores one meant for an earlier boot", async () => {
+    const server = new FakeServer();
+    const { agent, run } = start(server);
+    await eventually(() => server.heartbeats.length >= 1, 2_000, "heartbeat");
+    server.setCommands([{ type: "reboot", bootId: "an-earlier-boot", reason: "recovery" }]);
+    await eventually(() => server.count("poll") >= 2, 2_000, "a reply with the command");
+    expect(agent.stopped).toBe(false);
+    const bootId = server.registers[0]?.bootId ?? "";
+    server.setCommands([{ type: "reboot", bootId, reason: "recovery" }]);
+    expect(await run).toBe("reboot");
+  });
+
   it("stop() ends a held poll and both loops quickly", async () => {
     const server = new FakeServer();
     const { agent, run } = start(server, { pollWaitMs: 25_000, heartbeatOverrideS: 30 });

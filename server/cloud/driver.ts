@@ -43,8 +43,11 @@ export interface FleetDriver {
   destroy(fleet: Fleet, run?: DriverRun): Promise<void>;
   /** Remove one VM (the fleet's desired size drops by one). */
   terminateVm(fleet: Fleet, vm: Vm, run?: DriverRun): Promise<void>;
-  /** Restart one VM; its agent registers again. */
-  rebootVm(fleet: Fleet, vm: Vm, run?: DriverRun): Promise<void>;
+  /**
+   * Restart one VM; its agent registers again. `hard`: a cold reboot from automatic recovery
+   * (EC2: stop and start, a new host, rather than a reboot in place).
+   */
+  rebootVm(fleet: Fleet, vm: Vm, run?: DriverRun, options?: { hard?: boolean }): Promise<void>;
   /** What actually exists, for drift reconciliation. */
   describe(fleet: Fleet): Promise<InstanceInfo[]>;
   /** Release local resources (child processes, clients) when the worker stops. */

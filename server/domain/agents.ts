@@ -15,6 +15,7 @@ import { audit } from "./audit";
 import { DomainError } from "./errors";
 import { connectCommandFor, finishCrdHandoff } from "./handoff";
 import { heartbeatBuffer } from "./heartbeat-buffer";
+import { warmRebootPending } from "./recovery";
 import { afterReboot, researchAccountFor, wipeAcknowledged } from "./replacement";
 import { keyLinesFor } from "./ssh-keys";
 import { bootTimingsUpdate, mergeBootTimings } from "./vm-logs";
@@ -54,6 +55,9 @@ export const DEFAULT_GPU_SAMPLE_INTERVAL_S = 60;
 export async function commandsFor(db: DbOrTx, vm: Vm): Promise<AgentCommand[]> {
   if (vm.state === "terminating" || vm.state === "terminated") {
     return [{ type: "shutdown", reason: `VM is ${vm.state}` }];
+  }
+  if (vm.state === "rebooting" && vm.bootId && (await warmRebootPending(db, vm))) {
+    return [{ type: "reboot", bootId: vm.bootId, reason: "automatic recovery: warm reboot" }];
   }
   if (vm.state === "releasing" && vm.assignmentId) {
     return [{ type: "wipe", assignmentId: vm.assignmentId }];

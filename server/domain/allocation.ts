@@ -1,9 +1,18 @@
 import { and, eq, getTableColumns, inArray, sql } from "drizzle-orm";
 import { type DbOrTx, pgClient } from "../db/client";
 import { isUniqueViolation } from "../db/errors";
-import { crdHandoffs, fleets, type UserRole, users, type Vm, vms } from "../db/schema";
+import {
+  crdHandoffs,
+  fleets,
+  type UserRole,
+  users,
+  type Vm,
+  vmRecoveries,
+  vms,
+} from "../db/schema";
 import { DomainError } from "./errors";
 import { idleReleaseAtSql } from "./hold-limits";
+import { recoveryPolicyOf } from "./recovery-policy";
 import { DEFAULT_SSH_USER, researchAccountName } from "./research-account";
 import { type Actor, HOLDER_STATES, transition } from "./vm-state";
 import { emitEvent } from "./webhook-events";
@@ -389,6 +398,8 @@ export async function myVm(db: DbOrTx, userId: string) {
       sshUser: sql<string | null>`${fleets.config}->>'sshUser'`,
       assignmentId: vms.assignmentId,
       driver: fleets.driver,
+      recoveryPolicy: fleets.recoveryPolicy,
+      notice: { at: vmRecoveries.noticeAt, holderId: vmRecoveries.noticeHolderId },
       fleet: {
         id: fleets.id,
         name: fleets.name,
@@ -400,9 +411,11 @@ export async function myVm(db: DbOrTx, userId: string) {
     })
     .from(vms)
     .innerJoin(fleets, eq(fleets.id, vms.fleetId))
+    .leftJoin(vmRecoveries, eq(vmRecoveries.vmId, vms.id))
     .where(and(eq(vms.holderId, userId), inArray(vms.state, HOLDER_STATES)));
   if (!row) return null;
-  const { sshUser, assignmentId, driver, ...vm } = row;
+  const { sshUser, assignmentId, driver, recoveryPolicy, notice, ...vm } = row;
+  const noticeMinutes = recoveryPolicyOf(recoveryPolicy).holderNoticeMinutes;
   const limit = vm.fleet.maxHoldMinutes;
   return {
     ...vm,
@@ -411,6 +424,14 @@ export async function myVm(db: DbOrTx, userId: string) {
       ...vm,
       sshUser: driver === "terraform" && assignmentId ? researchAccountName(assignmentId) : sshUser,
     }),
+    /**
+     * Automatic recovery told this holder it will reboot (or replace) the VM at `at`; null when
+     * no notice is pending (server/domain/recovery.ts).
+     */
+    recoveryNotice:
+      notice?.at && notice.holderId === userId
+        ? { noticedAt: notice.at, at: new Date(notice.at.getTime() + noticeMinutes * 60_000) }
+        : null,
     /** When the hold limit releases this VM; null without a limit. */
     holdExpiresAt:
       limit !== null && vm.claimedAt ? new Date(vm.claimedAt.getTime() + limit * 60_000) : null,

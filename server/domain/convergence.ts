@@ -211,7 +211,10 @@ export type FleetLedger = {
   terminating(vmId: string): Promise<void>;
   terminated(vmId: string): Promise<void>;
   /** The driver is about to restart the VM's machine or agent. */
+  /** To rebooting; a VM already rebooting (recovery's cold reboot of a stuck one) stays as it is. */
   rebooting(vmId: string): Promise<Vm>;
+  /** The VM's row now (null when gone). */
+  vm(vmId: string): Promise<Vm | null>;
 };
 
 export function fleetLedger(db: Db): FleetLedger {
@@ -223,8 +226,12 @@ export function fleetLedger(db: Db): FleetLedger {
     launched: (vmId, seen, details) => vmLaunched(db, vmId, seen, details),
     terminating: (vmId) => vmTerminating(db, vmId),
     terminated: (vmId) => vmTerminated(db, vmId),
-    rebooting: (vmId) =>
-      transition(db, { vmId, to: "rebooting", actor: systemActor, action: "driver.reboot" }),
+    rebooting: async (vmId) => {
+      const [current] = await db.select().from(vms).where(eq(vms.id, vmId));
+      if (current?.state === "rebooting") return current;
+      return transition(db, { vmId, to: "rebooting", actor: systemActor, action: "driver.reboot" });
+    },
+    vm: async (vmId) => (await db.select().from(vms).where(eq(vms.id, vmId)))[0] ?? null,
   };
 }
 

@@ -22,8 +22,10 @@ import {
   operations,
   users,
   type VmState,
+  vmRecoveries,
   vms,
 } from "../db/schema";
+import { recoveryPolicyOf } from "./recovery-policy";
 
 /** Fleets with their VM counts per state. */
 export async function listFleets(db: DbOrTx) {
@@ -54,9 +56,19 @@ export async function listFleets(db: DbOrTx) {
       ),
     )
     .groupBy(enrollmentTokens.fleetId);
+  const recovering = await db
+    .select({ fleetId: vms.fleetId, n: count() })
+    .from(vmRecoveries)
+    .innerJoin(vms, eq(vms.id, vmRecoveries.vmId))
+    .where(ne(vms.state, "terminated"))
+    .groupBy(vms.fleetId);
   return rows.map((f) => ({
     ...f,
     openEnrollments: open.find((o) => o.fleetId === f.id)?.n ?? 0,
+    /** The effective automatic-recovery policy (defaults filled in). */
+    recovery: recoveryPolicyOf(f.recoveryPolicy),
+    /** VMs automatic recovery is working on now. */
+    recovering: recovering.find((r) => r.fleetId === f.id)?.n ?? 0,
     vmCounts: Object.fromEntries(
       counts.filter((c) => c.fleetId === f.id).map((c) => [c.state, c.n]),
     ) as Partial<Record<VmState, number>>,

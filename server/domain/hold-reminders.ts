@@ -190,3 +190,16 @@ export function reminderSettings(e: Env): ReminderSettings | undefined {
     leadMinutes: e.LABLINK_HOLD_REMINDER_MINUTES,
   };
 }
+
+/** The mail settings automatic recovery tells holders with (server/domain/recovery.ts). */
+export function recoveryMailSettings(
+  e: Env,
+): { mailer: Mailer; from: string; publicUrl: string } | undefined {
+  const mailer = createMailer(e.LABLINK_SMTP_URL);
+  if (!mailer || !e.LABLINK_EMAIL_FROM) return undefined;
+  return {
+    mailer,
+    from: e.LABLINK_EMAIL_FROM,
+    publicUrl: e.LABLINK_PUBLIC_URL ?? `http://localhost:${e.PORT}`,
+  };
+}

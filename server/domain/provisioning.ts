@@ -135,7 +135,8 @@ export async function scaleFleet(db: DbOrTx, fleetId: string, size: number, acto
   });
 }
 
-export async function destroyFleet(db: Db, fleetId: string, actor: Actor) {
+/** Requests the destroy operation; `db` may be a transaction (a scheduled destruction's). */
+export async function destroyFleet(db: DbOrTx, fleetId: string, actor: Actor) {
   await liveFleet(db, fleetId);
   return db.transaction(async (tx) => {
     const operation = await requestOperation(tx, { fleetId, kind: "fleet.destroy", actor });

@@ -3,8 +3,9 @@ import type { Db, DbOrTx } from "../db/client";
 import { type FleetSchedule, fleetSchedules, fleets } from "../db/schema";
 import { audit } from "./audit";
 import { DomainError, isDomainError } from "./errors";
-import { liveFleet, scaleFleet } from "./provisioning";
+import { destroyFleet, liveFleet, scaleFleet } from "./provisioning";
 import { type Actor, systemActor } from "./vm-state";
+import { setDesiredReady, warmPoolPolicyOf } from "./warm-pool";
 
 /** How far ahead an admin may schedule a change. */
 export const MAX_SCHEDULE_AHEAD_DAYS = 366;
@@ -14,7 +15,16 @@ const BUSY_PATIENCE_MINUTES = 60;
 /** Public view of a schedule: what, when, and how it went. */
 export type ScheduleView = Pick<
   FleetSchedule,
-  "id" | "fleetId" | "at" | "size" | "status" | "operationId" | "note" | "createdAt" | "finishedAt"
+  | "id"
+  | "fleetId"
+  | "at"
+  | "size"
+  | "kind"
+  | "status"
+  | "operationId"
+  | "note"
+  | "createdAt"
+  | "finishedAt"
 >;
 
 const view = {
@@ -22,6 +32,7 @@ const view = {
   fleetId: fleetSchedules.fleetId,
   at: fleetSchedules.at,
   size: fleetSchedules.size,
+  kind: fleetSchedules.kind,
   status: fleetSchedules.status,
   operationId: fleetSchedules.operationId,
   note: fleetSchedules.note,
@@ -30,15 +41,17 @@ const view = {
 };
 
 /**
- * Schedules a fleet to be scaled to `size` at `at` (a workshop's start, its end). Only for fleets
- * the driver can scale (not bring-your-own) and not being destroyed; `at` must be in the future
- * and within a year. Audited as `fleet.schedule`.
+ * Schedules a fleet to be scaled to `size` at `at` (a workshop's start, its end); on a fleet with
+ * a warm pool `size` is its ready count. With `kind: "destroy"` the fleet is destroyed at `at`.
+ * Only for fleets the driver can scale (not bring-your-own) and not being destroyed; `at` must be
+ * in the future and within a year. Audited as `fleet.schedule`.
  */
 export async function scheduleScale(
   db: Db,
-  req: { fleetId: string; at: Date; size: number; actor: Actor },
+  req: { fleetId: string; at: Date; size: number; kind?: "scale" | "destroy"; actor: Actor },
   now = new Date(),
 ): Promise<ScheduleView> {
+  const kind = req.kind ?? "scale";
   if (req.at.getTime() <= now.getTime()) {
     throw new DomainError("INVALID_INPUT", "Pick a time in the future.", { field: "at" });
   }
@@ -58,7 +71,8 @@ export async function scheduleScale(
       .values({
         fleetId: req.fleetId,
         at: req.at,
-        size: req.size,
+        size: kind === "destroy" ? 0 : req.size,
+        kind,
         createdBy: req.actor.kind === "user" ? req.actor.id : null,
       })
       .returning(view);
@@ -68,7 +82,7 @@ export async function scheduleScale(
       req.actor,
       "fleet.schedule",
       { kind: "fleet", id: req.fleetId },
-      { scheduleId: row.id, at: req.at.toISOString(), size: req.size },
+      { scheduleId: row.id, at: req.at.toISOString(), size: row.size, kind },
     );
     return row;
   });
@@ -171,6 +185,8 @@ export async function runDueSchedules(db: Db, now = new Date()): Promise<Schedul
             eq(fleetSchedules.status, "pending"),
             lte(fleetSchedules.at, s.at),
             ne(fleetSchedules.id, s.id),
+            // A scheduled destruction still happens, whatever size was asked for after it.
+            ne(fleetSchedules.kind, "destroy"),
           ),
         )
         .returning({ id: fleetSchedules.id });
@@ -187,7 +203,7 @@ export async function runDueSchedules(db: Db, now = new Date()): Promise<Schedul
         return { scheduleId: s.id, outcome: status } as const;
       };
       const [fleet] = await tx
-        .select({ name: fleets.name, status: fleets.status })
+        .select({ name: fleets.name, status: fleets.status, warmPool: fleets.warmPool })
         .from(fleets)
         .where(eq(fleets.id, s.fleetId));
       if (!fleet || fleet.status === "destroyed" || fleet.status === "destroying") {
@@ -196,6 +212,24 @@ export async function runDueSchedules(db: Db, now = new Date()): Promise<Schedul
         });
       }
       try {
+        if (s.kind === "destroy") {
+          const { operation } = await destroyFleet(tx, s.fleetId, systemActor);
+          return finish("done", { operationId: operation.id });
+        }
+        if (warmPoolPolicyOf(fleet.warmPool)) {
+          // The warm-pool reconciler turns the ready count into a size (and its operation).
+          const policy = await setDesiredReady(tx, {
+            fleetId: s.fleetId,
+            desiredReady: s.size,
+            actor: systemActor,
+          });
+          return finish("done", {
+            note:
+              policy.desiredReady === s.size
+                ? `Ready count set to ${s.size}.`
+                : `Ready count set to ${policy.desiredReady} (the pool's maximum size).`,
+          });
+        }
         const { operation } = await scaleFleet(tx, s.fleetId, s.size, systemActor);
         return finish("done", { operationId: operation.id });
       } catch (e) {

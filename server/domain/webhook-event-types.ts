@@ -4,6 +4,7 @@
 export const WEBHOOK_EVENTS = {
   "vm.failed": "A VM failed",
   "recovery.gave_up": "Automatic recovery gave up on a VM",
+  "recovery.holder_notice": "A held VM is about to be rebooted or replaced by automatic recovery",
   "pool.empty": "A fleet has no claimable VM left",
   "operation.failed": "An operation failed",
   "fleet.at_size": "A fleet reached its desired size",

@@ -11,8 +11,11 @@ import { markSilentAgents } from "../domain/health";
 import { releaseExpiredHolds } from "../domain/hold-limits";
 import { type ReminderSettings, sendHoldReminders } from "../domain/hold-reminders";
 import { type OrphanPolicy, reconcileAll } from "../domain/reconcile";
+import { type RecoveryNoticeMail, runRecovery } from "../domain/recovery";
+import { applyRecurringSchedules } from "../domain/recurring-schedules";
 import { runDueSchedules } from "../domain/schedules";
 import { systemActor } from "../domain/vm-state";
+import { reconcileWarmPools } from "../domain/warm-pool";
 import { attemptDelivery, WEBHOOK_MAX_ATTEMPTS } from "../domain/webhooks";
 import { workerMetrics } from "../worker-metrics";
 import { defineJob } from "./define";
@@ -34,6 +37,8 @@ export type JobDeps = {
   reminders?: ReminderSettings;
   /** LABLINK_RECONCILE_INTERVAL_S; 0 or absent: reconciliation is not scheduled. */
   reconcileIntervalS?: number;
+  /** How a held VM's holder is emailed before recovery reboots it; absent without SMTP. */
+  recoveryMail?: RecoveryNoticeMail;
   /** Webhook retries: the first delay (doubled each time) and the attempts in all. */
   webhooks?: { retryDelaySeconds?: number; maxAttempts?: number; timeoutMs?: number };
 };
@@ -55,6 +60,40 @@ export const sweepSilentAgents = (deps: JobDeps) =>
       const removed = await finishByoRemovals(db, deps.staleSeconds, systemActor);
       if (removed > 0) log.info({ count: removed }, "bring-your-own machines removed");
       return { marked: ids.length, byoRemoved: removed };
+    },
+  });
+
+/**
+ * Reboots, replaces or gives up on unhealthy, silent and stuck VMs per their fleet's recovery
+ * policy (server/domain/recovery.ts). One runner at a time: pg-boss's singleton schedule and an
+ * advisory lock inside runRecovery (a second worker's overlapping run skips).
+ */
+export const recoverVms = (deps: Pick<JobDeps, "recoveryMail"> = {}) =>
+  defineJob({
+    name: "vm.recover",
+    schema: z.strictObject({}),
+    retry: { limit: 0, delaySeconds: 0, backoff: false },
+    timeoutSeconds: 5 * 60,
+    // Automatic recovery looks every 30 s (the original every 60 s); thresholds are minutes.
+    schedule: { everySeconds: 30, singletonSeconds: 30 },
+    handler: async (_payload, { db, log }) => {
+      const result = await runRecovery(db, { mail: deps.recoveryMail, log });
+      if (result.skipped) return { skipped: "another worker is recovering" };
+      const acted = result.outcomes.filter((o) => o.decision !== "wait");
+      // Ids and steps only: holders are in the audit rows, not in the logs.
+      if (acted.length > 0)
+        log.info(
+          { actions: acted.map((o) => ({ vmId: o.vmId, decision: o.decision, step: o.step })) },
+          "recovery acted on VMs",
+        );
+      const count = (d: string) => result.outcomes.filter((o) => o.decision === d).length;
+      return {
+        acted: count("act"),
+        notified: count("notify"),
+        gaveUp: count("give_up"),
+        recovered: count("recovered"),
+        waiting: count("wait") + count("busy"),
+      };
     },
   });
 
@@ -88,7 +127,10 @@ export const expireHolds = (deps: Pick<JobDeps, "reminders"> = {}) =>
     },
   });
 
-/** Starts the scale operations of scheduled fleet sizes that are due (every 15 s). */
+/**
+ * Starts the scale (or destroy) operations of scheduled changes that are due, and applies the
+ * recurring slots' boundaries (every 15 s).
+ */
 export const runSchedules = () =>
   defineJob({
     name: "fleet.run-schedules",
@@ -105,7 +147,51 @@ export const runSchedules = () =>
       if (done > 0) log.info({ done }, "scheduled fleet sizes started");
       if (failed > 0)
         log.warn({ failed }, "scheduled fleet sizes failed; see the fleet's schedule");
-      return { done, failed, waiting: count("waiting"), superseded: count("superseded") };
+      const recurring = await applyRecurringSchedules(db);
+      for (const r of recurring.filter((x) => x.outcome !== "waiting"))
+        log.info(
+          { scheduleId: r.scheduleId, fleetId: r.fleetId, size: r.size, outcome: r.outcome },
+          "recurring schedule boundary applied",
+        );
+      return {
+        done,
+        failed,
+        waiting: count("waiting"),
+        superseded: count("superseded"),
+        recurring: recurring.filter((r) => r.outcome === "applied").length,
+      };
+    },
+  });
+
+/**
+ * Keeps each warm-pool fleet's ready count (every 15 s). pg-boss's singleton keeps the queue to
+ * one run per period; the advisory lock inside reconcileWarmPools keeps a second worker's run
+ * (another period, a slow first run) from acting at the same time.
+ */
+export const warmPools = () =>
+  defineJob({
+    name: "fleet.warm-pool",
+    schema: z.strictObject({}),
+    retry: { limit: 0, delaySeconds: 0, backoff: false },
+    timeoutSeconds: 60,
+    // A claimed VM's replacement starts booting at most 15 s later.
+    schedule: { everySeconds: 15, singletonSeconds: 15 },
+    handler: async (_payload, { db, log }) => {
+      const { locked, fleets: runs } = await reconcileWarmPools(db);
+      if (locked) return { locked };
+      const acted = runs.filter((r) => r.action !== "none");
+      if (acted.length > 0)
+        log.info(
+          {
+            fleets: acted.map((r) => ({
+              fleetId: r.fleetId,
+              action: r.action,
+              size: r.targetSize,
+            })),
+          },
+          "warm pools adjusted",
+        );
+      return { locked, acted: acted.length };
     },
   });
 
@@ -266,8 +352,10 @@ export const deliverWebhook = (deps: Pick<JobDeps, "webhooks"> = {}) => {
 export const allJobs = (deps: JobDeps) => [
   reconcileFleets(deps),
   sweepSilentAgents(deps),
+  recoverVms(deps),
   expireHolds(deps),
   runSchedules(),
+  warmPools(),
   pruneGpuSamplesJob(deps),
   applyFleet(deps),
   runOperation(deps),

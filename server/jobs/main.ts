@@ -8,7 +8,7 @@ import { TerraformRunner } from "../cloud/terraform/runner";
 import { getDatabase } from "../db/client";
 import { fleets, operations } from "../db/schema";
 import { fleetLedger } from "../domain/convergence";
-import { reminderSettings } from "../domain/hold-reminders";
+import { recoveryMailSettings, reminderSettings } from "../domain/hold-reminders";
 import { env } from "../env";
 import { logger } from "../log";
 import { startWorkerMetricsServer } from "../worker-metrics";
@@ -82,6 +82,7 @@ async function main() {
     shutdown: shutdownSignal.signal,
     operations: { leaseSeconds: e.LABLINK_OPERATION_LEASE_S, renewMs: 2_000 },
     reminders: reminderSettings(e),
+    recoveryMail: recoveryMailSettings(e),
     reconcileIntervalS: e.LABLINK_RECONCILE_INTERVAL_S,
   });
   await runner.start(jobs);

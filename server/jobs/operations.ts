@@ -257,7 +257,8 @@ async function perform(
       if (!op.vmId) throw new Error("the operation names no VM");
       const [vm] = await db.select().from(vms).where(eq(vms.id, op.vmId));
       if (!vm) throw new Error("the VM no longer exists");
-      if (op.kind === "vm.reboot") return driver.rebootVm(fleet, vm, run);
+      if (op.kind === "vm.reboot")
+        return driver.rebootVm(fleet, vm, run, { hard: op.params.cold === true });
       if (vm.state === "terminated") {
         run.log(`${vm.name} is already terminated`);
         return;

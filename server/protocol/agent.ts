@@ -5,13 +5,19 @@ import { z } from "zod";
  * `import type` only; the server validates every field with these schemas. Bump
  * AGENT_PROTOCOL_VERSION when a change is not backwards compatible.
  */
-export const AGENT_PROTOCOL_VERSION = 2;
+export const AGENT_PROTOCOL_VERSION = 3;
 
 /**
  * Agents registered with a lower protocol version get no `connect` commands (a version-1 agent
  * would have taken an unknown command for a wipe).
  */
 export const CONNECT_MIN_PROTOCOL_VERSION = 2;
+
+/**
+ * A local-fleet agent told to reboot (LABLINK_REBOOT=exit) exits with this code; the local driver
+ * starts it again with a new boot id, as a simulated VM's reboot.
+ */
+export const REBOOT_EXIT_CODE = 75;
 
 const shortText = (max: number) => z.string().trim().min(1).max(max);
 
@@ -203,7 +209,16 @@ export type AgentCommand =
       pin: string;
     }
   | { type: "wipe"; assignmentId: string }
-  | { type: "shutdown"; reason: string };
+  | { type: "shutdown"; reason: string }
+  | {
+      /**
+       * Automatic recovery's warm reboot (protocol 3+): the agent reboots its machine. Meant for
+       * the boot named here only; an agent that already restarted (another boot id) ignores it.
+       */
+      type: "reboot";
+      bootId: string;
+      reason: string;
+    };
 
 export type AgentReply = {
   vmId: string;

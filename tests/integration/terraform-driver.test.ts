@@ -1,7 +1,13 @@
 import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { DescribeInstancesCommand, EC2Client, RebootInstancesCommand } from "@aws-sdk/client-ec2";
+import {
+  DescribeInstancesCommand,
+  EC2Client,
+  RebootInstancesCommand,
+  StartInstancesCommand,
+  StopInstancesCommand,
+} from "@aws-sdk/client-ec2";
 import { mockClient } from "aws-sdk-client-mock";
 import { and, eq, isNull, ne } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -295,6 +301,48 @@ describe("terraform driver with the stand-in binary", () => {
     expect((await live(fleet.id)).map((v) => v.name)).toEqual(["tf-e-1"]);
     expect(term.log.join("\n")).toContain("Plan: 0 to add, 0 to change, 1 to destroy.");
     expect(ec2Mock.commandCalls(DescribeInstancesCommand)).toEqual([]);
+  });
+
+  it("a cold reboot (automatic recovery) stops the instance, waits until it is stopped, and starts it", async () => {
+    const fleet = await tfFleet("tf-cold");
+    await runOp(fleet, "fleet.create", "success", { size: 1 });
+    const [one] = await live(fleet.id);
+    if (!one?.providerId) throw new Error("rows");
+    // Stuck in a reboot already: the cold reboot goes ahead from there.
+    await t.db.update(vms).set({ state: "rebooting" }).where(eq(vms.id, one.id));
+    ec2Mock.reset();
+    ec2Mock.on(StopInstancesCommand).resolves({});
+    ec2Mock.on(DescribeInstancesCommand).resolves({
+      Reservations: [{ Instances: [{ InstanceId: one.providerId, State: { Name: "stopped" } }] }],
+    });
+    ec2Mock.on(StartInstancesCommand).resolves({});
+    const cold = await runOp(fleet, "vm.reboot", "success", { cold: true }, one.id);
+    expect(cold.result).toEqual({ status: "succeeded" });
+    const ids = { InstanceIds: [one.providerId] };
+    expect(ec2Mock.commandCalls(StopInstancesCommand).map((c) => c.args[0].input)).toEqual([ids]);
+    expect(ec2Mock.commandCalls(DescribeInstancesCommand)[0]?.args[0].input).toEqual(ids);
+    expect(ec2Mock.commandCalls(StartInstancesCommand).map((c) => c.args[0].input)).toEqual([ids]);
+    expect(ec2Mock.commandCalls(RebootInstancesCommand)).toEqual([]);
+    expect(cold.log.join("\n")).toContain("stopping and starting the instance");
+    const [row] = await t.db.select().from(vms).where(eq(vms.id, one.id));
+    expect(row?.state).toBe("rebooting");
+  });
+
+  it("a cold reboot of an instance that was terminated meanwhile fails without starting it", async () => {
+    const fleet = await tfFleet("tf-cold-gone");
+    await runOp(fleet, "fleet.create", "success", { size: 1 });
+    const [one] = await live(fleet.id);
+    if (!one?.providerId) throw new Error("rows");
+    await t.db.update(vms).set({ state: "ready" }).where(eq(vms.id, one.id));
+    ec2Mock.reset();
+    ec2Mock.on(StopInstancesCommand).resolves({});
+    ec2Mock.on(DescribeInstancesCommand).resolves({
+      Reservations: [{ Instances: [{ State: { Name: "terminated" } }] }],
+    });
+    const cold = await runOp(fleet, "vm.reboot", "success", { cold: true }, one.id);
+    expect(cold.result).toEqual({ status: "failed" });
+    expect(cold.op?.error).toContain("cannot be started again");
+    expect(ec2Mock.commandCalls(StartInstancesCommand)).toEqual([]);
   });
 
   it("fails with a clear message when the binary is missing", async () => {

@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { uptime } from "node:os";
 import type { GpuReadingInput } from "../../../server/protocol/agent";
 import type { Logger } from "../log";
@@ -200,16 +201,40 @@ export class SimulatedProbe implements GpuSource {
   constructor(
     private readonly gpus: SimulatedGpus,
     private readonly inUse: () => boolean,
+    /**
+     * Simulated GPU failures (local fleet, tests): while one of these files exists, every GPU
+     * reports unhealthy with the file's first line as the reason. The local driver deletes
+     * `gpu-fault` on a simulated reboot (a fault a reboot cures); `gpu-fault.persistent` stays.
+     */
+    private readonly faultFiles: readonly string[] = [],
   ) {}
 
   latest(): GpuSnapshot {
     return this.current;
   }
 
+  private fault(): string | null {
+    for (const file of this.faultFiles) {
+      try {
+        const line = readFileSync(file, "utf8").split("\n")[0]?.trim();
+        return line || "simulated GPU failure";
+      } catch {
+        // No such file: no fault of this kind.
+      }
+    }
+    return null;
+  }
+
   refresh(): Promise<GpuSnapshot> {
+    const fault = this.fault();
+    const gpus = this.gpus.read(this.inUse());
     this.current = {
-      gpus: this.gpus.read(this.inUse()),
-      health: { healthy: true, reasons: [] },
+      gpus: fault
+        ? gpus.map((g) => ({ ...g, healthy: false, reasons: [fault.slice(0, 200)] }))
+        : gpus,
+      health: fault
+        ? { healthy: false, reasons: [fault.slice(0, 200)] }
+        : { healthy: true, reasons: [] },
       takenAt: new Date(),
       source: "simulated",
     };

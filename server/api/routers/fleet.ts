@@ -7,7 +7,21 @@ import { getFleet, listFleets } from "../../domain/fleets";
 import { setFleetLimit } from "../../domain/hold-limits";
 import { publicOperation } from "../../domain/operations";
 import { createFleet, destroyFleet, scaleFleet } from "../../domain/provisioning";
+import { setRecoveryPolicy } from "../../domain/recovery";
+import { recoveryPolicyPatchSchema } from "../../domain/recovery-policy";
+import {
+  addRecurringSchedule,
+  deleteRecurringSchedule,
+  listRecurringSchedules,
+  recurringScheduleInput,
+} from "../../domain/recurring-schedules";
 import { cancelSchedule, listSchedules, scheduleScale } from "../../domain/schedules";
+import {
+  pauseWarmPool,
+  resumeWarmPool,
+  setWarmPool,
+  warmPoolPolicySchema,
+} from "../../domain/warm-pool";
 import { adminProcedure, createRouter, noInput } from "../trpc";
 
 /** Fleet sizes an admin may ask for in one request. */
@@ -238,6 +252,49 @@ export const fleetRouter = createRouter({
     .input(z.strictObject({ fleetId: z.uuid(), at: z.date(), size: common.size }))
     .mutation(({ ctx, input }) => scheduleScale(ctx.db, { ...input, actor: ctx.actor })),
 
+  /** Destroys the fleet at `at` (through the destroy operation), e.g. after a workshop. */
+  scheduleDestroy: adminProcedure
+    .input(z.strictObject({ fleetId: z.uuid(), at: z.date() }))
+    .mutation(({ ctx, input }) =>
+      scheduleScale(ctx.db, { ...input, size: 0, kind: "destroy", actor: ctx.actor }),
+    ),
+
+  /** A fleet's recurring slots, each with its next size change. */
+  recurringSchedules: adminProcedure
+    .input(z.strictObject({ fleetId: z.uuid() }))
+    .query(({ ctx, input }) => listRecurringSchedules(ctx.db, input.fleetId)),
+
+  /**
+   * Adds a recurring slot: at each occurrence of `rrule` (DAILY/WEEKLY/MONTHLY/YEARLY) from
+   * `startTime` to `endTime` in `timezone`, the fleet gets `size` (its ready count when it has a
+   * warm pool), and `fallbackSize` after.
+   */
+  addRecurringSchedule: adminProcedure
+    .input(recurringScheduleInput)
+    .mutation(({ ctx, input }) => addRecurringSchedule(ctx.db, { ...input, actor: ctx.actor })),
+
+  deleteRecurringSchedule: adminProcedure
+    .input(z.strictObject({ scheduleId: z.uuid() }))
+    .mutation(({ ctx, input }) => deleteRecurringSchedule(ctx.db, input.scheduleId, ctx.actor)),
+
+  /**
+   * Gives the fleet a warm pool (a number of ready VMs kept waiting, up to a maximum size), changes
+   * it, or (null) removes it: the fleet is then sized by hand again.
+   */
+  setWarmPool: adminProcedure
+    .input(z.strictObject({ fleetId: z.uuid(), policy: warmPoolPolicySchema.nullable() }))
+    .mutation(({ ctx, input }) => setWarmPool(ctx.db, { ...input, actor: ctx.actor })),
+
+  /** Stops the warm pool from changing the fleet's size until it is resumed. */
+  pauseWarmPool: adminProcedure
+    .input(z.strictObject({ fleetId: z.uuid(), reason: z.string().trim().max(500).optional() }))
+    .mutation(({ ctx, input }) => pauseWarmPool(ctx.db, { ...input, actor: ctx.actor })),
+
+  /** Resumes a paused warm pool (also after it gave up on failed launches). */
+  resumeWarmPool: adminProcedure
+    .input(z.strictObject({ fleetId: z.uuid() }))
+    .mutation(({ ctx, input }) => resumeWarmPool(ctx.db, { ...input, actor: ctx.actor })),
+
   /** Cancels a pending scheduled size. */
   cancelSchedule: adminProcedure
     .input(z.strictObject({ scheduleId: z.uuid() }))
@@ -277,6 +334,23 @@ export const fleetRouter = createRouter({
       );
       return { ...change, idleReleaseMinutes: value };
     }),
+
+  /**
+   * Changes a fleet's automatic-recovery policy (thresholds, attempts per step, cooldown, notice
+   * to holders, on/off); settings not given keep their value. Returns the whole policy.
+   */
+  setRecoveryPolicy: adminProcedure
+    .input(
+      z.strictObject({
+        fleetId: z.uuid(),
+        policy: recoveryPolicyPatchSchema.refine((p) => Object.keys(p).length > 0, {
+          message: "give at least one setting to change",
+        }),
+      }),
+    )
+    .mutation(({ ctx, input }) =>
+      setRecoveryPolicy(ctx.db, { fleetId: input.fleetId, patch: input.policy, actor: ctx.actor }),
+    ),
 
   destroy: adminProcedure
     .input(z.strictObject({ fleetId: z.uuid() }))

@@ -1,4 +1,5 @@
 import {
+  DescribeInstancesCommand,
   EC2Client,
   type EC2ClientConfig,
   type Instance,
@@ -16,8 +17,18 @@ export interface Ec2Api {
   reboot(region: string, instanceId: string): Promise<void>;
   stop(region: string, instanceId: string): Promise<void>;
   start(region: string, instanceId: string): Promise<void>;
+  /** A cold reboot: stop, wait until stopped, start (a new host; the public IP may change). */
+  stopAndStart(region: string, instanceId: string, opts?: StopStartOptions): Promise<void>;
   terminate(region: string, instanceId: string): Promise<void>;
 }
+
+export type StopStartOptions = {
+  signal?: AbortSignal;
+  /** How often the instance's state is read while it stops (default 5 s). */
+  pollMs?: number;
+  /** Give up waiting for "stopped" after this long (default 10 min: EC2 may take minutes). */
+  timeoutMs?: number;
+};
 
 export type Ec2Options = {
   /** One client per region; credentials from the standard AWS chain (env, profile, role). */
@@ -113,6 +124,33 @@ export class Ec2Fleet implements Ec2Api {
     await this.call(
       "StartInstances",
       (c) => c.send(new StartInstancesCommand({ InstanceIds: [instanceId] })),
+      region,
+    );
+  }
+
+  async stopAndStart(region: string, instanceId: string, opts: StopStartOptions = {}) {
+    await this.stop(region, instanceId);
+    const deadline = Date.now() + (opts.timeoutMs ?? 10 * 60_000);
+    for (;;) {
+      opts.signal?.throwIfAborted();
+      const state = await this.instanceState(region, instanceId);
+      if (state === "stopped") break;
+      if (state === "terminated" || state === "shutting-down")
+        throw new Error(`EC2 instance ${instanceId} is ${state}; it cannot be started again`);
+      if (Date.now() > deadline)
+        throw new Error(`EC2 instance ${instanceId} did not stop in time (still ${state})`);
+      await new Promise((r) => setTimeout(r, opts.pollMs ?? 5_000));
+    }
+    await this.start(region, instanceId);
+  }
+
+  private async instanceState(region: string, instanceId: string): Promise<string> {
+    return this.call(
+      "DescribeInstances",
+      async (c) => {
+        const out = await c.send(new DescribeInstancesCommand({ InstanceIds: [instanceId] }));
+        return out.Reservations?.[0]?.Instances?.[0]?.State?.Name ?? "unknown";
+      },
       region,
     );
   }

@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { chmodSync, createWriteStream, mkdirSync, writeFileSync } from "node:fs";
+import { randomUUID } from "node:crypto";
+import { chmodSync, createWriteStream, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { Fleet, Vm } from "../../db/schema";
 import type { FleetLedger } from "../../domain/convergence";
@@ -24,6 +25,13 @@ export type LocalDriverOptions = {
   researchAccounts?: "simulated" | "unix";
   log: Logger;
 };
+
+/**
+ * An agent started with LABLINK_REBOOT=exit ends with this code to carry out a warm reboot
+ * (REBOOT_EXIT_CODE of the agent protocol; the agent's contract test checks they match, and cloud/
+ * does not import api/).
+ */
+export const LOCAL_REBOOT_EXIT_CODE = 75;
 
 /**
  * The local driver: each "VM" is a real agent process on this machine with a simulated GPU, so
@@ -90,18 +98,21 @@ export class LocalFleetDriver implements FleetDriver {
 
   rebootVm(fleet: Fleet, vm: Vm, run?: DriverRun): Promise<void> {
     return this.serialize(fleet.id, async () => {
+      // A VM stuck in a reboot (automatic recovery's cold reboot) is rebooted again as it is.
       const moved = await this.o.ledger.rebooting(vm.id);
       run?.log(`rebooting ${vm.name}: stopping its agent`);
       await this.kill(vm.id);
-      await this.boot(fleet, moved);
+      await this.boot(fleet, moved, { newBoot: true });
       run?.log(`${vm.name}: agent started again; it registers and comes back`);
     });
   }
 
-  private async boot(fleet: Fleet, vm: Vm): Promise<void> {
+  private async boot(fleet: Fleet, vm: Vm, opts: { newBoot?: boolean } = {}): Promise<void> {
     const token = await this.o.ledger.launchToken(vm.id);
     const dir = path.join(this.o.stateDir, vm.name);
     mkdirSync(dir, { recursive: true });
+    // A reboot cures a simulated transient GPU fault (agent/src/gpu/probe.ts SimulatedProbe).
+    if (opts.newBoot) rmSync(path.join(dir, "gpu-fault"), { force: true });
     // A token file (not the environment) lets the agent take over rotated tokens.
     const tokenFile = path.join(dir, "agent.token");
     writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
@@ -123,6 +134,9 @@ export class LocalFleetDriver implements FleetDriver {
           // The stand-in that records what it was given: a local VM has no Chrome Remote Desktop.
           LABLINK_CRD_START_HOST: path.join(this.o.rootDir, "agent/dev/fake-start-host"),
           LABLINK_HEARTBEAT_S: String(this.o.heartbeatIntervalS),
+          // A simulated VM's reboot is a new agent process with a new boot id (see the exit handler).
+          LABLINK_REBOOT: "exit",
+          ...(opts.newBoot ? { LABLINK_BOOT_ID: randomUUID() } : {}),
           // Plays a short cloud-init run and container start in the state dir, so the dashboard
           // has boot timings and cloud-init/container log lines for local VMs too.
           LABLINK_SIMULATE_BOOT: "1",
@@ -145,10 +159,26 @@ export class LocalFleetDriver implements FleetDriver {
         this.procs.delete(vm.id);
         this.running.delete(vm.id);
       }
-      if (!this.closing) this.o.log.warn({ vm: vm.name, code, signal }, "local agent exited");
+      if (this.closing) return;
+      if (code === LOCAL_REBOOT_EXIT_CODE) {
+        // The agent carried out a warm reboot: the simulated machine comes back as a new boot.
+        this.o.log.info({ vm: vm.name }, "local agent rebooting");
+        void this.serialize(fleet.id, () => this.restartAfterReboot(fleet, vm.id)).catch((err) =>
+          this.o.log.error({ err, vm: vm.name }, "local reboot failed"),
+        );
+        return;
+      }
+      this.o.log.warn({ vm: vm.name, code, signal }, "local agent exited");
     });
     await this.o.ledger.launched(vm.id, { providerId: `local:${child.pid}` });
     this.o.log.info({ vm: vm.name, pid: child.pid }, "local agent started");
+  }
+
+  private async restartAfterReboot(fleet: Fleet, vmId: string): Promise<void> {
+    if (this.closing || this.procs.has(vmId)) return;
+    const current = await this.o.ledger.vm(vmId);
+    if (!current || ["terminated", "terminating", "failed"].includes(current.state)) return;
+    await this.boot(fleet, current, { newBoot: true });
   }
 
   private async terminate(vm: Vm): Promise<void> {

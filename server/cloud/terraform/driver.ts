@@ -90,9 +90,21 @@ export class TerraformFleetDriver implements FleetDriver {
     run.log(`${fleet.name}: ${rows.length} VM(s) terminated`);
   }
 
-  async rebootVm(fleet: Fleet, vm: Vm, run: DriverRun = quietRun()): Promise<void> {
+  async rebootVm(
+    fleet: Fleet,
+    vm: Vm,
+    run: DriverRun = quietRun(),
+    options: { hard?: boolean } = {},
+  ): Promise<void> {
     if (!vm.providerId) throw new Error(`${vm.name} has no instance yet`);
+    // A VM stuck in a reboot (automatic recovery's cold reboot) is rebooted again as it is.
     await this.o.ledger.rebooting(vm.id);
+    if (options.hard) {
+      run.log(`cold reboot of ${vm.name} (${vm.providerId}): stopping and starting the instance`);
+      await this.o.ec2.stopAndStart(this.region(fleet), vm.providerId, { signal: run.signal });
+      run.log(`${vm.name}: started again; its agent registers when the VM is back`);
+      return;
+    }
     run.log(`rebooting ${vm.name} (${vm.providerId})`);
     await this.o.ec2.reboot(this.region(fleet), vm.providerId);
     run.log(`${vm.name}: reboot requested; its agent registers again when the VM is back`);

@@ -47,9 +47,21 @@ export const fleets = pgTable("fleets", {
    * agent, and speaking the original client API (server/api/original-api.ts, docs/original-api.md).
    */
   clientImageCompat: boolean("client_image_compat").notNull().default(false),
+  /**
+   * Automatic recovery of unhealthy, silent and stuck VMs; only the settings that differ from the
+   * defaults (parsed by recoveryPolicyOf in server/domain/recovery-policy.ts).
+   */
+  recoveryPolicy: jsonb("recovery_policy").$type<Record<string, unknown>>().notNull().default({}),
   status: fleetStatus("status").notNull().default("creating"),
   /** Driver-specific settings (AMI, subnet, startup script...); never secrets. */
   config: jsonb("config").$type<Record<string, unknown>>().notNull().default({}),
+  /**
+   * Warm-pool policy (server/domain/warm-pool.ts WarmPoolPolicy, zod-validated on read); null: the
+   * fleet is sized by hand, as before warm pools existed.
+   */
+  warmPool: jsonb("warm_pool").$type<Record<string, unknown>>(),
+  /** What the warm-pool reconciler last saw and decided (failure count, backoff, reason). */
+  warmPoolState: jsonb("warm_pool_state").$type<Record<string, unknown>>(),
   createdAt: createdAt(),
   updatedAt: ts("updated_at").notNull().defaultNow(),
 });

@@ -8,6 +8,7 @@ export * from "./handoffs";
 export * from "./hold-reminders";
 export * from "./operations";
 export * from "./rate-limits";
+export * from "./recovery";
 export * from "./schedules";
 export * from "./ssh-keys";
 export * from "./users";
