@@ -368,7 +368,7 @@ async function notifyHolder(
   await db.transaction(async (t) => {
     await t
       .update(vmRecoveries)
-      .set({ noticeAt: now, noticeHolderId: holderId })
+      .set({ noticeAt: now, noticeHolderId: holderId, noticeNext: next })
       .where(eq(vmRecoveries.vmId, vm.id));
     await audit(
       t,
@@ -482,6 +482,7 @@ async function attempt(
           // Each step needs its own notice to a holder.
           noticeAt: null,
           noticeHolderId: null,
+          noticeNext: null,
         })
         .where(eq(vmRecoveries.vmId, vm.id));
     });

@@ -162,7 +162,11 @@ describe("runRecovery", () => {
     mails.length = 0;
     expect(await run(fleet, at(3))).toMatchObject([{ decision: "notify" }]);
     expect((await row(vm.id))?.state).toBe("claimed");
-    expect((await myVm(t.db, me.id))?.recoveryNotice).toEqual({ noticedAt: at(3), at: at(8) });
+    expect((await myVm(t.db, me.id))?.recoveryNotice).toEqual({
+      noticedAt: at(3),
+      at: at(8),
+      comesBack: true,
+    });
     expect(mails).toHaveLength(1);
     expect(mails[0]?.to).toBe(me.email);
     expect(mails[0]?.text).toContain("save your work now");

@@ -3,6 +3,7 @@
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useState } from "react";
 import { useTRPC, useTRPCClient } from "@/app/providers";
+import { FleetRecovery } from "./fleet-recovery";
 import { FleetSchedules } from "./fleet-schedules";
 import { OperationLog } from "./operation-log";
 
@@ -307,6 +308,11 @@ export function FleetsAdmin() {
                   ? "never"
                   : `after ${holdText(f.idleReleaseMinutes)} without use`}
               </p>
+              <FleetRecovery
+                fleet={f}
+                editable={f.status !== "destroying" && f.status !== "destroyed"}
+                onSaved={refresh}
+              />
               <p data-testid="fleet-counts">
                 {Object.entries(f.vmCounts)
                   .map(([s, n]) => `${n} ${s}`)
