@@ -9,6 +9,7 @@ const policy = DEFAULT_RECOVERY_POLICY;
 const vm = (over: Partial<Parameters<typeof problemOf>[0]> = {}) => ({
   state: "ready" as const,
   healthy: true,
+  healthReasons: [] as string[],
   lastHeartbeatAt: ago(0.2),
   stateChangedAt: ago(60),
   holderId: null,
@@ -46,6 +47,16 @@ describe("problemOf: the original LabLink's thresholds", () => {
       "unhealthy",
     );
   });
+  it("a VM the silent sweep marked unhealthy waits for the silent threshold (no warm reboot to a deaf agent)", () => {
+    const swept = vm({
+      healthy: false,
+      healthReasons: ["agent silent since 2026-12-04 11:58:30 UTC"],
+      lastHeartbeatAt: ago(1.5),
+    });
+    expect(problemOf(swept, policy, now)).toBeNull();
+    expect(problemOf({ ...swept, lastHeartbeatAt: ago(3) }, policy, now)).toBe("silent");
+  });
+
   it("failed, terminated and provisioning VMs are not recovery's to touch", () => {
     for (const state of ["failed", "terminated", "terminating", "provisioning"] as const)
       expect(problemOf(vm({ state, healthy: false, lastHeartbeatAt: ago(99) }), policy, now)).toBe(
@@ -135,8 +146,7 @@ describe("decideRecovery: warm → cold → replace → failed", () => {
     ).toEqual({ kind: "act", step: "warm_reboot" });
     // A notice given to someone else (the VM changed hands) does not count.
     expect(
-      decideRecovery({ ...base, record: record({ noticeAt: ago(9), noticeHolderId: "u2" }) })
-        .kind,
+      decideRecovery({ ...base, record: record({ noticeAt: ago(9), noticeHolderId: "u2" }) }).kind,
     ).toBe("notify");
   });
 });

@@ -15,6 +15,7 @@ import {
 import type { Mailer } from "../mail";
 import { audit } from "./audit";
 import { DomainError } from "./errors";
+import { SILENT_REASON_PREFIX } from "./health";
 import { requestOperation } from "./operations";
 import {
   DEFAULT_RECOVERY_POLICY,
@@ -43,6 +44,7 @@ type VmView = Pick<
   Vm,
   | "state"
   | "healthy"
+  | "healthReasons"
   | "lastHeartbeatAt"
   | "stateChangedAt"
   | "holderId"
@@ -70,6 +72,9 @@ export function problemOf(vm: VmView, policy: RecoveryPolicy, now: Date): Proble
     case "releasing":
       if (minutesAgo(now, vm.lastHeartbeatAt ?? vm.stateChangedAt, policy.silentMinutes))
         return "silent";
+      // Unhealthy only because the silent sweep said so (its threshold is shorter): that is the
+      // silent rule's to judge, once the agent has been quiet for the policy's time.
+      if (!vm.healthy && vm.healthReasons[0]?.startsWith(SILENT_REASON_PREFIX)) return null;
       return vm.healthy ? null : "unhealthy";
     default:
       // provisioning belongs to its operation; terminating, terminated and failed are done.
