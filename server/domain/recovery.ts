@@ -197,7 +197,8 @@ export async function runRecovery(
       .where(notInArray(fleets.status, ["creating", "destroying", "destroyed"]));
     for (const fleet of targets) {
       const policy = recoveryPolicyOf(fleet.recoveryPolicy);
-      if (!policy.enabled) continue;
+      // Bring-your-own machines are someone's workstation: LabLink neither powers nor replaces them.
+      if (!policy.enabled || fleet.driver === "byo") continue;
       for (const o of await recoverFleet(db, fleet, policy, now, options)) outcomes.push(o);
     }
     return { skipped: false as const, outcomes };
