@@ -113,6 +113,17 @@ describe("decideRecovery: warm → cold → replace → failed", () => {
       });
   });
 
+  it("a VM stuck in its wipe (releasing, silent) cannot be rebooted: it is replaced", () => {
+    const wiping = vm({ state: "releasing", lastHeartbeatAt: ago(4) });
+    expect(problemOf(wiping, policy, now)).toBe("silent");
+    expect(problemOf({ ...wiping, lastHeartbeatAt: ago(1), healthy: false }, policy, now)).toBe(
+      null,
+    );
+    expect(
+      decideRecovery({ problem: "silent", vm: wiping, policy, now, record: record({}) }),
+    ).toEqual({ kind: "act", step: "replace" });
+  });
+
   it("an agent too old for the reboot command gets a cold reboot", () => {
     const old = vm({ healthy: false, agentProtocolVersion: 2 });
     expect(

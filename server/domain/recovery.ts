@@ -72,6 +72,8 @@ export function problemOf(vm: VmView, policy: RecoveryPolicy, now: Date): Proble
     case "releasing":
       if (minutesAgo(now, vm.lastHeartbeatAt ?? vm.stateChangedAt, policy.silentMinutes))
         return "silent";
+      // A VM being wiped finishes its wipe first; its health is judged once it is back.
+      if (vm.state === "releasing") return null;
       // Unhealthy only because the silent sweep said so (its threshold is shorter): that is the
       // silent rule's to judge, once the agent has been quiet for the policy's time.
       if (!vm.healthy && vm.healthReasons[0]?.startsWith(SILENT_REASON_PREFIX)) return null;
@@ -122,7 +124,10 @@ export function decideRecovery(input: {
     problem === "unhealthy" &&
     (vm.agentProtocolVersion ?? 0) >= REBOOT_MIN_PROTOCOL_VERSION &&
     (["ready", "claimed", "draining"] as VmState[]).includes(vm.state);
-  const allowed = (step: RecoveryStep) => step !== "warm_reboot" || warmPossible;
+  // A VM being wiped cannot go to `rebooting` (vm-state.ts): only a replacement helps it.
+  const rebootPossible = vm.state !== "releasing";
+  const allowed = (step: RecoveryStep) =>
+    step === "replace" || (rebootPossible && (step !== "warm_reboot" || warmPossible));
 
   const from = record?.step ? LADDER.indexOf(record.step) : 0;
   let next: RecoveryStep | "give_up" = "give_up";
