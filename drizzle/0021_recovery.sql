@@ -9,7 +9,8 @@ CREATE TABLE "vm_recoveries" (
 	"last_attempt_at" timestamp with time zone,
 	"operation_id" uuid,
 	"notice_at" timestamp with time zone,
-	"notice_holder_id" uuid
+	"notice_holder_id" uuid,
+	"notice_next" text
 );
 --> statement-breakpoint
 ALTER TABLE "fleets" ADD COLUMN "recovery_policy" jsonb DEFAULT '{}'::jsonb NOT NULL;--> statement-breakpoint

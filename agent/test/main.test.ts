@@ -4,6 +4,7 @@ import { type AddressInfo, createServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import pkg from "../package.json" with { type: "json" };
+import { PROTOCOL_VERSION } from "../src/loop";
 import { startContractServer } from "./contract-server";
 import { eventually, FIXTURES, fakeBinary, tempDir } from "./helpers";
 
@@ -114,7 +115,7 @@ describe("lablink agent process", () => {
     expect(s.state.registers[0]).toMatchObject({
       vmId: VM,
       bootId: "boot-test",
-      protocolVersion: 2,
+      protocolVersion: PROTOCOL_VERSION,
     });
     expect(s.state.registers[0]?.gpus.map((g) => g.name)).toEqual(["NVIDIA A10G", "NVIDIA A10G"]);
     expect(s.state.heartbeats[0]?.diskFreePct).toBeTypeOf("number");

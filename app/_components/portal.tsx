@@ -47,6 +47,22 @@ export function Portal() {
         </h1>
         {vm ? (
           <div className="space-y-4">
+            {vm.recoveryNotice && (
+              <p
+                role="alert"
+                data-testid="recovery-notice"
+                className="rounded border border-amber-300 bg-amber-50 p-3 text-sm dark:border-amber-800 dark:bg-amber-950"
+              >
+                This VM is not working properly. LabLink will restart it at{" "}
+                {new Date(vm.recoveryNotice.at).toLocaleTimeString([], { timeStyle: "short" })} to
+                repair it: save your work now. It comes back to you afterwards.
+              </p>
+            )}
+            {vm.state === "rebooting" && (
+              <p data-testid="vm-rebooting" className="text-sm">
+                Your VM is restarting; it comes back to you in a few minutes.
+              </p>
+            )}
             <dl className="grid grid-cols-[max-content_1fr] gap-x-6 gap-y-2 text-sm">
               <dt className="text-slate-500">Name</dt>
               <dd data-testid="vm-name" className="font-mono">

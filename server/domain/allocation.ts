@@ -399,7 +399,11 @@ export async function myVm(db: DbOrTx, userId: string) {
       assignmentId: vms.assignmentId,
       driver: fleets.driver,
       recoveryPolicy: fleets.recoveryPolicy,
-      notice: { at: vmRecoveries.noticeAt, holderId: vmRecoveries.noticeHolderId },
+      notice: {
+        at: vmRecoveries.noticeAt,
+        holderId: vmRecoveries.noticeHolderId,
+        next: vmRecoveries.noticeNext,
+      },
       fleet: {
         id: fleets.id,
         name: fleets.name,
@@ -430,7 +434,12 @@ export async function myVm(db: DbOrTx, userId: string) {
      */
     recoveryNotice:
       notice?.at && notice.holderId === userId
-        ? { noticedAt: notice.at, at: new Date(notice.at.getTime() + noticeMinutes * 60_000) }
+        ? {
+            noticedAt: notice.at,
+            at: new Date(notice.at.getTime() + noticeMinutes * 60_000),
+            /** false: the VM is replaced or taken out of service, not given back. */
+            comesBack: notice.next === "warm_reboot" || notice.next === "cold_reboot",
+          }
         : null,
     /** When the hold limit releases this VM; null without a limit. */
     holdExpiresAt:

@@ -1,6 +1,9 @@
 import { sql } from "drizzle-orm";
 import type { DbOrTx } from "../db/client";
 
+/** The health reason the sweep below writes; automatic recovery tells it from a real fault. */
+export const SILENT_REASON_PREFIX = "agent silent since ";
+
 /**
  * Marks VMs whose agent has been silent longer than `staleSeconds` as unhealthy, which takes
  * them out of the claimable pool; the next heartbeat restores them. One statement, with its
@@ -10,7 +13,7 @@ export async function markSilentAgents(db: DbOrTx, staleSeconds: number): Promis
   const rows = await db.execute<{ id: string }>(sql`
     WITH silent AS (
       UPDATE vms SET healthy = false,
-        health_reasons = jsonb_build_array('agent silent since ' || to_char(last_heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC')
+        health_reasons = jsonb_build_array(${SILENT_REASON_PREFIX} || to_char(last_heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC')
       WHERE healthy
         AND state NOT IN ('terminated', 'terminating', 'failed')
         AND last_heartbeat_at < now() - make_interval(secs => ${staleSeconds})

@@ -9,6 +9,7 @@ const policy = DEFAULT_RECOVERY_POLICY;
 const vm = (over: Partial<Parameters<typeof problemOf>[0]> = {}) => ({
   state: "ready" as const,
   healthy: true,
+  healthReasons: [] as string[],
   lastHeartbeatAt: ago(0.2),
   stateChangedAt: ago(60),
   holderId: null,
@@ -46,6 +47,16 @@ describe("problemOf: the original LabLink's thresholds", () => {
       "unhealthy",
     );
   });
+  it("a VM the silent sweep marked unhealthy waits for the silent threshold (no warm reboot to a deaf agent)", () => {
+    const swept = vm({
+      healthy: false,
+      healthReasons: ["agent silent since 2026-12-04 11:58:30 UTC"],
+      lastHeartbeatAt: ago(1.5),
+    });
+    expect(problemOf(swept, policy, now)).toBeNull();
+    expect(problemOf({ ...swept, lastHeartbeatAt: ago(3) }, policy, now)).toBe("silent");
+  });
+
   it("failed, terminated and provisioning VMs are not recovery's to touch", () => {
     for (const state of ["failed", "terminated", "terminating", "provisioning"] as const)
       expect(problemOf(vm({ state, healthy: false, lastHeartbeatAt: ago(99) }), policy, now)).toBe(
@@ -100,6 +111,17 @@ describe("decideRecovery: warm → cold → replace → failed", () => {
         kind: "act",
         step: "cold_reboot",
       });
+  });
+
+  it("a VM stuck in its wipe (releasing, silent) cannot be rebooted: it is replaced", () => {
+    const wiping = vm({ state: "releasing", lastHeartbeatAt: ago(4) });
+    expect(problemOf(wiping, policy, now)).toBe("silent");
+    expect(problemOf({ ...wiping, lastHeartbeatAt: ago(1), healthy: false }, policy, now)).toBe(
+      null,
+    );
+    expect(
+      decideRecovery({ problem: "silent", vm: wiping, policy, now, record: record({}) }),
+    ).toEqual({ kind: "act", step: "replace" });
   });
 
   it("an agent too old for the reboot command gets a cold reboot", () => {

@@ -15,6 +15,7 @@ import {
 import type { Mailer } from "../mail";
 import { audit } from "./audit";
 import { DomainError } from "./errors";
+import { SILENT_REASON_PREFIX } from "./health";
 import { requestOperation } from "./operations";
 import {
   DEFAULT_RECOVERY_POLICY,
@@ -43,6 +44,7 @@ type VmView = Pick<
   Vm,
   | "state"
   | "healthy"
+  | "healthReasons"
   | "lastHeartbeatAt"
   | "stateChangedAt"
   | "holderId"
@@ -70,6 +72,11 @@ export function problemOf(vm: VmView, policy: RecoveryPolicy, now: Date): Proble
     case "releasing":
       if (minutesAgo(now, vm.lastHeartbeatAt ?? vm.stateChangedAt, policy.silentMinutes))
         return "silent";
+      // A VM being wiped finishes its wipe first; its health is judged once it is back.
+      if (vm.state === "releasing") return null;
+      // Unhealthy only because the silent sweep said so (its threshold is shorter): that is the
+      // silent rule's to judge, once the agent has been quiet for the policy's time.
+      if (!vm.healthy && vm.healthReasons[0]?.startsWith(SILENT_REASON_PREFIX)) return null;
       return vm.healthy ? null : "unhealthy";
     default:
       // provisioning belongs to its operation; terminating, terminated and failed are done.
@@ -117,7 +124,10 @@ export function decideRecovery(input: {
     problem === "unhealthy" &&
     (vm.agentProtocolVersion ?? 0) >= REBOOT_MIN_PROTOCOL_VERSION &&
     (["ready", "claimed", "draining"] as VmState[]).includes(vm.state);
-  const allowed = (step: RecoveryStep) => step !== "warm_reboot" || warmPossible;
+  // A VM being wiped cannot go to `rebooting` (vm-state.ts): only a replacement helps it.
+  const rebootPossible = vm.state !== "releasing";
+  const allowed = (step: RecoveryStep) =>
+    step === "replace" || (rebootPossible && (step !== "warm_reboot" || warmPossible));
 
   const from = record?.step ? LADDER.indexOf(record.step) : 0;
   let next: RecoveryStep | "give_up" = "give_up";
@@ -192,7 +202,8 @@ export async function runRecovery(
       .where(notInArray(fleets.status, ["creating", "destroying", "destroyed"]));
     for (const fleet of targets) {
       const policy = recoveryPolicyOf(fleet.recoveryPolicy);
-      if (!policy.enabled) continue;
+      // Bring-your-own machines are someone's workstation: LabLink neither powers nor replaces them.
+      if (!policy.enabled || fleet.driver === "byo") continue;
       for (const o of await recoverFleet(db, fleet, policy, now, options)) outcomes.push(o);
     }
     return { skipped: false as const, outcomes };
@@ -368,7 +379,7 @@ async function notifyHolder(
   await db.transaction(async (t) => {
     await t
       .update(vmRecoveries)
-      .set({ noticeAt: now, noticeHolderId: holderId })
+      .set({ noticeAt: now, noticeHolderId: holderId, noticeNext: next })
       .where(eq(vmRecoveries.vmId, vm.id));
     await audit(
       t,
@@ -482,6 +493,7 @@ async function attempt(
           // Each step needs its own notice to a holder.
           noticeAt: null,
           noticeHolderId: null,
+          noticeNext: null,
         })
         .where(eq(vmRecoveries.vmId, vm.id));
     });

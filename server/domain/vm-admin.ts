@@ -1,6 +1,6 @@
 import { and, desc, eq } from "drizzle-orm";
 import type { DbOrTx } from "../db/client";
-import { auditEvents, fleets, users, type Vm, vms } from "../db/schema";
+import { auditEvents, fleets, users, type Vm, vmRecoveries, vms } from "../db/schema";
 import { DomainError } from "./errors";
 import { type Actor, LIVE_STATES, transition } from "./vm-state";
 
@@ -130,6 +130,25 @@ export async function vmDetail(db: DbOrTx, vmId: string) {
     .where(and(eq(auditEvents.targetKind, "vm"), eq(auditEvents.targetId, vmId)))
     .orderBy(desc(auditEvents.at), desc(auditEvents.id))
     .limit(200);
+  const [recovery] = await db
+    .select({
+      problem: vmRecoveries.problem,
+      step: vmRecoveries.step,
+      stepAttempts: vmRecoveries.stepAttempts,
+      totalAttempts: vmRecoveries.totalAttempts,
+      detectedAt: vmRecoveries.detectedAt,
+      lastAttemptAt: vmRecoveries.lastAttemptAt,
+      noticeAt: vmRecoveries.noticeAt,
+    })
+    .from(vmRecoveries)
+    .where(eq(vmRecoveries.vmId, vmId));
   const { assignmentId: _a, assignmentAckedId: _b, ...vm } = row.vm;
-  return { ...vm, fleet: row.fleet, holder: row.holder?.id ? row.holder : null, history };
+  return {
+    ...vm,
+    fleet: row.fleet,
+    holder: row.holder?.id ? row.holder : null,
+    /** Automatic recovery under way (server/domain/recovery.ts); null when none. */
+    recovery: recovery ?? null,
+    history,
+  };
 }

@@ -11,6 +11,7 @@ import {
 import { commandsFor } from "../../server/domain/agents";
 import { claimVm, myVm } from "../../server/domain/allocation";
 import { runRecovery } from "../../server/domain/recovery";
+import { vmDetail } from "../../server/domain/vm-admin";
 import { systemActor } from "../../server/domain/vm-state";
 import { createWebhook, WEBHOOK_EVENT_TYPES } from "../../server/domain/webhooks";
 import type { Mailer } from "../../server/mail";
@@ -112,6 +113,15 @@ describe("runRecovery", () => {
     expect(op).toMatchObject({ kind: "vm.reboot", status: "queued", params: { cold: true } });
     const [rec] = await t.db.select().from(vmRecoveries).where(eq(vmRecoveries.vmId, vm.id));
     expect(rec).toMatchObject({ step: "cold_reboot", stepAttempts: 1, totalAttempts: 2 });
+    // The admin's VM page shows the episode and, in its history, every step.
+    const detail = await vmDetail(t.db, vm.id);
+    expect(detail.recovery).toMatchObject({
+      problem: "unhealthy",
+      step: "cold_reboot",
+      stepAttempts: 1,
+      totalAttempts: 2,
+    });
+    expect(detail.history.map((h) => h.action)).toContain("recovery.warm_reboot");
     expect(await history(vm.id)).toEqual([
       "recovery.detected",
       "recovery.warm_reboot",
@@ -162,7 +172,11 @@ describe("runRecovery", () => {
     mails.length = 0;
     expect(await run(fleet, at(3))).toMatchObject([{ decision: "notify" }]);
     expect((await row(vm.id))?.state).toBe("claimed");
-    expect((await myVm(t.db, me.id))?.recoveryNotice).toEqual({ noticedAt: at(3), at: at(8) });
+    expect((await myVm(t.db, me.id))?.recoveryNotice).toEqual({
+      noticedAt: at(3),
+      at: at(8),
+      comesBack: true,
+    });
     expect(mails).toHaveLength(1);
     expect(mails[0]?.to).toBe(me.email);
     expect(mails[0]?.text).toContain("save your work now");
@@ -258,10 +272,13 @@ describe("runRecovery", () => {
     expect(detected[0]?.details).toMatchObject({ replacedVmId: vm.id, attempts: 1 });
   });
 
-  it("does nothing on a fleet with recovery switched off, and one runner at a time", async () => {
+  it("does nothing on a fleet with recovery switched off or on bring-your-own machines, and one runner at a time", async () => {
     const fleet = await fleetWith({ enabled: false });
     await makeVms(t.db, fleet, 1, "ready", { lastHeartbeatAt: at(-60) });
     expect(await run(fleet, T0)).toEqual([]);
+    const byo = await makeFleet(t.db, { driver: "byo" });
+    await makeVms(t.db, byo, 1, "ready", { lastHeartbeatAt: at(-60) });
+    expect(await run(byo, T0)).toEqual([]);
 
     const held = await t.db.transaction(async (tx) => {
       await tx.execute(sql`SELECT pg_advisory_xact_lock(hashtext('lablink:recovery'))`);

@@ -1,6 +1,6 @@
 import { eq, sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { auditEvents, vms } from "../../server/db/schema";
+import { auditEvents, operations, vms } from "../../server/db/schema";
 import { recordHeartbeat } from "../../server/domain/agents";
 import { markSilentAgents } from "../../server/domain/health";
 import { allJobs } from "../../server/jobs/definitions";
@@ -73,6 +73,22 @@ describe("silent agents", () => {
     expect(job.state).toBe("completed");
     const [after] = await t.db.select().from(vms).where(eq(vms.id, vm.id));
     expect(after?.healthy).toBe(false);
+  });
+});
+
+describe("automatic recovery", () => {
+  it("runs as a pg-boss job: a VM silent past its fleet's limit gets a cold reboot operation", async () => {
+    const fleet = await makeFleet(t.db, { gpuCount: 0 });
+    const [vm] = await makeVms(t.db, fleet, 1, "ready");
+    if (!vm) throw new Error("fixtures");
+    await t.db
+      .update(vms)
+      .set({ lastHeartbeatAt: sql`now() - interval '4 minutes'` })
+      .where(eq(vms.id, vm.id));
+    const job = await runJob(runner, "vm.recover");
+    expect(job.state).toBe("completed");
+    const ops = await t.db.select().from(operations).where(eq(operations.vmId, vm.id));
+    expect(ops).toMatchObject([{ kind: "vm.reboot", status: "queued", params: { cold: true } }]);
   });
 });
 

@@ -3,6 +3,7 @@
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useState } from "react";
 import { useTRPC, useTRPCClient } from "@/app/providers";
+import { FleetRecovery } from "./fleet-recovery";
 import { FleetSchedules } from "./fleet-schedules";
 import { OperationLog } from "./operation-log";
 
@@ -379,6 +380,11 @@ export function FleetsAdmin() {
                   {plural(f.openEnrollments, "enrollment", "enrollments")} open
                 </p>
               )}
+              <FleetRecovery
+                fleet={f}
+                editable={f.status !== "destroying" && f.status !== "destroyed"}
+                onSaved={refresh}
+              />
               <p data-testid="fleet-counts">
                 {Object.entries(f.vmCounts)
                   .map(([s, n]) => `${n} ${s}`)

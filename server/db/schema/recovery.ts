@@ -29,6 +29,8 @@ export const vmRecoveries = pgTable("vm_recoveries", {
   /** A held VM: when its holder was told a reboot is coming, and who that was. */
   noticeAt: ts("notice_at"),
   noticeHolderId: uuid("notice_holder_id"),
+  /** What the holder was told comes next: a reboot (the VM comes back) or not (replace, give up). */
+  noticeNext: text("notice_next"),
 });
 
 export type VmRecovery = typeof vmRecoveries.$inferSelect;

@@ -122,6 +122,19 @@ export function VmDetail({ vmId }: { vmId: string }) {
         <dd>
           <HealthBadge healthy={v.healthy} reasons={v.healthReasons} gpus={v.gpus} />
         </dd>
+        {v.recovery && (
+          <>
+            <dt className="text-slate-500">Automatic recovery</dt>
+            <dd data-testid="detail-recovery">
+              {v.recovery.problem.replace("_", " ")} since{" "}
+              {new Date(v.recovery.detectedAt).toLocaleString()}
+              {v.recovery.step
+                ? ` · last step: ${v.recovery.step.replace("_", " ")} (attempt ${v.recovery.stepAttempts}, ${v.recovery.totalAttempts} in all)${v.recovery.lastAttemptAt ? ` at ${new Date(v.recovery.lastAttemptAt).toLocaleString()}` : ""}`
+                : " · no step taken yet"}
+              {v.recovery.noticeAt ? " · holder told" : ""}
+            </dd>
+          </>
+        )}
         <dt className="text-slate-500">Last heartbeat</dt>
         <dd>{age(v.lastHeartbeatAt)}</dd>
         <dt className="text-slate-500">Agent</dt>
