@@ -74,6 +74,7 @@ export type TransitionPatch = Partial<
     | "healthReasons"
     | "bootId"
     | "providerId"
+    | "startupIssue"
   >
 >;
 
