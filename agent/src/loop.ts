@@ -5,6 +5,7 @@ import type {
   BootTimingsInput,
   HeartbeatInput,
   LogsInput,
+  ReadinessInput,
   RegisterInput,
 } from "../../server/api/agent-protocol";
 import { Backoff, type BackoffOptions, childSignal, sleep, untilAborted } from "./backoff";
@@ -93,6 +94,11 @@ export type AgentOptions = {
   shutdownReportMs?: number;
   /** This boot's milestones; sent at registration and with the next heartbeat after a change. */
   bootTimings?: { latest(): BootTimingsInput | null; refresh(): Promise<void> };
+  /**
+   * The research container and startup script (boot/readiness.ts): sent at registration and with
+   * the next heartbeat after a change; the server keeps the VM out of the pool until ready.
+   */
+  readiness?: { latest(): ReadinessInput | null; refresh(): Promise<void> };
 };
 
 /** A sleep that another loop can cut short. Not latched: only a sleeper at the time wakes. */
@@ -163,6 +169,8 @@ export class Agent {
   private backlogDropped = 0;
   /** The boot timings the server last took (JSON), so only changes are sent again. */
   private sentTimings: string | null = null;
+  /** The readiness the server last took (JSON), so a heartbeat carries it only after a change. */
+  private sentReadiness: string | null = null;
 
   constructor(private readonly options: AgentOptions) {
     this.log = options.log;
@@ -254,6 +262,7 @@ export class Agent {
     await untilAborted(this.gpus.refresh(), stop);
     await untilAborted(this.refreshUsage(), stop);
     if (this.options.bootTimings) await untilAborted(this.options.bootTimings.refresh(), stop);
+    if (this.options.readiness) await untilAborted(this.options.readiness.refresh(), stop);
     await Promise.all([this.heartbeatLoop(), this.pollLoop()]);
     // Let a command that is half done finish and be acknowledged, briefly (SIGTERM gives us ~2 s).
     await untilAborted(this.commands.drain(), AbortSignal.timeout(1_000));
@@ -298,6 +307,7 @@ export class Agent {
         .catch((err) => this.log.error("GPU probe failed", { error: err }))
         .then(() => this.refreshUsage());
       this.options.bootTimings?.refresh();
+      this.options.readiness?.refresh();
       const woken = await this.heartbeatWake.wait(delay, stop);
       // Woken early to register: still keep a second between registrations, so a server that
       // keeps asking for one cannot drive a tight register loop.
@@ -309,6 +319,7 @@ export class Agent {
   private async register(): Promise<void> {
     const snapshot = this.gpus.latest();
     const timings = this.options.bootTimings?.latest() ?? null;
+    const readiness = this.options.readiness?.latest() ?? null;
     this.lastRegisterAt = Date.now();
     const reply = await this.request(this.requestTimeoutMs, (signal) =>
       this.options.transport.register(
@@ -321,12 +332,14 @@ export class Agent {
           gpus: snapshot.gpus,
           health: snapshot.health,
           ...(timings ? { bootTimings: timings } : {}),
+          ...(readiness ? { readiness } : {}),
         },
         signal,
       ),
     );
     this.needsRegister = false;
     this.sentTimings = timings ? JSON.stringify(timings) : null;
+    this.sentReadiness = readiness ? JSON.stringify(readiness) : null;
     this.log.info("registered", {
       state: reply.state,
       healthy: snapshot.health.healthy,
@@ -354,6 +367,9 @@ export class Agent {
     const timings = this.options.bootTimings?.latest() ?? null;
     const timingsJson = timings ? JSON.stringify(timings) : null;
     const sendTimings = timings !== null && timingsJson !== this.sentTimings;
+    const readiness = this.options.readiness?.latest() ?? null;
+    const readinessJson = readiness ? JSON.stringify(readiness) : null;
+    const sendReadiness = readiness !== null && readinessJson !== this.sentReadiness;
     const backlog = this.backlog.slice();
     const dropped = this.backlogDropped;
     let reply: AgentReply;
@@ -365,6 +381,7 @@ export class Agent {
             ...(backlog.length > 0 ? { backlog } : {}),
             ...(dropped > 0 ? { backlogDropped: dropped } : {}),
             ...(sendTimings ? { bootTimings: timings } : {}),
+            ...(sendReadiness ? { readiness } : {}),
           },
           signal,
         ),
@@ -374,6 +391,7 @@ export class Agent {
       throw err;
     }
     if (sendTimings && !reply.reRegister) this.sentTimings = timingsJson;
+    if (sendReadiness && !reply.reRegister) this.sentReadiness = readinessJson;
     if (backlog.length > 0) {
       this.log.info("sent readings queued while the server was unreachable", {
         count: backlog.length,
