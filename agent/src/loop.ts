@@ -85,6 +85,8 @@ export type AgentOptions = {
   backoff?: Partial<BackoffOptions>;
   /** Least time between two polls, so a server that answers at once cannot make us spin. */
   minPollGapMs?: number;
+  /** How often readiness is looked at while the container is starting (tests shorten it). */
+  readinessPollMs?: number;
   requestTimeoutMs?: number;
   diskFreePct?: () => Promise<number | null>;
   /** Passed to CommandProcessor (tests shorten them). */
@@ -263,7 +265,7 @@ export class Agent {
     await untilAborted(this.refreshUsage(), stop);
     if (this.options.bootTimings) await untilAborted(this.options.bootTimings.refresh(), stop);
     if (this.options.readiness) await untilAborted(this.options.readiness.refresh(), stop);
-    await Promise.all([this.heartbeatLoop(), this.pollLoop()]);
+    await Promise.all([this.heartbeatLoop(), this.pollLoop(), this.readinessLoop()]);
     // Let a command that is half done finish and be acknowledged, briefly (SIGTERM gives us ~2 s).
     await untilAborted(this.commands.drain(), AbortSignal.timeout(1_000));
     await this.reportShuttingDown();
@@ -465,6 +467,26 @@ export class Agent {
   /** Readings waiting to be sent (tests, logs). */
   get queuedReadings(): number {
     return this.backlog.length;
+  }
+
+  /**
+   * The VM joins the pool only after the server hears the container is ready, so a change is
+   * sent at once (a heartbeat woken early), not with the next heartbeat a minute later. Looks
+   * every second while the container is not ready or a change is unsent, else every 15 s.
+   */
+  private async readinessLoop(): Promise<void> {
+    const source = this.options.readiness;
+    if (!source) return;
+    const stop = this.stopController.signal;
+    while (!this.stopped) {
+      await untilAborted(source.refresh(), stop);
+      const latest = source.latest();
+      const unsent = latest !== null && JSON.stringify(latest) !== this.sentReadiness;
+      // Not latched: repeated each round until a heartbeat (or registration) carried it.
+      if (unsent && !this.needsRegister) this.heartbeatWake.notify();
+      const settled = latest !== null && latest.container !== "starting" && !unsent;
+      await sleep(settled ? 15_000 : (this.options.readinessPollMs ?? 1_000), stop);
+    }
   }
 
   private async pollLoop(): Promise<void> {

@@ -223,4 +223,32 @@ describe("readiness in the agent loop", () => {
     const carrying = server.heartbeats.filter((h) => h.readiness !== undefined);
     expect(carrying.map((h) => h.readiness)).toEqual([current]);
   });
+
+  it("a change is sent at once, not with the next heartbeat a minute later", async () => {
+    let current: ReadinessInput = { container: "starting" };
+    const server = new FakeServer();
+    const agent = new Agent({
+      vmId: "4b1d5a2e-8f3c-4c1a-9a59-2f8d1f0c7b11",
+      bootId: "boot-1",
+      hostname: "h",
+      agentVersion: "0.1.0",
+      transport: server,
+      createGpuSource: () => gpus,
+      actions: { assign: async () => {}, wipe: async () => {}, connect: async () => {} },
+      log: silentLogger,
+      heartbeatOverrideS: 60,
+      pollWaitMs: 100,
+      minPollGapMs: 5,
+      readinessPollMs: 20,
+      readiness: { latest: () => current, refresh: async () => {} },
+    });
+    running.push({ agent, done: agent.run() });
+    await eventually(() => server.registers.length === 1, 3_000, "registration");
+    current = { container: "ready" };
+    await eventually(
+      () => server.heartbeats.some((h) => h.readiness?.container === "ready"),
+      3_000,
+      "a heartbeat carrying the ready container",
+    );
+  });
 });

@@ -28,8 +28,16 @@ export async function listFleets(db: DbOrTx) {
     .from(vms)
     .where(ne(vms.state, "terminated"))
     .groupBy(vms.fleetId, vms.state);
+  // VMs whose startup script failed (failed by policy fail, or let through by continue): the
+  // fleet card says so, so an admin does not have to open every VM to find a broken script.
+  const issues = await db
+    .select({ fleetId: vms.fleetId, n: count() })
+    .from(vms)
+    .where(and(ne(vms.state, "terminated"), isNotNull(vms.startupIssue)))
+    .groupBy(vms.fleetId);
   return rows.map((f) => ({
     ...f,
+    startupIssues: issues.find((i) => i.fleetId === f.id)?.n ?? 0,
     vmCounts: Object.fromEntries(
       counts.filter((c) => c.fleetId === f.id).map((c) => [c.state, c.n]),
     ) as Partial<Record<VmState, number>>,
@@ -84,6 +92,8 @@ export async function listVms(db: DbOrTx, q: VmListQuery) {
         state: vms.state,
         healthy: vms.healthy,
         healthReasons: vms.healthReasons,
+        /** The startup script's failure or warning (admins only). */
+        startupIssue: vms.startupIssue,
         gpus: vms.gpus,
         inUse: vms.inUse,
         idleSince: vms.idleSince,

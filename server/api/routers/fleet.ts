@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { localFleetConfig } from "../../cloud/local/config";
 import { terraformFleetConfig } from "../../cloud/terraform/config";
 import { listFleets } from "../../domain/fleets";
 import { setFleetLimit } from "../../domain/hold-limits";
@@ -71,7 +72,12 @@ const common = {
 };
 
 const createInput = z.discriminatedUnion("driver", [
-  z.strictObject({ driver: z.literal("local"), ...common }),
+  z.strictObject({
+    driver: z.literal("local"),
+    ...common,
+    /** The simulated VMs run the startup script for real (server/cloud/local/config.ts). */
+    config: localFleetConfig.default(localFleetConfig.parse({})),
+  }),
   z.strictObject({
     driver: z.literal("terraform"),
     ...common,
@@ -108,7 +114,7 @@ export const fleetRouter = createRouter({
         groupIds: input.groupIds ?? [],
         rootForResearchers: input.rootForResearchers,
         clientImageCompat: input.driver === "terraform" ? input.clientImageCompat : false,
-        config: input.driver === "terraform" ? input.config : {},
+        config: input.config,
       },
       ctx.actor,
       { agentImage: ctx.settings.agentImage },
