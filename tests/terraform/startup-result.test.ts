@@ -98,7 +98,7 @@ function vm(options: { onError: "fail" | "continue"; startup: string; dockerRunF
   const run = (file: string) =>
     spawnSync("bash", [path.join(root, file)], {
       encoding: "utf8",
-      env: { PATH: `${root}/bin:${process.env.PATH}`, HOME: root },
+      env: { PATH: `${root}/bin:${process.env.PATH}`, HOME: root, NODE_ENV: "test" },
       timeout: 20_000,
     });
   const paths = {
