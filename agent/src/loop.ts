@@ -483,7 +483,9 @@ export class Agent {
       const latest = source.latest();
       const unsent = latest !== null && JSON.stringify(latest) !== this.sentReadiness;
       // Not latched: repeated each round until a heartbeat (or registration) carried it.
-      if (unsent && !this.needsRegister) this.heartbeatWake.notify();
+      // Not while the server is unreachable: the heartbeat backoff decides then.
+      if (unsent && !this.needsRegister && this.heartbeatBackoff.failures === 0)
+        this.heartbeatWake.notify();
       const settled = latest !== null && latest.container !== "starting" && !unsent;
       await sleep(settled ? 15_000 : (this.options.readinessPollMs ?? 1_000), stop);
     }
