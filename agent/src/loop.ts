@@ -484,8 +484,11 @@ export class Agent {
       const unsent = latest !== null && JSON.stringify(latest) !== this.sentReadiness;
       // Not latched: repeated each round until a heartbeat (or registration) carried it.
       // Not while the server is unreachable: the heartbeat backoff decides then.
-      if (unsent && !this.needsRegister && this.heartbeatBackoff.failures === 0)
+      if (unsent && !this.needsRegister && this.heartbeatBackoff.failures === 0) {
+        // The same heartbeat then carries the container-ready time for the boot timeline.
+        if (this.options.bootTimings) await untilAborted(this.options.bootTimings.refresh(), stop);
         this.heartbeatWake.notify();
+      }
       const settled = latest !== null && latest.container !== "starting" && !unsent;
       await sleep(settled ? 15_000 : (this.options.readinessPollMs ?? 1_000), stop);
     }

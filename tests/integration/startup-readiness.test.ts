@@ -1,10 +1,10 @@
 import { mkdtempSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { eq } from "drizzle-orm";
+import { and, eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LocalFleetDriver } from "../../server/cloud/local/driver";
-import { type Fleet, fleets, type Vm, vms } from "../../server/db/schema";
+import { auditEvents, type Fleet, fleets, type Vm, vms } from "../../server/db/schema";
 import { logger } from "../../server/log";
 import { apiClient } from "../api/harness";
 import { createTestDatabase, type TestDatabase } from "../db";
@@ -202,5 +202,42 @@ describe("a local VM is claimable only when truly ready", () => {
     const summary = await api.query("pool.summary", undefined, { userId: adminId });
     expect(JSON.stringify(summary.data)).toContain('"booting":1');
     expect((await vmOf("slow")).state).toBe("booting");
+  });
+
+  it("a held VM back from a warm reboot goes back to its holder only once its container is ready again", async () => {
+    const holder = await makeUser(t.db, "researcher", "reboot-holder");
+    await waitFor("the ok VM ready", async () => (await vmOf("ok")).state === "ready", 40_000);
+    const claim = await api.mutate("vm.claim", { fleetId: fleetOf.ok?.id }, { userId: holder.id });
+    expect(claim.status, JSON.stringify(claim.error)).toBe(200);
+    const before = await vmOf("ok");
+    const rebootedAt = Date.now();
+    await driver.rebootVm(fleetOf.ok as Fleet, before);
+    // Local agents share this machine's boot id: the new boot shows in its timings instead.
+    const back = await waitFor(
+      "the VM back with its holder after the simulated boot",
+      async () => {
+        const v = await vmOf("ok");
+        const readyAt = Date.parse(v.bootTimings?.containerReadyAt ?? "");
+        return v.state === "claimed" && readyAt > rebootedAt && v;
+      },
+      40_000,
+    );
+    expect(back.holderId).toBe(holder.id);
+    const [returned] = await t.db
+      .select()
+      .from(auditEvents)
+      .where(
+        and(
+          eq(auditEvents.targetId, back.id),
+          eq(auditEvents.fromState, "rebooting"),
+          eq(auditEvents.toState, "claimed"),
+        ),
+      );
+    // Not at registration (a second or two into the boot) but once the simulated container was up.
+    const readyAt = Date.parse(back.bootTimings?.containerReadyAt ?? "");
+    expect(readyAt).not.toBeNaN();
+    expect(returned?.at.getTime()).toBeGreaterThanOrEqual(readyAt - 50);
+    const registeredAt = Date.parse(back.bootTimings?.registeredAt ?? "");
+    expect(readyAt).toBeGreaterThan(registeredAt);
   });
 });
