@@ -23,6 +23,7 @@ Options (each overrides its environment variable):
   --cloud-init-log PATH cloud-init output log, or "none"         LABLINK_CLOUD_INIT_LOG
   --container-log PATH research container log file, or "none"    LABLINK_CONTAINER_LOG
   --container-ready-file PATH  created when the container is up  LABLINK_CONTAINER_READY_FILE
+  --startup-result-file PATH   the startup script's result (JSON) LABLINK_STARTUP_RESULT_FILE
   -h, --help           show this help
   -v, --version        print the agent version
 
@@ -42,6 +43,7 @@ const FLAGS = {
   "cloud-init-log": "LABLINK_CLOUD_INIT_LOG",
   "container-log": "LABLINK_CONTAINER_LOG",
   "container-ready-file": "LABLINK_CONTAINER_READY_FILE",
+  "startup-result-file": "LABLINK_STARTUP_RESULT_FILE",
 } as const;
 
 export type CliResult =

@@ -79,10 +79,14 @@ export type AgentConfig = {
   boot: {
     cloudInitDir: string;
     containerReadyFile: string | null;
+    /** The bootstrap's startup result (boot/readiness.ts); null: not reported. */
+    startupResultFile: string | null;
     /** /proc for the boot time (btime); a simulated boot uses its own. */
     procRoot: string;
     /** Local fleet: write a plausible cloud-init run and container start into the state dir. */
     simulate: boolean;
+    /** Local fleet: the fleet's startup script, run with bash during the simulated boot. */
+    simulatedStartup: { script: string | null; onError: "fail" | "continue"; timeoutMs: number };
   };
 };
 
@@ -159,6 +163,7 @@ const envSchema = z.object({
   LABLINK_CONTAINER_LOG: optionalString(z.minLength(1), z.maxLength(1000)),
   LABLINK_CLOUD_INIT_DIR: optionalString(z.minLength(1), z.maxLength(1000)),
   LABLINK_CONTAINER_READY_FILE: optionalString(z.minLength(1), z.maxLength(1000)),
+  LABLINK_STARTUP_RESULT_FILE: optionalString(z.minLength(1), z.maxLength(1000)),
   LABLINK_SIMULATE_BOOT: boolFlag,
   /**
    * What a warm reboot from automatic recovery does: "system" runs `systemctl reboot` (a VM);
@@ -166,6 +171,9 @@ const envSchema = z.object({
    * simulated VMs); "refuse" ignores the command (a bring-your-own workstation someone sits at).
    */
   LABLINK_REBOOT: z.optional(z.enum(["system", "exit", "refuse"])),
+  LABLINK_SIMULATE_STARTUP_SCRIPT: optionalString(z.minLength(1), z.maxLength(1000)),
+  LABLINK_SIMULATE_STARTUP_ON_ERROR: z.optional(z.enum(["fail", "continue"])),
+  LABLINK_SIMULATE_STARTUP_TIMEOUT_S: optionalNumber(z.gte(0.1), z.lte(3600)),
 });
 
 /** "none" switches a file off. */
@@ -335,8 +343,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AgentConfig {
       containerReadyFile: simulateBoot
         ? join(simDir, "container-ready")
         : pathOrNone(e.LABLINK_CONTAINER_READY_FILE, null),
+      startupResultFile: simulateBoot
+        ? join(simDir, "startup-result.json")
+        : pathOrNone(e.LABLINK_STARTUP_RESULT_FILE, null),
       procRoot: simulateBoot ? join(simDir, "proc") : (e.LABLINK_PROC_ROOT ?? "/proc"),
       simulate: simulateBoot,
+      simulatedStartup: {
+        script: e.LABLINK_SIMULATE_STARTUP_SCRIPT ?? null,
+        onError: e.LABLINK_SIMULATE_STARTUP_ON_ERROR ?? "continue",
+        timeoutMs: Math.round((e.LABLINK_SIMULATE_STARTUP_TIMEOUT_S ?? 300) * 1000),
+      },
     },
   };
 }

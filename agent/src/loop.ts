@@ -5,6 +5,7 @@ import type {
   BootTimingsInput,
   HeartbeatInput,
   LogsInput,
+  ReadinessInput,
   RegisterInput,
 } from "../../server/protocol/agent";
 import { Backoff, type BackoffOptions, childSignal, sleep, untilAborted } from "./backoff";
@@ -90,6 +91,8 @@ export type AgentOptions = {
   backoff?: Partial<BackoffOptions>;
   /** Least time between two polls, so a server that answers at once cannot make us spin. */
   minPollGapMs?: number;
+  /** How often readiness is looked at while the container is starting (tests shorten it). */
+  readinessPollMs?: number;
   requestTimeoutMs?: number;
   diskFreePct?: () => Promise<number | null>;
   /** Passed to CommandProcessor (tests shorten them). */
@@ -99,6 +102,11 @@ export type AgentOptions = {
   shutdownReportMs?: number;
   /** This boot's milestones; sent at registration and with the next heartbeat after a change. */
   bootTimings?: { latest(): BootTimingsInput | null; refresh(): Promise<void> };
+  /**
+   * The research container and startup script (boot/readiness.ts): sent at registration and with
+   * the next heartbeat after a change; the server keeps the VM out of the pool until ready.
+   */
+  readiness?: { latest(): ReadinessInput | null; refresh(): Promise<void> };
 };
 
 /** A sleep that another loop can cut short. Not latched: only a sleeper at the time wakes. */
@@ -169,6 +177,8 @@ export class Agent {
   private backlogDropped = 0;
   /** The boot timings the server last took (JSON), so only changes are sent again. */
   private sentTimings: string | null = null;
+  /** The readiness the server last took (JSON), so a heartbeat carries it only after a change. */
+  private sentReadiness: string | null = null;
 
   constructor(private readonly options: AgentOptions) {
     this.log = options.log;
@@ -266,7 +276,8 @@ export class Agent {
     await untilAborted(this.gpus.refresh(), stop);
     await untilAborted(this.refreshUsage(), stop);
     if (this.options.bootTimings) await untilAborted(this.options.bootTimings.refresh(), stop);
-    await Promise.all([this.heartbeatLoop(), this.pollLoop()]);
+    if (this.options.readiness) await untilAborted(this.options.readiness.refresh(), stop);
+    await Promise.all([this.heartbeatLoop(), this.pollLoop(), this.readinessLoop()]);
     // Let a command that is half done finish and be acknowledged, briefly (SIGTERM gives us ~2 s).
     await untilAborted(this.commands.drain(), AbortSignal.timeout(1_000));
     await this.reportShuttingDown();
@@ -310,6 +321,7 @@ export class Agent {
         .catch((err) => this.log.error("GPU probe failed", { error: err }))
         .then(() => this.refreshUsage());
       this.options.bootTimings?.refresh();
+      this.options.readiness?.refresh();
       const woken = await this.heartbeatWake.wait(delay, stop);
       // Woken early to register: still keep a second between registrations, so a server that
       // keeps asking for one cannot drive a tight register loop.
@@ -321,6 +333,7 @@ export class Agent {
   private async register(): Promise<void> {
     const snapshot = this.gpus.latest();
     const timings = this.options.bootTimings?.latest() ?? null;
+    const readiness = this.options.readiness?.latest() ?? null;
     this.lastRegisterAt = Date.now();
     const reply = await this.request(this.requestTimeoutMs, (signal) =>
       this.options.transport.register(
@@ -333,12 +346,14 @@ export class Agent {
           gpus: snapshot.gpus,
           health: snapshot.health,
           ...(timings ? { bootTimings: timings } : {}),
+          ...(readiness ? { readiness } : {}),
         },
         signal,
       ),
     );
     this.needsRegister = false;
     this.sentTimings = timings ? JSON.stringify(timings) : null;
+    this.sentReadiness = readiness ? JSON.stringify(readiness) : null;
     this.log.info("registered", {
       state: reply.state,
       healthy: snapshot.health.healthy,
@@ -366,6 +381,9 @@ export class Agent {
     const timings = this.options.bootTimings?.latest() ?? null;
     const timingsJson = timings ? JSON.stringify(timings) : null;
     const sendTimings = timings !== null && timingsJson !== this.sentTimings;
+    const readiness = this.options.readiness?.latest() ?? null;
+    const readinessJson = readiness ? JSON.stringify(readiness) : null;
+    const sendReadiness = readiness !== null && readinessJson !== this.sentReadiness;
     const backlog = this.backlog.slice();
     const dropped = this.backlogDropped;
     let reply: AgentReply;
@@ -377,6 +395,7 @@ export class Agent {
             ...(backlog.length > 0 ? { backlog } : {}),
             ...(dropped > 0 ? { backlogDropped: dropped } : {}),
             ...(sendTimings ? { bootTimings: timings } : {}),
+            ...(sendReadiness ? { readiness } : {}),
           },
           signal,
         ),
@@ -386,6 +405,7 @@ export class Agent {
       throw err;
     }
     if (sendTimings && !reply.reRegister) this.sentTimings = timingsJson;
+    if (sendReadiness && !reply.reRegister) this.sentReadiness = readinessJson;
     if (backlog.length > 0) {
       this.log.info("sent readings queued while the server was unreachable", {
         count: backlog.length,
@@ -459,6 +479,31 @@ export class Agent {
   /** Readings waiting to be sent (tests, logs). */
   get queuedReadings(): number {
     return this.backlog.length;
+  }
+
+  /**
+   * The VM joins the pool only after the server hears the container is ready, so a change is
+   * sent at once (a heartbeat woken early), not with the next heartbeat a minute later. Looks
+   * every second while the container is not ready or a change is unsent, else every 15 s.
+   */
+  private async readinessLoop(): Promise<void> {
+    const source = this.options.readiness;
+    if (!source) return;
+    const stop = this.stopController.signal;
+    while (!this.stopped) {
+      await untilAborted(source.refresh(), stop);
+      const latest = source.latest();
+      const unsent = latest !== null && JSON.stringify(latest) !== this.sentReadiness;
+      // Not latched: repeated each round until a heartbeat (or registration) carried it.
+      // Not while the server is unreachable: the heartbeat backoff decides then.
+      if (unsent && !this.needsRegister && this.heartbeatBackoff.failures === 0) {
+        // The same heartbeat then carries the container-ready time for the boot timeline.
+        if (this.options.bootTimings) await untilAborted(this.options.bootTimings.refresh(), stop);
+        this.heartbeatWake.notify();
+      }
+      const settled = latest !== null && latest.container !== "starting" && !unsent;
+      await sleep(settled ? 15_000 : (this.options.readinessPollMs ?? 1_000), stop);
+    }
   }
 
   private async pollLoop(): Promise<void> {

@@ -4,6 +4,7 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
 import { UnixAccounts } from "./accounts";
+import { ReadinessSource } from "./boot/readiness";
 import { simulateBoot } from "./boot/simulate";
 import { BootTimingsSource } from "./boot/timings";
 import { parseCli, USAGE } from "./cli";
@@ -75,14 +76,22 @@ async function main(config: AgentConfig): Promise<void> {
     ...(shipper ? { tap: agentLogTap(shipper) } : {}),
   });
   const simulated = config.boot.simulate
-    ? await simulateBoot({
-        procRoot: config.boot.procRoot,
-        cloudInitDir: config.boot.cloudInitDir,
-        cloudInitLog: config.logs.cloudInitLog ?? join(config.stateDir, "cloud-init-output.log"),
-        containerLog: config.logs.containerLog ?? join(config.stateDir, "container.log"),
-        containerReadyFile:
-          config.boot.containerReadyFile ?? join(config.stateDir, "container-ready"),
-      })
+    ? await simulateBoot(
+        {
+          procRoot: config.boot.procRoot,
+          cloudInitDir: config.boot.cloudInitDir,
+          cloudInitLog: config.logs.cloudInitLog ?? join(config.stateDir, "cloud-init-output.log"),
+          containerLog: config.logs.containerLog ?? join(config.stateDir, "container.log"),
+          containerReadyFile:
+            config.boot.containerReadyFile ?? join(config.stateDir, "container-ready"),
+          ...(config.boot.startupResultFile
+            ? { startupResultFile: config.boot.startupResultFile }
+            : {}),
+        },
+        {
+          startup: { ...config.boot.simulatedStartup, workDir: config.stateDir },
+        },
+      )
     : null;
   if (shipper) await mkdir(config.stateDir, { recursive: true });
   const tails = shipper
@@ -105,6 +114,14 @@ async function main(config: AgentConfig): Promise<void> {
     },
     startedAt,
   );
+  // Only a VM with a research container (its ready marker configured) reports readiness; any
+  // other (bring-your-own machines) is ready once registered, as before.
+  const readiness = config.boot.containerReadyFile
+    ? new ReadinessSource({
+        containerReadyFile: config.boot.containerReadyFile,
+        startupResultFile: config.boot.startupResultFile,
+      })
+    : null;
   const version = agentVersion();
   log.info("agent starting", {
     version,
@@ -210,6 +227,7 @@ async function main(config: AgentConfig): Promise<void> {
     agentVersion: version,
     transport,
     bootTimings,
+    ...(readiness ? { readiness } : {}),
     createGpuSource: (inUse) =>
       config.simulateGpu
         ? new SimulatedProbe(

@@ -306,6 +306,15 @@ export function FleetDashboard() {
                   <td className="px-3 py-2">{vm.fleet.name}</td>
                   <td className="px-3 py-2" data-testid="vm-row-state">
                     <StateBadge state={vm.state} />
+                    {vm.startupIssue && (
+                      <span
+                        data-testid="vm-row-startup-issue"
+                        title={vm.startupIssue}
+                        className={`ml-1 text-xs ${vm.state === "failed" ? "text-red-700 dark:text-red-300" : "text-amber-800 dark:text-amber-300"}`}
+                      >
+                        {vm.state === "failed" ? "startup failed" : "startup warning"}
+                      </span>
+                    )}
                   </td>
                   <td className="px-3 py-2">
                     {vm.holder ? (vm.holder.name ?? vm.holder.email) : "—"}

@@ -8,6 +8,7 @@ import type {
   AgentCommand,
   AgentReply,
   HeartbeatInput,
+  ReadinessInput,
   RegisterInput,
 } from "../protocol/agent";
 import { displayNameOf } from "./allocation";
@@ -15,6 +16,7 @@ import { audit } from "./audit";
 import { DomainError } from "./errors";
 import { connectCommandFor, finishCrdHandoff } from "./handoff";
 import { heartbeatBuffer } from "./heartbeat-buffer";
+import { cleanStartupLines, readinessVerdict } from "./readiness";
 import { warmRebootPending } from "./recovery";
 import { afterReboot, researchAccountFor, wipeAcknowledged } from "./replacement";
 import { keyLinesFor } from "./ssh-keys";
@@ -187,7 +189,7 @@ export async function registerAgent(
     },
   );
 
-  vm = await bringIntoService(db, vm, actor);
+  vm = await bringIntoService(db, vm, actor, input.readiness);
   if (!input.rotateCredential || !caller) return reply(db, vm, settings);
   // Every (re)start of an agent that can store a token gets a fresh one.
   const { credential } = await rotateCredential(db, {
@@ -202,12 +204,35 @@ export async function registerAgent(
 /**
  * A VM whose agent (or original client image) has (re)started comes into service: back to its
  * holder after a warm reboot, otherwise into the pool. Other states are left as they are.
+ *
+ * With `readiness` (agents that report their research container and startup script) it does so
+ * only once the container is up and the script passed; until then the VM stays booting (or
+ * rebooting), and a verdict of `failed` takes an unheld VM out for good. Without it (older
+ * agents, original client images, VMs without a research container) registration is enough.
  */
-export async function bringIntoService(db: DbOrTx, vm: Vm, actor: Actor): Promise<Vm> {
-  if (vm.state === "rebooting") {
-    // A held VM goes back to its holder; any other rebooted VM (a failed one, one an admin
-    // rebooted from the pool) may hold anything of a past holder: wiped before it is ready.
-    vm = await transition(db, afterReboot(vm, actor));
+export async function bringIntoService(
+  db: DbOrTx,
+  vm: Vm,
+  actor: Actor,
+  readiness?: ReadinessInput,
+): Promise<Vm> {
+  const verdict = readiness ? readinessVerdict(readiness) : null;
+  if (verdict?.kind === "failed") {
+    if (!UNHELD_GATED.includes(vm.state) || vm.holderId) return vm;
+    return transition(db, {
+      vmId: vm.id,
+      from: vm.state,
+      to: "failed",
+      actor,
+      action: "vm.startup_failed",
+      patch: { startupIssue: verdict.issue },
+      details: {
+        reason: verdict.reason,
+        lastLines: cleanStartupLines(readiness?.startup?.lastLines),
+        onError: readiness?.startup?.onError ?? null,
+        exitCode: readiness?.startup?.exitCode ?? null,
+      },
+    });
   }
   if (vm.state === "provisioning") {
     vm = await transition(db, {
@@ -218,6 +243,21 @@ export async function bringIntoService(db: DbOrTx, vm: Vm, actor: Actor): Promis
       action: "agent.register",
     });
   }
+  if (verdict?.kind === "wait") return vm;
+  const warning = verdict?.kind === "ready" ? verdict.warning : null;
+  // Only what the agent reported for this boot: a clean report clears an earlier warning.
+  const patch = verdict ? { startupIssue: warning } : {};
+  const details = warning ? { startupWarning: warning } : undefined;
+  if (vm.state === "rebooting") {
+    // A held VM goes back to its holder; any other rebooted VM (a failed one, one an admin
+    // rebooted from the pool) may hold anything of a past holder: wiped before it is ready.
+    const req = afterReboot(vm, actor);
+    vm = await transition(db, {
+      ...req,
+      patch: { ...req.patch, ...patch },
+      details: { ...req.details, ...details },
+    });
+  }
   if (vm.state === "booting") {
     vm = await transition(db, {
       vmId: vm.id,
@@ -226,10 +266,21 @@ export async function bringIntoService(db: DbOrTx, vm: Vm, actor: Actor): Promis
       to: vm.holderId ? "claimed" : "ready",
       actor,
       action: "agent.register",
+      patch,
+      ...(details ? { details } : {}),
     });
+  }
+  if (warning && vm.startupIssue !== warning) {
+    // Already in service (a heartbeat after registration): record the warning all the same.
+    await db.update(vms).set({ startupIssue: warning }).where(eq(vms.id, vm.id));
+    await audit(db, actor, "vm.startup_warning", { kind: "vm", id: vm.id }, { warning });
+    vm = { ...vm, startupIssue: warning };
   }
   return vm;
 }
+
+/** States a failed startup takes out of service (a held VM keeps its holder; admins decide). */
+const UNHELD_GATED: readonly Vm["state"][] = ["provisioning", "booting", "rebooting", "ready"];
 
 /**
  * Hands the agent a new token. The token it called with keeps working until the new one is used
@@ -277,6 +328,8 @@ function isMaterial(
   if (before.lastHeartbeatAt === null) return true;
   // The agent sends boot timings only when a milestone changed: admins watch the boot.
   if (input.bootTimings) return true;
+  // Readiness is sent only when it changed, and it may bring the VM into service.
+  if (input.readiness) return true;
   if (before.healthy !== health.healthy || !sameStrings(before.healthReasons, health.reasons))
     return true;
   if (before.inUse !== input.inUse) return true;
@@ -368,6 +421,10 @@ export async function recordHeartbeat(
     )
     .returning();
   if (!vm) return reply(db, before, settings, true);
+  const served =
+    input.readiness && !input.shuttingDown
+      ? await bringIntoService(db, vm, actor, input.readiness)
+      : vm;
   if (input.backlog && input.backlog.length > 0) await recordBacklog(db, vm, input, actor);
   if (input.shuttingDown) {
     await audit(db, actor, "agent.shutting_down", { kind: "vm", id: vm.id }, {});
@@ -381,7 +438,7 @@ export async function recordHeartbeat(
       { reasons: health.reasons },
     );
   }
-  return reply(db, vm, settings);
+  return reply(db, served, settings);
 }
 
 export const SHUTTING_DOWN = "agent is shutting down";

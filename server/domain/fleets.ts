@@ -62,6 +62,13 @@ export async function listFleets(db: DbOrTx) {
     .innerJoin(vms, eq(vms.id, vmRecoveries.vmId))
     .where(ne(vms.state, "terminated"))
     .groupBy(vms.fleetId);
+  // VMs whose startup script failed (failed by policy fail, or let through by continue): the
+  // fleet card says so, so an admin does not have to open every VM to find a broken script.
+  const issues = await db
+    .select({ fleetId: vms.fleetId, n: count() })
+    .from(vms)
+    .where(and(ne(vms.state, "terminated"), isNotNull(vms.startupIssue)))
+    .groupBy(vms.fleetId);
   return rows.map((f) => ({
     ...f,
     openEnrollments: open.find((o) => o.fleetId === f.id)?.n ?? 0,
@@ -69,6 +76,7 @@ export async function listFleets(db: DbOrTx) {
     recovery: recoveryPolicyOf(f.recoveryPolicy),
     /** VMs automatic recovery is working on now. */
     recovering: recovering.find((r) => r.fleetId === f.id)?.n ?? 0,
+    startupIssues: issues.find((i) => i.fleetId === f.id)?.n ?? 0,
     vmCounts: Object.fromEntries(
       counts.filter((c) => c.fleetId === f.id).map((c) => [c.state, c.n]),
     ) as Partial<Record<VmState, number>>,
@@ -123,6 +131,8 @@ export async function listVms(db: DbOrTx, q: VmListQuery) {
         state: vms.state,
         healthy: vms.healthy,
         healthReasons: vms.healthReasons,
+        /** The startup script's failure or warning (admins only). */
+        startupIssue: vms.startupIssue,
         gpus: vms.gpus,
         inUse: vms.inUse,
         idleSince: vms.idleSince,

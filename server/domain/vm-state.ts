@@ -75,6 +75,7 @@ export type TransitionPatch = Partial<
     | "healthReasons"
     | "bootId"
     | "providerId"
+    | "startupIssue"
   >
 >;
 

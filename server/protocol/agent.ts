@@ -77,6 +77,34 @@ export const bootTimingsInput = z.strictObject({
 });
 export type BootTimingsInput = z.infer<typeof bootTimingsInput>;
 
+/** Most startup-script output lines an agent reports; longer lines are cut to STARTUP_LINE_MAX. */
+export const STARTUP_LINES_MAX = 20;
+export const STARTUP_LINE_MAX = 500;
+
+/**
+ * Whether the VM can take a researcher: its research container and the fleet's startup script,
+ * as the bootstrap recorded them (/run/lablink/container-ready and startup-result.json).
+ * Additive: an agent that sends none (older agents, VMs without a research container) is
+ * brought into service at registration as before.
+ */
+export const readinessInput = z.strictObject({
+  /** "failed": the bootstrap stopped the container or it never started. */
+  container: z.enum(["starting", "ready", "failed"]),
+  /** Absent while the script still runs (no result yet). */
+  startup: z
+    .strictObject({
+      /** "none": the fleet has no startup script. */
+      status: z.enum(["ok", "failed", "none"]),
+      exitCode: z.number().int().min(-1).max(100_000).nullable().optional(),
+      finishedAt: instant.optional(),
+      onError: z.enum(["fail", "continue"]),
+      /** The script's last output lines, control characters stripped. */
+      lastLines: z.array(z.string().max(STARTUP_LINE_MAX)).max(STARTUP_LINES_MAX).optional(),
+    })
+    .optional(),
+});
+export type ReadinessInput = z.infer<typeof readinessInput>;
+
 export const LOG_SOURCES = ["agent", "cloud-init", "container"] as const;
 export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
 /** Most lines in one agent.logs call; the agent batches at most this many. */
@@ -118,6 +146,8 @@ export const registerInput = z.strictObject({
   rotateCredential: z.boolean().optional(),
   /** Additive (agents before it send none): this boot's timings so far. */
   bootTimings: bootTimingsInput.optional(),
+  /** Additive: the research container and startup script; absent: ready at registration. */
+  readiness: readinessInput.optional(),
 });
 export type RegisterInput = z.infer<typeof registerInput>;
 
@@ -142,6 +172,8 @@ export const heartbeatInput = z.strictObject({
   shuttingDown: z.boolean().optional(),
   /** Sent when the boot timings changed since the last call the server took (cloud-init finished). */
   bootTimings: bootTimingsInput.optional(),
+  /** Sent when the readiness changed since the last call the server took. */
+  readiness: readinessInput.optional(),
 });
 export type HeartbeatInput = z.infer<typeof heartbeatInput>;
 

@@ -1,5 +1,7 @@
-import { appendFile, mkdir, rm, utimes, writeFile } from "node:fs/promises";
+import { type ChildProcess, spawn } from "node:child_process";
+import { appendFile, mkdir, rename, rm, utimes, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
+import { capLines, type StartupResultFile } from "./readiness";
 
 export type SimulatedBootPaths = {
   procRoot: string;
@@ -7,7 +9,88 @@ export type SimulatedBootPaths = {
   cloudInitLog: string;
   containerLog: string;
   containerReadyFile: string;
+  /** Where the startup result goes (the bootstrap's format, boot/readiness.ts). */
+  startupResultFile?: string;
 };
+
+/** The fleet's startup script, run for real (bash, this process's user) during the simulated boot. */
+export type SimulatedStartup = {
+  /** A file holding the script; null: the fleet has none. */
+  script: string | null;
+  onError: "fail" | "continue";
+  timeoutMs: number;
+  /** The VM's state dir: the script's working directory and HOME. */
+  workDir: string;
+};
+
+/**
+ * Runs the script like the bootstrap runs it in the research container: output (stdout and
+ * stderr together) to the container log, the last lines kept for the result. A script that
+ * outlives `timeoutMs` is killed and counts as failed.
+ */
+export function runStartupScript(
+  startup: SimulatedStartup & { script: string },
+  onLine: (line: string) => Promise<void>,
+  track: (child: ChildProcess | null) => void = () => {},
+): Promise<{ exitCode: number | null; lines: string[] }> {
+  return new Promise((resolve) => {
+    const lines: string[] = [];
+    let pending = "";
+    let writes = Promise.resolve();
+    const take = (text: string, flush = false) => {
+      pending += text;
+      const parts = pending.split("\n");
+      pending = flush ? "" : (parts.pop() ?? "");
+      for (const line of parts) {
+        if (flush && line === "") continue;
+        lines.push(line);
+        if (lines.length > 200) lines.splice(0, lines.length - 200);
+        writes = writes.then(() => onLine(line)).catch(() => {});
+      }
+    };
+    const child = spawn("bash", [startup.script], {
+      cwd: startup.workDir,
+      // Only what a script needs: nothing of the agent's own environment (its token file path).
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: startup.workDir, LANG: "C.UTF-8" },
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: true,
+    });
+    track(child);
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      // The script's whole process group: a `sleep` it started must not outlive it.
+      try {
+        if (child.pid) process.kill(-child.pid, "SIGKILL");
+      } catch {
+        child.kill("SIGKILL");
+      }
+    }, startup.timeoutMs);
+    child.stdout?.setEncoding("utf8").on("data", (d: string) => take(d));
+    child.stderr?.setEncoding("utf8").on("data", (d: string) => take(d));
+    const finish = (exitCode: number | null) => {
+      clearTimeout(timer);
+      track(null);
+      take("", true);
+      if (timedOut) {
+        take(`lablink: startup script timed out after ${Math.round(startup.timeoutMs / 1000)} s\n`);
+      }
+      writes.then(() => resolve({ exitCode: timedOut ? null : exitCode, lines: capLines(lines) }));
+    };
+    child.on("error", (err) => {
+      take(`lablink: could not run the startup script: ${err.message}\n`);
+      finish(null);
+    });
+    child.on("close", (code) => finish(code));
+  });
+}
+
+/** Writes the result file whole (rename), so a reader never sees half of it. */
+export async function writeStartupResult(file: string, result: StartupResultFile): Promise<void> {
+  const tmp = `${file}.tmp`;
+  await writeFile(tmp, JSON.stringify(result));
+  await rename(tmp, file);
+}
 
 type Step = { afterMs: number; run: () => Promise<void> };
 
@@ -21,7 +104,7 @@ const stamp = (d: Date) => d.toUTCString().replace("GMT", "+0000");
  */
 export async function simulateBoot(
   paths: SimulatedBootPaths,
-  options: { scale?: number; tickMs?: number } = {},
+  options: { scale?: number; tickMs?: number; startup?: SimulatedStartup } = {},
 ): Promise<{ stop: () => void }> {
   const scale = options.scale ?? 1;
   const started = new Date();
@@ -32,6 +115,7 @@ export async function simulateBoot(
     paths.cloudInitLog,
     paths.containerLog,
     paths.containerReadyFile,
+    ...(paths.startupResultFile ? [paths.startupResultFile] : []),
   ]) {
     await rm(p, { recursive: true, force: true });
   }
@@ -105,6 +189,8 @@ export async function simulateBoot(
     {
       afterMs: 6500,
       run: async () => {
+        const up = await runStartup();
+        if (!up) return;
         await box("research container: ready");
         await writeFile(paths.containerReadyFile, "");
         const t = new Date();
@@ -112,6 +198,43 @@ export async function simulateBoot(
       },
     },
   ];
+
+  let running: ChildProcess | null = null;
+  /** The fleet's startup script, then its result file; false: the container stays down. */
+  const runStartup = async (): Promise<boolean> => {
+    const startup = options.startup;
+    const onError = startup?.onError ?? "continue";
+    let result: StartupResultFile = {
+      status: "none",
+      exitCode: null,
+      finishedAt: new Date().toISOString(),
+      onError,
+      container: "up",
+      lastLines: [],
+    };
+    if (startup?.script) {
+      const { exitCode, lines } = await runStartupScript(
+        { ...startup, script: startup.script },
+        (line) => box(line),
+        (child) => {
+          running = child;
+        },
+      );
+      const ok = exitCode === 0;
+      if (!ok) await box(`lablink: startup script failed (on error: ${onError})`);
+      result = {
+        status: ok ? "ok" : "failed",
+        exitCode,
+        finishedAt: new Date().toISOString(),
+        onError,
+        // Policy fail: the bootstrap stops the research container.
+        container: !ok && onError === "fail" ? "down" : "up",
+        lastLines: lines,
+      };
+    }
+    if (paths.startupResultFile) await writeStartupResult(paths.startupResultFile, result);
+    return result.container === "up";
+  };
 
   const timers: NodeJS.Timeout[] = [];
   let chain = Promise.resolve();
@@ -132,6 +255,14 @@ export async function simulateBoot(
     stop: () => {
       for (const t of timers) clearTimeout(t);
       clearInterval(tick);
+      const child = running as ChildProcess | null;
+      if (child?.pid) {
+        try {
+          process.kill(-child.pid, "SIGKILL");
+        } catch {
+          // already gone
+        }
+      }
     },
   };
 }

@@ -390,6 +390,15 @@ export function FleetsAdmin() {
                   .map(([s, n]) => `${n} ${s}`)
                   .join(" · ") || "no VMs"}
               </p>
+              {f.startupIssues > 0 && (
+                <p
+                  data-testid="fleet-startup-issues"
+                  className="text-amber-800 dark:text-amber-300"
+                >
+                  The startup script failed on {f.startupIssues} VM
+                  {f.startupIssues === 1 ? "" : "s"}: see the VM pages for its last output.
+                </p>
+              )}
               <div className="flex flex-wrap items-center gap-2">
                 <label htmlFor={`size-${f.id}`}>
                   {f.driver === "byo" ? "Machines expected" : "Size"}

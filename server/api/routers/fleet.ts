@@ -1,6 +1,7 @@
 import { TRPCError } from "@trpc/server";
 import { z } from "zod";
 import { fitEnrollmentTokens, revokeFleetEnrollmentTokens } from "../../auth/enrollment";
+import { localFleetConfig } from "../../cloud/local/config";
 import { terraformFleetConfig } from "../../cloud/terraform/config";
 import { createByoFleet, destroyByoFleet, resizeByoFleet } from "../../domain/byo";
 import { getFleet, listFleets } from "../../domain/fleets";
@@ -97,7 +98,12 @@ const enrollmentExpiry = z
 const enrollmentExpiresInS = enrollmentExpiry.default(ENROLLMENT_DEFAULT_S);
 
 const createInput = z.discriminatedUnion("driver", [
-  z.strictObject({ driver: z.literal("local"), ...common }),
+  z.strictObject({
+    driver: z.literal("local"),
+    ...common,
+    /** The simulated VMs run the startup script for real (server/cloud/local/config.ts). */
+    config: localFleetConfig.default(localFleetConfig.parse({})),
+  }),
   /** Bring-your-own: `size` machines are expected; the answer has their enrollment token. */
   z.strictObject({
     driver: z.literal("byo"),
@@ -169,7 +175,7 @@ export const fleetRouter = createRouter({
         groupIds: input.groupIds ?? [],
         rootForResearchers: input.rootForResearchers,
         clientImageCompat: input.driver === "terraform" ? input.clientImageCompat : false,
-        config: input.driver === "terraform" ? input.config : {},
+        config: input.config,
       },
       ctx.actor,
       { agentImage: ctx.settings.agentImage },

@@ -6,6 +6,7 @@ import type { Fleet, Vm } from "../../db/schema";
 import type { FleetLedger } from "../../domain/convergence";
 import type { Logger } from "../../log";
 import { type DriverRun, type FleetDriver, type InstanceInfo, throwIfAborted } from "../driver";
+import { localConfigOf } from "./config";
 
 export type LocalDriverOptions = {
   /** The domain's side of convergence: rows, tokens and state changes (fleetLedger(db)). */
@@ -118,6 +119,11 @@ export class LocalFleetDriver implements FleetDriver {
     writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
     chmodSync(tokenFile, 0o600);
     const logFile = createWriteStream(path.join(dir, "agent.log"), { flags: "a" });
+    // The fleet's startup script, run by the simulated boot as a cloud VM's bootstrap runs it.
+    const startup = localConfigOf(fleet.config);
+    const scriptFile = path.join(dir, "startup.sh");
+    if (startup.startupScript?.trim()) writeFileSync(scriptFile, startup.startupScript);
+    else rmSync(scriptFile, { force: true });
     const child = spawn(
       process.execPath,
       ["--import", "tsx", path.join(this.o.rootDir, "agent/src/main.ts")],
@@ -140,6 +146,8 @@ export class LocalFleetDriver implements FleetDriver {
           // Plays a short cloud-init run and container start in the state dir, so the dashboard
           // has boot timings and cloud-init/container log lines for local VMs too.
           LABLINK_SIMULATE_BOOT: "1",
+          ...(startup.startupScript?.trim() ? { LABLINK_SIMULATE_STARTUP_SCRIPT: scriptFile } : {}),
+          LABLINK_SIMULATE_STARTUP_ON_ERROR: startup.startupOnError,
           ...(this.o.researchAccounts === "unix"
             ? { LABLINK_RESEARCH_ACCOUNTS: "per-assignment" }
             : {}),

@@ -102,6 +102,12 @@ export const vms = pgTable(
     idleKeptAt: ts("idle_kept_at"),
     /** The current boot's timings (see BootTimings); null until the agent reports any. */
     bootTimings: jsonb("boot_timings").$type<BootTimings>(),
+    /**
+     * Why the fleet's startup script or research container did not come up cleanly on this boot
+     * (its last output lines): the reason a VM failed, or a warning on a VM the fleet's `continue`
+     * policy let into the pool. Admins only; null when the boot was clean or not yet reported.
+     */
+    startupIssue: text("startup_issue"),
     createdAt: createdAt(),
   },
   (t) => [

@@ -135,6 +135,21 @@ export function VmDetail({ vmId }: { vmId: string }) {
             </dd>
           </>
         )}
+        {v.startupIssue && (
+          <>
+            <dt className="text-slate-500">
+              {v.state === "failed" ? "Startup failed" : "Startup warning"}
+            </dt>
+            <dd>
+              <pre
+                data-testid="detail-startup-issue"
+                className={`whitespace-pre-wrap break-words rounded p-2 font-mono text-xs ${v.state === "failed" ? "bg-red-50 text-red-900 dark:bg-red-950 dark:text-red-200" : "bg-amber-50 text-amber-900 dark:bg-amber-950 dark:text-amber-200"}`}
+              >
+                {v.startupIssue}
+              </pre>
+            </dd>
+          </>
+        )}
         <dt className="text-slate-500">Last heartbeat</dt>
         <dd>{age(v.lastHeartbeatAt)}</dd>
         <dt className="text-slate-500">Agent</dt>
