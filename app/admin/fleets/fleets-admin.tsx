@@ -3,7 +3,9 @@
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useState } from "react";
 import { useTRPC, useTRPCClient } from "@/app/providers";
+import { FleetRecurring } from "./fleet-recurring";
 import { FleetSchedules } from "./fleet-schedules";
+import { FleetWarmPool, NextChangeLine } from "./fleet-warm-pool";
 import { OperationLog } from "./operation-log";
 
 type FieldErrors = { path: string; message: string }[] | undefined;
@@ -357,7 +359,14 @@ export function FleetsAdmin() {
                     fleet={{ id: f.id, name: f.name, minutes: f.gpuHoursPerWeek }}
                     onSaved={refresh}
                   />
-                  {f.driver !== "byo" && <FleetSchedules fleet={f} />}
+                  {f.driver !== "byo" && (
+                    <>
+                      <FleetWarmPool fleet={f} />
+                      <NextChangeLine next={f.nextChange} />
+                      <FleetSchedules fleet={f} />
+                      <FleetRecurring fleet={f} />
+                    </>
+                  )}
                 </>
               )}
             </li>
