@@ -6,6 +6,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LocalFleetDriver } from "../../server/cloud/local/driver";
 import { type Fleet, fleets, operations, vms } from "../../server/db/schema";
 import { claimVm } from "../../server/domain/allocation";
+import {
+  addRecurringSchedule,
+  applyRecurringSchedules,
+  recurringScheduleInput,
+} from "../../server/domain/recurring-schedules";
 import { systemActor, transition } from "../../server/domain/vm-state";
 import {
   reconcileWarmPools,
@@ -227,4 +232,53 @@ describe("launch failures", () => {
     const r = await reconcileWarmPools(t.db);
     expect(r.fleets.map((f) => f.fleetId)).not.toContain(plain.id);
   });
+});
+
+describe("a recurring slot drives a warm pool of real agents", () => {
+  it("at the slot's start 2 VMs boot and become ready; at its end the pool shrinks to 0", async () => {
+    const fleet = await makeFleet(t.db, { driver: "local", name: "slot", desiredSize: 0 });
+    await setWarmPool(t.db, {
+      fleetId: fleet.id,
+      policy: { desiredReady: 0, maxSize: 3 },
+      actor: actor(),
+    });
+    const monday = new Date("2026-03-30T12:00:00Z");
+    await addRecurringSchedule(
+      t.db,
+      {
+        ...recurringScheduleInput.parse({
+          fleetId: fleet.id,
+          rrule: "FREQ=WEEKLY;BYDAY=TU",
+          timezone: "Europe/London",
+          startTime: "09:00",
+          endTime: "17:00",
+          startDate: "2026-03-01",
+          size: 2,
+        }),
+        actor: actor(),
+      },
+      monday,
+    );
+    const mine = async (iso: string) =>
+      (await applyRecurringSchedules(t.db, { now: new Date(iso) })).filter(
+        (r) => r.fleetId === fleet.id,
+      );
+    expect(await mine("2026-03-31T08:00:05Z")).toMatchObject([{ outcome: "applied", size: 2 }]);
+    expect(
+      (await reconcileWarmPools(t.db)).fleets.find((f) => f.fleetId === fleet.id),
+    ).toMatchObject({ action: "scale", targetSize: 2 });
+    await runQueued(fleet.id);
+    await waitFor("2 ready in the slot", async () => (await readyCount(fleet.id)) === 2, 30_000);
+
+    expect(await mine("2026-03-31T16:00:05Z")).toMatchObject([{ outcome: "applied", size: 0 }]);
+    expect(
+      (await reconcileWarmPools(t.db)).fleets.find((f) => f.fleetId === fleet.id),
+    ).toMatchObject({ action: "scale", targetSize: 0 });
+    await runQueued(fleet.id);
+    await waitFor(
+      "no VMs after the slot",
+      async () => (await fleetVms(fleet.id)).length === 0,
+      30_000,
+    );
+  }, 60_000);
 });
