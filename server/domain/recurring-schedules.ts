@@ -1,5 +1,6 @@
 import { asc, eq, inArray } from "drizzle-orm";
-import { Frequency, type Options, RRule } from "rrule";
+import type { Options } from "rrule";
+import * as rruleModule from "rrule";
 import { z } from "zod";
 import type { Db, DbOrTx } from "../db/client";
 import { type FleetRecurringSchedule, fleetRecurringSchedules, fleets } from "../db/schema";
@@ -16,6 +17,15 @@ import { setDesiredReady, warmPoolPolicyOf } from "./warm-pool";
  * That is what keeps a 09:00 slot at 09:00 local on both sides of a DST change (rrule's own TZID
  * handling depends on the server's time zone).
  */
+
+type RRuleLib = typeof rruleModule;
+// Node's own ESM loader (the worker under tsx) sees rrule's CommonJS build, whose named exports it
+// cannot detect: everything is under `default` there. Bundlers (Next, vitest) see its ESM build.
+const lib: RRuleLib = (() => {
+  const ns = rruleModule as RRuleLib & { default?: RRuleLib };
+  return typeof ns.RRule === "function" ? ns : (ns.default as RRuleLib);
+})();
+const { Frequency, RRule } = lib;
 
 /** Repetitions an admin may use: a slot is at least a day apart from the next one. */
 const ALLOWED_FREQ = [Frequency.YEARLY, Frequency.MONTHLY, Frequency.WEEKLY, Frequency.DAILY];
