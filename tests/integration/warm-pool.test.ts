@@ -22,7 +22,7 @@ import {
 import { executeOperation } from "../../server/jobs/operations";
 import { logger } from "../../server/log";
 import { createTestDatabase, type TestDatabase } from "../db";
-import { makeFleet, makeUser } from "../fixtures";
+import { makeFleet, makeUser, makeVms } from "../fixtures";
 import { startApiServer } from "../http";
 import { waitFor } from "./helpers/wait";
 
@@ -225,6 +225,47 @@ describe("launch failures", () => {
     });
     await resumeWarmPool(t.db, { fleetId: fleet.id, actor: actor() });
     expect((await reconcileWarmPools(t.db, { now: at(100_001) })).fleets[0]?.action).toBe("scale");
+  });
+
+  it("counts VMs failing before ready as failed launches, but not those failed before the pool", async () => {
+    const fleet = await makeFleet(t.db, { driver: "terraform", name: "flaky", desiredSize: 2 });
+    const [old] = await makeVms(t.db, fleet, 1, "failed");
+    await makeVms(t.db, fleet, 1, "ready");
+    await setWarmPool(t.db, {
+      fleetId: fleet.id,
+      policy: { desiredReady: 1, maxSize: 4 },
+      actor: actor(),
+    });
+    const mine = (r: Awaited<ReturnType<typeof reconcileWarmPools>>) =>
+      r.fleets.find((f) => f.fleetId === fleet.id);
+    const failures = async () =>
+      warmPoolStateOf((await fleetRow(fleet.id)).warmPoolState).consecutiveFailures;
+    // Failed before the pool existed: replaced, not counted.
+    expect(mine(await reconcileWarmPools(t.db))).toMatchObject({ action: "replace" });
+    expect(await failures()).toBe(0);
+    await t.db
+      .update(operations)
+      .set({ status: "cancelled" })
+      .where(eq(operations.fleetId, fleet.id));
+    await t.db
+      .update(vms)
+      .set({ state: "terminated" })
+      .where(eq(vms.id, old?.id ?? ""));
+    // A new VM that fails while booting is a failed launch.
+    const [fresh] = await makeVms(t.db, fleet, 1, "booting");
+    await transition(t.db, {
+      vmId: fresh?.id ?? "",
+      from: "booting",
+      to: "failed",
+      actor: systemActor,
+      action: "test.fail",
+    });
+    const r = await reconcileWarmPools(t.db);
+    expect(mine(r)).toMatchObject({ status: "backoff", action: "none" });
+    expect(await failures()).toBe(1);
+    // Seen again: still one.
+    await reconcileWarmPools(t.db);
+    expect(await failures()).toBe(1);
   });
 
   it("a fleet without a warm pool is left alone", async () => {
