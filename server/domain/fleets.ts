@@ -18,6 +18,8 @@ import type { DbOrTx } from "../db/client";
 import {
   enrollmentTokens,
   type Fleet,
+  fleetRecurringSchedules,
+  fleetSchedules,
   fleets,
   operations,
   users,
@@ -26,9 +28,53 @@ import {
   vms,
 } from "../db/schema";
 import { recoveryPolicyOf } from "./recovery-policy";
+import { nextBoundary } from "./recurring-schedules";
+import { warmPoolPolicyOf, warmPoolStateOf } from "./warm-pool";
 
-/** Fleets with their VM counts per state. */
-export async function listFleets(db: DbOrTx) {
+/** The soonest scheduled change of a fleet: a one-off size or destruction, or a recurring slot's. */
+export type NextChange = {
+  at: Date;
+  kind: "size" | "ready" | "destroy";
+  size: number;
+  source: "once" | "recurring";
+};
+
+async function nextChanges(db: DbOrTx, now: Date) {
+  const [once, recurring] = await Promise.all([
+    db
+      .select({
+        fleetId: fleetSchedules.fleetId,
+        at: fleetSchedules.at,
+        size: fleetSchedules.size,
+        kind: fleetSchedules.kind,
+      })
+      .from(fleetSchedules)
+      .where(eq(fleetSchedules.status, "pending"))
+      .orderBy(asc(fleetSchedules.at)),
+    db.select().from(fleetRecurringSchedules),
+  ]);
+  const soonest = new Map<
+    string,
+    { at: Date; size: number; destroy: boolean; source: "once" | "recurring" }
+  >();
+  const offer = (
+    fleetId: string,
+    c: { at: Date; size: number; destroy: boolean; source: "once" | "recurring" },
+  ) => {
+    const seen = soonest.get(fleetId);
+    if (!seen || c.at < seen.at) soonest.set(fleetId, c);
+  };
+  for (const s of once)
+    offer(s.fleetId, { at: s.at, size: s.size, destroy: s.kind === "destroy", source: "once" });
+  for (const r of recurring) {
+    const next = nextBoundary(r, now);
+    if (next) offer(r.fleetId, { ...next, destroy: false, source: "recurring" });
+  }
+  return soonest;
+}
+
+/** Fleets with their VM counts per state, warm pool and next scheduled change. */
+export async function listFleets(db: DbOrTx, now = new Date()) {
   const rows = await db
     .select()
     .from(fleets)
@@ -69,18 +115,47 @@ export async function listFleets(db: DbOrTx) {
     .from(vms)
     .where(and(ne(vms.state, "terminated"), isNotNull(vms.startupIssue)))
     .groupBy(vms.fleetId);
-  return rows.map((f) => ({
-    ...f,
-    openEnrollments: open.find((o) => o.fleetId === f.id)?.n ?? 0,
-    /** The effective automatic-recovery policy (defaults filled in). */
-    recovery: recoveryPolicyOf(f.recoveryPolicy),
-    /** VMs automatic recovery is working on now. */
-    recovering: recovering.find((r) => r.fleetId === f.id)?.n ?? 0,
-    startupIssues: issues.find((i) => i.fleetId === f.id)?.n ?? 0,
-    vmCounts: Object.fromEntries(
-      counts.filter((c) => c.fleetId === f.id).map((c) => [c.state, c.n]),
-    ) as Partial<Record<VmState, number>>,
-  }));
+  const next = await nextChanges(db, now);
+  return rows.map(({ warmPoolState, ...f }) => {
+    const warmPool = warmPoolPolicyOf(f.warmPool);
+    const state = warmPool ? warmPoolStateOf(warmPoolState) : null;
+    const n = next.get(f.id);
+    const nextChange: NextChange | null = n
+      ? {
+          at: n.at,
+          size: n.size,
+          source: n.source,
+          kind: n.destroy ? "destroy" : warmPool ? "ready" : "size",
+        }
+      : null;
+    return {
+      ...f,
+      openEnrollments: open.find((o) => o.fleetId === f.id)?.n ?? 0,
+      /** The effective automatic-recovery policy (defaults filled in). */
+      recovery: recoveryPolicyOf(f.recoveryPolicy),
+      /** VMs automatic recovery is working on now. */
+      recovering: recovering.find((r) => r.fleetId === f.id)?.n ?? 0,
+      startupIssues: issues.find((i) => i.fleetId === f.id)?.n ?? 0,
+      warmPool,
+      /** Why the warm-pool fleet is not at its size, as the reconciler last saw it. */
+      warmPoolStatus: state && {
+        status: warmPool?.paused ? ("paused" as const) : state.status,
+        reason: warmPool?.paused
+          ? warmPool.pausedReason
+            ? `Paused: ${warmPool.pausedReason}`
+            : "Paused by an admin."
+          : state.reason,
+        retryAt: state.retryAt ? new Date(state.retryAt) : null,
+        consecutiveFailures: state.consecutiveFailures,
+        targetSize: state.targetSize,
+        checkedAt: state.checkedAt ? new Date(state.checkedAt) : null,
+      },
+      nextChange,
+      vmCounts: Object.fromEntries(
+        counts.filter((c) => c.fleetId === f.id).map((c) => [c.state, c.n]),
+      ) as Partial<Record<VmState, number>>,
+    };
+  });
 }
 
 export type VmListQuery = {

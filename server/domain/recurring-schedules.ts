@@ -10,12 +10,6 @@ import { liveFleet, scaleFleet } from "./provisioning";
 import { type Actor, systemActor } from "./vm-state";
 import { setDesiredReady, warmPoolPolicyOf } from "./warm-pool";
 
-// rrule's "main" is a UMD bundle in which plain Node (tsx: npm start, npm run dev) finds no named
-// exports, only `default`; bundlers (vitest, the server build) read its ESM build, which has no
-// default. Take the exports from wherever they are.
-const { Frequency, RRule } =
-  (rruleModule as unknown as { default?: typeof rruleModule }).default ?? rruleModule;
-
 /**
  * Recurring slots ("every Tue/Thu 09:00–17:00 Europe/London, 8 ready"). The RRULE carries only the
  * repetition (FREQ, BYDAY, INTERVAL, UNTIL, COUNT...); the day it starts and the wall-clock times
@@ -23,6 +17,15 @@ const { Frequency, RRule } =
  * That is what keeps a 09:00 slot at 09:00 local on both sides of a DST change (rrule's own TZID
  * handling depends on the server's time zone).
  */
+
+type RRuleLib = typeof rruleModule;
+// Node's own ESM loader (the worker under tsx) sees rrule's CommonJS build, whose named exports it
+// cannot detect: everything is under `default` there. Bundlers (Next, vitest) see its ESM build.
+const lib: RRuleLib = (() => {
+  const ns = rruleModule as RRuleLib & { default?: RRuleLib };
+  return typeof ns.RRule === "function" ? ns : (ns.default as RRuleLib);
+})();
+const { Frequency, RRule } = lib;
 
 /** Repetitions an admin may use: a slot is at least a day apart from the next one. */
 const ALLOWED_FREQ = [Frequency.YEARLY, Frequency.MONTHLY, Frequency.WEEKLY, Frequency.DAILY];

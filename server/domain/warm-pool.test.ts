@@ -76,6 +76,12 @@ describe("planWarmPool", () => {
       failures: { consecutive: 2, lastAt: now },
     });
     expect(p).toMatchObject({ status: "backoff", targetSize: 2 });
+    // A failed VM keeps its slot: shrinking must not take the working VM instead.
+    const withFailed = plan({
+      counts: { ready: 2, booting: 0, held: 0, failed: 1, total: 3 },
+      failures: { consecutive: 1, lastAt: now },
+    });
+    expect(withFailed).toMatchObject({ status: "backoff", targetSize: 3, replaceFailed: false });
   });
 
   it("gives up at the hard failure limit, whatever the backoff", () => {

@@ -110,8 +110,9 @@ export function planWarmPool(input: WarmPoolInput): WarmPoolPlan {
   const { now, policy, counts, failures } = input;
   const wanted = counts.held + policy.desiredReady;
   const capped = Math.min(policy.maxSize, wanted);
-  // A failed VM still takes its slot until it is replaced, so it counts towards the total.
-  const noGrowth = Math.min(capped, counts.total);
+  // While launching is on hold, failed VMs keep their slots (they are not being replaced), so a
+  // shrink never takes a working VM in place of a failed one.
+  const noGrowth = Math.min(capped + counts.failed, counts.total);
 
   if (policy.paused) {
     return {
@@ -264,7 +265,10 @@ async function observeFailures(db: DbOrTx, fleetId: string, prev: WarmPoolState,
           AND a.target_id = ${vms.id}::text AND a.to_state IN ('ready', 'claimed'))`,
       ),
     );
-  for (const v of failedVms) if (!prev.countedVmIds.includes(v.id)) added += 1;
+  // On the first run (a pool just turned on) VMs already failed are history, not this pool's launches.
+  if (prev.auditWatermark !== null) {
+    for (const v of failedVms) if (!prev.countedVmIds.includes(v.id)) added += 1;
+  }
   next.countedVmIds = failedVms.map((v) => v.id);
   if (prev.opsWatermark !== null) {
     const failedOps = await db

@@ -167,3 +167,34 @@ describe("fleet.addRecurringSchedule, fleet.scheduleDestroy", () => {
     expect(res.data).toMatchObject({ kind: "destroy", status: "pending" });
   });
 });
+
+describe("fleet.list: warm pool status and next change", () => {
+  it("shows why a warm-pool fleet is not at its size and its next scheduled change", async () => {
+    const fleet = await makeFleet(t.db, { desiredSize: 0 });
+    const as = { userId: admin.id };
+    await api.mutate(
+      "fleet.setWarmPool",
+      { fleetId: fleet.id, policy: { desiredReady: 2, maxSize: 4 } },
+      as,
+    );
+    await api.mutate("fleet.pauseWarmPool", { fleetId: fleet.id, reason: "budget review" }, as);
+    const inTwoHours = new Date(Date.now() + 2 * 3_600_000);
+    await api.mutate("fleet.scheduleScale", { fleetId: fleet.id, at: inTwoHours, size: 6 }, as);
+    await api.mutate(
+      "fleet.scheduleDestroy",
+      { fleetId: fleet.id, at: new Date(Date.now() + 5 * 3_600_000) },
+      as,
+    );
+    const list = await api.query("fleet.list", undefined, as);
+    const row = (list.data as { id: string }[]).find((f) => f.id === fleet.id);
+    expect(row).toMatchObject({
+      warmPool: { desiredReady: 2, maxSize: 4, paused: true },
+      warmPoolStatus: { status: "paused", reason: "Paused: budget review" },
+      nextChange: { at: inTwoHours, kind: "ready", size: 6, source: "once" },
+    });
+    const plain = (list.data as { id: string; warmPool: unknown; nextChange: unknown }[]).find(
+      (f) => f.id !== fleet.id,
+    );
+    expect(plain).toMatchObject({ warmPool: null });
+  });
+});

@@ -7,6 +7,11 @@ import { LocalFleetDriver } from "../../server/cloud/local/driver";
 import { type Fleet, fleets, operations, vms } from "../../server/db/schema";
 import { claimVm } from "../../server/domain/allocation";
 import { fleetLedger } from "../../server/domain/convergence";
+import {
+  addRecurringSchedule,
+  applyRecurringSchedules,
+  recurringScheduleInput,
+} from "../../server/domain/recurring-schedules";
 import { systemActor, transition } from "../../server/domain/vm-state";
 import {
   reconcileWarmPools,
@@ -18,7 +23,7 @@ import {
 import { executeOperation } from "../../server/jobs/operations";
 import { logger } from "../../server/log";
 import { createTestDatabase, type TestDatabase } from "../db";
-import { makeFleet, makeUser } from "../fixtures";
+import { makeFleet, makeUser, makeVms } from "../fixtures";
 import { startApiServer } from "../http";
 import { waitFor } from "./helpers/wait";
 
@@ -223,9 +228,99 @@ describe("launch failures", () => {
     expect((await reconcileWarmPools(t.db, { now: at(100_001) })).fleets[0]?.action).toBe("scale");
   });
 
+  it("counts VMs failing before ready as failed launches, but not those failed before the pool", async () => {
+    const fleet = await makeFleet(t.db, { driver: "terraform", name: "flaky", desiredSize: 2 });
+    const [old] = await makeVms(t.db, fleet, 1, "failed");
+    await makeVms(t.db, fleet, 1, "ready");
+    await setWarmPool(t.db, {
+      fleetId: fleet.id,
+      policy: { desiredReady: 1, maxSize: 4 },
+      actor: actor(),
+    });
+    const mine = (r: Awaited<ReturnType<typeof reconcileWarmPools>>) =>
+      r.fleets.find((f) => f.fleetId === fleet.id);
+    const failures = async () =>
+      warmPoolStateOf((await fleetRow(fleet.id)).warmPoolState).consecutiveFailures;
+    // Failed before the pool existed: replaced, not counted.
+    expect(mine(await reconcileWarmPools(t.db))).toMatchObject({ action: "replace" });
+    expect(await failures()).toBe(0);
+    await t.db
+      .update(operations)
+      .set({ status: "cancelled" })
+      .where(eq(operations.fleetId, fleet.id));
+    await t.db
+      .update(vms)
+      .set({ state: "terminated" })
+      .where(eq(vms.id, old?.id ?? ""));
+    // A new VM that fails while booting is a failed launch.
+    const [fresh] = await makeVms(t.db, fleet, 1, "booting");
+    await transition(t.db, {
+      vmId: fresh?.id ?? "",
+      from: "booting",
+      to: "failed",
+      actor: systemActor,
+      action: "test.fail",
+    });
+    const r = await reconcileWarmPools(t.db);
+    expect(mine(r)).toMatchObject({ status: "backoff", action: "none" });
+    expect(await failures()).toBe(1);
+    // Seen again: still one.
+    await reconcileWarmPools(t.db);
+    expect(await failures()).toBe(1);
+  });
+
   it("a fleet without a warm pool is left alone", async () => {
     const plain = await makeFleet(t.db, { driver: "local", name: "plain", desiredSize: 0 });
     const r = await reconcileWarmPools(t.db);
     expect(r.fleets.map((f) => f.fleetId)).not.toContain(plain.id);
   });
+});
+
+describe("a recurring slot drives a warm pool of real agents", () => {
+  it("at the slot's start 2 VMs boot and become ready; at its end the pool shrinks to 0", async () => {
+    const fleet = await makeFleet(t.db, { driver: "local", name: "slot", desiredSize: 0 });
+    await setWarmPool(t.db, {
+      fleetId: fleet.id,
+      policy: { desiredReady: 0, maxSize: 3 },
+      actor: actor(),
+    });
+    const monday = new Date("2026-03-30T12:00:00Z");
+    await addRecurringSchedule(
+      t.db,
+      {
+        ...recurringScheduleInput.parse({
+          fleetId: fleet.id,
+          rrule: "FREQ=WEEKLY;BYDAY=TU",
+          timezone: "Europe/London",
+          startTime: "09:00",
+          endTime: "17:00",
+          startDate: "2026-03-01",
+          size: 2,
+        }),
+        actor: actor(),
+      },
+      monday,
+    );
+    const mine = async (iso: string) =>
+      (await applyRecurringSchedules(t.db, { now: new Date(iso) })).filter(
+        (r) => r.fleetId === fleet.id,
+      );
+    expect(await mine("2026-03-31T08:00:05Z")).toMatchObject([{ outcome: "applied", size: 2 }]);
+    expect(
+      (await reconcileWarmPools(t.db)).fleets.find((f) => f.fleetId === fleet.id),
+    ).toMatchObject({ action: "scale", targetSize: 2 });
+    await runQueued(fleet.id);
+    await waitFor("2 ready in the slot", async () => (await readyCount(fleet.id)) === 2, 30_000);
+
+    expect(await mine("2026-03-31T16:00:05Z")).toMatchObject([{ outcome: "applied", size: 0 }]);
+    expect(
+      (await reconcileWarmPools(t.db)).fleets.find((f) => f.fleetId === fleet.id),
+    ).toMatchObject({ action: "scale", targetSize: 0 });
+    await runQueued(fleet.id);
+    await waitFor(
+      "no VMs after the slot",
+      async () => (await fleetVms(fleet.id)).length === 0,
+      30_000,
+    );
+  }, 60_000);
 });

@@ -40,6 +40,7 @@ export function FleetSchedules(props: {
   const refresh = () => queryClient.invalidateQueries();
   const create = useMutation(trpc.fleet.scheduleScale.mutationOptions({ onSuccess: refresh }));
   const cancel = useMutation(trpc.fleet.cancelSchedule.mutationOptions({ onSuccess: refresh }));
+  const destroyAt = useMutation(trpc.fleet.scheduleDestroy.mutationOptions({ onSuccess: refresh }));
   const [size, setSize] = useState(String(fleet.desiredSize));
   const [at, setAt] = useState(() => localInputValue(new Date(Date.now() + 60 * 60_000)));
   const pending = list.data?.filter((s) => s.status === "pending").length ?? 0;
@@ -55,8 +56,11 @@ export function FleetSchedules(props: {
             {list.data.map((s) => (
               <li key={s.id} data-testid="schedule" className="flex flex-wrap items-center gap-2">
                 <span>
-                  {when(s.at)} → {s.size} {s.size === 1 ? "VM" : "VMs"}:{" "}
-                  <span data-testid="schedule-status">{s.status}</span>
+                  {when(s.at)} →{" "}
+                  {s.kind === "destroy"
+                    ? "destroy the fleet"
+                    : `${s.size} ${s.size === 1 ? "VM" : "VMs"}`}
+                  : <span data-testid="schedule-status">{s.status}</span>
                   {s.note && (
                     <span className="text-slate-600 dark:text-slate-400"> ({s.note})</span>
                   )}
@@ -119,10 +123,18 @@ export function FleetSchedules(props: {
           <button type="submit" disabled={create.isPending} className="rounded border px-2 py-1">
             Schedule
           </button>
-          {(create.error || cancel.error) && (
+          <button
+            type="button"
+            disabled={destroyAt.isPending}
+            onClick={() => destroyAt.mutate({ fleetId: fleet.id, at: new Date(at || NaN) })}
+            className="rounded border border-red-700 px-2 py-1 text-red-700 dark:border-red-400 dark:text-red-300"
+          >
+            Schedule destruction of {fleet.name}
+          </button>
+          {(create.error || cancel.error || destroyAt.error) && (
             <p role="alert" className="w-full text-red-700 dark:text-red-300">
               {fieldMessage(create.error?.data?.fieldErrors) ??
-                (create.error ?? cancel.error)?.message}
+                (create.error ?? cancel.error ?? destroyAt.error)?.message}
             </p>
           )}
         </form>

@@ -4,7 +4,9 @@ import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useState } from "react";
 import { useTRPC, useTRPCClient } from "@/app/providers";
 import { FleetRecovery } from "./fleet-recovery";
+import { FleetRecurring } from "./fleet-recurring";
 import { FleetSchedules } from "./fleet-schedules";
+import { FleetWarmPool, NextChangeLine } from "./fleet-warm-pool";
 import { OperationLog } from "./operation-log";
 
 type FieldErrors = { path: string; message: string }[] | undefined;
@@ -446,7 +448,14 @@ export function FleetsAdmin() {
                     fleet={{ id: f.id, name: f.name, minutes: f.gpuHoursPerWeek }}
                     onSaved={refresh}
                   />
-                  {f.driver !== "byo" && <FleetSchedules fleet={f} />}
+                  {f.driver !== "byo" && (
+                    <>
+                      <FleetWarmPool fleet={f} />
+                      <NextChangeLine next={f.nextChange} />
+                      <FleetSchedules fleet={f} />
+                      <FleetRecurring fleet={f} />
+                    </>
+                  )}
                 </>
               )}
             </li>
