@@ -256,7 +256,8 @@ describe("one operation per fleet", () => {
 
   it("under 20 concurrent requests, exactly one is accepted; the others are told why", async () => {
     // No worker runs from here on: the accepted operation stays queued.
-    const fleet = await makeFleet(t.db, { driver: "byo", desiredSize: 1 });
+    // A terraform fleet: its scale is an operation (a byo fleet scales at once, with tokens).
+    const fleet = await makeFleet(t.db, { driver: "terraform", desiredSize: 1 });
     const results = await Promise.all(
       Array.from({ length: 20 }, (_, i) =>
         api.mutate("fleet.scale", { fleetId: fleet.id, size: i + 2 }, asAdmin()),
@@ -288,7 +289,7 @@ describe("one operation per fleet", () => {
       status: "failed",
     });
     expect(await finished(nextOp.id)).toMatchObject({
-      error: "no worker here runs the byo driver",
+      error: "no worker here runs the terraform driver",
     });
     const [f] = await t.db.select().from(fleets).where(eq(fleets.id, fleet.id));
     expect(f?.status).toBe("active");
