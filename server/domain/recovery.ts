@@ -546,10 +546,16 @@ export async function recoveryOf(db: DbOrTx, vmId: string): Promise<VmRecovery |
 export async function warmRebootPending(db: DbOrTx, vm: Vm): Promise<boolean> {
   if (vm.state !== "rebooting") return false;
   const [row] = await db
-    .select({ step: vmRecoveries.step })
+    .select({ step: vmRecoveries.step, at: vmRecoveries.lastAttemptAt })
     .from(vmRecoveries)
     .where(and(eq(vmRecoveries.vmId, vm.id), isNotNull(vmRecoveries.lastAttemptAt)));
-  return row?.step === "warm_reboot";
+  if (row?.step !== "warm_reboot" || !row.at) return false;
+  // A VM that has already come back from this reboot (registered on a new boot after the attempt)
+  // may stay rebooting until its container is ready again: it must not be told to reboot again.
+  const t = vm.bootTimings;
+  const registeredAt =
+    t && t.bootId === vm.bootId && t.registeredAt ? new Date(t.registeredAt) : null;
+  return !(registeredAt && registeredAt > row.at);
 }
 
 /**

@@ -527,7 +527,15 @@ export async function resumeWarmPool(db: Db, req: { fleetId: string; actor: Acto
       .update(fleets)
       .set({
         warmPool: next,
-        warmPoolState: { ...state, consecutiveFailures: 0, lastFailureAt: null, retryAt: null },
+        // The last reconcile's verdict (paused, gave up) no longer holds: the next one says anew.
+        warmPoolState: {
+          ...state,
+          consecutiveFailures: 0,
+          lastFailureAt: null,
+          retryAt: null,
+          status: "ok",
+          reason: null,
+        },
       })
       .where(eq(fleets.id, fleet.id));
     await audit(
