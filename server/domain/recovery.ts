@@ -550,12 +550,12 @@ export async function warmRebootPending(db: DbOrTx, vm: Vm): Promise<boolean> {
     .from(vmRecoveries)
     .where(and(eq(vmRecoveries.vmId, vm.id), isNotNull(vmRecoveries.lastAttemptAt)));
   if (row?.step !== "warm_reboot" || !row.at) return false;
-  // A VM that has already come back from this reboot (registered on a new boot after the attempt)
-  // may stay rebooting until its container is ready again: it must not be told to reboot again.
+  // A VM that has already come back from this reboot (registered on a new boot after it went
+  // rebooting) may stay rebooting until its container is ready: it must not be told to reboot again.
   const t = vm.bootTimings;
   const registeredAt =
     t && t.bootId === vm.bootId && t.registeredAt ? new Date(t.registeredAt) : null;
-  return !(registeredAt && registeredAt > row.at);
+  return !(registeredAt && registeredAt > vm.stateChangedAt);
 }
 
 /**
