@@ -11,7 +11,15 @@
  * installs Debian's; otherwise it stops and says what to run. It stops only what it started.
  */
 import { spawn, spawnSync } from "node:child_process";
-import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import {
+  accessSync,
+  constants,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { chromium } from "@playwright/test";
@@ -112,6 +120,64 @@ function onPath(cmd: string): boolean {
   return spawnSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" }).status === 0;
 }
 
+/**
+ * Debian packages the suites use beside npm's: Chromium for the browser tests, PostgreSQL's server
+ * and dump tools for the backup and restore test (tests/deploy/backup-restore.test.ts). As root
+ * with apt-get the missing ones are installed in one go; otherwise this stops with the command.
+ */
+type SystemNeed = { pkg: string; present: () => boolean; suite: "unit" | "e2e" };
+
+const postgresToolsPresent = () =>
+  !!process.env.LABLINK_PG_TOOLS_DIR ||
+  spawnSync("sh", ["-c", "ls /usr/lib/postgresql/*/bin/pg_restore"], { stdio: "ignore" }).status ===
+    0;
+
+const systemNeeds: SystemNeed[] = [
+  {
+    pkg: "chromium",
+    present: () => !!process.env.CHROMIUM_PATH || isExecutable("/usr/bin/chromium"),
+    suite: "e2e",
+  },
+  { pkg: "postgresql", present: postgresToolsPresent, suite: "unit" },
+];
+
+function ensureSystemPackages(suites: ("unit" | "e2e")[]) {
+  const missing = systemNeeds.filter((n) => suites.includes(n.suite) && !n.present());
+  if (!missing.length) return;
+  const pkgs = missing.map((n) => n.pkg);
+  const isRoot = process.getuid?.() === 0;
+  if (!isRoot || !onPath("apt-get")) {
+    // Chromium alone may still come from Playwright's own download (findChromium).
+    if (pkgs.length === 1 && pkgs[0] === "chromium") return;
+    fail(
+      [
+        `Missing Debian packages: ${pkgs.join(" ")}. Install them, then run the tests again:`,
+        onPath("apt-get")
+          ? `  sudo apt-get install -y ${pkgs.join(" ")}`
+          : `  (no apt-get here: install ${pkgs.join(", ")} with this system's package manager)`,
+      ].join("\n"),
+    );
+  }
+  say(`installing Debian packages the tests need: ${pkgs.join(" ")}`);
+  // The postgresql package would otherwise create and start a cluster of its own on port 5432;
+  // the backup test starts its own server.
+  if (pkgs.includes("postgresql")) {
+    spawnSync("mkdir", ["-p", "/etc/postgresql-common"]);
+    if (!existsSync("/etc/postgresql-common/createcluster.conf"))
+      writeFileSync("/etc/postgresql-common/createcluster.conf", "create_main_cluster = false\n");
+  }
+  for (const args of [["update"], ["install", "-y", "--no-install-recommends", ...pkgs]]) {
+    say(`  apt-get ${args.join(" ")}`);
+    const r = spawnSync("apt-get", args, {
+      stdio: "inherit",
+      env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
+    });
+    if (r.status !== 0) fail(`apt-get ${args.join(" ")} failed (exit ${r.status}).`);
+  }
+  const still = missing.filter((n) => !n.present()).map((n) => n.pkg);
+  if (still.length) fail(`apt-get ran, but these are still missing: ${still.join(" ")}`);
+}
+
 /** The Chromium Playwright will launch (playwright.config.ts reads CHROMIUM_PATH the same way). */
 function findChromium(): string {
   const wanted = process.env.CHROMIUM_PATH;
@@ -121,25 +187,6 @@ function findChromium(): string {
   }
   const debian = "/usr/bin/chromium";
   if (isExecutable(debian)) return debian;
-
-  const isRoot = process.getuid?.() === 0;
-  if (isRoot && onPath("apt-get")) {
-    say(
-      "Chromium is missing; installing Debian's package (Playwright cannot download browsers here):",
-    );
-    for (const args of [["update"], ["install", "-y", "chromium"]]) {
-      say(`  apt-get ${args.join(" ")}`);
-      const r = spawnSync("apt-get", args, {
-        stdio: "inherit",
-        env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
-      });
-      if (r.status !== 0) fail(`apt-get ${args.join(" ")} failed (exit ${r.status}).`);
-    }
-    if (isExecutable(debian)) return debian;
-    fail(
-      `apt-get installed chromium but ${debian} is still missing; set CHROMIUM_PATH to its path.`,
-    );
-  }
   // Playwright's own download, where `npx playwright install chromium` could reach it.
   const downloaded = playwrightChromium();
   if (downloaded) return downloaded;
@@ -167,6 +214,10 @@ async function main() {
   const started = Date.now();
   const results: [string, boolean][] = [];
 
+  ensureSystemPackages([
+    ...(runUnit ? ["unit" as const] : []),
+    ...(runE2e ? ["e2e" as const] : []),
+  ]);
   if (runUnit && rest.length === 0) {
     // Next's build skips type checking (next.config.ts); it happens here, once, with lint.
     results.push(["typecheck", await step("type check", bin("tsc"), ["--noEmit"])]);
