@@ -9,7 +9,6 @@ import {
   isNotNull,
   isNull,
   ne,
-  notExists,
   or,
   type SQL,
   sql,
@@ -21,7 +20,6 @@ import {
   fleetRecurringSchedules,
   fleetSchedules,
   fleets,
-  operations,
   users,
   type VmState,
   vmRecoveries,
@@ -292,32 +290,4 @@ export async function setFleetStatus(
     .update(fleets)
     .set({ status, ...(status === "destroyed" ? { desiredSize: 0 } : {}), updatedAt: sql`now()` })
     .where(eq(fleets.id, fleetId));
-}
-
-/**
- * Active local fleets with no operation in flight: the periodic apply restarts their dead agents
- * (a fleet with an operation queued or running is that operation's to change).
- */
-export async function localFleetsToApply(db: DbOrTx): Promise<string[]> {
-  const rows = await db
-    .select({ id: fleets.id })
-    .from(fleets)
-    .where(
-      and(
-        eq(fleets.driver, "local"),
-        eq(fleets.status, "active"),
-        notExists(
-          db
-            .select({ one: sql`1` })
-            .from(operations)
-            .where(
-              and(
-                eq(operations.fleetId, fleets.id),
-                inArray(operations.status, ["queued", "running"]),
-              ),
-            ),
-        ),
-      ),
-    );
-  return rows.map((r) => r.id);
 }

@@ -9,14 +9,9 @@ export type JobSchedule = {
   /** How often every worker enqueues it. */
   everySeconds: number;
   /**
-   * pg-boss's singleton window: however many workers enqueue the job, one runs per window (per
-   * key, when the job is enqueued once per key).
+   * pg-boss's singleton window: however many workers enqueue the job, one runs per window.
    */
   singletonSeconds: number;
-  /** Also enqueued once when the worker starts, not only after the first interval. */
-  atStart?: boolean;
-  /** One job per payload, each with its own singleton key (default: one job with `{}`). */
-  payloads?: (db: Db) => Promise<{ payload: unknown; singletonKey: string }[]>;
 };
 
 /**

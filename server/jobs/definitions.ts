@@ -1,11 +1,7 @@
-import { eq } from "drizzle-orm";
 import { z } from "zod";
 import type { FleetDriver } from "../cloud/driver";
 import type { Ec2Api } from "../cloud/ec2/ec2";
-import { NotFleetOwner } from "../cloud/local/ownership";
-import { fleets } from "../db/schema";
 import { finishByoRemovals } from "../domain/byo";
-import { localFleetsToApply } from "../domain/fleets";
 import { pruneGpuSamples } from "../domain/gpu-history";
 import { markSilentAgents } from "../domain/health";
 import { releaseExpiredHolds } from "../domain/hold-limits";
@@ -209,39 +205,6 @@ export const pruneGpuSamplesJob = (deps: JobDeps) =>
     }),
   });
 
-/** Makes a fleet's VMs match its desired size through its driver. Idempotent. */
-export const applyFleet = (deps: JobDeps) =>
-  defineJob({
-    name: "fleet.apply",
-    schema: z.strictObject({ fleetId: z.uuid() }),
-    retry: { limit: 3, delaySeconds: 5, backoff: true },
-    timeoutSeconds: 30 * 60,
-    // Restarts local agents that died (the local driver's "reboot"), at start and every 30 s.
-    schedule: {
-      everySeconds: 30,
-      singletonSeconds: 5,
-      atStart: true,
-      payloads: async (db) =>
-        (await localFleetsToApply(db)).map((id) => ({
-          payload: { fleetId: id },
-          singletonKey: id,
-        })),
-    },
-    handler: async ({ fleetId }, { db }) => {
-      const [fleet] = await db.select().from(fleets).where(eq(fleets.id, fleetId));
-      if (!fleet) return { skipped: "fleet not found" };
-      const driver = deps.drivers[fleet.driver];
-      if (!driver) return { skipped: `no ${fleet.driver} driver in this worker` };
-      try {
-        await driver.apply(fleet);
-      } catch (err) {
-        if (err instanceof NotFleetOwner) return { skipped: err.message };
-        throw err;
-      }
-      return { applied: fleet.name };
-    },
-  });
-
 /**
  * Runs one admin operation (create, scale, destroy, reboot, terminate) through its fleet's
  * driver. Idempotent: a second delivery finds the operation no longer queued and does nothing.
@@ -357,7 +320,6 @@ export const allJobs = (deps: JobDeps) => [
   runSchedules(),
   warmPools(),
   pruneGpuSamplesJob(deps),
-  applyFleet(deps),
   runOperation(deps),
   deliverWebhook(deps),
 ];

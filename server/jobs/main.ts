@@ -98,10 +98,9 @@ async function main() {
     log.warn("LABLINK_WORKER_METRICS_PORT is set without LABLINK_METRICS_TOKEN: metrics are off");
 
   const schedules = startSchedules(
-    { db, log, send: (name, payload, options) => runner.send(name, payload, options) },
+    { log, send: (name, payload, options) => runner.send(name, payload, options) },
     jobs,
   );
-  await schedules.atStart();
   // Local fleets: this worker runs the agents of the fleets it owns (server/cloud/local/ownership.ts)
   // and nothing of the others. Every 5 s it takes fleets nobody owns (a new fleet, or one whose
   // worker died: its agents are started here within seconds), runs queued operations of its

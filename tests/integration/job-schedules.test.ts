@@ -1,19 +1,8 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
-import { requestOperation } from "../../server/domain/operations";
-import { systemActor } from "../../server/domain/vm-state";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { allJobs } from "../../server/jobs/definitions";
 import { startSchedules } from "../../server/jobs/schedule";
 import { logger } from "../../server/log";
-import { createTestDatabase, type TestDatabase } from "../db";
-import { makeFleet } from "../fixtures";
 
-let t: TestDatabase;
-beforeAll(async () => {
-  t = await createTestDatabase();
-});
-afterAll(async () => {
-  await t?.drop();
-});
 afterEach(() => {
   vi.useRealTimers();
 });
@@ -34,7 +23,6 @@ describe("job schedules live on the job definitions", () => {
       "vm.expire-holds": [30, 30],
       "fleet.run-schedules": [15, 15],
       "gpu-samples.prune": [600, 600],
-      "fleet.apply": [30, 5],
       "fleet.warm-pool": [15, 15],
       "vm.recover": [30, 30],
       "operation.run": "on demand",
@@ -49,21 +37,11 @@ describe("job schedules live on the job definitions", () => {
     expect(job?.schedule).toBeUndefined();
   });
 
-  it("the timers enqueue each job at its cadence, and fleet.apply once per idle local fleet", async () => {
-    const idle = await makeFleet(t.db, { driver: "local" });
-    const busy = await makeFleet(t.db, { driver: "local" });
-    await makeFleet(t.db, { driver: "terraform", region: "us-west-2" });
-    await requestOperation(t.db, {
-      fleetId: busy.id,
-      kind: "fleet.scale",
-      params: { size: 2 },
-      actor: systemActor,
-    });
+  it("the timers enqueue each job at its cadence, and nothing after stop", async () => {
     vi.useFakeTimers({ toFake: ["setInterval", "clearInterval"] });
     const sent: { name: string; payload: unknown; options: unknown }[] = [];
     const schedules = startSchedules(
       {
-        db: t.db,
         log: logger,
         send: async (name, payload, options) => {
           sent.push({ name, payload, options });
@@ -71,23 +49,10 @@ describe("job schedules live on the job definitions", () => {
       },
       allJobs({ ...deps, reconcileIntervalS: 0 }),
     );
-    await schedules.atStart();
-    expect(sent).toEqual([
-      {
-        name: "fleet.apply",
-        payload: { fleetId: idle.id },
-        options: { singletonSeconds: 5, singletonKey: idle.id },
-      },
-    ]);
-    sent.length = 0;
+    expect(sent).toEqual([]);
     await vi.advanceTimersByTimeAsync(30_000);
-    // fleet.apply's payloads come from a real query; setTimeout is not faked, so this waits for it.
-    for (let i = 0; i < 100 && !sent.some((s) => s.name === "fleet.apply"); i++) {
-      await new Promise((r) => setTimeout(r, 20));
-    }
     const names = sent.map((s) => s.name).sort();
     expect(names).toEqual([
-      "fleet.apply",
       "fleet.run-schedules",
       "fleet.run-schedules",
       "fleet.warm-pool",

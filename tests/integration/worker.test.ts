@@ -94,14 +94,14 @@ describe("automatic recovery", () => {
 
 describe("job runner", () => {
   it("refuses to enqueue an invalid payload", async () => {
-    await expect(runner.send("fleet.apply", { fleetId: "not-a-uuid" })).rejects.toThrow();
+    await expect(runner.send("operation.run", { operationId: "not-a-uuid" })).rejects.toThrow();
   });
 
   it("fails an invalid payload that got into the queue anyway, without retrying", async () => {
-    // fleet.apply retries 3 times on errors; a bad payload must not be retried.
-    const id = await runner.boss.send("fleet.apply", { fleetId: 42 });
+    // operation.run retries twice on errors; a bad payload must not be retried.
+    const id = await runner.boss.send("operation.run", { operationId: 42 });
     if (!id) throw new Error("not enqueued");
-    const job = await waitForJob(runner, "fleet.apply", id);
+    const job = await waitForJob(runner, "operation.run", id);
     expect(job.state).toBe("failed");
     expect(job.retryCount).toBe(0);
     expect(JSON.stringify(job.output)).toMatch(/invalid payload/);
