@@ -42,6 +42,7 @@ const schema = z
     LABLINK_GPU_SAMPLE_INTERVAL_S: z.coerce.number().int().min(0).max(3600).default(60),
     /** GPU samples older than this are deleted by a periodic job. */
     LABLINK_GPU_SAMPLE_RETENTION_HOURS: z.coerce.number().int().min(1).max(8760).default(24),
+    LABLINK_WEBHOOK_HISTORY_DAYS: z.coerce.number().int().min(1).max(3650).default(30),
     /** An agent silent for this long is marked unhealthy and its VM leaves the pool. */
     LABLINK_AGENT_STALE_S: z.coerce.number().int().min(5).max(86400).default(60),
     /** Size of the simulated local fleet `npm start` keeps running (default 4 with embedded Postgres, else 0). */

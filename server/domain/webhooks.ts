@@ -325,3 +325,19 @@ export async function attemptDelivery(
 export class WebhookAttemptFailed extends Error {
   name = "WebhookAttemptFailed";
 }
+
+/**
+ * Deletes finished deliveries (delivered or failed) older than `retentionDays`, the periodic
+ * `webhook-deliveries.prune` job: the history page shows recent ones, and the table must not grow
+ * for ever. Pending deliveries are kept whatever their age (they are still being tried).
+ */
+export async function pruneWebhookDeliveries(db: DbOrTx, retentionDays: number): Promise<number> {
+  const deleted = await db.execute<{ n: number }>(sql`
+    WITH gone AS (
+      DELETE FROM webhook_deliveries
+      WHERE status <> 'pending'
+        AND coalesce(delivered_at, created_at) < now() - make_interval(days => ${retentionDays}::int)
+      RETURNING 1)
+    SELECT count(*)::int AS n FROM gone`);
+  return deleted[0]?.n ?? 0;
+}

@@ -12,7 +12,7 @@ import { applyRecurringSchedules } from "../domain/recurring-schedules";
 import { runDueSchedules } from "../domain/schedules";
 import { systemActor } from "../domain/vm-state";
 import { reconcileWarmPools } from "../domain/warm-pool";
-import { attemptDelivery, WEBHOOK_MAX_ATTEMPTS } from "../domain/webhooks";
+import { attemptDelivery, pruneWebhookDeliveries, WEBHOOK_MAX_ATTEMPTS } from "../domain/webhooks";
 import { workerMetrics } from "../worker-metrics";
 import { defineJob } from "./define";
 import { executeOperation, type OperationSettings } from "./operations";
@@ -36,7 +36,13 @@ export type JobDeps = {
   /** How a held VM's holder is emailed before recovery reboots it; absent without SMTP. */
   recoveryMail?: RecoveryNoticeMail;
   /** Webhook retries: the first delay (doubled each time) and the attempts in all. */
-  webhooks?: { retryDelaySeconds?: number; maxAttempts?: number; timeoutMs?: number };
+  webhooks?: {
+    retryDelaySeconds?: number;
+    maxAttempts?: number;
+    timeoutMs?: number;
+    /** Finished deliveries older than this are deleted (LABLINK_WEBHOOK_HISTORY_DAYS). */
+    historyDays?: number;
+  };
 };
 
 /** Marks VMs whose agent went silent as unhealthy (they leave the pool until they speak again). */
@@ -205,6 +211,19 @@ export const pruneGpuSamplesJob = (deps: JobDeps) =>
     }),
   });
 
+/** Deletes finished webhook deliveries older than the history period. */
+export const pruneWebhookDeliveriesJob = (deps: JobDeps) =>
+  defineJob({
+    name: "webhook-deliveries.prune",
+    schema: z.strictObject({}),
+    retry: { limit: 0, delaySeconds: 0, backoff: false },
+    timeoutSeconds: 10 * 60,
+    schedule: { everySeconds: 3600, singletonSeconds: 3600 },
+    handler: async (_payload, { db }) => ({
+      deleted: await pruneWebhookDeliveries(db, deps.webhooks?.historyDays ?? 30),
+    }),
+  });
+
 /**
  * Runs one admin operation (create, scale, destroy, reboot, terminate) through its fleet's
  * driver. Idempotent: a second delivery finds the operation no longer queued and does nothing.
@@ -320,6 +339,7 @@ export const allJobs = (deps: JobDeps) => [
   runSchedules(),
   warmPools(),
   pruneGpuSamplesJob(deps),
+  pruneWebhookDeliveriesJob(deps),
   runOperation(deps),
   deliverWebhook(deps),
 ];

@@ -69,6 +69,7 @@ async function main() {
   const jobs = allJobs({
     staleSeconds: e.LABLINK_AGENT_STALE_S,
     gpuSampleRetentionHours: e.LABLINK_GPU_SAMPLE_RETENTION_HOURS,
+    webhooks: { historyDays: e.LABLINK_WEBHOOK_HISTORY_DAYS },
     drivers: { local: ownedLocal, terraform },
     mayRunOperation: async (fleetId) => {
       const [f] = await db

@@ -23,6 +23,7 @@ describe("job schedules live on the job definitions", () => {
       "vm.expire-holds": [30, 30],
       "fleet.run-schedules": [15, 15],
       "gpu-samples.prune": [600, 600],
+      "webhook-deliveries.prune": [3600, 3600],
       "fleet.warm-pool": [15, 15],
       "vm.recover": [30, 30],
       "operation.run": "on demand",

@@ -267,3 +267,37 @@ describe("webhook deliveries to a real HTTP receiver", () => {
     expect(logLines.join("\n")).not.toContain(secret);
   });
 });
+
+describe("delivery history", () => {
+  it("the hourly prune deletes finished deliveries past the history period and keeps pending ones", async () => {
+    const { webhook: hook } = await createWebhook(t.db, {
+      url: `${base}/prune`,
+      events: ["vm.failed"],
+      format: "lablink",
+      userId: null,
+      actor: systemActor,
+    });
+    const old = sql`now() - interval '31 days'`;
+    const rows = await t.db
+      .insert(webhookDeliveries)
+      .values([
+        { webhookId: hook.id, event: "vm.failed", payload: { n: 1 }, status: "delivered" },
+        { webhookId: hook.id, event: "vm.failed", payload: { n: 2 }, status: "failed" },
+        { webhookId: hook.id, event: "vm.failed", payload: { n: 3 }, status: "pending" },
+        { webhookId: hook.id, event: "vm.failed", payload: { n: 4 }, status: "delivered" },
+      ])
+      .returning({ id: webhookDeliveries.id });
+    const [oldDelivered, oldFailed, oldPending, recent] = rows.map((r) => r.id);
+    await t.db
+      .update(webhookDeliveries)
+      .set({ createdAt: old, deliveredAt: old })
+      .where(sql`${webhookDeliveries.id} IN (${oldDelivered}, ${oldFailed}, ${oldPending})`);
+    const job = await runJob(runner, "webhook-deliveries.prune", {});
+    expect(job.state).toBe("completed");
+    const left = await t.db
+      .select({ id: webhookDeliveries.id })
+      .from(webhookDeliveries)
+      .where(eq(webhookDeliveries.webhookId, hook.id));
+    expect(left.map((r) => r.id).sort()).toEqual([oldPending, recent].sort());
+  });
+});
