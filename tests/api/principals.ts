@@ -1,8 +1,17 @@
 import { randomUUID } from "node:crypto";
+import { eq, sql } from "drizzle-orm";
 import { revokeAgentTokens } from "../../server/auth/agent-tokens";
+import { createApiToken, revokeApiToken } from "../../server/auth/api-tokens";
 import { createEnrollmentToken } from "../../server/auth/enrollment";
 import type { Db } from "../../server/db/client";
-import { fleetGroups, groupMembers, groups, type Vm } from "../../server/db/schema";
+import {
+  apiTokens,
+  fleetGroups,
+  groupMembers,
+  groups,
+  users,
+  type Vm,
+} from "../../server/db/schema";
 import { systemActor } from "../../server/domain/vm-state";
 import { makeAgent, makeFleet, makeUser, makeVms } from "../fixtures";
 import type { Tier, World } from "./procedures";
@@ -17,6 +26,11 @@ export const PRINCIPALS = [
   "agent of another VM",
   "revoked agent",
   "enrollment token",
+  "API token (read-only)",
+  "API token (admin)",
+  "revoked API token",
+  "expired API token",
+  "API token of a demoted admin",
 ] as const;
 export type Principal = (typeof PRINCIPALS)[number];
 
@@ -24,7 +38,7 @@ export type Principal = (typeof PRINCIPALS)[number];
 export type PrincipalAuth = { userId?: string; authorization?: string };
 
 /**
- * Users, groups, fleets, VMs, agent and enrollment tokens for every principal, and the ids the
+ * Users, groups, fleets, VMs, agent, enrollment and API tokens for every principal, and the ids the
  * sample inputs of tests/api/procedures.ts refer to.
  */
 export async function makeWorld(
@@ -65,6 +79,21 @@ export async function makeWorld(
     expiresInS: 3600,
     actor: systemActor,
   });
+  const adminActor = { kind: "user" as const, id: admin.id, ip: null };
+  const apiToken = (userId: string, scope: "read" | "admin") =>
+    createApiToken(db, { userId, name: scope, scope, expiresInDays: 30, actor: adminActor });
+  const readToken = await apiToken(admin.id, "read");
+  const adminToken = await apiToken(admin.id, "admin");
+  const revokedToken = await apiToken(admin.id, "admin");
+  await revokeApiToken(db, { userId: admin.id, id: revokedToken.id, actor: adminActor });
+  const expiredToken = await apiToken(admin.id, "admin");
+  await db
+    .update(apiTokens)
+    .set({ expiresAt: sql`now() - interval '1 second'` })
+    .where(eq(apiTokens.id, expiredToken.id));
+  const demoted = await makeUser(db, "admin");
+  const demotedToken = await apiToken(demoted.id, "admin");
+  await db.update(users).set({ role: "researcher" }).where(eq(users.id, demoted.id));
   return {
     world: {
       vmId: vmA.id,
@@ -85,17 +114,33 @@ export async function makeWorld(
       "agent of another VM": { authorization: `Bearer ${tokenB}` },
       "revoked agent": { authorization: `Bearer ${tokenC}` },
       "enrollment token": { authorization: `Bearer ${enroll.token}` },
+      "API token (read-only)": { authorization: `Bearer ${readToken.token}` },
+      "API token (admin)": { authorization: `Bearer ${adminToken.token}` },
+      "revoked API token": { authorization: `Bearer ${revokedToken.token}` },
+      "expired API token": { authorization: `Bearer ${expiredToken.token}` },
+      "API token of a demoted admin": { authorization: `Bearer ${demotedToken.token}` },
     },
   };
 }
 
-/** Which principals a tier lets in. Everything else must be refused with 401 or 403. */
+/**
+ * Which principals a tier lets in. Everything else must be refused with 401 or 403. A read-only
+ * API token is not listed: see `allowed`.
+ */
 export const ALLOWED: Record<Tier, readonly Principal[]> = {
   public: PRINCIPALS,
-  researcher: ["researcher", "researcher of another group", "admin"],
-  admin: ["admin"],
-  // Token management: a signed-in admin only (these principals carry no API tokens).
+  researcher: ["researcher", "researcher of another group", "admin", "API token (admin)"],
+  admin: ["admin", "API token (admin)"],
+  // Token management: a signed-in admin only, never through an API token.
   adminSession: ["admin"],
   agent: ["agent of this VM"],
   enrollment: ["enrollment token"],
 };
+
+/** Whether `who` may call a procedure of `tier`: a read-only API token acts as its admin for queries only. */
+export function allowed(tier: Tier, type: string, who: Principal): boolean {
+  if (who === "API token (read-only)") {
+    return type === "query" && ALLOWED[tier].includes("API token (admin)");
+  }
+  return ALLOWED[tier].includes(who);
+}
