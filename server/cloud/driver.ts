@@ -9,6 +9,9 @@ export type InstanceInfo = {
   running: boolean;
   /** Provider state when known (EC2: pending, running, stopping, stopped, shutting-down, terminated). */
   state?: string;
+  /** Addresses when the provider reports them (EC2: null while stopped; new after a start). */
+  publicIp?: string | null;
+  privateIp?: string | null;
 };
 
 /**

@@ -5,6 +5,7 @@ import type { Ec2Api } from "../cloud/ec2/ec2";
 import type { Db } from "../db/client";
 import { auditEvents, type Fleet, fleets, operations, type VmState, vms } from "../db/schema";
 import { audit } from "./audit";
+import { vmLaunched } from "./convergence";
 import { systemActor, transition } from "./vm-state";
 
 export type OrphanPolicy = "report" | "adopt" | "terminate";
@@ -22,6 +23,8 @@ export type ReconcileReport = {
   }[];
   ghosts: { vmId: string; name: string; to: VmState }[];
   mismatches: { vmId: string; name: string; instanceState: string; action: string }[];
+  /** Rows whose addresses EC2 reports otherwise (a stop and start outside a LabLink reboot). */
+  readdressed: { vmId: string; name: string; publicIp: string | null }[];
   errors: string[];
 };
 
@@ -39,7 +42,9 @@ const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
  *   or terminated, per `policy`;
  * - ghosts: a row whose instance is gone or terminated: it moves to failed, visible to admins
  *   with the reason (or to terminated, if it was terminating) and its tokens are revoked;
- * - mismatches: a stopped instance whose row says it serves: the row moves to failed.
+ * - mismatches: a stopped instance whose row says it serves: the row moves to failed;
+ * - addresses: a running instance whose public or private address differs from the row's (it
+ *   was stopped and started): the row takes EC2's, so ssh commands point at the machine.
  * Every change goes through transition() (audit rows included); a failure on one instance is
  * recorded and the rest go on.
  */
@@ -55,6 +60,7 @@ export async function reconcileFleet(
     orphans: [],
     ghosts: [],
     mismatches: [],
+    readdressed: [],
     errors: [],
   };
   if (!fleet.region) return { ...report, skipped: "no region" };
@@ -169,6 +175,17 @@ export async function reconcileFleet(
           instanceState: inst.state ?? "",
           action: "failed",
         });
+      } else if (
+        inst.state === "running" &&
+        inst.publicIp !== undefined &&
+        (inst.publicIp !== row.publicIp || (inst.privateIp ?? null) !== row.privateIp)
+      ) {
+        await vmLaunched(db, row.id, {
+          providerId: row.providerId,
+          publicIp: inst.publicIp,
+          privateIp: inst.privateIp ?? null,
+        });
+        report.readdressed.push({ vmId: row.id, name: row.name, publicIp: inst.publicIp });
       }
     } catch (e) {
       report.errors.push(`${row.name}: ${message(e)}`);

@@ -11,7 +11,10 @@ import { mockClient } from "aws-sdk-client-mock";
 import { and, eq, isNull } from "drizzle-orm";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { Ec2Fleet } from "../../server/cloud/ec2/ec2";
+import { TerraformFleetDriver } from "../../server/cloud/terraform/driver";
+import { TerraformRunner } from "../../server/cloud/terraform/runner";
 import { agentCredentials, auditEvents, operations, type Vm, vms } from "../../server/db/schema";
+import { fleetLedger } from "../../server/domain/convergence";
 import { reconcileAll, reconcileFleet } from "../../server/domain/reconcile";
 import { reconcileFleets } from "../../server/jobs/definitions";
 import { logger } from "../../server/log";
@@ -261,6 +264,109 @@ describe("EC2 instance actions", () => {
       "EC2 RebootInstances failed after 1 attempt(s): InvalidInstanceID.NotFound",
     );
     expect(ec2Mock.commandCalls(RebootInstancesCommand)).toHaveLength(1);
+  });
+});
+
+describe("addresses after a stop and start", () => {
+  const running = (id: string, vmId: string, publicIp: string): Instance => ({
+    ...instance(id, "running", "addr", vmId),
+    PublicIpAddress: publicIp,
+    PrivateIpAddress: "10.0.0.5",
+  });
+
+  it("stopAndStart waits for stopped, starts, waits for running and returns the new address", async () => {
+    ec2Mock.on(StopInstancesCommand).resolves({});
+    ec2Mock.on(StartInstancesCommand).resolves({});
+    const states = ["stopping", "stopped", "pending", "running"];
+    const describe = ec2Mock.on(DescribeInstancesCommand);
+    for (const st of states) {
+      describe.resolvesOnce({
+        Reservations: [
+          {
+            Instances: [
+              st === "running"
+                ? running("i-cold", "00000000-0000-4000-8000-000000000001", "203.0.113.9")
+                : instance("i-cold", st, "addr"),
+            ],
+          },
+        ],
+      });
+    }
+    const info = await ec2.stopAndStart("us-west-2", "i-cold", { pollMs: 1 });
+    expect(info).toMatchObject({
+      state: "running",
+      publicIp: "203.0.113.9",
+      privateIp: "10.0.0.5",
+    });
+    expect(ec2Mock.commandCalls(DescribeInstancesCommand)).toHaveLength(4);
+    // Started only once it had stopped.
+    expect(ec2Mock.commandCalls(StartInstancesCommand)).toHaveLength(1);
+  });
+
+  it("a cold reboot through the terraform driver records the instance's new public address", async () => {
+    const fleet = await makeFleet(t.db, {
+      name: "addr-cold",
+      driver: "terraform",
+      region: "us-west-2",
+    });
+    const [vm] = await makeVms(t.db, fleet, 1, "ready", {
+      providerId: "i-cold2",
+      publicIp: "198.51.100.1",
+      privateIp: "10.0.0.5",
+    });
+    if (!vm) throw new Error("fixtures");
+    ec2Mock.on(StopInstancesCommand).resolves({});
+    ec2Mock.on(StartInstancesCommand).resolves({});
+    ec2Mock
+      .on(DescribeInstancesCommand)
+      .resolvesOnce({
+        Reservations: [{ Instances: [instance("i-cold2", "stopped", "addr-cold")] }],
+      })
+      .resolves({ Reservations: [{ Instances: [running("i-cold2", vm.id, "203.0.113.10")] }] });
+    const driver = new TerraformFleetDriver({
+      ledger: fleetLedger(t.db),
+      runner: new TerraformRunner({ bin: "/bin/false", cancelGraceMs: 1_000 }),
+      moduleDir: "/nonexistent",
+      workDir: "/nonexistent",
+      backend: { kind: "local" },
+      serverUrl: "https://lablink.example.org",
+      ec2: new Ec2Fleet({ clientFor: () => new EC2Client({ region: "us-west-2" }) }),
+    });
+    await driver.rebootVm(fleet, vm, undefined, { hard: true });
+    expect(await row(vm.id)).toMatchObject({
+      state: "rebooting",
+      publicIp: "203.0.113.10",
+      privateIp: "10.0.0.5",
+    });
+  });
+
+  it("reconciliation takes a running instance's new addresses, and leaves matching rows alone", async () => {
+    const fleet = await makeFleet(t.db, {
+      name: "addr-rec",
+      driver: "terraform",
+      region: "us-west-2",
+    });
+    const [moved, same] = await makeVms(t.db, fleet, 2, "ready");
+    if (!moved || !same) throw new Error("fixtures");
+    await t.db
+      .update(vms)
+      .set({ providerId: "i-moved", publicIp: "198.51.100.2", privateIp: "10.0.0.5" })
+      .where(eq(vms.id, moved.id));
+    await t.db
+      .update(vms)
+      .set({ providerId: "i-same", publicIp: "198.51.100.3", privateIp: "10.0.0.5" })
+      .where(eq(vms.id, same.id));
+    describeReturns([
+      running("i-moved", moved.id, "203.0.113.11"),
+      running("i-same", same.id, "198.51.100.3"),
+    ]);
+    const report = await reconcileFleet(t.db, fleet, ec2, "report");
+    expect(report.errors).toEqual([]);
+    expect(report.readdressed).toEqual([
+      { vmId: moved.id, name: moved.name, publicIp: "203.0.113.11" },
+    ]);
+    expect(await row(moved.id)).toMatchObject({ state: "ready", publicIp: "203.0.113.11" });
+    expect(await row(same.id)).toMatchObject({ state: "ready", publicIp: "198.51.100.3" });
   });
 });
 

@@ -18,7 +18,8 @@ export interface Ec2Api {
   stop(region: string, instanceId: string): Promise<void>;
   start(region: string, instanceId: string): Promise<void>;
   /** A cold reboot: stop, wait until stopped, start (a new host; the public IP may change). */
-  stopAndStart(region: string, instanceId: string, opts?: StopStartOptions): Promise<void>;
+  /** Stops, starts, waits for "running" and returns the instance as it runs now (new addresses). */
+  stopAndStart(region: string, instanceId: string, opts?: StopStartOptions): Promise<InstanceInfo>;
   terminate(region: string, instanceId: string): Promise<void>;
 }
 
@@ -26,7 +27,7 @@ export type StopStartOptions = {
   signal?: AbortSignal;
   /** How often the instance's state is read while it stops (default 5 s). */
   pollMs?: number;
-  /** Give up waiting for "stopped" after this long (default 10 min: EC2 may take minutes). */
+  /** Give up waiting for "stopped", then for "running", after this long each (default 10 min). */
   timeoutMs?: number;
 };
 
@@ -130,26 +131,41 @@ export class Ec2Fleet implements Ec2Api {
 
   async stopAndStart(region: string, instanceId: string, opts: StopStartOptions = {}) {
     await this.stop(region, instanceId);
+    await this.waitFor(region, instanceId, "stopped", opts);
+    await this.start(region, instanceId);
+    // A stopped instance gives up its public address: the one it runs with now is new.
+    return this.waitFor(region, instanceId, "running", opts);
+  }
+
+  private async waitFor(
+    region: string,
+    instanceId: string,
+    wanted: "stopped" | "running",
+    opts: StopStartOptions,
+  ): Promise<InstanceInfo> {
     const deadline = Date.now() + (opts.timeoutMs ?? 10 * 60_000);
     for (;;) {
       opts.signal?.throwIfAborted();
-      const state = await this.instanceState(region, instanceId);
-      if (state === "stopped") break;
+      const info = await this.instance(region, instanceId);
+      const state = info?.state ?? "unknown";
+      if (info && state === wanted) return info;
       if (state === "terminated" || state === "shutting-down")
         throw new Error(`EC2 instance ${instanceId} is ${state}; it cannot be started again`);
       if (Date.now() > deadline)
-        throw new Error(`EC2 instance ${instanceId} did not stop in time (still ${state})`);
+        throw new Error(
+          `EC2 instance ${instanceId} did not become ${wanted} in time (still ${state})`,
+        );
       await new Promise((r) => setTimeout(r, opts.pollMs ?? 5_000));
     }
-    await this.start(region, instanceId);
   }
 
-  private async instanceState(region: string, instanceId: string): Promise<string> {
+  private async instance(region: string, instanceId: string): Promise<InstanceInfo | null> {
     return this.call(
       "DescribeInstances",
       async (c) => {
         const out = await c.send(new DescribeInstancesCommand({ InstanceIds: [instanceId] }));
-        return out.Reservations?.[0]?.Instances?.[0]?.State?.Name ?? "unknown";
+        const i = out.Reservations?.[0]?.Instances?.[0];
+        return i ? toInfo(i) : null;
       },
       region,
     );
@@ -173,5 +189,7 @@ function toInfo(i: Instance): InstanceInfo {
     providerId: i.InstanceId ?? "",
     running: state === "running",
     state,
+    publicIp: i.PublicIpAddress ?? null,
+    privateIp: i.PrivateIpAddress ?? null,
   };
 }

@@ -101,8 +101,19 @@ export class TerraformFleetDriver implements FleetDriver {
     await this.o.ledger.rebooting(vm.id);
     if (options.hard) {
       run.log(`cold reboot of ${vm.name} (${vm.providerId}): stopping and starting the instance`);
-      await this.o.ec2.stopAndStart(this.region(fleet), vm.providerId, { signal: run.signal });
-      run.log(`${vm.name}: started again; its agent registers when the VM is back`);
+      const now = await this.o.ec2.stopAndStart(this.region(fleet), vm.providerId, {
+        signal: run.signal,
+      });
+      // Without an Elastic IP the instance came back with a new public address: record it, so
+      // the researcher's ssh command and the admin's VM page point at the machine again.
+      await this.o.ledger.launched(vm.id, {
+        providerId: vm.providerId,
+        publicIp: now.publicIp ?? null,
+        privateIp: now.privateIp ?? null,
+      });
+      run.log(
+        `${vm.name}: running again${now.publicIp ? ` at ${now.publicIp}` : ""}; its agent registers when the VM is back`,
+      );
       return;
     }
     run.log(`rebooting ${vm.name} (${vm.providerId})`);
