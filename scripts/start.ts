@@ -15,16 +15,7 @@
  * start says who holds the folder or the ports instead of half-starting.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import {
-  existsSync,
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  utimesSync,
-  writeFileSync,
-} from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { createDatabase } from "../server/db/client";
@@ -40,6 +31,7 @@ import {
   portHolder,
 } from "../server/processes";
 import { WEB_NODE_FLAGS } from "../server/runtime-flags";
+import { webBuildState } from "./build-freshness";
 
 const root = path.resolve(import.meta.dirname, "..");
 const args = new Set(process.argv.slice(2));
@@ -116,28 +108,11 @@ async function ensurePortFree(
   );
 }
 
-function newestMtime(p: string): number {
-  if (!existsSync(p)) return 0;
-  const st = statSync(p);
-  if (!st.isDirectory()) return st.mtimeMs;
-  let newest = st.mtimeMs;
-  for (const entry of readdirSync(p)) {
-    if (entry === "node_modules" || entry.startsWith(".")) continue;
-    newest = Math.max(newest, newestMtime(path.join(p, entry)));
-  }
-  return newest;
-}
-
 /** Builds the Next app when there is no build or the sources are newer than it. */
 async function buildIfNeeded(track: (name: string, child: ChildProcess) => void) {
   const buildId = path.join(root, ".next/BUILD_ID");
-  const built = existsSync(buildId) ? statSync(buildId).mtimeMs : 0;
-  const sources = Math.max(
-    ...["app", "server", "public", "next.config.ts", "package-lock.json", "postcss.config.mjs"].map(
-      (p) => newestMtime(path.join(root, p)),
-    ),
-  );
-  if (built > sources) return;
+  const { built, current } = webBuildState(root);
+  if (current) return;
   say(
     built
       ? "sources changed since the last build; rebuilding the web app…"

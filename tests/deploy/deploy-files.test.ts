@@ -3,6 +3,7 @@ import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { ENV_NAMES, parseEnv } from "../../server/env";
+import { dockerfile } from "./dockerfile";
 
 /**
  * The deployment files are checked here without a Docker engine or systemd (neither runs on the
@@ -13,23 +14,6 @@ const root = path.resolve(import.meta.dirname, "../..");
 const read = (p: string) => readFileSync(path.join(root, p), "utf8");
 const scripts = (JSON.parse(read("package.json")) as { scripts: Record<string, string> }).scripts;
 const defaultPort = parseEnv({}).PORT;
-
-/** Dockerfile instructions, with continuation lines joined and comments dropped. */
-function dockerfile(p: string): { op: string; args: string }[] {
-  const joined = read(p)
-    .split("\n")
-    .filter((l) => !/^\s*#/.test(l))
-    .join("\n")
-    .replace(/\\\n/g, " ");
-  return joined
-    .split("\n")
-    .map((l) => l.trim())
-    .filter(Boolean)
-    .map((l) => {
-      const [op = "", ...rest] = l.split(/\s+/);
-      return { op: op.toUpperCase(), args: rest.join(" ") };
-    });
-}
 
 /** `npm run <script>` in a command (string or exec form) must name a script that exists. */
 function npmScripts(command: string | string[]): string[] {

@@ -3,6 +3,7 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
+import { dockerfile } from "./dockerfile";
 
 /**
  * The agent and research images and the script that builds them, without a Docker engine (none
@@ -12,21 +13,6 @@ import { describe, expect, it } from "vitest";
 const root = path.resolve(import.meta.dirname, "../..");
 const read = (p: string) => readFileSync(path.join(root, p), "utf8");
 const version = (JSON.parse(read("package.json")) as { version: string }).version;
-
-function dockerfile(p: string): { op: string; args: string }[] {
-  return read(p)
-    .split("\n")
-    .filter((l) => !/^\s*#/.test(l))
-    .join("\n")
-    .replace(/\\\n/g, " ")
-    .split("\n")
-    .map((l) => l.trim())
-    .filter(Boolean)
-    .map((l) => {
-      const [op = "", ...rest] = l.split(/\s+/);
-      return { op: op.toUpperCase(), args: rest.join(" ") };
-    });
-}
 
 describe("agent image (agent/packaging/Dockerfile)", () => {
   const ins = dockerfile("agent/packaging/Dockerfile");
