@@ -5,6 +5,7 @@ import { localFleetConfig } from "../../cloud/local/config";
 import { terraformFleetConfig } from "../../cloud/terraform/config";
 import { createByoFleet, destroyByoFleet, resizeByoFleet } from "../../domain/byo";
 import { getFleet, listFleets } from "../../domain/fleets";
+import { setHoldExtensionRules } from "../../domain/hold-extensions";
 import { setFleetLimit } from "../../domain/hold-limits";
 import { publicOperation } from "../../domain/operations";
 import { createFleet, destroyFleet, scaleFleet } from "../../domain/provisioning";
@@ -322,6 +323,33 @@ export const fleetRouter = createRouter({
       );
       return { ...change, maxHoldMinutes: value };
     }),
+
+  /**
+   * Sets the fleet's rules for "Extend" on My VM (null: holds cannot be extended): minutes per
+   * extension, extensions per hold, and the longest a hold may last in all.
+   */
+  setHoldExtension: adminProcedure
+    .input(
+      z.strictObject({
+        fleetId: z.uuid(),
+        rules: z
+          .strictObject({
+            stepMinutes: z
+              .number()
+              .int("must be a whole number of minutes")
+              .min(5, "must be at least 5 minutes")
+              .max(1440, "must be at most 1440 minutes (a day)"),
+            maxExtensions: z
+              .number()
+              .int("must be a whole number")
+              .min(1, "must be at least 1")
+              .max(50, "must be at most 50"),
+            maxTotalMinutes: holdMinutes.nullable(),
+          })
+          .nullable(),
+      }),
+    )
+    .mutation(({ ctx, input }) => setHoldExtensionRules(ctx.db, { ...input, actor: ctx.actor })),
 
   /**
    * Changes an existing fleet's idle limit (null: never release for idleness). It applies to

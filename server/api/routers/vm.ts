@@ -5,6 +5,7 @@ import { isDomainError } from "../../domain/errors";
 import { listVms } from "../../domain/fleets";
 import { gpuHistory } from "../../domain/gpu-history";
 import { myVmWithConnection, requestCrdHandoff } from "../../domain/handoff";
+import { extendHold } from "../../domain/hold-extensions";
 import { keepIdleVm, lastEndedHold } from "../../domain/hold-limits";
 import { publicOperation } from "../../domain/operations";
 import { requestVmOperation } from "../../domain/provisioning";
@@ -82,6 +83,15 @@ export const vmRouter = createRouter({
   keepIdle: researcherProcedure
     .input(noInput)
     .mutation(({ ctx }) => keepIdleVm(ctx.db, { userId: ctx.user.id, actor: ctx.actor })),
+
+  /**
+   * "Extend": adds the fleet's step to the researcher's own hold, within the fleet's rules
+   * (extensions, total); refused with the reason when someone is waiting for the fleet or the
+   * weekly GPU-hour quota would be exceeded.
+   */
+  extend: researcherProcedure
+    .input(noInput)
+    .mutation(({ ctx }) => extendHold(ctx.db, { userId: ctx.user.id, actor: ctx.actor })),
 
   release: researcherProcedure.input(noInput).mutation(async ({ ctx }) => {
     const vm = await releaseVm(ctx.db, { userId: ctx.user.id, actor: ctx.actor });
