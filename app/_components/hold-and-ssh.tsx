@@ -55,8 +55,11 @@ export function HoldTime({
           <>
             {duration(left)}{" "}
             <span className="text-slate-500 dark:text-slate-400">
-              (limit {duration((limitMinutes ?? 0) * 60_000)}, released at{" "}
-              {clock(expiresAt as Date | string)})
+              (limit {duration((limitMinutes ?? 0) * 60_000)}
+              {extension && extension.used > 0
+                ? `, extended ${extension.used} time${extension.used === 1 ? "" : "s"}`
+                : ""}
+              , released at {clock(expiresAt as Date | string)})
             </span>
           </>
         )}
