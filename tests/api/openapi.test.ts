@@ -68,6 +68,10 @@ describe("the OpenAPI description (/api/openapi.json)", () => {
       if (listed && tier !== "public") expect(described[path]?.["x-lablink-tier"]).toBe(tier);
     }
     expect(described["fleet.setHoldExtension"]?.security).toEqual([{ apiToken: [] }]);
+    expect(described["vm.extend"]).toMatchObject({
+      summary: "Adds the fleet's extension step to the caller's hold.",
+      description: expect.stringContaining("someone_waiting"),
+    });
     expect(described["profile.apiTokens.create"]).toBeUndefined();
     expect(described["agent.heartbeat"]).toBeUndefined();
   });
