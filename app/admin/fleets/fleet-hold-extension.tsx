@@ -39,6 +39,8 @@ export function FleetHoldExtension(props: {
   };
   editable: boolean;
   onSaved: () => void;
+  /** The card's summary line, or the editor (placed with the card's other limit editors). */
+  part: "summary" | "editor";
 }) {
   const client = useTRPCClient();
   const { fleet } = props;
@@ -55,9 +57,10 @@ export function FleetHoldExtension(props: {
   const id = `extend-${fleet.id}`;
   const input =
     "w-24 rounded border border-slate-300 px-2 py-1 dark:border-slate-700 dark:bg-slate-950";
+  if (props.part === "summary")
+    return <p data-testid="fleet-hold-extension">Hold extensions: {extensionText(fleet)}</p>;
   return (
     <>
-      <p data-testid="fleet-hold-extension">Hold extensions: {extensionText(fleet)}</p>
       {props.editable && (
         <details className="text-sm">
           <summary className="cursor-pointer">Change hold extensions</summary>

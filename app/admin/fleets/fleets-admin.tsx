@@ -361,11 +361,7 @@ export function FleetsAdmin() {
                 )}
               </p>
               <p data-testid="fleet-hold-limit">Hold limit: {holdText(f.maxHoldMinutes)}</p>
-              <FleetHoldExtension
-                fleet={f}
-                editable={f.status !== "destroying" && f.status !== "destroyed"}
-                onSaved={refresh}
-              />
+              <FleetHoldExtension fleet={f} editable={false} onSaved={refresh} part="summary" />
               <p data-testid="fleet-quota">
                 GPU-hour quota:{" "}
                 {f.gpuHoursPerWeek === null
@@ -444,6 +440,7 @@ export function FleetsAdmin() {
                     fleet={{ id: f.id, name: f.name, minutes: f.maxHoldMinutes }}
                     onSaved={refresh}
                   />
+                  <FleetHoldExtension fleet={f} editable onSaved={refresh} part="editor" />
                   <LimitEditor
                     kind="idle"
                     fleet={{ id: f.id, name: f.name, minutes: f.idleReleaseMinutes }}
