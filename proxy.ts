@@ -24,7 +24,8 @@ export const config = {
   matcher: [
     {
       // Pages and Auth.js; not the JSON API (agents' long-polls), metrics or static files.
-      source: "/((?!api/trpc|api/health|api/metrics|_next/static|_next/image|favicon.ico).*)",
+      source:
+        "/((?!api/trpc|api/health|api/metrics|api/openapi.json|_next/static|_next/image|favicon.ico).*)",
       missing: [
         { type: "header", key: "next-router-prefetch" },
         { type: "header", key: "purpose", value: "prefetch" },

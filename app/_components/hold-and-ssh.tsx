@@ -16,15 +16,28 @@ function useNow(everyMs = 15_000): number {
   return now;
 }
 
+/** What "Extend" offers on this hold (vm.mine's `extension`); null: the fleet allows none. */
+export type ExtensionOffer = {
+  stepMinutes: number;
+  left: number;
+  used: number;
+  maxTotalMinutes: number | null;
+} | null;
+
 /** Time held since the claim, and time left when the fleet has a hold limit. */
 export function HoldTime({
   claimedAt,
   expiresAt,
   limitMinutes,
+  extension,
+  extend,
 }: {
   claimedAt: Date | string | null;
   expiresAt: Date | string | null;
   limitMinutes: number | null;
+  extension?: ExtensionOffer;
+  /** "Extend": adds the fleet's step to the hold (vm.extend); the error is the refusal's reason. */
+  extend?: { run: () => void; pending: boolean; error: string | null; done: string | null };
 }) {
   const now = useNow();
   if (!claimedAt) return null;
@@ -42,12 +55,65 @@ export function HoldTime({
           <>
             {duration(left)}{" "}
             <span className="text-slate-500 dark:text-slate-400">
-              (limit {duration((limitMinutes ?? 0) * 60_000)}, released at{" "}
-              {clock(expiresAt as Date | string)})
+              (limit {duration((limitMinutes ?? 0) * 60_000)}
+              {extension && extension.used > 0
+                ? `, extended ${extension.used} time${extension.used === 1 ? "" : "s"}`
+                : ""}
+              , released at {clock(expiresAt as Date | string)})
             </span>
           </>
         )}
       </dd>
+      {left !== null && extension && extend && (
+        <>
+          <dt className="text-slate-500 dark:text-slate-400">More time</dt>
+          <dd data-testid="hold-extend" className="space-y-1">
+            {extension.left > 0 ? (
+              <div className="flex flex-wrap items-center gap-2">
+                <button
+                  type="button"
+                  onClick={extend.run}
+                  disabled={extend.pending || left <= 0}
+                  className="rounded border border-indigo-700 px-3 py-1 font-medium text-indigo-700 hover:bg-indigo-50 disabled:opacity-60 dark:border-indigo-300 dark:text-indigo-300 dark:hover:bg-indigo-950"
+                >
+                  {extend.pending
+                    ? "Extending…"
+                    : `Extend by ${duration(extension.stepMinutes * 60_000)}`}
+                </button>
+                <span data-testid="extensions-left" className="text-slate-600 dark:text-slate-400">
+                  {extension.left} extension{extension.left === 1 ? "" : "s"} left
+                </span>
+              </div>
+            ) : (
+              <span data-testid="extensions-left" className="text-slate-600 dark:text-slate-400">
+                No extensions left ({extension.used} used
+                {extension.maxTotalMinutes !== null
+                  ? `; at most ${duration(extension.maxTotalMinutes * 60_000)} in all`
+                  : ""}
+                )
+              </span>
+            )}
+            {extend.done && (
+              <span
+                role="status"
+                data-testid="extend-done"
+                className="block text-green-800 dark:text-green-300"
+              >
+                {extend.done}
+              </span>
+            )}
+            {extend.error && (
+              <span
+                role="alert"
+                data-testid="extend-error"
+                className="block text-red-700 dark:text-red-300"
+              >
+                {extend.error}
+              </span>
+            )}
+          </dd>
+        </>
+      )}
       {left !== null && left < WARN_BEFORE_MS && (
         <dd
           role="alert"

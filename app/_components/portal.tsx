@@ -23,6 +23,7 @@ export function Portal() {
   const invalidate = () => queryClient.invalidateQueries();
   const claim = useMutation(trpc.vm.claim.mutationOptions({ onSuccess: invalidate }));
   const keepIdle = useMutation(trpc.vm.keepIdle.mutationOptions({ onSuccess: invalidate }));
+  const extend = useMutation(trpc.vm.extend.mutationOptions({ onSuccess: invalidate }));
   const release = useMutation(
     trpc.vm.release.mutationOptions({
       onSuccess: () => {
@@ -82,6 +83,17 @@ export function Portal() {
                 claimedAt={vm.claimedAt}
                 expiresAt={vm.holdExpiresAt}
                 limitMinutes={vm.fleet.maxHoldMinutes}
+                extension={vm.extension}
+                extend={{
+                  run: () => extend.mutate(),
+                  pending: extend.isPending,
+                  error: extend.isError ? extend.error.message : null,
+                  done: extend.data
+                    ? `Extended by ${extend.data.addedMinutes} min: now released at ${new Date(
+                        extend.data.holdExpiresAt,
+                      ).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}.`
+                    : null,
+                }}
               />
               <IdleRelease
                 idleSince={vm.idleSince}

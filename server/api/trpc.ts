@@ -41,8 +41,22 @@ export type Context = {
   signal?: AbortSignal;
 };
 
-/** Per-procedure settings, read by middleware. */
-export type Meta = { inputGuard?: InputGuardOptions };
+/** Who may call a procedure: set by its tier's builder below, read by the OpenAPI document. */
+export type Tier =
+  | "public"
+  | "viewer"
+  | "researcher"
+  | "admin"
+  | "adminSession"
+  | "agent"
+  | "enrollment";
+
+/**
+ * Per-procedure settings, read by middleware and by the OpenAPI description
+ * (server/api/openapi.ts): `tier` comes from the tier's builder, `description` says what the
+ * procedure does for someone calling it over HTTP.
+ */
+export type Meta = { inputGuard?: InputGuardOptions; tier?: Tier; description?: string };
 
 const t = initTRPC
   .context<Context>()
@@ -151,7 +165,7 @@ const inputGuard = t.middleware(async ({ next, getRawInput, meta }) => {
 
 const base = t.procedure.use(errorMapping).use(inputGuard);
 
-export const publicProcedure = base;
+export const publicProcedure = base.meta({ tier: "public" });
 
 /** Counts the call against a per-user or per-IP limit; over it, 429 with Retry-After. */
 export function rateLimit(rule: keyof RateLimits, by: "user" | "ip") {
@@ -167,7 +181,7 @@ export function rateLimit(rule: keyof RateLimits, by: "user" | "ip") {
  * The viewer of a public procedure: the signed-in user with their current role (re-read from the
  * database), or null. Never throws for a missing or stale session.
  */
-export const viewerProcedure = base.use(async ({ ctx, next }) => {
+export const viewerProcedure = base.meta({ tier: "viewer" }).use(async ({ ctx, next }) => {
   const apiToken = presentedApiToken(ctx.headers);
   if (apiToken) {
     const verified = await verifyApiToken(ctx.db, apiToken);
@@ -233,9 +247,9 @@ const withUser = base.use(async ({ ctx, next, type }) => {
 });
 
 /** Any signed-in person (admins are researchers too). */
-export const researcherProcedure = withUser;
+export const researcherProcedure = withUser.meta({ tier: "researcher" });
 
-export const adminProcedure = withUser.use(({ ctx, next }) => {
+export const adminProcedure = withUser.meta({ tier: "admin" }).use(({ ctx, next }) => {
   if (ctx.user.role !== "admin") {
     throw new TRPCError({ code: "FORBIDDEN", message: "Only LabLink admins can do this." });
   }
@@ -246,41 +260,45 @@ export const adminProcedure = withUser.use(({ ctx, next }) => {
  * Admins signed in with a session, not an API token: a leaked token must not be able to mint
  * itself successors that outlive its revocation.
  */
-export const adminSessionProcedure = adminProcedure.use(({ ctx, next }) => {
-  if (ctx.apiToken) {
-    throw new TRPCError({
-      code: "FORBIDDEN",
-      message: "API tokens cannot manage API tokens; sign in to LabLink to do this.",
-    });
-  }
-  return next();
-});
+export const adminSessionProcedure = adminProcedure
+  .meta({ tier: "adminSession" })
+  .use(({ ctx, next }) => {
+    if (ctx.apiToken) {
+      throw new TRPCError({
+        code: "FORBIDDEN",
+        message: "API tokens cannot manage API tokens; sign in to LabLink to do this.",
+      });
+    }
+    return next();
+  });
 
 /**
  * Agents authenticate with their VM's bearer token, and may act only for that VM: every agent
  * input names `vmId`, and it must be the token's VM.
  */
-export const agentProcedure = base.use(async ({ ctx, next, getRawInput }) => {
-  const header = ctx.headers.get("authorization");
-  const token = bearerToken(header);
-  if (!token) {
-    throw new TRPCError({
-      code: "UNAUTHORIZED",
-      message: header ? "Use `Authorization: Bearer <agent token>`." : "Agent token missing.",
-    });
-  }
-  const verified = await verifyAgentToken(ctx.db, token);
-  if (!verified)
-    throw new TRPCError({ code: "UNAUTHORIZED", message: "Agent token is not valid." });
-  const agent: AgentIdentity = { vmId: verified.vmId, credentialId: verified.credentialId };
-  const raw = (await getRawInput()) as { vmId?: unknown } | undefined;
-  if (raw && typeof raw === "object" && raw.vmId !== undefined && raw.vmId !== agent.vmId) {
-    throw new TRPCError({ code: "FORBIDDEN", message: "This token belongs to a different VM." });
-  }
-  const actor: Actor = { kind: "agent", id: agent.vmId, ip: ctx.ip };
-  // The VM row read with the token (same statement): a heartbeat needs nothing else.
-  return next({ ctx: { agent, actor, agentVm: verified.vm } });
-});
+export const agentProcedure = base
+  .meta({ tier: "agent" })
+  .use(async ({ ctx, next, getRawInput }) => {
+    const header = ctx.headers.get("authorization");
+    const token = bearerToken(header);
+    if (!token) {
+      throw new TRPCError({
+        code: "UNAUTHORIZED",
+        message: header ? "Use `Authorization: Bearer <agent token>`." : "Agent token missing.",
+      });
+    }
+    const verified = await verifyAgentToken(ctx.db, token);
+    if (!verified)
+      throw new TRPCError({ code: "UNAUTHORIZED", message: "Agent token is not valid." });
+    const agent: AgentIdentity = { vmId: verified.vmId, credentialId: verified.credentialId };
+    const raw = (await getRawInput()) as { vmId?: unknown } | undefined;
+    if (raw && typeof raw === "object" && raw.vmId !== undefined && raw.vmId !== agent.vmId) {
+      throw new TRPCError({ code: "FORBIDDEN", message: "This token belongs to a different VM." });
+    }
+    const actor: Actor = { kind: "agent", id: agent.vmId, ip: ctx.ip };
+    // The VM row read with the token (same statement): a heartbeat needs nothing else.
+    return next({ ctx: { agent, actor, agentVm: verified.vm } });
+  });
 
 /**
  * Bring-your-own machines enroll with an enrollment token (`Authorization: Bearer lle_...`), checked
@@ -288,6 +306,7 @@ export const agentProcedure = base.use(async ({ ctx, next, getRawInput }) => {
  * VM. Limited per client IP.
  */
 export const enrollmentProcedure = base
+  .meta({ tier: "enrollment" })
   .use(async ({ ctx, next }) => {
     const header = ctx.headers.get("authorization");
     const token = bearerToken(header);

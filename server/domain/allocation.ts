@@ -11,6 +11,7 @@ import {
   vms,
 } from "../db/schema";
 import { DomainError } from "./errors";
+import { extensionOffer, recordClaimRefusal } from "./hold-extensions";
 import { idleReleaseAtSql } from "./hold-limits";
 import { recoveryPolicyOf } from "./recovery-policy";
 import { DEFAULT_SSH_USER, researchAccountName } from "./research-account";
@@ -97,7 +98,8 @@ const claimSql = (byFleet: boolean, byType: boolean, admin: boolean) => {
     ), claimed AS (
       UPDATE vms SET
         state = 'claimed', holder_id = $1, assignment_id = gen_random_uuid(),
-        assignment_acked_id = NULL, claimed_at = now(), released_at = NULL, state_changed_at = now()
+        assignment_acked_id = NULL, claimed_at = now(), released_at = NULL, state_changed_at = now(),
+        hold_extensions = 0, hold_extended_minutes = 0
       FROM pick WHERE vms.id = pick.id
       RETURNING ${vmColumns("vms")}
     ), audit AS (
@@ -290,6 +292,8 @@ export async function claimVm(db: DbOrTx, req: ClaimRequest): Promise<ClaimResul
       c,
     );
   }
+  // Remembered as "waiting" for what the claim asked for: holds there cannot be extended for a while.
+  await recordClaimRefusal(db, req);
   throw new DomainError(
     "NO_CAPACITY",
     c.total === 0
@@ -391,6 +395,8 @@ export async function myVm(db: DbOrTx, userId: string) {
       idleSince: vms.idleSince,
       /** When the idle limit releases it, while the agent reports it idle; null otherwise. */
       idleReleaseAt: idleReleaseAtSql(),
+      holdExtensions: vms.holdExtensions,
+      holdExtendedMinutes: vms.holdExtendedMinutes,
       hostname: vms.hostname,
       publicIp: vms.publicIp,
       privateIp: vms.privateIp,
@@ -411,6 +417,9 @@ export async function myVm(db: DbOrTx, userId: string) {
         gpuModel: fleets.gpuModel,
         maxHoldMinutes: fleets.maxHoldMinutes,
         idleReleaseMinutes: fleets.idleReleaseMinutes,
+        holdExtendMinutes: fleets.holdExtendMinutes,
+        maxHoldExtensions: fleets.maxHoldExtensions,
+        maxTotalHoldMinutes: fleets.maxTotalHoldMinutes,
       },
     })
     .from(vms)
@@ -443,7 +452,11 @@ export async function myVm(db: DbOrTx, userId: string) {
         : null,
     /** When the hold limit releases this VM; null without a limit. */
     holdExpiresAt:
-      limit !== null && vm.claimedAt ? new Date(vm.claimedAt.getTime() + limit * 60_000) : null,
+      limit !== null && vm.claimedAt
+        ? new Date(vm.claimedAt.getTime() + (limit + vm.holdExtendedMinutes) * 60_000)
+        : null,
+    /** What "Extend" would do now by the fleet's rules; null when holds there cannot be extended. */
+    extension: extensionOffer(vm.fleet, vm),
   };
 }
 

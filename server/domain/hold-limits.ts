@@ -14,9 +14,9 @@ const EXPIRABLE = ["claimed", "draining"] as const;
  */
 const IDLE_REPORT_FRESH = "2 minutes";
 
-/** When a held VM's hold ends: its fleet's hold limit after the claim. */
+/** When a held VM's hold ends: its fleet's hold limit, plus the hold's extensions, after the claim. */
 export const holdEndsAt = (limit: SQL | number) =>
-  sql`${vms.claimedAt} + make_interval(mins => ${limit})`;
+  sql`${vms.claimedAt} + make_interval(mins => ${limit}::int + ${vms.holdExtendedMinutes})`;
 
 /**
  * Since when a held VM counts as idle: the latest of the start of idleness, the claim (a VM idle

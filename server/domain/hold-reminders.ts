@@ -88,6 +88,12 @@ export async function sendHoldReminders(
       email: users.email,
       userName: users.name,
       claimedAt: vms.claimedAt,
+      // An extended hold is a new period: its new end is reminded of again (hold-extensions.ts).
+      holdPeriod:
+        sql<Date>`${vms.claimedAt} + make_interval(mins => ${vms.holdExtendedMinutes})`.mapWith(
+          vms.claimedAt,
+        ),
+      holdExtendedMinutes: vms.holdExtendedMinutes,
       idleSince: vms.idleSince,
       // A new spell of idleness, or the holder's "I'm still using it", starts a new period.
       idlePeriod: sql<string | null>`greatest(${vms.idleSince}, ${vms.idleKeptAt})`,
@@ -123,13 +129,13 @@ export async function sendHoldReminders(
       userName: r.userName,
       idleSince: r.idleSince,
     };
-    if (r.holdAt && r.claimedAt && r.maxHoldMinutes !== null) {
+    if (r.holdAt && r.holdPeriod && r.maxHoldMinutes !== null) {
       due.push({
         ...base,
         kind: "hold",
-        since: r.claimedAt,
+        since: r.holdPeriod,
         releaseAt: new Date(r.holdAt),
-        limitMinutes: r.maxHoldMinutes,
+        limitMinutes: r.maxHoldMinutes + r.holdExtendedMinutes,
       });
     }
     if (r.idleAt && r.idlePeriod && r.idleReleaseMinutes !== null) {

@@ -3,6 +3,7 @@
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useState } from "react";
 import { useTRPC, useTRPCClient } from "@/app/providers";
+import { FleetHoldExtension } from "./fleet-hold-extension";
 import { FleetRecovery } from "./fleet-recovery";
 import { FleetRecurring } from "./fleet-recurring";
 import { FleetSchedules } from "./fleet-schedules";
@@ -360,6 +361,7 @@ export function FleetsAdmin() {
                 )}
               </p>
               <p data-testid="fleet-hold-limit">Hold limit: {holdText(f.maxHoldMinutes)}</p>
+              <FleetHoldExtension fleet={f} editable={false} onSaved={refresh} part="summary" />
               <p data-testid="fleet-quota">
                 GPU-hour quota:{" "}
                 {f.gpuHoursPerWeek === null
@@ -438,6 +440,7 @@ export function FleetsAdmin() {
                     fleet={{ id: f.id, name: f.name, minutes: f.maxHoldMinutes }}
                     onSaved={refresh}
                   />
+                  <FleetHoldExtension fleet={f} editable onSaved={refresh} part="editor" />
                   <LimitEditor
                     kind="idle"
                     fleet={{ id: f.id, name: f.name, minutes: f.idleReleaseMinutes }}

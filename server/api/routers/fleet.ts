@@ -5,6 +5,7 @@ import { localFleetConfig } from "../../cloud/local/config";
 import { terraformFleetConfig } from "../../cloud/terraform/config";
 import { createByoFleet, destroyByoFleet, resizeByoFleet } from "../../domain/byo";
 import { getFleet, listFleets } from "../../domain/fleets";
+import { setHoldExtensionRules } from "../../domain/hold-extensions";
 import { setFleetLimit } from "../../domain/hold-limits";
 import { publicOperation } from "../../domain/operations";
 import { createFleet, destroyFleet, scaleFleet } from "../../domain/provisioning";
@@ -126,62 +127,74 @@ const createInput = z.discriminatedUnion("driver", [
 ]);
 
 export const fleetRouter = createRouter({
-  list: adminProcedure.input(noInput).query(({ ctx }) => listFleets(ctx.db)),
+  list: adminProcedure
+    .meta({
+      description:
+        "Every fleet that is not destroyed, with its VM counts by state and its settings.",
+    })
+    .input(noInput)
+    .query(({ ctx }) => listFleets(ctx.db)),
 
   /** Creates a fleet and queues the operation that provisions its VMs. */
-  create: adminProcedure.input(createInput).mutation(async ({ ctx, input }) => {
-    if (input.driver === "byo") {
-      // One transaction: a fleet is never left without the token its machines need.
-      return ctx.db.transaction(async (tx) => {
-        const fleet = await createByoFleet(
-          tx,
-          {
-            name: input.name,
-            instanceType: input.instanceType,
-            gpuModel: input.gpuModel ?? null,
-            gpuCount: input.gpuCount,
-            size: input.size,
-            maxHoldMinutes: input.maxHoldMinutes ?? null,
-            idleReleaseMinutes: input.idleReleaseMinutes ?? null,
-            gpuHoursPerWeek: input.gpuHoursPerWeek ?? null,
-            groupIds: input.groupIds ?? [],
-            rootForResearchers: input.rootForResearchers,
-          },
-          ctx.actor,
-        );
-        const fit = await fitEnrollmentTokens(tx, {
-          fleetId: fleet.id,
-          missing: input.size,
-          expiresInS: input.enrollmentExpiresInS,
-          actor: ctx.actor,
+  create: adminProcedure
+    .meta({
+      description:
+        "Creates a fleet (local, terraform or bring-your-own) and starts provisioning it; answers the operation to watch.",
+    })
+    .input(createInput)
+    .mutation(async ({ ctx, input }) => {
+      if (input.driver === "byo") {
+        // One transaction: a fleet is never left without the token its machines need.
+        return ctx.db.transaction(async (tx) => {
+          const fleet = await createByoFleet(
+            tx,
+            {
+              name: input.name,
+              instanceType: input.instanceType,
+              gpuModel: input.gpuModel ?? null,
+              gpuCount: input.gpuCount,
+              size: input.size,
+              maxHoldMinutes: input.maxHoldMinutes ?? null,
+              idleReleaseMinutes: input.idleReleaseMinutes ?? null,
+              gpuHoursPerWeek: input.gpuHoursPerWeek ?? null,
+              groupIds: input.groupIds ?? [],
+              rootForResearchers: input.rootForResearchers,
+            },
+            ctx.actor,
+          );
+          const fit = await fitEnrollmentTokens(tx, {
+            fleetId: fleet.id,
+            missing: input.size,
+            expiresInS: input.enrollmentExpiresInS,
+            actor: ctx.actor,
+          });
+          return { fleetId: fleet.id, operation: null, enrollment: fit.created };
         });
-        return { fleetId: fleet.id, operation: null, enrollment: fit.created };
-      });
-    }
-    const { fleet, operation } = await createFleet(
-      ctx.db,
-      {
-        name: input.name,
-        driver: input.driver,
-        instanceType: input.instanceType,
-        gpuModel: input.gpuModel ?? null,
-        gpuCount: input.gpuCount,
-        region: input.driver === "terraform" ? input.region : "this machine",
-        image: input.driver === "terraform" ? input.image : null,
-        size: input.size,
-        maxHoldMinutes: input.maxHoldMinutes ?? null,
-        idleReleaseMinutes: input.idleReleaseMinutes ?? null,
-        gpuHoursPerWeek: input.gpuHoursPerWeek ?? null,
-        groupIds: input.groupIds ?? [],
-        rootForResearchers: input.rootForResearchers,
-        clientImageCompat: input.driver === "terraform" ? input.clientImageCompat : false,
-        config: input.config,
-      },
-      ctx.actor,
-      { agentImage: ctx.settings.agentImage },
-    );
-    return { fleetId: fleet.id, operation: publicOperation(operation), enrollment: null };
-  }),
+      }
+      const { fleet, operation } = await createFleet(
+        ctx.db,
+        {
+          name: input.name,
+          driver: input.driver,
+          instanceType: input.instanceType,
+          gpuModel: input.gpuModel ?? null,
+          gpuCount: input.gpuCount,
+          region: input.driver === "terraform" ? input.region : "this machine",
+          image: input.driver === "terraform" ? input.image : null,
+          size: input.size,
+          maxHoldMinutes: input.maxHoldMinutes ?? null,
+          idleReleaseMinutes: input.idleReleaseMinutes ?? null,
+          gpuHoursPerWeek: input.gpuHoursPerWeek ?? null,
+          groupIds: input.groupIds ?? [],
+          rootForResearchers: input.rootForResearchers,
+          clientImageCompat: input.driver === "terraform" ? input.clientImageCompat : false,
+          config: input.config,
+        },
+        ctx.actor,
+        { agentImage: ctx.settings.agentImage },
+      );
+      return { fleetId: fleet.id, operation: publicOperation(operation), enrollment: null };
+    }),
 
   /**
    * Scales a fleet. A bring-your-own fleet's machines are not LabLink's to create: its open
@@ -189,6 +202,7 @@ export const fleetRouter = createRouter({
    * or the unused uses it retired); enrolled machines stay until terminated.
    */
   scale: adminProcedure
+    .meta({ description: "Sets a fleet's size; answers the operation that adds or removes VMs." })
     .input(
       z.strictObject({
         fleetId: z.uuid(),
@@ -235,6 +249,7 @@ export const fleetRouter = createRouter({
    * on; current holds go on.
    */
   setQuota: adminProcedure
+    .meta({ description: "Sets the weekly GPU-hour quota per researcher (null: none)." })
     .input(z.strictObject({ fleetId: z.uuid(), gpuHoursPerWeek: gpuHours.nullable() }))
     .mutation(async ({ ctx, input }) => {
       const {
@@ -311,6 +326,10 @@ export const fleetRouter = createRouter({
    * answer counts the holds already past it, which the next sweep ends.
    */
   setHoldLimit: adminProcedure
+    .meta({
+      description:
+        "Sets how long a researcher may hold a VM of the fleet (minutes, null: no limit); applies to current holds.",
+    })
     .input(z.strictObject({ fleetId: z.uuid(), maxHoldMinutes: holdMinutes.nullable() }))
     .mutation(async ({ ctx, input }) => {
       const { value, ...change } = await setFleetLimit(
@@ -324,11 +343,43 @@ export const fleetRouter = createRouter({
     }),
 
   /**
+   * Sets the fleet's rules for "Extend" on My VM (null: holds cannot be extended): minutes per
+   * extension, extensions per hold, and the longest a hold may last in all.
+   */
+  setHoldExtension: adminProcedure
+    .meta({
+      description:
+        "Sets the rules for extending a hold: minutes per extension, extensions per hold, longest hold in all (null: no extensions).",
+    })
+    .input(
+      z.strictObject({
+        fleetId: z.uuid(),
+        rules: z
+          .strictObject({
+            stepMinutes: z
+              .number()
+              .int("must be a whole number of minutes")
+              .min(5, "must be at least 5 minutes")
+              .max(1440, "must be at most 1440 minutes (a day)"),
+            maxExtensions: z
+              .number()
+              .int("must be a whole number")
+              .min(1, "must be at least 1")
+              .max(50, "must be at most 50"),
+            maxTotalMinutes: holdMinutes.nullable(),
+          })
+          .nullable(),
+      }),
+    )
+    .mutation(({ ctx, input }) => setHoldExtensionRules(ctx.db, { ...input, actor: ctx.actor })),
+
+  /**
    * Changes an existing fleet's idle limit (null: never release for idleness). It applies to
    * current holds too; the answer counts the held VMs already idle past it, which the next sweep
    * releases.
    */
   setIdleLimit: adminProcedure
+    .meta({ description: "Sets after how many idle minutes a held VM is released (null: never)." })
     .input(z.strictObject({ fleetId: z.uuid(), idleReleaseMinutes: idleMinutes.nullable() }))
     .mutation(async ({ ctx, input }) => {
       const { value, ...change } = await setFleetLimit(
@@ -359,6 +410,7 @@ export const fleetRouter = createRouter({
     ),
 
   destroy: adminProcedure
+    .meta({ description: "Destroys a fleet and all its VMs." })
     .input(z.strictObject({ fleetId: z.uuid() }))
     .mutation(async ({ ctx, input }) => {
       const fleet = await getFleet(ctx.db, input.fleetId);

@@ -6,5 +6,8 @@ export const poolRouter = createRouter({
    * Availability per fleet the caller may claim from: anonymous visitors see the fleets open to
    * everyone; a researcher also sees their groups' fleets; admins see all. Counts only.
    */
-  summary: viewerProcedure.input(noInput).query(({ ctx }) => poolSummary(ctx.db, ctx.viewer)),
+  summary: viewerProcedure
+    .meta({ description: "Ready, starting and in-use VMs per fleet, as the portal shows them." })
+    .input(noInput)
+    .query(({ ctx }) => poolSummary(ctx.db, ctx.viewer)),
 });

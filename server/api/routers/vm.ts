@@ -5,6 +5,7 @@ import { isDomainError } from "../../domain/errors";
 import { listVms } from "../../domain/fleets";
 import { gpuHistory } from "../../domain/gpu-history";
 import { myVmWithConnection, requestCrdHandoff } from "../../domain/handoff";
+import { extendHold } from "../../domain/hold-extensions";
 import { keepIdleVm, lastEndedHold } from "../../domain/hold-limits";
 import { publicOperation } from "../../domain/operations";
 import { requestVmOperation } from "../../domain/provisioning";
@@ -16,6 +17,10 @@ import { adminProcedure, createRouter, noInput, rateLimit, researcherProcedure }
 export const vmRouter = createRouter({
   /** Claims a ready VM, or returns the one this researcher already holds. */
   claim: researcherProcedure
+    .meta({
+      description:
+        "Claims a ready, healthy GPU VM (optionally of one fleet or instance type), or returns the one the caller already holds. Refused with 412 NO_CAPACITY when none is free, 403 QUOTA_EXCEEDED over the weekly GPU-hour quota.",
+    })
     .use(rateLimit("claim", "user"))
     .input(
       z
@@ -51,6 +56,10 @@ export const vmRouter = createRouter({
 
   /** The researcher's VM, with the state of their remote-desktop hand-off (never its code). */
   mine: researcherProcedure
+    .meta({
+      description:
+        "The caller's VM (state, GPUs, ssh command, hold end, extensions left), or null.",
+    })
     .input(noInput)
     .query(({ ctx }) => myVmWithConnection(ctx.db, ctx.user.id)),
 
@@ -83,12 +92,29 @@ export const vmRouter = createRouter({
     .input(noInput)
     .mutation(({ ctx }) => keepIdleVm(ctx.db, { userId: ctx.user.id, actor: ctx.actor })),
 
-  release: researcherProcedure.input(noInput).mutation(async ({ ctx }) => {
-    const vm = await releaseVm(ctx.db, { userId: ctx.user.id, actor: ctx.actor });
-    return { vmId: vm.id, state: vm.state };
-  }),
+  /**
+   * "Extend": adds the fleet's step to the researcher's own hold, within the fleet's rules
+   * (extensions, total); refused with the reason when someone is waiting for the fleet or the
+   * weekly GPU-hour quota would be exceeded.
+   */
+  extend: researcherProcedure
+    .meta({
+      description:
+        "Adds the fleet's extension step to the caller's hold. Refused with the reason in data.details.reason: no_hold_limit, not_extendable, not_claimed, ended, max_extensions, max_total, someone_waiting (412) or quota (403).",
+    })
+    .input(noInput)
+    .mutation(({ ctx }) => extendHold(ctx.db, { userId: ctx.user.id, actor: ctx.actor })),
+
+  release: researcherProcedure
+    .meta({ description: "Gives the caller's VM back: it is wiped, then returns to the pool." })
+    .input(noInput)
+    .mutation(async ({ ctx }) => {
+      const vm = await releaseVm(ctx.db, { userId: ctx.user.id, actor: ctx.actor });
+      return { vmId: vm.id, state: vm.state };
+    }),
 
   list: adminProcedure
+    .meta({ description: "VMs with filters, sorting and paging: {rows, total}." })
     .input(
       z
         .strictObject({
@@ -110,6 +136,7 @@ export const vmRouter = createRouter({
 
   /** One VM with its holder and state history (admin). */
   get: adminProcedure
+    .meta({ description: "One VM with its holder and state history." })
     .input(z.strictObject({ vmId: z.uuid() }))
     .query(({ ctx, input }) => vmDetail(ctx.db, input.vmId)),
 
@@ -131,6 +158,7 @@ export const vmRouter = createRouter({
     .query(({ ctx, input }) => gpuHistory(ctx.db, input.vmId, input.hours)),
 
   drain: adminProcedure
+    .meta({ description: "Lets the current holder finish; the VM then stays out of the pool." })
     .input(z.strictObject({ vmId: z.uuid() }))
     .mutation(async ({ ctx, input }) => pick(await drainVm(ctx.db, input.vmId, ctx.actor))),
 
@@ -139,6 +167,7 @@ export const vmRouter = createRouter({
     .mutation(async ({ ctx, input }) => pick(await undrainVm(ctx.db, input.vmId, ctx.actor))),
 
   forceRelease: adminProcedure
+    .meta({ description: "Takes a VM back from its holder now (wiped, then back to the pool)." })
     .input(z.strictObject({ vmId: z.uuid() }))
     .mutation(async ({ ctx, input }) => pick(await forceReleaseVm(ctx.db, input.vmId, ctx.actor))),
 
@@ -149,6 +178,7 @@ export const vmRouter = createRouter({
     ),
   /** Restarts one VM (admin); a held VM comes back to its holder. */
   reboot: adminProcedure
+    .meta({ description: "Restarts one VM; a held VM comes back to its holder." })
     .input(z.strictObject({ vmId: z.uuid() }))
     .mutation(async ({ ctx, input }) => {
       const { operation } = await requestVmOperation(ctx.db, input.vmId, "vm.reboot", ctx.actor);
@@ -157,6 +187,7 @@ export const vmRouter = createRouter({
 
   /** Removes one VM for good (admin); the fleet's size drops by one. */
   terminate: adminProcedure
+    .meta({ description: "Removes one VM for good; the fleet's size drops by one." })
     .input(z.strictObject({ vmId: z.uuid() }))
     .mutation(async ({ ctx, input }) => {
       // A bring-your-own machine leaves at once (no operation): its agent is told to stop.

@@ -37,6 +37,15 @@ export const fleets = pgTable("fleets", {
    */
   gpuHoursPerWeek: integer("gpu_hours_per_week"),
   /**
+   * "Extend" on My VM adds this many minutes to a hold (only with a hold limit); null: holds of
+   * this fleet cannot be extended (server/domain/hold-extensions.ts).
+   */
+  holdExtendMinutes: integer("hold_extend_minutes"),
+  /** How many times one hold may be extended. */
+  maxHoldExtensions: integer("max_hold_extensions").notNull().default(0),
+  /** The longest a hold may last with its extensions, from the claim; null: only the count limits it. */
+  maxTotalHoldMinutes: integer("max_total_hold_minutes"),
+  /**
    * Researchers get sudo and the docker group on this fleet's VMs. A root holder can defeat any
    * wipe, so a released VM is terminated and replaced by a new one instead (docs/security.md).
    */

@@ -8,7 +8,8 @@ export type ReminderKind = (typeof reminderKind.enumValues)[number];
 
 /**
  * One row per reminder email sent (or being sent) before a limit takes a held VM back: at most one
- * per assignment, limit and period (`since`: the claim for the hold limit, the start of idleness
+ * per assignment, limit and period (`since`: the claim plus the hold's extended minutes for the
+ * hold limit, so an extended hold is reminded of again before its new end; the start of idleness
  * for the idle limit, so a researcher who comes back and goes idle again is reminded again).
  * Written before the mail goes out and deleted if it fails, so two workers never both send it.
  */

@@ -100,6 +100,10 @@ export const vms = pgTable(
      * the latest of the claim, the start of idleness and this.
      */
     idleKeptAt: ts("idle_kept_at"),
+    /** Extensions of the current hold ("Extend" on My VM); the claim sets it back to 0. */
+    holdExtensions: integer("hold_extensions").notNull().default(0),
+    /** Minutes those extensions added: the hold ends at the claim + the fleet's limit + this. */
+    holdExtendedMinutes: integer("hold_extended_minutes").notNull().default(0),
     /** The current boot's timings (see BootTimings); null until the agent reports any. */
     bootTimings: jsonb("boot_timings").$type<BootTimings>(),
     /**
