@@ -37,6 +37,7 @@ describe("job schedules live on the job definitions", () => {
       "fleet.apply": [30, 5],
       "fleet.warm-pool": [15, 15],
       "vm.recover": [30, 30],
+      "booking.activate": [15, 15],
       "operation.run": "on demand",
       "webhook.deliver": "on demand",
     });
@@ -87,6 +88,8 @@ describe("job schedules live on the job definitions", () => {
     }
     const names = sent.map((s) => s.name).sort();
     expect(names).toEqual([
+      "booking.activate",
+      "booking.activate",
       "fleet.apply",
       "fleet.run-schedules",
       "fleet.run-schedules",
