@@ -187,8 +187,8 @@ async function bookedGpuHours(tx: DbOrTx, fleetId: string, userId: string, end: 
   const [row] = await tx
     .select({
       hours: sql<number>`coalesce(sum(extract(epoch from (
-        least(${bookings.endsAt}, ${end}::timestamptz) -
-        greatest(${bookings.startsAt}, ${end}::timestamptz - interval '7 days', now())
+        least(${bookings.endsAt}, ${end.toISOString()}::timestamptz) -
+        greatest(${bookings.startsAt}, ${end.toISOString()}::timestamptz - interval '7 days', now())
       )) / 3600), 0)::float8`,
     })
     .from(bookings)
@@ -197,8 +197,11 @@ async function bookedGpuHours(tx: DbOrTx, fleetId: string, userId: string, end: 
         eq(bookings.fleetId, fleetId),
         eq(bookings.userId, userId),
         inArray(bookings.status, LIVE),
-        gt(bookings.endsAt, sql`greatest(${end}::timestamptz - interval '7 days', now())`),
-        sql`${bookings.startsAt} < ${end}::timestamptz`,
+        gt(
+          bookings.endsAt,
+          sql`greatest(${end.toISOString()}::timestamptz - interval '7 days', now())`,
+        ),
+        sql`${bookings.startsAt} < ${end.toISOString()}::timestamptz`,
       ),
     );
   return row?.hours ?? 0;
@@ -256,7 +259,7 @@ export async function createBooking(db: Db, req: BookRequest & { role: UserRole 
     if (fleet.gpuHoursPerWeek !== null) {
       // What was held in the 7 days before the end, plus what is booked in them, plus this slot.
       const [usedRow] = await tx.execute<{ used: number }>(
-        sql`SELECT lablink_gpu_hours(${req.userId}::text, ${fleet.id}::uuid, ${endsAt}::timestamptz - interval '7 days')::float8 AS used`,
+        sql`SELECT lablink_gpu_hours(${req.userId}::text, ${fleet.id}::uuid, ${endsAt.toISOString()}::timestamptz - interval '7 days')::float8 AS used`,
       );
       const used = Number(usedRow?.used ?? 0);
       const booked = (await bookedGpuHours(tx, fleet.id, req.userId, endsAt)) * fleet.gpuCount;
@@ -615,7 +618,7 @@ export async function runBookings(
     .where(
       and(
         inArray(bookings.status, LIVE),
-        lte(bookings.startsAt, sql`${now}::timestamptz + interval '4 hours'`),
+        lte(bookings.startsAt, sql`${now.toISOString()}::timestamptz + interval '4 hours'`),
       ),
     )
     .orderBy(asc(bookings.startsAt), asc(bookings.createdAt));
@@ -789,7 +792,7 @@ export async function upcomingUnheld(db: DbOrTx, fleetId: string, now: Date): Pr
         eq(bookings.status, "booked"),
         isNull(bookings.vmId),
         gt(bookings.endsAt, now),
-        sql`${bookings.startsAt} <= ${now}::timestamptz + make_interval(mins => coalesce((${fleets.bookingPolicy}->>'leadMinutes')::int, 15))`,
+        sql`${bookings.startsAt} <= ${now.toISOString()}::timestamptz + make_interval(mins => coalesce((${fleets.bookingPolicy}->>'leadMinutes')::int, 15))`,
       ),
     );
   return row?.n ?? 0;
@@ -824,7 +827,7 @@ export async function bookingCalendar(
     .where(
       and(
         eq(bookings.fleetId, fleet.id),
-        sql`${bookings.startsAt} < ${to}::timestamptz`,
+        sql`${bookings.startsAt} < ${to.toISOString()}::timestamptz`,
         gt(bookings.endsAt, req.from),
         inArray(bookings.status, ["booked", "active", "done", "no_show"]),
       ),
@@ -832,7 +835,7 @@ export async function bookingCalendar(
     .orderBy(asc(bookings.startsAt), asc(bookings.seat));
   const hours = await db.execute<{ at: string; booked: number }>(sql`
     SELECT h.at, count(b.id)::int AS booked
-    FROM generate_series(${req.from}::timestamptz, ${to}::timestamptz - interval '1 hour', interval '1 hour') AS h(at)
+    FROM generate_series(${req.from.toISOString()}::timestamptz, ${to.toISOString()}::timestamptz - interval '1 hour', interval '1 hour') AS h(at)
     LEFT JOIN bookings b ON b.fleet_id = ${fleet.id} AND b.status IN ('booked', 'active')
       AND tstzrange(b.starts_at, b.ends_at) && tstzrange(h.at, h.at + interval '1 hour')
     GROUP BY h.at ORDER BY h.at`);
