@@ -64,7 +64,7 @@ test("admin opens a fleet for bookings, books seats for a workshop and sees them
     );
 
     // Tomorrow 09:00–12:00 (the form's default start) for both researchers.
-    await page.getByLabel("Workshop").fill("Intro to CUDA");
+    await page.getByLabel("Workshop name").fill("Intro to CUDA");
     await page.getByLabel("Hours").fill("3");
     await page.getByLabel("Researchers' emails (one seat each)").fill(emails.join("\n"));
     await page.getByRole("button", { name: "Book seats" }).click();
@@ -76,11 +76,13 @@ test("admin opens a fleet for bookings, books seats for a workshop and sees them
     await expect(list.getByRole("row").filter({ hasText: "Intro to CUDA" })).toHaveCount(2);
     await expect(list).toContainText(ada.name);
 
-    // Booking Ada again at the same time is refused (one VM at a time), and nothing is kept.
+    // Both seats are taken for that time: one more is refused, saying so, and nothing is kept.
     await page.getByLabel("Researchers' emails (one seat each)").fill(emails[0] as string);
-    await page.getByLabel("Workshop").fill("Overflow");
+    await page.getByLabel("Workshop name").fill("Overflow");
     await page.getByRole("button", { name: "Book seats" }).click();
-    await expect(page.getByRole("alert")).toContainText("already has a booking at that time");
+    await expect(
+      page.getByRole("alert").filter({ hasText: "Only 0 of the 1 seats are free" }),
+    ).toBeVisible();
     await page.setViewportSize({ width: 1280, height: 900 });
     await page.screenshot({ path: shots("bookings-admin-desktop"), fullPage: true });
 
@@ -167,6 +169,8 @@ test("a VM is held for a booking at its start, and the booker claims it from My 
     await booker.page.goto("/");
     const banner = booker.page.getByTestId("booked-vm-ready");
     await expect(banner).toContainText(`Your booked VM on ${name} is ready`, { timeout: 45_000 });
+    await booker.page.setViewportSize({ width: 1280, height: 900 });
+    await booker.page.screenshot({ path: shots("bookings-vm-ready-desktop"), fullPage: true });
     await banner.getByRole("button", { name: "Claim your booked VM" }).click();
     await expect(booker.page.getByTestId("vm-state")).toHaveText("claimed");
     await expect(booker.page.getByTestId("vm-agent-ready")).toHaveText("yes", { timeout: 30_000 });

@@ -228,7 +228,7 @@ function BlockForm({ fleetId }: { fleetId: string }) {
       >
         <div>
           <label htmlFor="block-label" className="mb-1 block text-sm">
-            Workshop
+            Workshop name
           </label>
           <input
             id="block-label"
