@@ -34,6 +34,7 @@ function summarize(rows: CountRow[]): Capacity {
     c.total += r.n;
     // A ready VM is `held` only when set aside for a booking: in use, not free for walk-ins.
     if (r.state === "ready" && r.healthy && !r.held) c.ready += r.n;
+    else if (r.state === "ready" && r.healthy) c.inUse += r.n;
     else if (r.state === "ready" || r.state === "failed") c.unhealthy += r.n;
     // A held VM stays in use through a drain or a reboot: it comes back to its researcher.
     else if (IN_USE.includes(r.state) || r.held) c.inUse += r.n;

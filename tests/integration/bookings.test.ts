@@ -276,7 +276,11 @@ describe("activation: a VM held for the booker", () => {
     expect(none.message).toMatch(/1 held for bookings starting soon/);
     // The pool summary does not offer it either.
     const summary = await poolSummary(t.db, { userId: third.id, role: "researcher" });
-    expect(summary.fleets.find((f) => f.fleetId === fleet.id)?.ready).toBe(0);
+    expect(summary.fleets.find((f) => f.fleetId === fleet.id)).toMatchObject({
+      ready: 0,
+      inUse: 2, // the walk-in's VM and the one held for the booking
+      unhealthy: 0,
+    });
 
     const mine = await myBookings(t.db, booker.id);
     expect(mine[0]).toMatchObject({ id: b.id, status: "booked", vmReady: true });
