@@ -112,6 +112,10 @@ test("the admin pages have no serious accessibility problems", async ({ signInAs
     ["/admin/audit", () => expect(page.getByTestId("audit-row").first()).toBeVisible()],
     ["/admin/users", () => expect(page.getByTestId("user-row").first()).toBeVisible()],
     ["/admin/usage", () => expect(page.getByTestId("usage-total")).toBeVisible()],
+    [
+      "/admin/bookings",
+      () => expect(page.getByRole("heading", { name: "Booking policy" })).toBeVisible(),
+    ],
     ["/admin/groups", () => expect(page.getByRole("heading", { name: "New group" })).toBeVisible()],
     [
       "/admin/enrollment",

@@ -4,6 +4,7 @@ import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useState } from "react";
 import type { EndedHold } from "@/server/domain/hold-limits";
 import { useTRPC } from "../providers";
+import { Bookings } from "./bookings";
 import { ConnectCrd } from "./connect-crd";
 import { GpuList } from "./gpu-list";
 import { HoldTime, IdleRelease, SshCommand } from "./hold-and-ssh";
@@ -170,6 +171,7 @@ export function Portal() {
           </div>
         )}
       </section>
+      <Bookings holdsVm={!!vm} />
       <PoolSummary />
     </div>
   );

@@ -10,6 +10,7 @@ const ITEMS = [
     match: (p: string) => p === "/admin" || p.startsWith("/admin/vms"),
   },
   { href: "/admin/fleets", label: "Fleets" },
+  { href: "/admin/bookings", label: "Bookings" },
   { href: "/admin/operations", label: "Operations" },
   { href: "/admin/audit", label: "Audit" },
   { href: "/admin/usage", label: "Usage" },

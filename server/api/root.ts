@@ -1,5 +1,6 @@
 import { agentRouter } from "./routers/agent";
 import { auditRouter } from "./routers/audit";
+import { bookingRouter } from "./routers/booking";
 import { enrollmentRouter } from "./routers/enrollment";
 import { fleetRouter } from "./routers/fleet";
 import { groupRouter } from "./routers/group";
@@ -25,6 +26,7 @@ export const appRouter = createRouter({
   audit: auditRouter,
   usage: usageRouter,
   webhook: webhookRouter,
+  booking: bookingRouter,
 });
 
 export type AppRouter = typeof appRouter;

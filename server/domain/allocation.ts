@@ -71,6 +71,23 @@ const fleetOpenTo = (fleetId: string) =>
 const underQuota = (fleet: string) =>
   `(${fleet}.gpu_hours_per_week IS NULL OR lablink_gpu_hours($1::text, ${fleet}.id, now() - interval '7 days') < ${fleet}.gpu_hours_per_week)`;
 
+/**
+ * Walk-in claims leave alone the ready VMs that bookings starting within the fleet's lead window
+ * still need (server/domain/bookings.ts): a fleet with such bookings is claimable only while it
+ * has more free ready VMs than bookings waiting for one. VMs already set aside for a booking
+ * (`reserved_booking_id`) are skipped by the pick itself. A fleet without a booking policy pays
+ * one NULL test.
+ */
+const walkInAllowed = (fleet: string) =>
+  `(${fleet}.booking_policy IS NULL OR (
+    SELECT count(*) FROM bookings b
+    WHERE b.fleet_id = ${fleet}.id AND b.status = 'booked' AND b.vm_id IS NULL AND b.ends_at > now()
+      AND b.starts_at <= now() + make_interval(mins => coalesce((${fleet}.booking_policy->>'leadMinutes')::int, 15))
+  ) < (
+    SELECT count(*) FROM vms r
+    WHERE r.fleet_id = ${fleet}.id AND r.state = 'ready' AND r.healthy AND r.reserved_booking_id IS NULL
+  ))`;
+
 const claimSql = (byFleet: boolean, byType: boolean, admin: boolean) => {
   const scope = [
     byFleet ? "v.fleet_id = $5" : null,
@@ -90,7 +107,8 @@ const claimSql = (byFleet: boolean, byType: boolean, admin: boolean) => {
         AND ${where([
           "v.state = 'ready'",
           "v.healthy",
-          `v.fleet_id IN (SELECT f.id FROM fleets f WHERE f.status IN ('active', 'scaling') AND ${underQuota("f")})`,
+          "v.reserved_booking_id IS NULL",
+          `v.fleet_id IN (SELECT f.id FROM fleets f WHERE f.status IN ('active', 'scaling') AND ${underQuota("f")} AND ${walkInAllowed("f")})`,
         ])}
       ORDER BY v.state_changed_at, v.id
       LIMIT 1
@@ -120,7 +138,13 @@ const claimSql = (byFleet: boolean, byType: boolean, admin: boolean) => {
       )
       SELECT jsonb_build_object(
         'ready', count(*) FILTER (
-          WHERE v.state = 'ready' AND v.healthy AND v.fleet_id NOT IN (SELECT id FROM over)),
+          WHERE v.state = 'ready' AND v.healthy AND v.reserved_booking_id IS NULL
+            AND v.fleet_id NOT IN (SELECT id FROM over)
+            AND v.fleet_id IN (SELECT f.id FROM fleets f WHERE ${walkInAllowed("f")})),
+        -- Ready VMs set aside, or kept free, for bookings starting soon.
+        'booked', count(*) FILTER (
+          WHERE v.state = 'ready' AND v.healthy AND (v.reserved_booking_id IS NOT NULL
+            OR v.fleet_id NOT IN (SELECT f.id FROM fleets f WHERE ${walkInAllowed("f")}))),
         -- Ready VMs this researcher may not claim because their quota on the fleet is used up.
         'overQuota', count(*) FILTER (
           WHERE v.state = 'ready' AND v.healthy AND v.fleet_id IN (SELECT id FROM over)),
@@ -163,6 +187,8 @@ export type ClaimCapacity = {
   overQuota: number;
   /** One such fleet, for the message. */
   quota: { fleet: string; used: number; limit: number } | null;
+  /** Ready VMs held for bookings starting soon (not for walk-ins). */
+  booked: number;
   booting: number;
   inUse: number;
   unhealthy: number;
@@ -267,6 +293,7 @@ export async function claimVm(db: DbOrTx, req: ClaimRequest): Promise<ClaimResul
     ready: 0,
     overQuota: 0,
     quota: null,
+    booked: 0,
     booting: 0,
     inUse: 0,
     unhealthy: 0,
@@ -303,8 +330,8 @@ export async function claimVm(db: DbOrTx, req: ClaimRequest): Promise<ClaimResul
         : c.ready > 0
           ? "No GPU VM is free right now: the last ones are being handed out. Try again in a moment."
           : `No GPU VM is free right now: ${c.inUse} in use${
-              c.unhealthy > 0 ? `, ${c.unhealthy} out of service` : ""
-            }, none starting up.`,
+              c.booked > 0 ? `, ${c.booked} held for bookings starting soon` : ""
+            }${c.unhealthy > 0 ? `, ${c.unhealthy} out of service` : ""}, none starting up.`,
     c,
   );
 }
@@ -317,7 +344,7 @@ const POOL_EMPTIED_SQL = `
     AND EXISTS (SELECT 1 FROM webhooks WHERE enabled AND 'pool.empty' = ANY(events))
     AND NOT EXISTS (
       SELECT 1 FROM vms
-      WHERE fleet_id = f.id AND state = 'ready' AND healthy AND holder_id IS NULL)`;
+      WHERE fleet_id = f.id AND state = 'ready' AND healthy AND holder_id IS NULL AND reserved_booking_id IS NULL)`;
 
 /**
  * The `pool.empty` webhook event when this claim took a fleet's last claimable VM. One round

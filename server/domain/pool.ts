@@ -32,7 +32,9 @@ function summarize(rows: CountRow[]): Capacity {
   for (const r of rows) {
     if (r.state === "terminated") continue;
     c.total += r.n;
-    if (r.state === "ready" && r.healthy) c.ready += r.n;
+    // A ready VM is `held` only when set aside for a booking: in use, not free for walk-ins.
+    if (r.state === "ready" && r.healthy && !r.held) c.ready += r.n;
+    else if (r.state === "ready" && r.healthy) c.inUse += r.n;
     else if (r.state === "ready" || r.state === "failed") c.unhealthy += r.n;
     // A held VM stays in use through a drain or a reboot: it comes back to its researcher.
     else if (IN_USE.includes(r.state) || r.held) c.inUse += r.n;
@@ -188,12 +190,17 @@ export async function poolSummary(db: DbOrTx, viewer: Viewer = null): Promise<Po
         fleetId: vms.fleetId,
         state: vms.state,
         healthy: vms.healthy,
-        held: sql<boolean>`${vms.holderId} IS NOT NULL`,
+        held: sql<boolean>`(${vms.holderId} IS NOT NULL OR ${vms.reservedBookingId} IS NOT NULL)`,
         n: count(),
       })
       .from(vms)
       .where(ne(vms.state, "terminated"))
-      .groupBy(vms.fleetId, vms.state, vms.healthy, sql`${vms.holderId} IS NOT NULL`),
+      .groupBy(
+        vms.fleetId,
+        vms.state,
+        vms.healthy,
+        sql`(${vms.holderId} IS NOT NULL OR ${vms.reservedBookingId} IS NOT NULL)`,
+      ),
     db
       .select({
         fleetId: operations.fleetId,

@@ -3,6 +3,7 @@ import { z } from "zod";
 import type { Db, DbOrTx } from "../db/client";
 import { auditEvents, type Fleet, fleets, operations, vms } from "../db/schema";
 import { audit } from "./audit";
+import { upcomingUnheld } from "./bookings";
 import { DomainError, isDomainError } from "./errors";
 import { requestOperation } from "./operations";
 import { liveFleet, scaleFleet } from "./provisioning";
@@ -57,6 +58,11 @@ export type WarmPoolCounts = {
   failed: number;
   /** Every VM not terminated, whatever its state. */
   total: number;
+  /**
+   * Bookings starting within their lead window that have no VM set aside yet: each needs one
+   * more ready VM (VMs already set aside count as held).
+   */
+  booked?: number;
 };
 
 export type WarmPoolFailures = {
@@ -108,7 +114,7 @@ export function backoffSeconds(
  */
 export function planWarmPool(input: WarmPoolInput): WarmPoolPlan {
   const { now, policy, counts, failures } = input;
-  const wanted = counts.held + policy.desiredReady;
+  const wanted = counts.held + (counts.booked ?? 0) + policy.desiredReady;
   const capped = Math.min(policy.maxSize, wanted);
   // While launching is on hold, failed VMs keep their slots (they are not being replaced), so a
   // shrink never takes a working VM in place of a failed one.
@@ -154,7 +160,7 @@ export function planWarmPool(input: WarmPoolInput): WarmPoolPlan {
       targetSize: capped,
       replaceFailed: counts.failed > 0,
       status: "at_max",
-      reason: `At its maximum size of ${policy.maxSize}: ${counts.held} held + ${policy.desiredReady} ready wanted.`,
+      reason: `At its maximum size of ${policy.maxSize}: ${counts.held} held + ${counts.booked ? `${counts.booked} for bookings + ` : ""}${policy.desiredReady} ready wanted.`,
       retryAt: null,
     };
   }
@@ -208,12 +214,19 @@ const LAUNCH_KINDS = ["fleet.create", "fleet.scale", "vm.replace"] as const;
 
 async function countVms(db: DbOrTx, fleetId: string) {
   const rows = await db
-    .select({ state: vms.state, healthy: vms.healthy, holderId: vms.holderId })
+    .select({
+      state: vms.state,
+      healthy: vms.healthy,
+      holderId: vms.holderId,
+      reserved: vms.reservedBookingId,
+    })
     .from(vms)
     .where(and(eq(vms.fleetId, fleetId), sql`${vms.state} <> 'terminated'`));
   const counts: WarmPoolCounts = { ready: 0, booting: 0, held: 0, failed: 0, total: rows.length };
   for (const v of rows) {
-    if (v.holderId || (HELD_STATES as readonly string[]).includes(v.state)) counts.held += 1;
+    // A ready VM set aside for a booking is as good as held: it is not waiting for walk-ins.
+    if (v.holderId || v.reserved || (HELD_STATES as readonly string[]).includes(v.state))
+      counts.held += 1;
     else if (v.state === "ready" && v.healthy) counts.ready += 1;
     else if ((BOOTING_STATES as readonly string[]).includes(v.state)) counts.booting += 1;
     else if (v.state === "failed") counts.failed += 1;
@@ -300,7 +313,10 @@ async function saveState(db: DbOrTx, fleetId: string, state: WarmPoolState) {
 async function reconcileFleet(tx: DbOrTx, fleet: Fleet, policy: WarmPoolPolicy, now: Date) {
   const prev = warmPoolStateOf(fleet.warmPoolState);
   const state = await observeFailures(tx, fleet.id, prev, now);
-  const counts = await countVms(tx, fleet.id);
+  const counts = {
+    ...(await countVms(tx, fleet.id)),
+    booked: await upcomingUnheld(tx, fleet.id, now),
+  };
   const plan = planWarmPool({
     now,
     policy,
@@ -365,7 +381,7 @@ async function reconcileFleet(tx: DbOrTx, fleet: Fleet, policy: WarmPoolPolicy, 
   ) {
     if (await tryOp(() => scaleFleet(tx, fleet.id, plan.targetSize, systemActor))) {
       result.action = "scale";
-      result.reason ??= `Scaling to ${plan.targetSize} (${counts.held} held + ${policy.desiredReady} ready).`;
+      result.reason ??= `Scaling to ${plan.targetSize} (${counts.held} held + ${counts.booked ? `${counts.booked} for bookings + ` : ""}${policy.desiredReady} ready).`;
     }
   }
   await saveState(tx, fleet.id, {

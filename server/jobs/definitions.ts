@@ -1,6 +1,7 @@
 import { z } from "zod";
 import type { FleetDriver } from "../cloud/driver";
 import type { Ec2Api } from "../cloud/ec2/ec2";
+import { runBookings } from "../domain/bookings";
 import { finishByoRemovals } from "../domain/byo";
 import { pruneGpuSamples } from "../domain/gpu-history";
 import { markSilentAgents } from "../domain/health";
@@ -197,6 +198,34 @@ export const warmPools = () =>
     },
   });
 
+/**
+ * Bookings: sets a ready VM aside for each booking within its lead window, turns bookers who did
+ * not come within the grace period into no-shows (their VM goes back to the pool, they are
+ * emailed when mail is configured), and releases running bookings' VMs at their end
+ * (server/domain/bookings.ts). Each step is guarded, so two workers' runs do no harm.
+ */
+export const runBookingJob = (deps: Pick<JobDeps, "recoveryMail"> = {}) =>
+  defineJob({
+    name: "booking.activate",
+    schema: z.strictObject({}),
+    retry: { limit: 0, delaySeconds: 0, backoff: false },
+    timeoutSeconds: 60,
+    // Grace and lead are whole minutes: a booking's VM is held or let go at most 15 s late.
+    schedule: { everySeconds: 15, singletonSeconds: 15 },
+    handler: async (_payload, { db, log }) => {
+      const run = await runBookings(db, { mail: deps.recoveryMail, log });
+      // Booking ids only: who booked is in the audit rows.
+      if (run.held.length + run.noShow.length + run.ended.length + run.lost.length > 0)
+        log.info(run, "bookings acted on");
+      return {
+        held: run.held.length,
+        noShow: run.noShow.length,
+        ended: run.ended.length,
+        lost: run.lost.length,
+      };
+    },
+  });
+
 /** Deletes GPU samples (VM detail charts) older than the retention period. */
 export const pruneGpuSamplesJob = (deps: JobDeps) =>
   defineJob({
@@ -338,6 +367,7 @@ export const allJobs = (deps: JobDeps) => [
   expireHolds(deps),
   runSchedules(),
   warmPools(),
+  runBookingJob(deps),
   pruneGpuSamplesJob(deps),
   pruneWebhookDeliveriesJob(deps),
   runOperation(deps),

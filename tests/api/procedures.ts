@@ -90,6 +90,15 @@ export const ACCESS: Record<string, Tier> = {
   "webhook.delete": "admin",
   "webhook.test": "admin",
   "webhook.deliveries": "admin",
+  "booking.fleets": "researcher",
+  "booking.mine": "researcher",
+  "booking.book": "researcher",
+  "booking.cancel": "researcher",
+  "booking.claim": "researcher",
+  "booking.setPolicy": "admin",
+  "booking.block": "admin",
+  "booking.cancelAny": "admin",
+  "booking.calendar": "admin",
 };
 
 /** What the authorization matrix needs to build a valid input for any procedure. */
@@ -249,6 +258,26 @@ export const SAMPLE_INPUT: Record<string, (w: World) => unknown> = {
   "webhook.delete": () => ({ id: NOBODY }),
   "webhook.test": () => ({ id: NOBODY }),
   "webhook.deliveries": () => ({ webhookId: NOBODY, limit: 5 }),
+  "booking.fleets": () => undefined,
+  "booking.mine": () => undefined,
+  // No such fleet / booking: the access decision comes first, then the domain's 404.
+  "booking.book": () => ({
+    fleetId: NOBODY,
+    startsAt: new Date(Date.now() + 3_600_000),
+    minutes: 60,
+  }),
+  "booking.cancel": () => ({ bookingId: NOBODY }),
+  "booking.claim": () => ({ bookingId: NOBODY }),
+  "booking.setPolicy": () => ({ fleetId: NOBODY, policy: { seats: 1 } }),
+  "booking.block": () => ({
+    fleetId: NOBODY,
+    startsAt: new Date(Date.now() + 3_600_000),
+    minutes: 60,
+    label: "matrix",
+    emails: ["nobody@example.edu"],
+  }),
+  "booking.cancelAny": () => ({ bookingId: NOBODY }),
+  "booking.calendar": () => ({ fleetId: NOBODY, from: new Date(), days: 1 }),
 };
 
 type ProcedureDef = { _def: { type: "query" | "mutation" | "subscription" } };

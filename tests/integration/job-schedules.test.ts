@@ -26,6 +26,7 @@ describe("job schedules live on the job definitions", () => {
       "webhook-deliveries.prune": [3600, 3600],
       "fleet.warm-pool": [15, 15],
       "vm.recover": [30, 30],
+      "booking.activate": [15, 15],
       "operation.run": "on demand",
       "webhook.deliver": "on demand",
     });
@@ -54,6 +55,8 @@ describe("job schedules live on the job definitions", () => {
     await vi.advanceTimersByTimeAsync(30_000);
     const names = sent.map((s) => s.name).sort();
     expect(names).toEqual([
+      "booking.activate",
+      "booking.activate",
       "fleet.run-schedules",
       "fleet.run-schedules",
       "fleet.warm-pool",

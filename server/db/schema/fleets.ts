@@ -71,6 +71,11 @@ export const fleets = pgTable("fleets", {
   warmPool: jsonb("warm_pool").$type<Record<string, unknown>>(),
   /** What the warm-pool reconciler last saw and decided (failure count, backoff, reason). */
   warmPoolState: jsonb("warm_pool_state").$type<Record<string, unknown>>(),
+  /**
+   * Booking policy (server/domain/bookings.ts BookingPolicy, zod-validated on read): seats,
+   * how far ahead, how long, how many per researcher, grace and lead minutes. Null: not bookable.
+   */
+  bookingPolicy: jsonb("booking_policy").$type<Record<string, unknown>>(),
   createdAt: createdAt(),
   updatedAt: ts("updated_at").notNull().defaultNow(),
 });

@@ -1,6 +1,7 @@
 export * from "./agent-credentials";
 export * from "./api-tokens";
 export * from "./audit";
+export * from "./bookings";
 export * from "./claim-refusals";
 export * from "./enrollment-tokens";
 export * from "./fleets";

@@ -112,6 +112,12 @@ export const vms = pgTable(
      * policy let into the pool. Admins only; null when the boot was clean or not yet reported.
      */
     startupIssue: text("startup_issue"),
+    /**
+     * The booking this ready VM is set aside for (server/domain/bookings.ts): no claim but the
+     * booker's takes it. A column on the VM row, not only bookings.vm_id, so the claim's
+     * `FOR UPDATE SKIP LOCKED` re-checks it on the row it locks (no race with the set-aside).
+     */
+    reservedBookingId: uuid("reserved_booking_id"),
     createdAt: createdAt(),
   },
   (t) => [
