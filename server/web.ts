@@ -3,6 +3,7 @@ import path from "node:path";
 import next from "next";
 import { type GatewayContext, serveAgentCall } from "./api/agent-gateway";
 import { serveOriginalApi } from "./api/original-api";
+import { serveWorkUpload } from "./api/work-export";
 import { getDatabase } from "./db/client";
 import { agentSettingsFrom } from "./domain/agents";
 import { flushHeartbeatBuffers } from "./domain/heartbeat-buffer";
@@ -47,6 +48,8 @@ async function main() {
     );
     if (serveAgentCall(req, res, agentContext)) return;
     if (serveOriginalApi(req, res, agentContext)) return;
+    // Work-folder chunks from agents meet the researcher's download in this process.
+    if (serveWorkUpload(req, res, agentContext)) return;
     handle(req, res).catch((err) => {
       logger.error({ err, url: req.url }, "request failed");
       if (!res.headersSent) res.statusCode = 500;

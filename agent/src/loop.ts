@@ -14,9 +14,10 @@ import type { GpuSource } from "./gpu/probe";
 import type { Logger } from "./log";
 import type { UsageReport } from "./usage/detect";
 import { AssignedUsageSource, type UsageSource } from "./usage/monitor";
+import { type ExportCommand, type ExportUploader, WorkExporter } from "./work-export";
 
 /** Must match AGENT_PROTOCOL_VERSION in server/protocol/agent.ts (a test checks it). */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 /**
  * The exit code of an agent that stops for a warm reboot with LABLINK_REBOOT=exit (EX_TEMPFAIL):
@@ -45,6 +46,8 @@ export interface AgentTransport {
   rotate?(input: { vmId: string; assignmentId: string }, signal: AbortSignal): Promise<void>;
   /** agent.logs (the log shipper's own loop; optional so test fakes can leave it out). */
   logs?(input: LogsInput, signal: AbortSignal): Promise<{ accepted: number }>;
+  /** One chunk of a work-folder download (work-export.ts); absent: export commands are ignored. */
+  uploadExport?: ExportUploader;
 }
 
 export type TransportFailure =
@@ -158,6 +161,8 @@ function describe(err: unknown): { kind: TransportFailure; message: string; stat
  */
 export class Agent {
   readonly commands: CommandProcessor;
+  /** Work-folder downloads; null when the transport or the actions cannot do them. */
+  readonly exports: WorkExporter | null;
   readonly gpus: GpuSource;
   private readonly stopController = new AbortController();
   private exitReason: ExitReason = "stopped";
@@ -208,6 +213,10 @@ export class Agent {
       retryBaseMs: options.commandRetryBaseMs,
       reackAfterMs: options.reackAfterMs,
     });
+    const upload = options.transport.uploadExport?.bind(options.transport);
+    const folderFor = actions.workFolder?.bind(actions);
+    this.exports =
+      upload && folderFor ? new WorkExporter({ folderFor, upload, log: options.log }) : null;
     this.gpus = options.createGpuSource(() => this.commands.usage().inUse);
     this.usageSource =
       options.usage ?? new AssignedUsageSource(() => this.commands.usage().inUse, 0);
@@ -266,6 +275,7 @@ export class Agent {
     if (this.stopped) return;
     this.exitReason = reason;
     this.log.info("agent stopping", { reason });
+    this.exports?.stopAll();
     this.stopController.abort();
   }
 
@@ -572,7 +582,12 @@ export class Agent {
       }
     }
     if (reply.reRegister) this.requestRegister("server asked to register again");
-    return this.commands.accept(reply.commands ?? []);
+    const all = reply.commands ?? [];
+    const exports = all.filter((c): c is ExportCommand => c.type === "export");
+    // A wipe ends the holder's downloads first: tar must not read a folder being deleted.
+    for (const c of all) if (c.type === "wipe") this.exports?.cancelAssignment(c.assignmentId);
+    const started = this.exports?.accept(exports) ?? 0;
+    return started + this.commands.accept(all.filter((c) => c.type !== "export"));
   }
 
   private requestRegister(why: string): void {

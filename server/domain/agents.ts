@@ -22,6 +22,7 @@ import { afterReboot, researchAccountFor, wipeAcknowledged } from "./replacement
 import { keyLinesFor } from "./ssh-keys";
 import { bootTimingsUpdate, mergeBootTimings } from "./vm-logs";
 import { type Actor, transition } from "./vm-state";
+import { exportCommandsFor } from "./work-export";
 
 export type AgentSettings = {
   heartbeatIntervalS: number;
@@ -87,9 +88,11 @@ export async function commandsFor(db: DbOrTx, vm: Vm): Promise<AgentCommand[]> {
   return [];
 }
 
+/** Hand-offs and work downloads the holder asked for, once the VM is set up for them. */
 async function connectCommands(db: DbOrTx, vm: Vm): Promise<AgentCommand[]> {
   const connect = await connectCommandFor(db, vm);
-  return connect ? [connect] : [];
+  const exports = vm.assignmentAckedId === vm.assignmentId ? await exportCommandsFor(db, vm) : [];
+  return connect ? [connect, ...exports] : exports;
 }
 
 async function reply(

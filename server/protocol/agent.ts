@@ -5,13 +5,22 @@ import { z } from "zod";
  * `import type` only; the server validates every field with these schemas. Bump
  * AGENT_PROTOCOL_VERSION when a change is not backwards compatible.
  */
-export const AGENT_PROTOCOL_VERSION = 3;
+export const AGENT_PROTOCOL_VERSION = 4;
 
 /**
  * Agents registered with a lower protocol version get no `connect` commands (a version-1 agent
  * would have taken an unknown command for a wipe).
  */
 export const CONNECT_MIN_PROTOCOL_VERSION = 2;
+
+/**
+ * Agents registered with a lower protocol version get no `export` commands (an older agent would
+ * log it as unknown and the researcher's download would wait for nothing).
+ */
+export const EXPORT_MIN_PROTOCOL_VERSION = 4;
+
+/** An export upload's chunk bodies are at most this large (POST /api/agent/export/<id>). */
+export const EXPORT_CHUNK_MAX_BYTES = 4 * 1024 * 1024;
 
 /**
  * A local-fleet agent told to reboot (LABLINK_REBOOT=exit) exits with this code; the local driver
@@ -239,6 +248,16 @@ export type AgentCommand =
       requestId: string;
       code: string;
       pin: string;
+    }
+  | {
+      /**
+       * The holder downloads their work folder (protocol 4+): the agent measures the folder,
+       * then POSTs it as a tar.gz in chunks to /api/agent/export/<exportId> (docs/agent-protocol.md).
+       * The export id is single-use and secret.
+       */
+      type: "export";
+      assignmentId: string;
+      exportId: string;
     }
   | { type: "wipe"; assignmentId: string }
   | { type: "shutdown"; reason: string }
