@@ -15,6 +15,8 @@ export function postExportChunk(
   const query = new URLSearchParams({ seq: String(chunk.seq) });
   if (chunk.done) query.set("done", "1");
   if (chunk.error) query.set("error", "1");
+  // A query parameter, not a header: the server drops every x-lablink-* header a client sends.
+  if (chunk.folderBytes !== undefined) query.set("folderBytes", String(chunk.folderBytes));
   const url = new URL(
     `${serverUrl.replace(/\/+$/, "")}/api/agent/export/${encodeURIComponent(chunk.exportId)}?${query}`,
   );
@@ -23,7 +25,6 @@ export function postExportChunk(
     "content-type": "application/octet-stream",
     "content-length": chunk.body.length,
   };
-  if (chunk.folderBytes !== undefined) headers["x-lablink-work-bytes"] = chunk.folderBytes;
   const lib = url.protocol === "https:" ? https : http;
   return new Promise((resolve, reject) => {
     const req = lib.request(url, { method: "POST", headers, signal }, (res) => {

@@ -18,7 +18,7 @@ import { EXPORT_CHUNK_MAX_BYTES } from "../protocol/agent";
  *
  *   browser  GET  /api/vm/<vmId>/work   (session; the current holder only)
  *            → an export row + the agent's long poll is woken with an `export` command
- *   agent    POST /api/agent/export/<exportId>?seq=0  (its token; header x-lablink-work-bytes)
+ *   agent    POST /api/agent/export/<exportId>?seq=0&folderBytes=<n>  (its token; empty body)
  *            POST ...?seq=1, 2, ...   (tar.gz chunks of at most EXPORT_CHUNK_MAX_BYTES)
  *            POST ...?seq=N&done=1    (or &error=1 with the reason as the body)
  *
@@ -245,6 +245,10 @@ function readChunk(req: IncomingMessage, max: number): Promise<Buffer | null> {
     });
     req.on("end", () => resolve(over ? null : Buffer.concat(parts)));
     req.on("error", reject);
+    // The agent went away mid-chunk (its wipe began, it stopped): nothing more comes.
+    req.on("close", () => {
+      if (!req.complete) reject(new Error("the agent closed the upload"));
+    });
   });
 }
 
@@ -302,7 +306,26 @@ async function upload(
     return answer(res, 409, { error: `Expected chunk ${rv.nextSeq}.` });
   }
   rv.nextSeq += 1;
-  const chunk = await readChunk(req, EXPORT_CHUNK_MAX_BYTES);
+  let chunk: Buffer | null;
+  try {
+    chunk = await readChunk(req, EXPORT_CHUNK_MAX_BYTES);
+  } catch {
+    const released = !(await workExportWanted(deps.db, exportId).catch(() => true));
+    failStream(
+      rv,
+      released
+        ? "The download stopped: your VM was released."
+        : "Your VM stopped sending your files.",
+    );
+    await finish(
+      deps.db,
+      rv,
+      released ? "cancelled" : "failed",
+      released ? "the VM was released" : "the agent stopped sending",
+      actor,
+    );
+    return;
+  }
   if (chunk === null) {
     failStream(rv, "The VM sent a chunk larger than allowed.");
     await finish(deps.db, rv, "failed", "chunk too large", actor);
@@ -316,11 +339,11 @@ async function upload(
     return answer(res, 200, { ok: true });
   }
   if (seq === 0) {
-    const folderBytes = Number(req.headers["x-lablink-work-bytes"]);
+    const folderBytes = Number(query.get("folderBytes") ?? Number.NaN);
     if (!Number.isSafeInteger(folderBytes) || folderBytes < 0) {
       failStream(rv, "The VM did not say how large your folder is.");
       await finish(deps.db, rv, "failed", "no folder size", actor);
-      return answer(res, 400, { error: "Send x-lablink-work-bytes with the first chunk." });
+      return answer(res, 400, { error: "Send folderBytes with the first chunk." });
     }
     try {
       await beginWorkExport(deps.db, { exportId, vmId: agent.vmId, folderBytes });
@@ -333,6 +356,7 @@ async function upload(
       return answer(res, status, { error: f.message });
     }
     rv.started.resolve(folderBytes);
+    void watchHold(deps, rv, actor);
   } else if (!(await workExportWanted(deps.db, exportId))) {
     failStream(rv, "The download stopped: your VM was released.");
     await finish(deps.db, rv, "cancelled", "the VM was released", actor);
@@ -352,48 +376,58 @@ async function upload(
       await finish(deps.db, rv, "failed", "over the limit while streaming", actor);
       return answer(res, 413, { error: "Over the fleet's download limit." });
     }
-    const taken = await deliver(deps, rv, chunk);
+    const taken = await deliver(rv, chunk);
     if (taken === "gone") {
       return answer(res, 410, { error: "The researcher stopped the download." });
     }
     if (taken === "released") {
-      failStream(rv, "The download stopped: your VM was released.");
-      await finish(deps.db, rv, "cancelled", "the VM was released", actor);
       return answer(res, 410, { error: "This export is no longer wanted." });
     }
   }
   if (query.get("done") === "1") {
+    // Recorded before the browser sees the end, so whatever it does next finds the export done.
+    end(rv);
+    await finish(deps.db, rv, "done", undefined, actor);
     try {
       rv.controller?.close();
     } catch {
       // the browser already went away
     }
-    end(rv);
-    await finish(deps.db, rv, "done", undefined, actor);
   }
   return answer(res, 200, { ok: true });
 }
 
-/** Hands a chunk to the browser and waits until it has been taken, the browser left, or a release. */
-async function deliver(
+/** Hands a chunk to the browser and waits until it has been taken, or the download ended. */
+async function deliver(rv: Rendezvous, chunk: Buffer): Promise<"taken" | "gone" | "released"> {
+  if (rv.ended || !rv.controller) return rv.cancelled ? "gone" : "released";
+  rv.controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length));
+  while ((rv.controller.desiredSize ?? 1) <= 0 && !rv.ended) {
+    await new Promise<void>((resolve) => {
+      rv.pulled = resolve;
+    });
+  }
+  if (!rv.ended) return "taken";
+  return rv.cancelled ? "gone" : "released";
+}
+
+/**
+ * While a download streams, ends it as soon as its hold ends (a release by anyone, the hold or
+ * idle limit, an admin), whether or not the agent is still sending: woken by the VM's change
+ * notifications, and re-checking every RECHECK_MS in case one is missed.
+ */
+async function watchHold(
   deps: { db: Db; events?: VmEventHub | null },
   rv: Rendezvous,
-  chunk: Buffer,
-): Promise<"taken" | "gone" | "released"> {
-  if (rv.ended || !rv.controller) return "gone";
-  rv.controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length));
-  for (;;) {
-    if (rv.ended) return rv.cancelled ? "gone" : "taken";
-    if ((rv.controller.desiredSize ?? 1) > 0) return "taken";
-    const pulled = new Promise<"pulled">((resolve) => {
-      rv.pulled = () => resolve("pulled");
-    });
-    const changed = deps.events
-      ? deps.events.waitForChange(rv.vmId, RECHECK_MS)
-      : new Promise<false>((r) => setTimeout(() => r(false), RECHECK_MS));
-    const why = await Promise.race([pulled, changed]);
-    if (why === "pulled") continue;
-    if (!(await workExportWanted(deps.db, rv.exportId))) return rv.cancelled ? "gone" : "released";
+  actor: Actor,
+) {
+  while (!rv.ended) {
+    if (deps.events) await deps.events.waitForChange(rv.vmId, RECHECK_MS);
+    else await new Promise((r) => setTimeout(r, RECHECK_MS));
+    if (rv.ended) return;
+    if (!(await workExportWanted(deps.db, rv.exportId).catch(() => true)) && !rv.ended) {
+      failStream(rv, "The download stopped: your VM was released.");
+      await finish(deps.db, rv, "cancelled", "the VM was released", actor);
+    }
   }
 }
 
