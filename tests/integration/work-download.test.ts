@@ -242,7 +242,8 @@ describe("a researcher takes their work along", () => {
     expect((await post(done0?.id as string, ownToken)).status).toBe(404);
     expect((await post(done0?.id as string, otherToken)).status).toBe(404);
     // A changed id, no token, a wrong token.
-    const changed = `${(done0?.id as string).slice(0, -1)}${done0?.id.endsWith("0") ? "1" : "0"}`;
+    const doneId = done0?.id as string;
+    const changed = `${doneId.slice(0, -1)}${doneId.endsWith("0") ? "1" : "0"}`;
     expect((await post(changed, ownToken)).status).toBe(404);
     expect((await fetch(url(changed), { method: "POST", body: "" })).status).toBe(401);
     expect((await post(changed, "lla_notatoken")).status).toBe(401);
