@@ -14,7 +14,13 @@ import type { GpuSource } from "./gpu/probe";
 import type { Logger } from "./log";
 import type { UsageReport } from "./usage/detect";
 import { AssignedUsageSource, type UsageSource } from "./usage/monitor";
-import { type ExportCommand, type ExportUploader, WorkExporter } from "./work-export";
+import {
+  type ArchiveOutcome,
+  archiveWorkFolder,
+  type ExportCommand,
+  type ExportUploader,
+  WorkExporter,
+} from "./work-export";
 
 /** Must match AGENT_PROTOCOL_VERSION in server/protocol/agent.ts (a test checks it). */
 export const PROTOCOL_VERSION = 4;
@@ -101,6 +107,8 @@ export type AgentOptions = {
   /** Passed to CommandProcessor (tests shorten them). */
   commandRetryBaseMs?: number;
   reackAfterMs?: number;
+  /** Work-archive upload tries and pauses (tests shorten them). */
+  archive?: { attempts?: number; retryMs?: number; timeoutMs?: number };
   /** Deadline of the final "shutting down" report (SIGTERM must end the process within 2 s). */
   shutdownReportMs?: number;
   /** This boot's milestones; sent at registration and with the next heartbeat after a change. */
@@ -161,6 +169,8 @@ function describe(err: unknown): { kind: TransportFailure; message: string; stat
  */
 export class Agent {
   readonly commands: CommandProcessor;
+  /** Work archives uploaded before a wipe, by assignment: the wipe's ack reports them. */
+  private readonly archives = new Map<string, ArchiveOutcome>();
   /** Work-folder downloads; null when the transport or the actions cannot do them. */
   readonly exports: WorkExporter | null;
   readonly gpus: GpuSource;
@@ -197,7 +207,25 @@ export class Agent {
           await this.rotateForAssignment(command.assignmentId);
           return actions.assign(command);
         },
-        wipe: (command) => actions.wipe(command),
+        wipe: async (command) => {
+          // Upload first, once per assignment (a retried wipe does not upload again).
+          const archive = command.archive;
+          const id = command.assignmentId.toLowerCase();
+          if (archive && !this.archives.has(id)) {
+            const folder = (await actions.workFolder?.(command.assignmentId)) ?? null;
+            const outcome = await archiveWorkFolder(folder, archive.url, {
+              log: this.log,
+              ...options.archive,
+            });
+            this.archives.set(id, outcome);
+            this.log.info("work archive", {
+              assignmentId: id,
+              ok: outcome.ok,
+              bytes: outcome.bytes,
+            });
+          }
+          return actions.wipe(command);
+        },
         connect: (command) => actions.connect(command),
       },
       activeAssignments: options.activeAssignments,
@@ -555,9 +583,14 @@ export class Agent {
   }
 
   private async ack(request: Omit<AckInput, "vmId">): Promise<void> {
+    const archive =
+      request.type === "wipe" ? this.archives.get(request.assignmentId.toLowerCase()) : undefined;
     try {
       await this.request(this.requestTimeoutMs, (signal) =>
-        this.options.transport.ack({ vmId: this.options.vmId, ...request }, signal),
+        this.options.transport.ack(
+          { vmId: this.options.vmId, ...request, ...(archive ? { archive } : {}) },
+          signal,
+        ),
       );
     } catch (err) {
       if (!this.stopped) this.noteFailure("ack", err);

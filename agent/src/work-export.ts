@@ -1,6 +1,11 @@
 import { spawn } from "node:child_process";
-import { lstat, readdir } from "node:fs/promises";
+import { createReadStream, createWriteStream } from "node:fs";
+import { lstat, mkdtemp, readdir, rm, stat } from "node:fs/promises";
+import http from "node:http";
+import https from "node:https";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { pipeline } from "node:stream/promises";
 import type { AgentCommand } from "../../server/protocol/agent";
 import type { Logger } from "./log";
 
@@ -197,5 +202,93 @@ export class WorkExporter {
     const body = Buffer.concat(parts);
     const status = await send({ body, done: true });
     log.info("work export sent", { bytes: sent + body.length, folderBytes: size, status });
+  }
+}
+
+export type ArchiveOutcome = { ok: boolean; bytes?: number; error?: string };
+
+/** `tar -czf -` of the folder, run as its owner where the agent is root, into `file`. */
+async function tarInto(folder: WorkFolder, file: string, tar = "tar"): Promise<void> {
+  const asUser =
+    folder.uid !== undefined && process.getuid?.() === 0 && folder.uid !== 0
+      ? { uid: folder.uid, gid: folder.gid }
+      : {};
+  const child = spawn(tar, ["--ignore-failed-read", "-C", folder.path, "-czf", "-", "."], {
+    ...asUser,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stderr = "";
+  child.stderr.on("data", (d: Buffer) => {
+    if (stderr.length < 2000) stderr += d.toString("utf8");
+  });
+  const exited = new Promise<number | null>((resolve, reject) => {
+    child.once("error", reject);
+    child.once("close", (code) => resolve(code));
+  });
+  await pipeline(child.stdout, createWriteStream(file, { mode: 0o600 }));
+  const code = await exited;
+  if (code !== 0) {
+    throw new Error(stderr.trim().split("\n").pop() || `tar exited with ${code}`);
+  }
+}
+
+/** PUTs `file` to a presigned URL with its Content-Length; resolves with the HTTP status. */
+function putFile(url: string, file: string, size: number, timeoutMs: number): Promise<number> {
+  const target = new URL(url);
+  const lib = target.protocol === "https:" ? https : http;
+  return new Promise((resolve, reject) => {
+    const req = lib.request(
+      target,
+      {
+        method: "PUT",
+        headers: { "content-length": size, "content-type": "application/gzip" },
+        timeout: timeoutMs,
+      },
+      (res) => {
+        res.resume();
+        res.on("end", () => resolve(res.statusCode ?? 0));
+        res.on("error", reject);
+      },
+    );
+    req.on("timeout", () => req.destroy(new Error("the upload timed out")));
+    req.on("error", reject);
+    createReadStream(file).on("error", reject).pipe(req);
+  });
+}
+
+/**
+ * Before a wipe on a fleet with a work archive: packs the work folder into a temporary file and
+ * PUTs it to the presigned URL, a bounded number of tries. Never throws: the wipe runs after it
+ * whatever happened, and the outcome goes back with the wipe's acknowledgement.
+ */
+export async function archiveWorkFolder(
+  folder: WorkFolder | null,
+  url: string,
+  o: { log: Logger; attempts?: number; retryMs?: number; timeoutMs?: number; tar?: string },
+): Promise<ArchiveOutcome> {
+  if (!folder) return { ok: false, error: "no work folder for this assignment" };
+  const dir = await mkdtemp(join(tmpdir(), "lablink-archive-"));
+  const file = join(dir, "work.tar.gz");
+  try {
+    await tarInto(folder, file, o.tar);
+    const { size } = await stat(file);
+    const attempts = o.attempts ?? 3;
+    let last = "";
+    for (let i = 1; i <= attempts; i++) {
+      try {
+        const status = await putFile(url, file, size, o.timeoutMs ?? 600_000);
+        if (status >= 200 && status < 300) return { ok: true, bytes: size };
+        last = `storage answered HTTP ${status}`;
+      } catch (err) {
+        last = err instanceof Error ? err.message : String(err);
+      }
+      o.log.warn("work archive upload failed", { attempt: i, error: last });
+      if (i < attempts) await new Promise((r) => setTimeout(r, (o.retryMs ?? 2_000) * i));
+    }
+    return { ok: false, bytes: size, error: `upload failed after ${attempts} tries: ${last}` };
+  } catch (err) {
+    return { ok: false, error: err instanceof Error ? err.message : String(err) };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 }

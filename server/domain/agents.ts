@@ -22,6 +22,7 @@ import { afterReboot, researchAccountFor, wipeAcknowledged } from "./replacement
 import { keyLinesFor } from "./ssh-keys";
 import { bootTimingsUpdate, mergeBootTimings } from "./vm-logs";
 import { type Actor, transition } from "./vm-state";
+import { archiveForWipe, recordArchive } from "./work-archive";
 import { exportCommandsFor } from "./work-export";
 
 export type AgentSettings = {
@@ -63,7 +64,8 @@ export async function commandsFor(db: DbOrTx, vm: Vm): Promise<AgentCommand[]> {
     return [{ type: "reboot", bootId: vm.bootId, reason: "automatic recovery: warm reboot" }];
   }
   if (vm.state === "releasing" && vm.assignmentId) {
-    return [{ type: "wipe", assignmentId: vm.assignmentId }];
+    const archive = await archiveForWipe(db, vm);
+    return [{ type: "wipe", assignmentId: vm.assignmentId, ...(archive ? { archive } : {}) }];
   }
   if (
     (vm.state === "claimed" || vm.state === "draining") &&
@@ -547,6 +549,7 @@ export async function acknowledge(
       },
     );
   }
+  if (input.archive) await recordArchive(db, vm, input.archive, actor);
   if (!input.ok) {
     await transition(db, {
       vmId: vm.id,

@@ -196,6 +196,14 @@ export const ackInput = z
     ok: z.boolean(),
     /** Why the command failed, shown to admins (and to the researcher for connection hand-off). */
     error: z.string().max(1000).optional(),
+    /** Only with a wipe that carried `archive`: how the upload went. */
+    archive: z
+      .strictObject({
+        ok: z.boolean(),
+        bytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+        error: z.string().max(1000).optional(),
+      })
+      .optional(),
   })
   .refine((a) => a.type !== "connect" || a.requestId !== undefined, {
     message: "requestId is required to acknowledge a connect command",
@@ -259,7 +267,16 @@ export type AgentCommand =
       assignmentId: string;
       exportId: string;
     }
-  | { type: "wipe"; assignmentId: string }
+  | {
+      type: "wipe";
+      assignmentId: string;
+      /**
+       * Protocol 4, fleets with a work archive: before wiping, upload the work folder as a tar.gz
+       * with an HTTP PUT to `url` (presigned S3, Content-Length set), a few tries at most, then
+       * wipe whatever happened and report the outcome in the wipe's ack (`archive`).
+       */
+      archive?: { url: string; key: string };
+    }
   | { type: "shutdown"; reason: string }
   | {
       /**

@@ -23,6 +23,7 @@ import {
   setWarmPool,
   warmPoolPolicySchema,
 } from "../../domain/warm-pool";
+import { setWorkArchive, workArchiveConfigSchema } from "../../domain/work-archive";
 import { setWorkDownloadLimit, WORK_DOWNLOAD_MAX_MIB } from "../../domain/work-export";
 import { adminProcedure, createRouter, noInput } from "../trpc";
 
@@ -345,6 +346,14 @@ export const fleetRouter = createRouter({
       }),
     )
     .mutation(({ ctx, input }) => setWorkDownloadLimit(ctx.db, { ...input, actor: ctx.actor })),
+
+  /**
+   * Uploads each holder's work folder to S3 before the wipe (bucket, key prefix, region, days the
+   * researcher's link lasts); null turns it off. Audited.
+   */
+  setWorkArchive: adminProcedure
+    .input(z.strictObject({ fleetId: z.uuid(), archive: workArchiveConfigSchema.nullable() }))
+    .mutation(({ ctx, input }) => setWorkArchive(ctx.db, { ...input, actor: ctx.actor })),
 
   setIdleLimit: adminProcedure
     .input(z.strictObject({ fleetId: z.uuid(), idleReleaseMinutes: idleMinutes.nullable() }))

@@ -57,6 +57,11 @@ export const fleets = pgTable("fleets", {
    * fleet (server/domain/work-export.ts); 0 turns downloads off.
    */
   workDownloadMaxMib: integer("work_download_max_mib").notNull().default(10240),
+  /**
+   * Upload each holder's work folder to S3 before the wipe (server/domain/work-archive.ts
+   * WorkArchiveConfig: bucket, prefix, region, retentionDays); null: no archive.
+   */
+  workArchive: jsonb("work_archive").$type<Record<string, unknown>>(),
   status: fleetStatus("status").notNull().default("creating"),
   /** Driver-specific settings (AMI, subnet, startup script...); never secrets. */
   config: jsonb("config").$type<Record<string, unknown>>().notNull().default({}),

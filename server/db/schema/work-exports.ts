@@ -43,3 +43,33 @@ export const workExports = pgTable(
 );
 
 export type WorkExport = typeof workExports.$inferSelect;
+
+export const workArchiveStatus = pgEnum("work_archive_status", ["uploaded", "failed"]);
+
+/**
+ * A work folder uploaded to S3 on release (server/domain/work-archive.ts), one per assignment,
+ * as the agent reported it. The researcher's profile links to it until `expires_at`; the bucket's
+ * lifecycle rule deletes the object.
+ */
+export const workArchives = pgTable(
+  "work_archives",
+  {
+    assignmentId: uuid("assignment_id").primaryKey(),
+    userId: uuid("user_id")
+      .notNull()
+      .references(() => users.id, { onDelete: "cascade" }),
+    vmId: uuid("vm_id").references(() => vms.id, { onDelete: "set null" }),
+    vmName: text("vm_name").notNull(),
+    bucket: text("bucket").notNull(),
+    region: text("region").notNull(),
+    key: text("key").notNull(),
+    status: workArchiveStatus("status").notNull(),
+    bytes: bigint("bytes", { mode: "number" }),
+    error: text("error"),
+    createdAt: createdAt(),
+    expiresAt: ts("expires_at").notNull(),
+  },
+  (t) => [index("work_archives_user_idx").on(t.userId, t.expiresAt)],
+);
+
+export type WorkArchive = typeof workArchives.$inferSelect;
