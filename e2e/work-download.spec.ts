@@ -99,12 +99,24 @@ test("researcher downloads their work folder with progress; admin sets the downl
     await page.getByRole("button", { name: "Yes, release it" }).click();
     await expect(page.getByRole("button", { name: "Claim a GPU VM" })).toBeVisible();
 
+    // The admin turns the work archive on for the fleet (a bad bucket name is explained).
     await admin.page.goto("/admin/fleets");
-    await admin.page
-      .getByTestId("fleet-card")
-      .filter({ hasText: name })
-      .getByText("Change work download limit")
-      .click();
+    const fleetCard = admin.page.getByTestId("fleet-card").filter({ hasText: name });
+    await expect(fleetCard.getByTestId("fleet-work-archive")).toHaveText(
+      "Work archive on release: off",
+    );
+    await fleetCard.getByText("Change work archive").click();
+    await fleetCard.getByLabel("S3 bucket").fill("My_Bucket");
+    await fleetCard.getByRole("button", { name: "Save work archive" }).click();
+    await expect(fleetCard.getByRole("alert")).toContainText("An S3 bucket name");
+    await fleetCard.getByLabel("S3 bucket").fill("my-lab-work");
+    await fleetCard.getByLabel("Days kept").fill("14");
+    await fleetCard.getByRole("button", { name: "Save work archive" }).click();
+    await expect(fleetCard.getByTestId("fleet-work-archive")).toHaveText(
+      "Work archive on release: s3://my-lab-work/lablink/work/ (us-west-2), kept 14 days",
+    );
+    await fleetCard.getByText("Change work download limit").click();
+    await fleetCard.scrollIntoViewIfNeeded();
     await admin.page.screenshot({ path: path.join(shots, "fleet-work-download-desktop.png") });
   } finally {
     await destroyFleet(admin.context.request, fleetId);

@@ -7,6 +7,7 @@ import { FleetRecovery } from "./fleet-recovery";
 import { FleetRecurring } from "./fleet-recurring";
 import { FleetSchedules } from "./fleet-schedules";
 import { FleetWarmPool, NextChangeLine } from "./fleet-warm-pool";
+import { FleetWorkArchive } from "./fleet-work-archive";
 import { OperationLog } from "./operation-log";
 
 type FieldErrors = { path: string; message: string }[] | undefined;
@@ -396,6 +397,11 @@ export function FleetsAdmin() {
               <p data-testid="fleet-work-download">
                 Work download limit: {downloadText(f.workDownloadMaxMib)}
               </p>
+              <FleetWorkArchive
+                fleet={f}
+                editable={f.status !== "destroying" && f.status !== "destroyed"}
+                onSaved={refresh}
+              />
               {f.driver === "byo" && (
                 <p data-testid="fleet-enrollment">
                   Machines:{" "}
