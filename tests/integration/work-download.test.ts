@@ -267,6 +267,27 @@ describe("a researcher takes their work along", () => {
     await real.arrayBuffer();
   });
 
+  it("a researcher who stops the download stops the agent's tar", async () => {
+    mkdirSync(path.join(home, "work"), { recursive: true });
+    writeFileSync(path.join(home, "work", "big.bin"), randomBytes(6 * 1024 * 1024));
+    const res = await download();
+    expect(res.status).toBe(200);
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    expect((await reader.read()).done).toBe(false);
+    await waitFor("the agent sending", async () => (agent.exports?.active ?? 0) > 0);
+    await reader.cancel();
+    await waitFor("the export recorded as cancelled", async () => {
+      const rows = await exportsOf();
+      return rows.some(
+        (r) => r.status === "cancelled" && r.error === "the download was stopped in the browser",
+      );
+    });
+    // Its next chunk is refused (410), and the agent stops.
+    await waitFor("the agent stopped", async () => agent.exports?.active === 0);
+    expect(workExportsInFlight()).toBe(0);
+    expect((await row()).state).toBe("claimed");
+  });
+
   it("a release during a download ends it, and the wipe still happens", async () => {
     mkdirSync(path.join(home, "work"), { recursive: true });
     writeFileSync(path.join(home, "work", "more.bin"), randomBytes(6 * 1024 * 1024));
