@@ -67,6 +67,11 @@ const schema = z
      * terraform fleets cannot be created and the worker refuses their operations.
      */
     LABLINK_AGENT_IMAGE: z.string().trim().min(1).max(300).optional(),
+    /**
+     * An S3-compatible endpoint for work archives (MinIO, Ceph...), addressed path-style; unset:
+     * AWS S3 in each fleet's region.
+     */
+    LABLINK_S3_ENDPOINT: z.url().optional(),
     /** How often EC2 is compared with the database (seconds; 0 turns reconciliation off). */
     LABLINK_RECONCILE_INTERVAL_S: z.coerce.number().int().min(0).max(86400).default(60),
     /**

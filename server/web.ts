@@ -3,9 +3,12 @@ import path from "node:path";
 import next from "next";
 import { type GatewayContext, serveAgentCall } from "./api/agent-gateway";
 import { serveOriginalApi } from "./api/original-api";
+import { serveWorkUpload } from "./api/work-export";
+import { S3ArchiveSigner } from "./cloud/s3/archive-signer";
 import { getDatabase } from "./db/client";
 import { agentSettingsFrom } from "./domain/agents";
 import { flushHeartbeatBuffers } from "./domain/heartbeat-buffer";
+import { registerArchiveSigner } from "./domain/work-archive";
 import { env, listenHost } from "./env";
 import { getEventHub } from "./events";
 import { prepareRequestHeaders } from "./http";
@@ -28,6 +31,10 @@ async function main() {
   });
   await app.prepare();
   const handle = app.getRequestHandler();
+  // Work archives: wipe commands carry presigned S3 PUT URLs, the profile presigned GET links.
+  registerArchiveSigner(
+    new S3ArchiveSigner(e.LABLINK_S3_ENDPOINT ? { endpoint: e.LABLINK_S3_ENDPOINT } : {}),
+  );
   // Agents' calls skip Next (server/api/agent-gateway.ts); they never carry a session.
   const settings = agentSettingsFrom(e);
   const agentContext = (): GatewayContext => ({
@@ -47,6 +54,8 @@ async function main() {
     );
     if (serveAgentCall(req, res, agentContext)) return;
     if (serveOriginalApi(req, res, agentContext)) return;
+    // Work-folder chunks from agents meet the researcher's download in this process.
+    if (serveWorkUpload(req, res, agentContext)) return;
     handle(req, res).catch((err) => {
       logger.error({ err, url: req.url }, "request failed");
       if (!res.headersSent) res.statusCode = 500;

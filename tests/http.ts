@@ -7,6 +7,7 @@ import { handleTrpc } from "../server/api/handler";
 import { serveOriginalApi } from "../server/api/original-api";
 import { appRouter } from "../server/api/root";
 import type { SessionUser } from "../server/api/trpc";
+import { serveWorkUpload } from "../server/api/work-export";
 import type { Db } from "../server/db/client";
 import { VmEventHub, type VmEventHubOptions } from "../server/events";
 import { prepareRequestHeaders, type TrustProxy } from "../server/http";
@@ -50,6 +51,7 @@ export async function startApiServer(
     prepareRequestHeaders(req.headers, req.socket.remoteAddress, { kind: "none" });
     if (serveAgentCall(req, res, () => ({ db, events, settings, getSession }))) return;
     if (serveOriginalApi(req, res, () => ({ db, events, settings, getSession }))) return;
+    if (serveWorkUpload(req, res, () => ({ db, events }))) return;
     handler(req, res);
   });
   await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));

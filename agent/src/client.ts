@@ -3,6 +3,7 @@ import superjson from "superjson";
 import type { AgentApi } from "../../server/api/routers/agent";
 import { nodeHttpFetch } from "./http-fetch";
 import { type AgentTransport, TransportError } from "./loop";
+import { postExportChunk } from "./work-export-upload";
 
 /** Maps whatever the tRPC client threw to the three kinds of failure the loop acts on. */
 export function toTransportError(err: unknown): TransportError {
@@ -81,5 +82,7 @@ export function createTrpcTransport(options: {
     },
     poll: (input, signal) => call(() => client.agent.poll.query(input, { signal })),
     logs: (input, signal) => call(() => client.agent.logs.mutate(input, { signal })),
+    uploadExport: (chunk, signal) =>
+      postExportChunk(options.serverUrl, options.token(), chunk, signal),
   };
 }

@@ -1,7 +1,8 @@
-import { mkdir, readdir, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { AckInput, AgentCommand } from "../../server/protocol/agent";
 import type { Logger } from "./log";
+import type { WorkFolder } from "./work-export";
 
 export type AssignCommand = Extract<AgentCommand, { type: "assign" }>;
 export type WipeCommand = Extract<AgentCommand, { type: "wipe" }>;
@@ -16,6 +17,8 @@ export interface CommandActions {
   wipe(command: WipeCommand): Promise<void>;
   /** Remote-desktop hand-off; a thrown message is shown to the researcher, so make it readable. */
   connect(command: ConnectCommand): Promise<void>;
+  /** Where the assignment's work folder is (work-export.ts); absent: no downloads. */
+  workFolder?(assignmentId: string): Promise<WorkFolder | null>;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -67,6 +70,16 @@ export class StateDirActions implements CommandActions {
 
   connect(_command: ConnectCommand): Promise<void> {
     return Promise.reject(new Error("remote desktop hand-off is not set up on this VM"));
+  }
+
+  /** The simulated home of a current assignment. */
+  async workFolder(assignmentId: string): Promise<WorkFolder | null> {
+    const { marker, home } = this.paths(assignmentId);
+    const held = await stat(marker).then(
+      () => true,
+      () => false,
+    );
+    return held ? { path: home } : null;
   }
 
   async wipe(command: WipeCommand): Promise<void> {

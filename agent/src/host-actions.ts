@@ -17,6 +17,8 @@ import type { ProcessLister } from "./usage/processes";
 
 export { lookupUser, type ResearchUser } from "./accounts";
 
+import type { WorkFolder } from "./work-export";
+
 /** What a wipe removes from the research home besides SSH keys and the CRD registration. */
 export type FilePolicy = { kind: "none" } | { kind: "home" } | { kind: "paths"; paths: string[] };
 
@@ -113,6 +115,20 @@ export class HostActions implements CommandActions {
       user,
       home: user?.home ?? this.home,
     });
+  }
+
+  /**
+   * The work folder a researcher downloads: their home folder. With an account per assignment,
+   * that account's home, read as that account; otherwise the research user's (or the simulated) home.
+   */
+  async workFolder(assignmentId: string): Promise<WorkFolder | null> {
+    if (!(await this.markers.workFolder(assignmentId))) return null;
+    if (this.o.accounts) {
+      const user = await this.o.accounts.forAssignment(assignmentId);
+      return user ? { path: user.home, uid: user.uid, gid: user.gid } : null;
+    }
+    const user = this.o.user;
+    return user ? { path: user.home, uid: user.uid, gid: user.gid } : { path: this.home };
   }
 
   /** Every step runs even if an earlier one failed; the first failure is then reported. */

@@ -14,9 +14,16 @@ import type { GpuSource } from "./gpu/probe";
 import type { Logger } from "./log";
 import type { UsageReport } from "./usage/detect";
 import { AssignedUsageSource, type UsageSource } from "./usage/monitor";
+import {
+  type ArchiveOutcome,
+  archiveWorkFolder,
+  type ExportCommand,
+  type ExportUploader,
+  WorkExporter,
+} from "./work-export";
 
 /** Must match AGENT_PROTOCOL_VERSION in server/protocol/agent.ts (a test checks it). */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 /**
  * The exit code of an agent that stops for a warm reboot with LABLINK_REBOOT=exit (EX_TEMPFAIL):
@@ -45,6 +52,8 @@ export interface AgentTransport {
   rotate?(input: { vmId: string; assignmentId: string }, signal: AbortSignal): Promise<void>;
   /** agent.logs (the log shipper's own loop; optional so test fakes can leave it out). */
   logs?(input: LogsInput, signal: AbortSignal): Promise<{ accepted: number }>;
+  /** One chunk of a work-folder download (work-export.ts); absent: export commands are ignored. */
+  uploadExport?: ExportUploader;
 }
 
 export type TransportFailure =
@@ -98,6 +107,8 @@ export type AgentOptions = {
   /** Passed to CommandProcessor (tests shorten them). */
   commandRetryBaseMs?: number;
   reackAfterMs?: number;
+  /** Work-archive upload tries and pauses (tests shorten them). */
+  archive?: { attempts?: number; retryMs?: number; timeoutMs?: number };
   /** Deadline of the final "shutting down" report (SIGTERM must end the process within 2 s). */
   shutdownReportMs?: number;
   /** This boot's milestones; sent at registration and with the next heartbeat after a change. */
@@ -158,6 +169,10 @@ function describe(err: unknown): { kind: TransportFailure; message: string; stat
  */
 export class Agent {
   readonly commands: CommandProcessor;
+  /** Work archives uploaded before a wipe, by assignment: the wipe's ack reports them. */
+  private readonly archives = new Map<string, ArchiveOutcome>();
+  /** Work-folder downloads; null when the transport or the actions cannot do them. */
+  readonly exports: WorkExporter | null;
   readonly gpus: GpuSource;
   private readonly stopController = new AbortController();
   private exitReason: ExitReason = "stopped";
@@ -192,7 +207,25 @@ export class Agent {
           await this.rotateForAssignment(command.assignmentId);
           return actions.assign(command);
         },
-        wipe: (command) => actions.wipe(command),
+        wipe: async (command) => {
+          // Upload first, once per assignment (a retried wipe does not upload again).
+          const archive = command.archive;
+          const id = command.assignmentId.toLowerCase();
+          if (archive && !this.archives.has(id)) {
+            const folder = (await actions.workFolder?.(command.assignmentId)) ?? null;
+            const outcome = await archiveWorkFolder(folder, archive.url, {
+              log: this.log,
+              ...options.archive,
+            });
+            this.archives.set(id, outcome);
+            this.log.info("work archive", {
+              assignmentId: id,
+              ok: outcome.ok,
+              bytes: outcome.bytes,
+            });
+          }
+          return actions.wipe(command);
+        },
         connect: (command) => actions.connect(command),
       },
       activeAssignments: options.activeAssignments,
@@ -208,6 +241,10 @@ export class Agent {
       retryBaseMs: options.commandRetryBaseMs,
       reackAfterMs: options.reackAfterMs,
     });
+    const upload = options.transport.uploadExport?.bind(options.transport);
+    const folderFor = actions.workFolder?.bind(actions);
+    this.exports =
+      upload && folderFor ? new WorkExporter({ folderFor, upload, log: options.log }) : null;
     this.gpus = options.createGpuSource(() => this.commands.usage().inUse);
     this.usageSource =
       options.usage ?? new AssignedUsageSource(() => this.commands.usage().inUse, 0);
@@ -266,6 +303,7 @@ export class Agent {
     if (this.stopped) return;
     this.exitReason = reason;
     this.log.info("agent stopping", { reason });
+    this.exports?.stopAll();
     this.stopController.abort();
   }
 
@@ -545,9 +583,14 @@ export class Agent {
   }
 
   private async ack(request: Omit<AckInput, "vmId">): Promise<void> {
+    const archive =
+      request.type === "wipe" ? this.archives.get(request.assignmentId.toLowerCase()) : undefined;
     try {
       await this.request(this.requestTimeoutMs, (signal) =>
-        this.options.transport.ack({ vmId: this.options.vmId, ...request }, signal),
+        this.options.transport.ack(
+          { vmId: this.options.vmId, ...request, ...(archive ? { archive } : {}) },
+          signal,
+        ),
       );
     } catch (err) {
       if (!this.stopped) this.noteFailure("ack", err);
@@ -572,7 +615,12 @@ export class Agent {
       }
     }
     if (reply.reRegister) this.requestRegister("server asked to register again");
-    return this.commands.accept(reply.commands ?? []);
+    const all = reply.commands ?? [];
+    const exports = all.filter((c): c is ExportCommand => c.type === "export");
+    // A wipe ends the holder's downloads first: tar must not read a folder being deleted.
+    for (const c of all) if (c.type === "wipe") this.exports?.cancelAssignment(c.assignmentId);
+    const started = this.exports?.accept(exports) ?? 0;
+    return started + this.commands.accept(all.filter((c) => c.type !== "export"));
   }
 
   private requestRegister(why: string): void {

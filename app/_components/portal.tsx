@@ -9,6 +9,7 @@ import { ConnectCrd } from "./connect-crd";
 import { GpuList } from "./gpu-list";
 import { HoldTime, IdleRelease, SshCommand } from "./hold-and-ssh";
 import { PoolSummary } from "./pool-summary";
+import { WorkDownload } from "./work-download";
 
 export function Portal() {
   const trpc = useTRPC();
@@ -37,6 +38,8 @@ export function Portal() {
   if (mine.isPending) return <p className="text-sm text-slate-500">Loading…</p>;
   if (mine.isError) return <p role="alert">Could not load your VM: {mine.error.message}</p>;
   const vm = mine.data;
+  const canDownload =
+    vm?.agentReady === true && (vm.state === "claimed" || vm.state === "draining");
 
   return (
     <div className="space-y-8">
@@ -110,9 +113,16 @@ export function Portal() {
             <GpuList gpus={vm.gpus} />
             <SshCommand command={vm.ssh.command} />
             <ConnectCrd crd={vm.connection.crd} />
+            {canDownload && <WorkDownload vmId={vm.id} />}
             {confirming ? (
               <div className="flex flex-wrap items-center gap-3 rounded border border-amber-300 bg-amber-50 p-3 text-sm dark:border-amber-800 dark:bg-amber-950">
                 <span>Release this VM? Your files on it will be wiped.</span>
+                {canDownload && (
+                  <div className="w-full">
+                    <p className="mb-1">Take your work along first:</p>
+                    <WorkDownload vmId={vm.id} compact />
+                  </div>
+                )}
                 <button
                   type="button"
                   onClick={() => release.mutate()}

@@ -5,6 +5,7 @@ import { getDb } from "@/server/db/client";
 import { ApiTokens } from "./api-tokens";
 import { Groups } from "./groups";
 import { SshKeys } from "./ssh-keys";
+import { WorkArchives } from "./work-archives";
 
 export const dynamic = "force-dynamic";
 
@@ -20,6 +21,7 @@ export default async function ProfilePage() {
         Signed in as {session.user.name ?? session.user.email}.
       </p>
       <SshKeys />
+      <WorkArchives />
       <Groups />
       {admin && <ApiTokens />}
     </div>

@@ -22,6 +22,8 @@ import { afterReboot, researchAccountFor, wipeAcknowledged } from "./replacement
 import { keyLinesFor } from "./ssh-keys";
 import { bootTimingsUpdate, mergeBootTimings } from "./vm-logs";
 import { type Actor, transition } from "./vm-state";
+import { archiveForWipe, recordArchive } from "./work-archive";
+import { exportCommandsFor } from "./work-export";
 
 export type AgentSettings = {
   heartbeatIntervalS: number;
@@ -62,7 +64,8 @@ export async function commandsFor(db: DbOrTx, vm: Vm): Promise<AgentCommand[]> {
     return [{ type: "reboot", bootId: vm.bootId, reason: "automatic recovery: warm reboot" }];
   }
   if (vm.state === "releasing" && vm.assignmentId) {
-    return [{ type: "wipe", assignmentId: vm.assignmentId }];
+    const archive = await archiveForWipe(db, vm);
+    return [{ type: "wipe", assignmentId: vm.assignmentId, ...(archive ? { archive } : {}) }];
   }
   if (
     (vm.state === "claimed" || vm.state === "draining") &&
@@ -87,9 +90,11 @@ export async function commandsFor(db: DbOrTx, vm: Vm): Promise<AgentCommand[]> {
   return [];
 }
 
+/** Hand-offs and work downloads the holder asked for, once the VM is set up for them. */
 async function connectCommands(db: DbOrTx, vm: Vm): Promise<AgentCommand[]> {
   const connect = await connectCommandFor(db, vm);
-  return connect ? [connect] : [];
+  const exports = vm.assignmentAckedId === vm.assignmentId ? await exportCommandsFor(db, vm) : [];
+  return connect ? [connect, ...exports] : exports;
 }
 
 async function reply(
@@ -544,6 +549,7 @@ export async function acknowledge(
       },
     );
   }
+  if (input.archive) await recordArchive(db, vm, input.archive, actor);
   if (!input.ok) {
     await transition(db, {
       vmId: vm.id,

@@ -36,7 +36,7 @@ type Due = {
 const utc = (d: Date) => `${d.toISOString().slice(11, 16)} UTC`;
 const limitText = (m: number) => (m % 60 === 0 ? `${m / 60} h` : `${m} min`);
 
-/** The reminder's text: what happens when, why, and what to do. No secrets, nothing to click but My VM. */
+/** The reminder's text: what happens when, why, and what to do. No secrets, nothing to click but My VM (and its download section). */
 export function reminderMail(d: Due, settings: ReminderSettings, now: Date) {
   const minutes = Math.max(1, Math.round((d.releaseAt.getTime() - now.getTime()) / 60_000));
   const why =
@@ -54,7 +54,9 @@ export function reminderMail(d: Due, settings: ReminderSettings, now: Date) {
       `Your VM ${d.vmName} will be released at ${utc(d.releaseAt)}, in about ${minutes} min: ${why}.\n\n` +
       `A released VM is wiped. Save your work and copy off what you need before then.\n\n` +
       keep +
-      `My VM: ${new URL("/", settings.publicUrl).toString()}\n`,
+      `My VM: ${new URL("/", settings.publicUrl).toString()}\n\n` +
+      // Not the download itself: a link that starts one would let any mail scanner fetch it.
+      `Take your work along (download your home folder as a .tar.gz from My VM): ${new URL("/#download-work", settings.publicUrl).toString()}\n`,
   };
 }
 

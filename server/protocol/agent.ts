@@ -5,13 +5,22 @@ import { z } from "zod";
  * `import type` only; the server validates every field with these schemas. Bump
  * AGENT_PROTOCOL_VERSION when a change is not backwards compatible.
  */
-export const AGENT_PROTOCOL_VERSION = 3;
+export const AGENT_PROTOCOL_VERSION = 4;
 
 /**
  * Agents registered with a lower protocol version get no `connect` commands (a version-1 agent
  * would have taken an unknown command for a wipe).
  */
 export const CONNECT_MIN_PROTOCOL_VERSION = 2;
+
+/**
+ * Agents registered with a lower protocol version get no `export` commands (an older agent would
+ * log it as unknown and the researcher's download would wait for nothing).
+ */
+export const EXPORT_MIN_PROTOCOL_VERSION = 4;
+
+/** An export upload's chunk bodies are at most this large (POST /api/agent/export/<id>). */
+export const EXPORT_CHUNK_MAX_BYTES = 4 * 1024 * 1024;
 
 /**
  * A local-fleet agent told to reboot (LABLINK_REBOOT=exit) exits with this code; the local driver
@@ -187,6 +196,14 @@ export const ackInput = z
     ok: z.boolean(),
     /** Why the command failed, shown to admins (and to the researcher for connection hand-off). */
     error: z.string().max(1000).optional(),
+    /** Only with a wipe that carried `archive`: how the upload went. */
+    archive: z
+      .strictObject({
+        ok: z.boolean(),
+        bytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+        error: z.string().max(1000).optional(),
+      })
+      .optional(),
   })
   .refine((a) => a.type !== "connect" || a.requestId !== undefined, {
     message: "requestId is required to acknowledge a connect command",
@@ -240,7 +257,26 @@ export type AgentCommand =
       code: string;
       pin: string;
     }
-  | { type: "wipe"; assignmentId: string }
+  | {
+      /**
+       * The holder downloads their work folder (protocol 4+): the agent measures the folder,
+       * then POSTs it as a tar.gz in chunks to /api/agent/export/<exportId> (docs/agent-protocol.md).
+       * The export id is single-use and secret.
+       */
+      type: "export";
+      assignmentId: string;
+      exportId: string;
+    }
+  | {
+      type: "wipe";
+      assignmentId: string;
+      /**
+       * Protocol 4, fleets with a work archive: before wiping, upload the work folder as a tar.gz
+       * with an HTTP PUT to `url` (presigned S3, Content-Length set), a few tries at most, then
+       * wipe whatever happened and report the outcome in the wipe's ack (`archive`).
+       */
+      archive?: { url: string; key: string };
+    }
   | { type: "shutdown"; reason: string }
   | {
       /**

@@ -132,7 +132,10 @@ describe("the worker's IAM policy", () => {
   });
 
   it("reaches Terraform state only under LabLink's key prefix, and the lock table by name", () => {
-    const s3 = policy.Statement.filter((s) => list(s.Action).some((a) => a.startsWith("s3:")));
+    // Work archives have their own statement (below).
+    const s3 = policy.Statement.filter(
+      (s) => s.Sid !== "WorkArchiveObjects" && list(s.Action).some((a) => a.startsWith("s3:")),
+    );
     const objects = s3.flatMap((s) => list(s.Resource)).filter((r) => r.includes("/"));
     expect(objects).toEqual(["arn:aws:s3:::LABLINK_STATE_BUCKET/lablink/fleets/*"]);
     // The driver's S3 backend key for each fleet's state.
@@ -145,5 +148,19 @@ describe("the worker's IAM policy", () => {
       expect(allowing(a).flatMap((s) => list(s.Resource))).toEqual([
         "arn:aws:dynamodb:*:*:table/LABLINK_LOCK_TABLE",
       ]);
+  });
+
+  it("lets the web process presign work-archive uploads and downloads under the archive prefix only", () => {
+    const [archive, ...more] = policy.Statement.filter((s) => s.Sid === "WorkArchiveObjects");
+    expect(more).toEqual([]);
+    // A presigned URL carries its signer's permissions: PutObject for the agent's upload on
+    // release, GetObject for the researcher's profile link (server/cloud/s3/archive-signer.ts).
+    expect([...list(archive?.Action ?? [])].sort()).toEqual(["s3:GetObject", "s3:PutObject"]);
+    expect(list(archive?.Resource ?? [])).toEqual([
+      "arn:aws:s3:::LABLINK_ARCHIVE_BUCKET/LABLINK_ARCHIVE_PREFIX/*",
+    ]);
+    const signer = read("server/cloud/s3/archive-signer.ts");
+    expect(signer).toContain("PutObjectCommand");
+    expect(signer).toContain("GetObjectCommand");
   });
 });

@@ -100,6 +100,9 @@ describe("hold reminders", () => {
     );
     expect(mail?.text).toContain("A released VM is wiped.");
     expect(mail?.text).toContain("My VM: https://lablink.example.edu/");
+    expect(mail?.text).toContain(
+      "Take your work along (download your home folder as a .tar.gz from My VM): https://lablink.example.edu/#download-work",
+    );
     expect(mailsTo(later.holder.email)).toHaveLength(0);
     expect(mailsTo(past.holder.email)).toHaveLength(0);
 

@@ -8,6 +8,7 @@ import { FleetRecovery } from "./fleet-recovery";
 import { FleetRecurring } from "./fleet-recurring";
 import { FleetSchedules } from "./fleet-schedules";
 import { FleetWarmPool, NextChangeLine } from "./fleet-warm-pool";
+import { FleetWorkArchive } from "./fleet-work-archive";
 import { OperationLog } from "./operation-log";
 
 type FieldErrors = { path: string; message: string }[] | undefined;
@@ -103,7 +104,19 @@ const LIMITS = {
       value === null ? "no quota" : `${value} GPU-hours per researcher per week`,
     past: (_n: number) => "",
   },
+  download: {
+    title: "work download limit",
+    unit: "GiB",
+    perMinute: 1 / 1024,
+    path: "maxMib",
+    help: "The largest work folder (before compression) a researcher may download from My VM. Empty or 0: downloads off.",
+    saved: (mib: number | null) => `work download limit ${downloadText(mib ?? 0)}`,
+    past: (_n: number) => "",
+  },
 } as const;
+
+const downloadText = (mib: number) =>
+  mib === 0 ? "off" : mib % 1024 === 0 ? `${mib / 1024} GiB` : `${mib} MiB`;
 
 /**
  * Changes one of an existing fleet's limits: the hold limit or the idle limit. Both apply to
@@ -129,6 +142,13 @@ function LimitEditor(props: {
           gpuHoursPerWeek: minutes,
         });
         return { minutes: r.gpuHoursPerWeek, holdsPastLimit: 0 };
+      }
+      if (kind === "download") {
+        const r = await client.fleet.setWorkDownloadLimit.mutate({
+          fleetId: fleet.id,
+          maxMib: minutes ?? 0,
+        });
+        return { minutes: r.maxMib, holdsPastLimit: 0 };
       }
       if (kind === "hold") {
         const r = await client.fleet.setHoldLimit.mutate({
@@ -168,7 +188,9 @@ function LimitEditor(props: {
             type="number"
             step="any"
             value={value}
-            placeholder={{ hold: "no limit", idle: "never", quota: "no quota" }[kind]}
+            placeholder={
+              { hold: "no limit", idle: "never", quota: "no quota", download: "off" }[kind]
+            }
             onChange={(e) => setValue(e.target.value)}
             aria-describedby={`${id}-help`}
             className="w-28 rounded border border-slate-300 px-2 py-1 dark:border-slate-700 dark:bg-slate-950"
@@ -374,6 +396,14 @@ export function FleetsAdmin() {
                   ? "never"
                   : `after ${holdText(f.idleReleaseMinutes)} without use`}
               </p>
+              <p data-testid="fleet-work-download">
+                Work download limit: {downloadText(f.workDownloadMaxMib)}
+              </p>
+              <FleetWorkArchive
+                fleet={f}
+                editable={f.status !== "destroying" && f.status !== "destroyed"}
+                onSaved={refresh}
+              />
               {f.driver === "byo" && (
                 <p data-testid="fleet-enrollment">
                   Machines:{" "}
@@ -449,6 +479,11 @@ export function FleetsAdmin() {
                   <LimitEditor
                     kind="quota"
                     fleet={{ id: f.id, name: f.name, minutes: f.gpuHoursPerWeek }}
+                    onSaved={refresh}
+                  />
+                  <LimitEditor
+                    kind="download"
+                    fleet={{ id: f.id, name: f.name, minutes: f.workDownloadMaxMib }}
                     onSaved={refresh}
                   />
                   {f.driver !== "byo" && (

@@ -24,6 +24,8 @@ import {
   setWarmPool,
   warmPoolPolicySchema,
 } from "../../domain/warm-pool";
+import { setWorkArchive, workArchiveConfigSchema } from "../../domain/work-archive";
+import { setWorkDownloadLimit, WORK_DOWNLOAD_MAX_MIB } from "../../domain/work-export";
 import { adminProcedure, createRouter, noInput } from "../trpc";
 
 /** Fleet sizes an admin may ask for in one request. */
@@ -378,6 +380,31 @@ export const fleetRouter = createRouter({
    * current holds too; the answer counts the held VMs already idle past it, which the next sweep
    * releases.
    */
+  /**
+   * The largest work folder (MiB before compression) a researcher may download from this fleet's
+   * VMs; 0 turns downloads off. Audited.
+   */
+  setWorkDownloadLimit: adminProcedure
+    .input(
+      z.strictObject({
+        fleetId: z.uuid(),
+        maxMib: z
+          .number({ error: "The limit is a whole number of MiB." })
+          .int("The limit is a whole number of MiB.")
+          .min(0, "The limit cannot be negative.")
+          .max(WORK_DOWNLOAD_MAX_MIB, `The limit is at most ${WORK_DOWNLOAD_MAX_MIB} MiB (1 TiB).`),
+      }),
+    )
+    .mutation(({ ctx, input }) => setWorkDownloadLimit(ctx.db, { ...input, actor: ctx.actor })),
+
+  /**
+   * Uploads each holder's work folder to S3 before the wipe (bucket, key prefix, region, days the
+   * researcher's link lasts); null turns it off. Audited.
+   */
+  setWorkArchive: adminProcedure
+    .input(z.strictObject({ fleetId: z.uuid(), archive: workArchiveConfigSchema.nullable() }))
+    .mutation(({ ctx, input }) => setWorkArchive(ctx.db, { ...input, actor: ctx.actor })),
+
   setIdleLimit: adminProcedure
     .meta({ description: "Sets after how many idle minutes a held VM is released (null: never)." })
     .input(z.strictObject({ fleetId: z.uuid(), idleReleaseMinutes: idleMinutes.nullable() }))

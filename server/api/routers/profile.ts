@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { groupsOfUser } from "../../domain/groups";
 import { addSshKey, listSshKeys, removeSshKey } from "../../domain/ssh-keys";
+import { myArchives } from "../../domain/work-archive";
 import { createRouter, noInput, researcherProcedure } from "../trpc";
 import { apiTokenRouter } from "./api-tokens";
 
@@ -27,6 +28,14 @@ export const profileRouter = createRouter({
       .input(z.strictObject({ id: z.uuid() }))
       .mutation(({ ctx, input }) => removeSshKey(ctx.db, { userId: ctx.user.id, id: input.id })),
   }),
+
+  /**
+   * Their work folders uploaded to S3 at release (fleets with a work archive), until they
+   * expire, each with a download link made for this view; failed uploads with the reason.
+   */
+  workArchives: researcherProcedure
+    .input(noInput)
+    .query(({ ctx }) => myArchives(ctx.db, ctx.user.id)),
 
   /** Personal API tokens for the `lablink` CLI and scripts (admins, from a session). */
   apiTokens: apiTokenRouter,

@@ -61,6 +61,16 @@ export const fleets = pgTable("fleets", {
    * defaults (parsed by recoveryPolicyOf in server/domain/recovery-policy.ts).
    */
   recoveryPolicy: jsonb("recovery_policy").$type<Record<string, unknown>>().notNull().default({}),
+  /**
+   * Largest work folder (MiB, before compression) a researcher may download from a VM of this
+   * fleet (server/domain/work-export.ts); 0 turns downloads off.
+   */
+  workDownloadMaxMib: integer("work_download_max_mib").notNull().default(10240),
+  /**
+   * Upload each holder's work folder to S3 before the wipe (server/domain/work-archive.ts
+   * WorkArchiveConfig: bucket, prefix, region, retentionDays); null: no archive.
+   */
+  workArchive: jsonb("work_archive").$type<Record<string, unknown>>(),
   status: fleetStatus("status").notNull().default("creating"),
   /** Driver-specific settings (AMI, subnet, startup script...); never secrets. */
   config: jsonb("config").$type<Record<string, unknown>>().notNull().default({}),

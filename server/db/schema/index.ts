@@ -17,3 +17,4 @@ export * from "./users";
 export * from "./vm-telemetry";
 export * from "./vms";
 export * from "./webhooks";
+export * from "./work-exports";
