@@ -16,7 +16,7 @@ import type { UsageReport } from "./usage/detect";
 import { AssignedUsageSource, type UsageSource } from "./usage/monitor";
 
 /** Must match AGENT_PROTOCOL_VERSION in server/protocol/agent.ts (a test checks it). */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 /**
  * The exit code of an agent that stops for a warm reboot with LABLINK_REBOOT=exit (EX_TEMPFAIL):
@@ -107,6 +107,8 @@ export type AgentOptions = {
    * the next heartbeat after a change; the server keeps the VM out of the pool until ready.
    */
   readiness?: { latest(): ReadinessInput | null; refresh(): Promise<void> };
+  /** Opens a browser-desktop relay (protocol 4); absent: `desktop` commands are ignored. */
+  onDesktop?: (command: { relayId: string; assignmentId: string }) => void;
 };
 
 /** A sleep that another loop can cut short. Not latched: only a sleeper at the time wakes. */
@@ -204,6 +206,7 @@ export class Agent {
         this.stop("reboot");
         return true;
       },
+      ...(options.onDesktop ? { onDesktop: options.onDesktop } : {}),
       log: options.log,
       retryBaseMs: options.commandRetryBaseMs,
       reackAfterMs: options.reackAfterMs,

@@ -13,6 +13,7 @@ import type {
 } from "../protocol/agent";
 import { displayNameOf } from "./allocation";
 import { audit } from "./audit";
+import { desktopCommandsFor } from "./desktop";
 import { DomainError } from "./errors";
 import { connectCommandFor, finishCrdHandoff } from "./handoff";
 import { heartbeatBuffer } from "./heartbeat-buffer";
@@ -87,9 +88,11 @@ export async function commandsFor(db: DbOrTx, vm: Vm): Promise<AgentCommand[]> {
   return [];
 }
 
+/** The holder's pending hand-offs: a Chrome Remote Desktop code, desktop viewers waiting. */
 async function connectCommands(db: DbOrTx, vm: Vm): Promise<AgentCommand[]> {
   const connect = await connectCommandFor(db, vm);
-  return connect ? [connect] : [];
+  const desktop = await desktopCommandsFor(db, vm);
+  return connect ? [connect, ...desktop] : desktop;
 }
 
 async function reply(

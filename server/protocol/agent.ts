@@ -5,13 +5,22 @@ import { z } from "zod";
  * `import type` only; the server validates every field with these schemas. Bump
  * AGENT_PROTOCOL_VERSION when a change is not backwards compatible.
  */
-export const AGENT_PROTOCOL_VERSION = 3;
+export const AGENT_PROTOCOL_VERSION = 4;
 
 /**
  * Agents registered with a lower protocol version get no `connect` commands (a version-1 agent
  * would have taken an unknown command for a wipe).
  */
 export const CONNECT_MIN_PROTOCOL_VERSION = 2;
+
+/**
+ * Agents registered with a lower protocol version get no `desktop` commands: they would log it as
+ * unknown and the browser would wait for a relay that never comes.
+ */
+export const DESKTOP_MIN_PROTOCOL_VERSION = 4;
+
+/** The agent's side of a desktop relay: `GET` with `Upgrade: websocket` and its bearer token. */
+export const AGENT_DESKTOP_PATH = "/api/agent/desktop/";
 
 /**
  * A local-fleet agent told to reboot (LABLINK_REBOOT=exit) exits with this code; the local driver
@@ -239,6 +248,17 @@ export type AgentCommand =
       requestId: string;
       code: string;
       pin: string;
+    }
+  | {
+      /**
+       * Browser desktop (protocol 4+): a viewer is waiting on the server. The agent opens an
+       * outbound WebSocket to `AGENT_DESKTOP_PATH + relayId` with its token and pipes it to its
+       * local VNC server (127.0.0.1 only). Offered until the agent connects or ~30 s pass; the
+       * agent opens each relay id at most once.
+       */
+      type: "desktop";
+      relayId: string;
+      assignmentId: string;
     }
   | { type: "wipe"; assignmentId: string }
   | { type: "shutdown"; reason: string }

@@ -1,6 +1,7 @@
 export * from "./agent-credentials";
 export * from "./api-tokens";
 export * from "./audit";
+export * from "./desktop";
 export * from "./enrollment-tokens";
 export * from "./fleets";
 export * from "./groups";
