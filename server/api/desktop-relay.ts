@@ -185,13 +185,13 @@ export class DesktopRelay {
   /** Takes a desktop upgrade (browser or agent) and returns true; false for any other path. */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean {
     const path = (req.url ?? "").split("?")[0] ?? "";
-    const browser = BROWSER_PATH.exec(path);
-    const agent = browser ? null : AGENT_PATH.exec(path);
-    if (!browser && !agent) return false;
+    const vmId = BROWSER_PATH.exec(path)?.[1];
+    const relayId = vmId ? undefined : AGENT_PATH.exec(path)?.[1];
+    if (!vmId && !relayId) return false;
     socket.on("error", () => socket.destroy());
-    const work = browser
-      ? this.browserUpgrade(req, socket, head, (browser[1] as string).toLowerCase())
-      : this.agentUpgrade(req, socket, head, (agent?.[1] as string).toLowerCase());
+    const work = vmId
+      ? this.browserUpgrade(req, socket, head, vmId.toLowerCase())
+      : this.agentUpgrade(req, socket, head, (relayId ?? "").toLowerCase());
     work.catch((err: unknown) => {
       logger.error({ err, path }, "desktop upgrade failed");
       if (socket.writable) refuse(socket, 500, "Internal Server Error", "desktop relay failed");
@@ -286,10 +286,24 @@ export class DesktopRelay {
       pipe(relay.browser, ws);
       pipe(ws, relay.browser);
       for (const data of relay.early.splice(0)) ws.send(data, { binary: true });
-      ws.on("close", () => this.close(relay, CLOSE_VM_DROPPED, "the VM's side closed"));
-      ws.on("error", () => this.close(relay, CLOSE_VM_DROPPED, "the VM's side failed"));
+      ws.on("close", () => void this.agentGone(relay, "the VM's side closed"));
+      ws.on("error", () => void this.agentGone(relay, "the VM's side failed"));
       logger.info({ vmId: relay.vmId, relayId }, "desktop relay paired");
     });
+  }
+
+  /**
+   * The agent's socket ended. A release reaches the agent (which stops the desktop) as fast as
+   * it reaches this process, so ask the database which it was: a release tells the page to stop
+   * reconnecting, anything else to try again.
+   */
+  private async agentGone(relay: Relay, reason: string) {
+    if (relay.closed) return;
+    const ended = await endedDesktopSessions(this.o.db, [
+      { relayId: relay.id, vmId: relay.vmId, assignmentId: relay.assignmentId },
+    ]).catch(() => []);
+    if (ended.length > 0) this.close(relay, CLOSE_RELEASED, "VM released");
+    else this.close(relay, CLOSE_VM_DROPPED, reason);
   }
 
   private close(relay: Relay, code: number, reason: string) {
