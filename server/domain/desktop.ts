@@ -217,13 +217,26 @@ export async function closeStaleDesktopSessions(db: DbOrTx): Promise<number> {
 export async function desktopStatus(
   db: DbOrTx,
   req: { userId: string; vmId: string },
-): Promise<{ available: boolean; adminViewing: boolean; reason: string | null }> {
+): Promise<{
+  available: boolean;
+  /** The caller would view as an admin (someone else holds the VM). */
+  asAdmin: boolean;
+  vmName: string | null;
+  adminViewing: boolean;
+  reason: string | null;
+}> {
   let grant: DesktopGrant;
   try {
     grant = await authorizeDesktop(db, req);
   } catch (err) {
     if (err instanceof DomainError && err.code !== "NOT_FOUND") {
-      return { available: false, adminViewing: false, reason: err.message };
+      return {
+        available: false,
+        asAdmin: false,
+        vmName: null,
+        adminViewing: false,
+        reason: err.message,
+      };
     }
     throw err;
   }
@@ -238,5 +251,11 @@ export async function desktopStatus(
         isNull(desktopSessions.closedAt),
       ),
     );
-  return { available: true, adminViewing: (row?.n ?? 0) > 0, reason: null };
+  return {
+    available: true,
+    asAdmin: grant.admin,
+    vmName: grant.vm.name,
+    adminViewing: (row?.n ?? 0) > 0,
+    reason: null,
+  };
 }
