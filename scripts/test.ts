@@ -154,6 +154,32 @@ function findChromium(): string {
   );
 }
 
+/** Debian packages of the browser desktop (agent/src/desktop/host.ts); its tests need them. */
+const DESKTOP_PACKAGES = ["xvfb", "x11vnc", "openbox", "xterm", "x11-xserver-utils"];
+
+/** The local fleet's desktop (tests/integration/desktop.test.ts, e2e/desktop.spec.ts). */
+function ensureDesktopPackages(): void {
+  const missing = () =>
+    ["Xvfb", "x11vnc", "openbox", "xterm", "xsetroot"].filter((c) => !onPath(c));
+  if (missing().length === 0) return;
+  const command = `apt-get install -y ${DESKTOP_PACKAGES.join(" ")}`;
+  if (process.getuid?.() === 0 && onPath("apt-get")) {
+    say(`The browser desktop's programs are missing (${missing().join(", ")}); installing:`);
+    for (const args of [["update"], ["install", "-y", ...DESKTOP_PACKAGES]]) {
+      say(`  apt-get ${args.join(" ")}`);
+      const r = spawnSync("apt-get", args, {
+        stdio: "inherit",
+        env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
+      });
+      if (r.status !== 0) fail(`apt-get ${args.join(" ")} failed (exit ${r.status}).`);
+    }
+    if (missing().length === 0) return;
+  }
+  fail(
+    `The browser desktop tests need ${missing().join(", ")}. Install them, then run the tests again:\n  sudo ${command}`,
+  );
+}
+
 function playwrightChromium(): string | null {
   try {
     const p = chromium.executablePath();
@@ -176,6 +202,7 @@ async function main() {
     ]);
     results.push(["lint", await step("lint", bin("biome"), ["check", "."])]);
   }
+  ensureDesktopPackages();
   if (runUnit) {
     const vitest = vitestRun(rest);
     results.push([
