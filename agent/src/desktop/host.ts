@@ -105,7 +105,8 @@ export class DesktopHost {
   }
 
   private async find() {
-    if (this.programs) return this.programs;
+    // Looked up again while Xvfb or x11vnc is missing: a cloud VM installs them after boot.
+    if (this.programs?.Xvfb && this.programs.x11vnc) return this.programs;
     const path = this.o.path ?? process.env.PATH ?? "/usr/bin:/bin";
     const names = ["Xvfb", "x11vnc", "openbox", "xterm", "xsetroot"];
     const found = await Promise.all(names.map((n) => findProgram(n, path)));
@@ -133,6 +134,7 @@ export class DesktopHost {
     const p = await this.find();
     if (!p.Xvfb || !p.x11vnc) {
       if (!this.missingLogged) {
+        // Once: a VM without the packages says so, not on every assignment.
         this.missingLogged = true;
         this.o.log.warn("no browser desktop: Xvfb and x11vnc are not installed", {
           missing: ["Xvfb", "x11vnc"].filter((n) => !p[n]),
