@@ -52,7 +52,7 @@ function run(withX11vnc: boolean) {
   const script = `${line.replaceAll("/var/log/lablink/", `${root}/var/log/lablink/`)}\nwait\n`;
   const r = spawnSync("/bin/bash", ["-c", script], {
     // Only the stand-ins: this machine has the real x11vnc.
-    env: { PATH: bin },
+    env: { PATH: bin } as unknown as NodeJS.ProcessEnv,
     encoding: "utf8",
   });
   let recorded = "";
