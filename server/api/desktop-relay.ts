@@ -41,6 +41,8 @@ const HIGH_WATER = 4 * 1024 * 1024;
 const MAX_PAYLOAD = 64 * 1024 * 1024;
 /** Re-check the holder even without a change notification (a missed one costs at most this). */
 const RECHECK_MS = 15_000;
+/** A still desktop sends nothing: pings keep proxies (idle timeouts of ~60 s) from cutting it. */
+const PING_MS = 25_000;
 
 const SESSION_COOKIES = ["__Secure-authjs.session-token", "authjs.session-token"];
 
@@ -173,8 +175,18 @@ export class DesktopRelay {
   /** Counters (tests, benchmarks, metrics). */
   readonly stats = { opened: 0, paired: 0, closed: 0 };
 
+  private readonly pinger: NodeJS.Timeout;
+
   constructor(private readonly o: DesktopRelayOptions) {
     this.pairTimeoutMs = o.pairTimeoutMs ?? DESKTOP_PAIR_TIMEOUT_S * 1000;
+    this.pinger = setInterval(() => {
+      for (const r of this.relays.values()) {
+        for (const ws of [r.browser, r.agent]) {
+          if (ws?.readyState === WebSocket.OPEN) ws.ping();
+        }
+      }
+    }, PING_MS);
+    this.pinger.unref();
   }
 
   /** Relays open now (waiting or paired). */
@@ -368,6 +380,7 @@ export class DesktopRelay {
 
   /** Closes every relay (shutdown). */
   closeAll(reason = "server stopping") {
+    clearInterval(this.pinger);
     for (const r of [...this.relays.values()]) this.close(r, 1001, reason);
   }
 }
