@@ -275,7 +275,14 @@ export class DesktopRelay {
       refuse(socket, 401, "Unauthorized", "invalid agent token");
       return;
     }
-    const relay = this.relays.get(relayId);
+    // The relay row is committed (and the agent told) just before the viewer's socket is
+    // registered here: a fast agent may arrive first, so it waits a moment for it.
+    let found = this.relays.get(relayId);
+    for (let i = 0; !found && i < 40; i++) {
+      await new Promise((r) => setTimeout(r, 25));
+      found = this.relays.get(relayId);
+    }
+    const relay = found;
     if (!relay || relay.closed || relay.agent || relay.vmId !== identity.vmId) {
       refuse(socket, 404, "Not Found", "no such desktop relay waiting");
       return;

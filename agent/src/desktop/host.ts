@@ -215,7 +215,7 @@ export class DesktopHost {
       );
     }
     const port = await freePort();
-    run(
+    const vnc = run(
       p.x11vnc,
       [
         "-display",
@@ -238,7 +238,18 @@ export class DesktopHost {
       return null;
     }
     this.o.log.info("browser desktop started", { display, port, user: user?.name ?? null });
-    return { assignmentId, display, port, children };
+    const running: Running = { assignmentId, display, port, children };
+    // The display or the VNC server died (killed by the researcher, crashed): the next viewer
+    // starts the desktop again instead of failing on a dead port.
+    for (const c of [xvfb, vnc]) {
+      c.once("exit", () => {
+        if (this.running !== running) return;
+        this.o.log.warn("browser desktop stopped by itself; it restarts for the next viewer");
+        this.running = null;
+        this.killList(children);
+      });
+    }
+    return running;
   }
 
   /** Closes every relay and stops the desktop's programs (wipe). */
