@@ -238,10 +238,20 @@ describe("browser desktop relay", () => {
       /no desktop for you/,
     );
 
-    // Release: the viewer's relay closes at once with "VM released", the desktop stops.
+    // The holder's viewer leaves: the desktop still runs, but nobody is using the VM.
+    holder.ws.close();
+    await holder.closed;
+    await waitFor("not in use without a viewer", async () => !(await row()).inUse);
+    expect((await row()).state).toBe("claimed");
+
+    // Back again; then release: the relay closes at once with "VM released", the desktop stops.
+    const again = await openViewer(vm.id, { cookie: await cookieFor(ada.id) });
+    if (again.kind !== "open") throw new Error(`holder refused: ${again.status}`);
+    expect((await again.first).toString()).toMatch(/^RFB/);
+    await waitFor("in use again", async () => (await row()).inUse);
     const released = Date.now();
     await releaseVm(t.db, { userId: ada.id, actor: { kind: "user", id: ada.id } });
-    expect(await holder.closed).toBe(CLOSE_RELEASED);
+    expect(await again.closed).toBe(CLOSE_RELEASED);
     expect(Date.now() - released).toBeLessThan(3_000);
     expect(server.desktops?.open).toBe(0);
     const open = await t.db.select().from(desktopSessions).where(eq(desktopSessions.vmId, vm.id));
@@ -249,9 +259,8 @@ describe("browser desktop relay", () => {
       const rows = await t.db.select().from(desktopSessions).where(eq(desktopSessions.vmId, vm.id));
       return rows.every((r) => r.closedAt !== null);
     });
-    expect(open.length).toBe(2);
+    expect(open.length).toBe(3);
     await waitFor("VM back in the pool", async () => (await row()).state === "ready");
-    await waitFor("no viewer, not in use", async () => !(await row()).inUse);
     expect(desktop.viewers).toBe(0);
 
     // Ada no longer holds it: no desktop.
