@@ -202,17 +202,34 @@ export class DesktopHost {
       return null;
     }
     const env = { ...baseEnv, DISPLAY: `:${display}` };
-    if (p.xsetroot) run(p.xsetroot, ["-solid", DESKTOP_ROOT_COLOUR], env);
+    // The root colour is painted again once the window manager is up (openbox may clear it).
+    const xsetroot = p.xsetroot;
+    const paintRoot = () => {
+      if (xsetroot) run(xsetroot, ["-solid", DESKTOP_ROOT_COLOUR], env);
+    };
+    paintRoot();
     if (p.openbox) run(p.openbox, [], env);
     if (p.xterm) {
+      const xterm = p.xterm;
       const typing = this.o.typingFile;
-      run(
-        p.xterm,
-        typing
-          ? ["-geometry", "80x20+40+40", "-e", "/bin/sh", "-c", 'exec cat >> "$0"', typing]
-          : ["-geometry", "100x30+40+40", "-ls"],
-        env,
-      );
+      const args = typing
+        ? ["-geometry", "80x20+40+40", "-e", "/bin/sh", "-c", 'exec cat >> "$0"', typing]
+        : ["-geometry", "100x30+40+40", "-ls"];
+      // A terminal started while the window manager takes over the display sometimes fails to
+      // open it ("Can't open display"): one that fails within seconds is started again.
+      let tries = 0;
+      const startTerminal = () => {
+        const startedAt = Date.now();
+        const child = run(xterm, args, env);
+        child.once("exit", (code) => {
+          if (code === 0 || Date.now() - startedAt > 5_000 || tries >= 5) return;
+          // Not after the desktop was stopped (its display is gone with it).
+          if (xvfb.exitCode !== null || xvfb.signalCode !== null || xvfb.killed) return;
+          tries += 1;
+          setTimeout(startTerminal, 300).unref();
+        });
+      };
+      startTerminal();
     }
     const port = await freePort();
     const vnc = run(
@@ -237,6 +254,8 @@ export class DesktopHost {
       this.o.log.error("browser desktop: x11vnc did not start");
       return null;
     }
+    paintRoot();
+    setTimeout(paintRoot, 2_000).unref();
     this.o.log.info("browser desktop started", { display, port, user: user?.name ?? null });
     const running: Running = { assignmentId, display, port, children };
     // The display or the VNC server died (killed by the researcher, crashed): the next viewer
