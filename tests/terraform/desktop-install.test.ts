@@ -69,8 +69,8 @@ describe("bootstrap: browser desktop packages", () => {
     const r = run(false);
     expect(r.status).toBe(0);
     expect(r.recorded.trim().split("\n")).toEqual([
-      "DEBIAN_FRONTEND= update -yq",
-      "DEBIAN_FRONTEND=noninteractive install -yq --no-install-recommends xvfb x11vnc openbox xterm x11-xserver-utils",
+      "DEBIAN_FRONTEND= update -y",
+      "DEBIAN_FRONTEND=noninteractive install -y xvfb x11vnc openbox xterm x11-xserver-utils",
     ]);
   });
 
@@ -79,7 +79,7 @@ describe("bootstrap: browser desktop packages", () => {
   });
 
   it("runs after the agent is started, so it never delays the VM's registration", () => {
-    expect(rendered.indexOf("desktop-install.log")).toBeGreaterThan(
+    expect(rendered.indexOf("desktop.log")).toBeGreaterThan(
       rendered.indexOf("systemctl enable --now lablink-agent"),
     );
   });
