@@ -122,7 +122,8 @@ function onPath(cmd: string): boolean {
 
 /**
  * Debian packages the suites use beside npm's: Chromium for the browser tests, PostgreSQL's server
- * and dump tools for the backup and restore test (tests/deploy/backup-restore.test.ts). As root
+ * and dump tools for the backup and restore test (tests/deploy/backup-restore.test.ts), and an X
+ * desktop for the browser-desktop tests. As root
  * with apt-get the missing ones are installed in one go; otherwise this stops with the command.
  */
 type SystemNeed = { pkg: string; present: () => boolean; suite: "unit" | "e2e" };
@@ -139,12 +140,25 @@ const systemNeeds: SystemNeed[] = [
     suite: "e2e",
   },
   { pkg: "postgresql", present: postgresToolsPresent, suite: "unit" },
+  // The local fleet's browser desktop (agent/src/desktop/host.ts): tests/integration/desktop.test.ts
+  // and e2e/desktop.spec.ts.
+  ...(
+    [
+      ["xvfb", "Xvfb"],
+      ["x11vnc", "x11vnc"],
+      ["openbox", "openbox"],
+      ["xterm", "xterm"],
+      ["x11-xserver-utils", "xsetroot"],
+    ] as const
+  ).flatMap(([pkg, bin]) =>
+    (["unit", "e2e"] as const).map((suite) => ({ pkg, present: () => onPath(bin), suite })),
+  ),
 ];
 
 function ensureSystemPackages(suites: ("unit" | "e2e")[]) {
   const missing = systemNeeds.filter((n) => suites.includes(n.suite) && !n.present());
   if (!missing.length) return;
-  const pkgs = missing.map((n) => n.pkg);
+  const pkgs = [...new Set(missing.map((n) => n.pkg))];
   const isRoot = process.getuid?.() === 0;
   if (!isRoot || !onPath("apt-get")) {
     // Chromium alone may still come from Playwright's own download (findChromium).
@@ -174,7 +188,7 @@ function ensureSystemPackages(suites: ("unit" | "e2e")[]) {
     });
     if (r.status !== 0) fail(`apt-get ${args.join(" ")} failed (exit ${r.status}).`);
   }
-  const still = missing.filter((n) => !n.present()).map((n) => n.pkg);
+  const still = [...new Set(missing.filter((n) => !n.present()).map((n) => n.pkg))];
   if (still.length) fail(`apt-get ran, but these are still missing: ${still.join(" ")}`);
 }
 

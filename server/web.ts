@@ -2,11 +2,13 @@ import http from "node:http";
 import path from "node:path";
 import next from "next";
 import { type GatewayContext, serveAgentCall } from "./api/agent-gateway";
+import { DesktopRelay } from "./api/desktop-relay";
 import { serveOriginalApi } from "./api/original-api";
 import { serveWorkUpload } from "./api/work-export";
 import { S3ArchiveSigner } from "./cloud/s3/archive-signer";
 import { getDatabase } from "./db/client";
 import { agentSettingsFrom } from "./domain/agents";
+import { closeStaleDesktopSessions } from "./domain/desktop";
 import { flushHeartbeatBuffers } from "./domain/heartbeat-buffer";
 import { registerArchiveSigner } from "./domain/work-archive";
 import { env, listenHost } from "./env";
@@ -62,6 +64,30 @@ async function main() {
       res.end();
     });
   });
+  // Browser desktops: the viewer's and the VM agent's WebSockets, paired in this process
+  // (server/api/desktop-relay.ts). Any other upgrade (Next's development reload) goes to Next.
+  const stale = await closeStaleDesktopSessions(getDatabase().db);
+  if (stale > 0) logger.info({ count: stale }, "closed desktop relays left by a previous run");
+  const desktops = new DesktopRelay({
+    db: getDatabase().db,
+    events: getEventHub(),
+    authSecret: e.AUTH_SECRET,
+    publicUrl: e.LABLINK_PUBLIC_URL,
+  });
+  const nextUpgrade = app.getUpgradeHandler();
+  server.on("upgrade", (req, socket, head) => {
+    prepareRequestHeaders(
+      req.headers,
+      req.socket.remoteAddress,
+      e.LABLINK_TRUST_PROXY,
+      e.LABLINK_PUBLIC_URL,
+    );
+    if (desktops.handleUpgrade(req, socket, head)) return;
+    nextUpgrade(req, socket, head).catch((err: unknown) => {
+      logger.warn({ err, url: req.url }, "upgrade failed");
+      socket.destroy();
+    });
+  });
   // Agent long-polls hold requests ~25 s; keep sockets alive a little longer than that.
   server.keepAliveTimeout = 65_000;
   server.requestTimeout = 60_000;
@@ -78,6 +104,7 @@ async function main() {
     stopping = true;
     logger.info({ reason }, "web server stopping");
     // Buffered heartbeats (GPU readings, heartbeat times) are written before the process ends.
+    desktops.closeAll();
     server.close(() => {
       void flushHeartbeatBuffers().finally(() => process.exit(0));
     });

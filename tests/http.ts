@@ -3,6 +3,7 @@ import type { AddressInfo } from "node:net";
 import { createHTTPHandler } from "@trpc/server/adapters/standalone";
 import type postgres from "postgres";
 import { type GatewayContext, serveAgentCall } from "../server/api/agent-gateway";
+import { DesktopRelay } from "../server/api/desktop-relay";
 import { handleTrpc } from "../server/api/handler";
 import { serveOriginalApi } from "../server/api/original-api";
 import { appRouter } from "../server/api/root";
@@ -25,6 +26,8 @@ export async function startApiServer(
   /** A fixed port, to restart a server where its agents expect it. */
   port = 0,
   hubOptions: VmEventHubOptions = {},
+  /** Serve browser desktops (server/api/desktop-relay.ts) with sessions signed by this secret. */
+  desktop?: { authSecret: string; pairTimeoutMs?: number },
 ) {
   const events = new VmEventHub(sql, hubOptions);
   const settings = { heartbeatIntervalS };
@@ -54,13 +57,22 @@ export async function startApiServer(
     if (serveWorkUpload(req, res, () => ({ db, events }))) return;
     handler(req, res);
   });
+  const desktops = desktop ? new DesktopRelay({ db, events, ...desktop }) : null;
+  if (desktops) {
+    server.on("upgrade", (req, socket, head) => {
+      prepareRequestHeaders(req.headers, req.socket.remoteAddress, { kind: "none" });
+      if (!desktops.handleUpgrade(req, socket, head)) socket.destroy();
+    });
+  }
   await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
   const bound = (server.address() as AddressInfo).port;
   return {
     url: `http://127.0.0.1:${bound}`,
     port: bound,
     events,
+    desktops,
     close: async () => {
+      desktops?.closeAll();
       await new Promise<void>((resolve) => {
         server.closeAllConnections();
         server.close(() => resolve());

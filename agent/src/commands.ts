@@ -118,6 +118,11 @@ export type CommandProcessorOptions = {
    * not meant for this boot). Absent: the command is ignored.
    */
   onReboot?: (command: Extract<AgentCommand, { type: "reboot" }>) => boolean;
+  /**
+   * A desktop viewer waits on the server (protocol 4+): open the relay. Called once per relay
+   * id; absent: the command is ignored.
+   */
+  onDesktop?: (command: Extract<AgentCommand, { type: "desktop" }>) => void;
   log: Logger;
   /** Assignments already set up when the agent starts (markers in the state dir). */
   activeAssignments?: string[];
@@ -149,6 +154,8 @@ export class CommandProcessor {
   private idleSince: number | null;
   private shutdownRequested = false;
   private rebootRequested = false;
+  /** Relay ids already opened (the server offers each until the agent connects). */
+  private readonly desktopRelays = new Set<string>();
   private readonly now: () => number;
 
   constructor(private readonly options: CommandProcessorOptions) {
@@ -179,6 +186,22 @@ export class CommandProcessor {
           this.rebootRequested = true;
           started += 1;
           this.options.log.warn("server asked for a reboot", { reason: command.reason });
+        }
+        continue;
+      }
+      if (command.type === "desktop") {
+        const id = String(command.relayId).toLowerCase();
+        if (!UUID.test(id) || !UUID.test(command.assignmentId) || this.desktopRelays.has(id)) {
+          continue;
+        }
+        this.desktopRelays.add(id);
+        if (this.desktopRelays.size > 256) {
+          const oldest = this.desktopRelays.values().next().value;
+          if (oldest) this.desktopRelays.delete(oldest);
+        }
+        if (this.options.onDesktop) {
+          started += 1;
+          this.options.onDesktop(command);
         }
         continue;
       }

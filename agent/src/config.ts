@@ -60,6 +60,8 @@ export type AgentConfig = {
   /** The research container replaced on release (cloud VMs); null: none. */
   researchContainer: { name: string; volume: string; start: string[] | null } | null;
   crd: { startHost: string; hostName: string | null; redirectUrl: string };
+  /** The browser desktop (src/desktop/host.ts). */
+  desktop: { mode: "auto" | "off"; geometry: string; typingFile: string | null };
   wipe: { files: FilePolicy; killProcesses: boolean };
   /** /proc, or a fake tree in tests. */
   procRoot: string;
@@ -171,6 +173,11 @@ const envSchema = z.object({
    * simulated VMs); "refuse" ignores the command (a bring-your-own workstation someone sits at).
    */
   LABLINK_REBOOT: z.optional(z.enum(["system", "exit", "refuse"])),
+  /** "auto" (default): a browser desktop when Xvfb and x11vnc are installed; "off": none. */
+  LABLINK_DESKTOP: z.optional(z.enum(["auto", "off"])),
+  LABLINK_DESKTOP_GEOMETRY: optionalString(z.regex(/^\d{3,4}x\d{3,4}$/, "must be like 1280x800")),
+  /** Local fleet and tests: the desktop's terminal appends what is typed to this file. */
+  LABLINK_DESKTOP_TYPING_FILE: optionalString(z.regex(/^\/./, "must be an absolute path")),
   LABLINK_SIMULATE_STARTUP_SCRIPT: optionalString(z.minLength(1), z.maxLength(1000)),
   LABLINK_SIMULATE_STARTUP_ON_ERROR: z.optional(z.enum(["fail", "continue"])),
   LABLINK_SIMULATE_STARTUP_TIMEOUT_S: optionalNumber(z.gte(0.1), z.lte(3600)),
@@ -316,6 +323,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AgentConfig {
       startHost: e.LABLINK_CRD_START_HOST ?? DEFAULT_START_HOST,
       hostName: e.LABLINK_CRD_NAME ?? null,
       redirectUrl: e.LABLINK_CRD_REDIRECT_URL ?? DEFAULT_REDIRECT_URL,
+    },
+    desktop: {
+      mode: e.LABLINK_DESKTOP ?? "auto",
+      geometry: e.LABLINK_DESKTOP_GEOMETRY ?? "1280x800",
+      typingFile: e.LABLINK_DESKTOP_TYPING_FILE ?? null,
     },
     wipe: {
       files: filePolicy(e.LABLINK_WIPE_FILES),

@@ -9,6 +9,7 @@ import {
   StateDirActions,
   type WipeCommand,
 } from "./commands";
+import type { DesktopAccount, DesktopHost } from "./desktop/host";
 import { removeCrdRegistration, runStartHost } from "./handoff/crd";
 import { AuthorizedKeys } from "./handoff/ssh";
 import type { Logger } from "./log";
@@ -43,6 +44,8 @@ export type HostActionsOptions = {
   accounts?: UnixAccounts | null;
   /** The research container, replaced by a fresh one on release (cloud VMs). */
   container?: ResearchContainer | null;
+  /** The browser desktop, started for the holder at assign and stopped at wipe. */
+  desktop?: DesktopHost | null;
   log: Logger;
 };
 
@@ -87,6 +90,34 @@ export class HostActions implements CommandActions {
 
   async assign(command: AssignCommand): Promise<void> {
     await this.markers.assign(command);
+    await this.setUp(command);
+    await this.startDesktop(command.assignmentId);
+  }
+
+  /** Starts the holder's desktop; a VM without one still serves SSH and Chrome Remote Desktop. */
+  private async startDesktop(assignmentId: string): Promise<void> {
+    const desktop = this.o.desktop;
+    if (!desktop) return;
+    try {
+      await desktop.start(assignmentId, await this.desktopAccount(assignmentId));
+    } catch (err) {
+      this.o.log.warn("browser desktop did not start", {
+        error: err instanceof Error ? err.message : String(err),
+      });
+    }
+  }
+
+  /** Whose desktop: the assignment's own account, else the research user (or the agent's). */
+  async desktopAccount(assignmentId: string): Promise<DesktopAccount> {
+    if (this.o.accounts) {
+      const user = await this.o.accounts.forAssignment(assignmentId);
+      if (!user) throw new Error("this VM is not set up for you yet; try again in a minute");
+      return { user, home: user.home };
+    }
+    return { user: this.o.user, home: this.home };
+  }
+
+  private async setUp(command: AssignCommand): Promise<void> {
     const accounts = this.o.accounts;
     if (!accounts) {
       await this.keys.install(command.sshKeys ?? []);
@@ -141,6 +172,8 @@ export class HostActions implements CommandActions {
         failures.push(`${name}: ${err instanceof Error ? err.message : String(err)}`);
       }
     };
+    const desktop = this.o.desktop;
+    if (desktop) await step("browser desktop", () => desktop.stop());
     const accounts = this.o.accounts;
     if (accounts) {
       // Every account this agent made, not only this assignment's: a wipe after a crash or a

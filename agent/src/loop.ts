@@ -118,6 +118,8 @@ export type AgentOptions = {
    * the next heartbeat after a change; the server keeps the VM out of the pool until ready.
    */
   readiness?: { latest(): ReadinessInput | null; refresh(): Promise<void> };
+  /** Opens a browser-desktop relay (protocol 4); absent: `desktop` commands are ignored. */
+  onDesktop?: (command: { relayId: string; assignmentId: string }) => void;
 };
 
 /** A sleep that another loop can cut short. Not latched: only a sleeper at the time wakes. */
@@ -237,6 +239,7 @@ export class Agent {
         this.stop("reboot");
         return true;
       },
+      ...(options.onDesktop ? { onDesktop: options.onDesktop } : {}),
       log: options.log,
       retryBaseMs: options.commandRetryBaseMs,
       reackAfterMs: options.reackAfterMs,

@@ -11,6 +11,8 @@ import { parseCli, USAGE } from "./cli";
 import { createTrpcTransport } from "./client";
 import { type AgentConfig, ConfigError, loadConfig } from "./config";
 import { RotatingCredential, restrictTokenFile } from "./credential";
+import { DesktopHost } from "./desktop/host";
+import { DesktopUsage } from "./desktop/usage";
 import { enrollThenRun } from "./enrollment";
 import { NvidiaSmiProbe, SimulatedProbe } from "./gpu/probe";
 import { BoundedCommand } from "./gpu/query";
@@ -172,6 +174,15 @@ async function main(config: AgentConfig): Promise<void> {
     accounts = new UnixAccounts({ stateDir: config.stateDir, processes, log });
   }
   const host = hostname().slice(0, 255) || "unknown";
+  const desktop =
+    config.desktop.mode === "off"
+      ? null
+      : new DesktopHost({
+          mode: config.desktop.mode,
+          geometry: config.desktop.geometry,
+          typingFile: config.desktop.typingFile,
+          log,
+        });
   const actions = new HostActions({
     stateDir: config.stateDir,
     user,
@@ -186,12 +197,13 @@ async function main(config: AgentConfig): Promise<void> {
     processes,
     accounts,
     container: config.researchContainer ? new ResearchContainer(config.researchContainer) : null,
+    desktop,
     log,
   });
   const activeAssignments = await actions.init();
   let assigned = () => activeAssignments.length > 0;
   // Simulated VMs have no real sessions: "in use" means "assigned", as the simulated GPU shows.
-  const usage: UsageSource = config.simulateGpu
+  const hostUsage: UsageSource = config.simulateGpu
     ? new AssignedUsageSource(() => assigned(), config.usage.idleAfterS * 1000)
     : new HostUsageMonitor({
         rules: {
@@ -213,6 +225,10 @@ async function main(config: AgentConfig): Promise<void> {
           : null,
         log,
       });
+  // A connected desktop viewer is someone working on the VM.
+  const usage: UsageSource = desktop
+    ? new DesktopUsage(hostUsage, () => desktop.viewers, config.usage.idleAfterS * 1000)
+    : hostUsage;
 
   transport = createTrpcTransport({
     serverUrl: config.serverUrl,
@@ -250,6 +266,26 @@ async function main(config: AgentConfig): Promise<void> {
     heartbeatOverrideS: config.heartbeatOverrideS,
     pollWaitMs: config.pollWaitMs,
     diskFreePct: () => diskFreePct(config.stateDir),
+    ...(desktop
+      ? {
+          onDesktop: (command: { relayId: string; assignmentId: string }) => {
+            void desktop
+              .relay({
+                relayId: command.relayId,
+                assignmentId: command.assignmentId,
+                serverUrl: config.serverUrl,
+                token: credential.current,
+                account: () => actions.desktopAccount(command.assignmentId),
+              })
+              .catch((err: unknown) =>
+                log.warn("desktop relay failed", {
+                  relayId: command.relayId,
+                  error: err instanceof Error ? err.message : String(err),
+                }),
+              );
+          },
+        }
+      : {}),
   });
 
   assigned = () => agent.usage().inUse;

@@ -6,6 +6,7 @@ import type { EndedHold } from "@/server/domain/hold-limits";
 import { useTRPC } from "../providers";
 import { Bookings } from "./bookings";
 import { ConnectCrd } from "./connect-crd";
+import { DesktopCard } from "./desktop-card";
 import { GpuList } from "./gpu-list";
 import { HoldTime, IdleRelease, SshCommand } from "./hold-and-ssh";
 import { PoolSummary } from "./pool-summary";
@@ -111,6 +112,7 @@ export function Portal() {
               />
             </dl>
             <GpuList gpus={vm.gpus} />
+            {(vm.state === "claimed" || vm.state === "draining") && <DesktopCard vmId={vm.id} />}
             <SshCommand command={vm.ssh.command} />
             <ConnectCrd crd={vm.connection.crd} />
             {canDownload && <WorkDownload vmId={vm.id} />}

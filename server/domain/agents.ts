@@ -13,6 +13,7 @@ import type {
 } from "../protocol/agent";
 import { displayNameOf } from "./allocation";
 import { audit } from "./audit";
+import { desktopCommandsFor } from "./desktop";
 import { DomainError } from "./errors";
 import { connectCommandFor, finishCrdHandoff } from "./handoff";
 import { heartbeatBuffer } from "./heartbeat-buffer";
@@ -90,11 +91,12 @@ export async function commandsFor(db: DbOrTx, vm: Vm): Promise<AgentCommand[]> {
   return [];
 }
 
-/** Hand-offs and work downloads the holder asked for, once the VM is set up for them. */
+/** The holder's pending hand-offs: a Chrome Remote Desktop code, desktop viewers waiting, work downloads (once the VM is set up for them). */
 async function connectCommands(db: DbOrTx, vm: Vm): Promise<AgentCommand[]> {
   const connect = await connectCommandFor(db, vm);
+  const desktop = await desktopCommandsFor(db, vm);
   const exports = vm.assignmentAckedId === vm.assignmentId ? await exportCommandsFor(db, vm) : [];
-  return connect ? [connect, ...exports] : exports;
+  return [...(connect ? [connect] : []), ...desktop, ...exports];
 }
 
 async function reply(

@@ -23,6 +23,15 @@ export const EXPORT_MIN_PROTOCOL_VERSION = 4;
 export const EXPORT_CHUNK_MAX_BYTES = 4 * 1024 * 1024;
 
 /**
+ * Agents registered with a lower protocol version get no `desktop` commands: they would log it as
+ * unknown and the browser would wait for a relay that never comes.
+ */
+export const DESKTOP_MIN_PROTOCOL_VERSION = 4;
+
+/** The agent's side of a desktop relay: `GET` with `Upgrade: websocket` and its bearer token. */
+export const AGENT_DESKTOP_PATH = "/api/agent/desktop/";
+
+/**
  * A local-fleet agent told to reboot (LABLINK_REBOOT=exit) exits with this code; the local driver
  * starts it again with a new boot id, as a simulated VM's reboot.
  */
@@ -266,6 +275,17 @@ export type AgentCommand =
       type: "export";
       assignmentId: string;
       exportId: string;
+    }
+  | {
+      /**
+       * Browser desktop (protocol 4+): a viewer is waiting on the server. The agent opens an
+       * outbound WebSocket to `AGENT_DESKTOP_PATH + relayId` with its token and pipes it to its
+       * local VNC server (127.0.0.1 only). Offered until the agent connects or ~30 s pass; the
+       * agent opens each relay id at most once.
+       */
+      type: "desktop";
+      relayId: string;
+      assignmentId: string;
     }
   | {
       type: "wipe";

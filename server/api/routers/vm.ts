@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { vmLogSource, vmState } from "../../db/schema";
 import { claimVm, releaseVm } from "../../domain/allocation";
+import { desktopStatus } from "../../domain/desktop";
 import { isDomainError } from "../../domain/errors";
 import { listVms } from "../../domain/fleets";
 import { gpuHistory } from "../../domain/gpu-history";
@@ -62,6 +63,14 @@ export const vmRouter = createRouter({
     })
     .input(noInput)
     .query(({ ctx }) => myVmWithConnection(ctx.db, ctx.user.id)),
+
+  /**
+   * Whether the caller can open this VM's browser desktop (its holder, or an admin), and whether
+   * an admin is viewing it now (the holder's banner). Anyone else: NOT_FOUND.
+   */
+  desktop: researcherProcedure
+    .input(z.strictObject({ vmId: z.uuid("Give a VM id.") }))
+    .query(({ ctx, input }) => desktopStatus(ctx.db, { userId: ctx.user.id, vmId: input.vmId })),
 
   /** Why the researcher's last VM was taken back (hold limit, admin), if it was lately. */
   lastEnded: researcherProcedure

@@ -137,6 +137,8 @@ export class LocalFleetDriver implements FleetDriver {
           LABLINK_VM_ID: vm.id,
           LABLINK_SIMULATE_GPU: `${fleet.gpuModel ?? "Simulated GPU"}:${fleet.gpuCount}`,
           LABLINK_STATE_DIR: dir,
+          // The browser desktop's terminal writes what is typed here (the end-to-end test reads it).
+          LABLINK_DESKTOP_TYPING_FILE: path.join(dir, "desktop-typed.txt"),
           // The stand-in that records what it was given: a local VM has no Chrome Remote Desktop.
           LABLINK_CRD_START_HOST: path.join(this.o.rootDir, "agent/dev/fake-start-host"),
           LABLINK_HEARTBEAT_S: String(this.o.heartbeatIntervalS),

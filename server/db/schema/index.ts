@@ -3,6 +3,7 @@ export * from "./api-tokens";
 export * from "./audit";
 export * from "./bookings";
 export * from "./claim-refusals";
+export * from "./desktop";
 export * from "./enrollment-tokens";
 export * from "./fleets";
 export * from "./groups";

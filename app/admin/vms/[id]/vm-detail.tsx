@@ -117,7 +117,21 @@ export function VmDetail({ vmId }: { vmId: string }) {
           {v.fleet.name} ({v.fleet.driver}, {v.fleet.instanceType})
         </dd>
         <dt className="text-slate-500">Holder</dt>
-        <dd>{v.holder ? `${v.holder.name ?? ""} <${v.holder.email ?? "?"}>` : "—"}</dd>
+        <dd>
+          {v.holder ? `${v.holder.name ?? ""} <${v.holder.email ?? "?"}>` : "—"}
+          {v.holder && (v.state === "claimed" || v.state === "draining") && (
+            <>
+              {" · "}
+              <Link
+                href={`/desktop/${v.id}`}
+                data-testid="admin-open-desktop"
+                className="text-indigo-700 hover:underline dark:text-indigo-300"
+              >
+                View desktop (audited; the holder is told)
+              </Link>
+            </>
+          )}
+        </dd>
         <dt className="text-slate-500">Health</dt>
         <dd>
           <HealthBadge healthy={v.healthy} reasons={v.healthReasons} gpus={v.gpus} />

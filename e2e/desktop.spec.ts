@@ -1,0 +1,122 @@
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import type { Page } from "@playwright/test";
+import { expect, mutate, test, waitForReady } from "./fixtures";
+
+/** The local fleet's desktop root colour (agent/src/desktop/host.ts DESKTOP_ROOT_COLOUR). */
+const ROOT = [0x1f, 0x6f, 0x5c] as const;
+const ROOT_DIR = path.resolve(import.meta.dirname, "..");
+
+/** The colour of the remote screen at remote pixel (x, y), read off noVNC's canvas. */
+function pixelAt(page: Page, x: number, y: number): Promise<number[] | null> {
+  return page.evaluate(
+    ([px, py]) => {
+      const canvas = document.querySelector<HTMLCanvasElement>(
+        '[data-testid="desktop-screen"] canvas',
+      );
+      if (!canvas || canvas.width === 0) return null;
+      const ctx = canvas.getContext("2d");
+      if (!ctx) return null;
+      return Array.from(ctx.getImageData(px as number, py as number, 1, 1).data.slice(0, 3));
+    },
+    [x, y],
+  );
+}
+
+test("researcher opens the VM's desktop in the browser, types into it, and release closes it", async ({
+  signInAs,
+  request,
+}) => {
+  test.setTimeout(120_000);
+  await waitForReady(request, 1);
+  const { page, context } = await signInAs("researcher", "desktop");
+  await page.getByRole("button", { name: "Claim a GPU VM" }).click();
+  await expect(page.getByTestId("vm-agent-ready")).toHaveText("yes", { timeout: 20_000 });
+  const vmName = (await page.getByTestId("vm-name").textContent())?.trim() ?? "";
+  expect(vmName).not.toBe("");
+
+  await page.getByTestId("open-desktop").click();
+  await expect(page).toHaveURL(/\/desktop\/[0-9a-f-]{36}$/);
+  const status = page.getByTestId("desktop-status");
+  await expect(status).toHaveText("Connected", { timeout: 30_000 });
+
+  // The remote screen is drawn: the local fleet's desktop has a known root colour.
+  await expect.poll(async () => pixelAt(page, 4, 4), { timeout: 20_000 }).toEqual([...ROOT]);
+
+  // Type into the terminal on the remote desktop (at +40+40 on the remote screen): the local
+  // fleet's terminal appends what it gets to a file in the VM's state folder.
+  const canvas = page.locator('[data-testid="desktop-screen"] canvas');
+  const box = await canvas.boundingBox();
+  const width = await canvas.evaluate((c) => (c as HTMLCanvasElement).width);
+  if (!box || !width) throw new Error("no desktop canvas");
+  const scale = box.width / width;
+  const typed = path.join(ROOT_DIR, ".data/e2e/local-fleet", vmName, "desktop-typed.txt");
+  const read = () => {
+    try {
+      return readFileSync(typed, "utf8");
+    } catch {
+      return "";
+    }
+  };
+  // The window manager may still be taking over the screen just after the desktop starts (and
+  // drop the terminal's focus): click and type again until the terminal has it.
+  const word = `typed-${Date.now()}`;
+  for (let attempt = 0; attempt < 4 && !read().includes(word); attempt++) {
+    await page.mouse.click(box.x + 160 * scale, box.y + 100 * scale);
+    await page.keyboard.type(word);
+    await page.keyboard.press("Enter");
+    await expect
+      .poll(read, { timeout: 4_000 })
+      .toContain(word)
+      .catch(() => {});
+  }
+  expect(read()).toContain(word);
+
+  await page.screenshot({ path: path.join(ROOT_DIR, "docs/screenshots/desktop-viewer.png") });
+
+  // Release from another tab: the open desktop learns at once and stops reconnecting.
+  const home = await context.newPage();
+  await home.goto("/");
+  await home.getByRole("button", { name: "Release VM" }).click();
+  await home.getByRole("button", { name: "Yes, release it" }).click();
+  await expect(status).toHaveText("VM released: the desktop is closed.", { timeout: 10_000 });
+  await expect(status).toHaveAttribute("data-phase", "released");
+  // No relay comes back: still released a few seconds later.
+  await page.waitForTimeout(3_000);
+  await expect(status).toHaveAttribute("data-phase", "released");
+});
+
+test("an admin can view a researcher's desktop; the researcher sees a notice while they do", async ({
+  signInAs,
+  request,
+}) => {
+  test.setTimeout(120_000);
+  await waitForReady(request, 1);
+  const researcher = await signInAs("researcher", "desktop-held");
+  const claim = await mutate(researcher.context.request, "vm.claim");
+  expect(claim.error).toBeUndefined();
+  const { vmId } = claim.data as { vmId: string };
+  await researcher.page.goto("/");
+  await expect(researcher.page.getByTestId("vm-agent-ready")).toHaveText("yes", {
+    timeout: 20_000,
+  });
+  await expect(researcher.page.getByTestId("open-desktop")).toBeVisible();
+  await expect(researcher.page.getByTestId("desktop-admin-viewing")).toHaveCount(0);
+
+  const admin = await signInAs("admin", "desktop-admin");
+  await admin.page.goto(`/admin/vms/${vmId}`);
+  await admin.page.getByTestId("admin-open-desktop").click();
+  await expect(admin.page.getByTestId("desktop-admin-note")).toBeVisible();
+  await expect(admin.page.getByTestId("desktop-status")).toHaveText("Connected", {
+    timeout: 30_000,
+  });
+  await expect(researcher.page.getByTestId("desktop-admin-viewing")).toBeVisible({
+    timeout: 15_000,
+  });
+
+  // The admin leaves: the notice goes.
+  await admin.page.goto(`/admin/vms/${vmId}`);
+  await expect(researcher.page.getByTestId("desktop-admin-viewing")).toHaveCount(0, {
+    timeout: 15_000,
+  });
+});
