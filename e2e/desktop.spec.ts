@@ -72,6 +72,22 @@ test("researcher opens the VM's desktop in the browser, types into it, and relea
   }
   expect(read()).toContain(word);
 
+  // Window resize: the remote session takes the viewer's size (TigerVNC's Xvnc accepts the
+  // RFB SetDesktopSize noVNC sends), rather than a fixed screen scaled down.
+  const remoteWidth = () => canvas.evaluate((c) => (c as HTMLCanvasElement).width);
+  const screenWidth = () =>
+    page.getByTestId("desktop-screen").evaluate((e) => Math.floor(e.clientWidth));
+  const before = await remoteWidth();
+  const viewport = page.viewportSize();
+  await page.setViewportSize({ width: 900, height: 700 });
+  await expect.poll(remoteWidth, { timeout: 15_000 }).not.toBe(before);
+  expect(Math.abs((await remoteWidth()) - (await screenWidth()))).toBeLessThanOrEqual(2);
+  await expect.poll(async () => pixelAt(page, 4, 4), { timeout: 10_000 }).toEqual([...ROOT]);
+  if (viewport) await page.setViewportSize(viewport);
+  await expect
+    .poll(async () => Math.abs((await remoteWidth()) - (await screenWidth())), { timeout: 15_000 })
+    .toBeLessThanOrEqual(2);
+
   await page.screenshot({ path: path.join(ROOT_DIR, "docs/screenshots/desktop-viewer.png") });
 
   // Release from another tab: the open desktop learns at once and stops reconnecting.

@@ -140,10 +140,12 @@ const systemNeeds: SystemNeed[] = [
     suite: "e2e",
   },
   { pkg: "postgresql", present: postgresToolsPresent, suite: "unit" },
-  // The local fleet's browser desktop (agent/src/desktop/host.ts): tests/integration/desktop.test.ts
+  // The local fleet's browser desktop (agent/src/desktop/host.ts): TigerVNC's Xvnc, and Xvfb with
+  // x11vnc (the fallback; agent/test/desktop.test.ts runs both), tests/integration/desktop.test.ts
   // and e2e/desktop.spec.ts.
   ...(
     [
+      ["tigervnc-standalone-server", "Xvnc"],
       ["xvfb", "Xvfb"],
       ["x11vnc", "x11vnc"],
       ["openbox", "openbox"],

@@ -1,5 +1,11 @@
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import { createConnection } from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { CommandProcessor } from "../src/commands";
+import { DesktopHost } from "../src/desktop/host";
 import { DesktopUsage } from "../src/desktop/usage";
 import { silentLogger } from "../src/log";
 import type { UsageReport } from "../src/usage/detect";
@@ -100,4 +106,62 @@ describe("desktop commands", () => {
     });
     expect(processor.accept([{ type: "desktop", relayId: R1, assignmentId: A }])).toBe(0);
   });
+});
+
+/** The VNC server's greeting on 127.0.0.1:port ("RFB 003.008\n"). */
+function greeting(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = createConnection({ host: "127.0.0.1", port });
+    s.setTimeout(5_000, () => s.destroy(new Error("no greeting")));
+    s.once("data", (b: Buffer) => {
+      s.destroy();
+      resolve(b.toString("latin1"));
+    });
+    s.once("error", reject);
+  });
+}
+
+const which = (name: string) => {
+  const r = spawnSync("sh", ["-c", `command -v ${name}`], { encoding: "utf8" });
+  return r.status === 0 ? r.stdout.trim() : null;
+};
+
+describe("the desktop's VNC server, for real", () => {
+  // Both servers the agent can run: TigerVNC's Xvnc (preferred: the session takes the viewer's
+  // size) and Xvfb served by x11vnc (the fallback). Each gets a PATH holding only its programs.
+  for (const [server, programs] of [
+    ["Xvnc", ["Xvnc", "xsetroot"]],
+    ["Xvfb + x11vnc", ["Xvfb", "x11vnc", "xsetroot"]],
+  ] as const) {
+    it(`starts ${server} on 127.0.0.1, greets as VNC, and stops at wipe`, async () => {
+      const bin = mkdtempSync(path.join(tmpdir(), "lablink-desktop-bin-"));
+      const home = mkdtempSync(path.join(tmpdir(), "lablink-desktop-home-"));
+      try {
+        for (const p of programs) {
+          const found = which(p);
+          if (!found)
+            throw new Error(
+              `${p} is missing: sudo apt-get install -y tigervnc-standalone-server xvfb x11vnc x11-xserver-utils`,
+            );
+          symlinkSync(found, path.join(bin, p));
+        }
+        const host = new DesktopHost({
+          mode: "auto",
+          geometry: "800x600",
+          log: silentLogger,
+          path: bin,
+        });
+        expect(await host.start(A, { user: null, home })).toBe(true);
+        const port = host.vncPort;
+        if (!port) throw new Error("no VNC port");
+        expect(await greeting(port)).toMatch(/^RFB 003\.00\d\n$/);
+        await host.stop();
+        expect(host.vncPort).toBeNull();
+        await expect(greeting(port)).rejects.toThrow();
+      } finally {
+        rmSync(bin, { recursive: true, force: true });
+        rmSync(home, { recursive: true, force: true });
+      }
+    }, 30_000);
+  }
 });

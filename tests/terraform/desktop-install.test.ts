@@ -32,7 +32,7 @@ const rendered = renderTemplate(
   }),
 );
 
-function run(withX11vnc: boolean) {
+function run(withXvnc: boolean) {
   const root = mkdtempSync(path.join(os.tmpdir(), "lablink-desktop-install-"));
   const bin = path.join(root, "bin");
   mkdirSync(bin);
@@ -43,15 +43,15 @@ function run(withX11vnc: boolean) {
     `#!/bin/sh\necho "DEBIAN_FRONTEND=$DEBIAN_FRONTEND $*" >> ${calls}\n`,
   );
   chmodSync(path.join(bin, "apt-get"), 0o755);
-  if (withX11vnc) {
-    writeFileSync(path.join(bin, "x11vnc"), "#!/bin/sh\n");
-    chmodSync(path.join(bin, "x11vnc"), 0o755);
+  if (withXvnc) {
+    writeFileSync(path.join(bin, "Xvnc"), "#!/bin/sh\n");
+    chmodSync(path.join(bin, "Xvnc"), 0o755);
   }
-  const line = rendered.split("\n").find((l) => l.includes("x11vnc") && l.includes("apt-get"));
+  const line = rendered.split("\n").find((l) => l.includes("Xvnc") && l.includes("apt-get"));
   if (!line) throw new Error("no desktop install line in the bootstrap");
   const script = `${line.replaceAll("/var/log/lablink/", `${root}/var/log/lablink/`)}\nwait\n`;
   const r = spawnSync("/bin/bash", ["-c", script], {
-    // Only the stand-ins: this machine has the real x11vnc.
+    // Only the stand-ins: this machine has the real Xvnc.
     env: { PATH: bin } as unknown as NodeJS.ProcessEnv,
     encoding: "utf8",
   });
@@ -65,12 +65,12 @@ function run(withX11vnc: boolean) {
 }
 
 describe("bootstrap: browser desktop packages", () => {
-  it("installs Xvfb, x11vnc, a window manager and a terminal where they are missing", () => {
+  it("installs TigerVNC's Xvnc, a window manager and a terminal where they are missing", () => {
     const r = run(false);
     expect(r.status).toBe(0);
     expect(r.recorded.trim().split("\n")).toEqual([
       "DEBIAN_FRONTEND= update -y",
-      "DEBIAN_FRONTEND=noninteractive install -y xvfb x11vnc openbox xterm x11-xserver-utils",
+      "DEBIAN_FRONTEND=noninteractive install -y tigervnc-standalone-server openbox xterm x11-xserver-utils",
     ]);
   });
 

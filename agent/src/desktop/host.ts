@@ -8,20 +8,23 @@ import { childEnv } from "../child-env";
 import type { Logger } from "../log";
 
 /**
- * The VM's browser desktop: an Xvfb display with a light window manager and a terminal, served by
- * x11vnc on 127.0.0.1 only, for the holder's account. The server never connects in: for each
+ * The VM's browser desktop: a display with a light window manager and a terminal, served over VNC
+ * on 127.0.0.1 only, for the holder's account. TigerVNC's Xvnc (X server and VNC server in one)
+ * when installed: the viewer's window size becomes the remote session's size (RFB
+ * SetDesktopSize). Otherwise Xvfb served by x11vnc, whose session keeps its size (the page
+ * scales the picture). The server never connects in: for each
  * viewer it sends a `desktop` command and the agent opens an outbound WebSocket to the server
  * (`/api/agent/desktop/<relayId>`, its bearer token) and copies bytes between it and the VNC port.
  *
  * Started at assign, stopped at wipe; on the local fleet (not root) it runs as the agent's user.
- * Missing packages (Xvfb, x11vnc) mean no desktop: the agent logs it once and refuses relays.
+ * Missing packages (Xvnc, or Xvfb and x11vnc) mean no desktop: the agent logs it once and refuses relays.
  */
 
 /** The root window's colour: a known pattern the end-to-end test looks for on the canvas. */
 export const DESKTOP_ROOT_COLOUR = "#1f6f5c";
 
 export type DesktopOptions = {
-  /** "off": never; "auto": when Xvfb and x11vnc are installed. */
+  /** "off": never; "auto": when Xvnc, or Xvfb and x11vnc, are installed. */
   mode: "auto" | "off";
   geometry: string;
   /**
@@ -87,6 +90,9 @@ function waitForPort(port: number, ms: number): Promise<boolean> {
   });
 }
 
+/** A VNC server this VM can run: TigerVNC's Xvnc, or Xvfb served by x11vnc. */
+const hasVnc = (p: Record<string, string | null>) => !!p.Xvnc || (!!p.Xvfb && !!p.x11vnc);
+
 export class DesktopHost {
   private running: Running | null = null;
   private starting: Promise<Running | null> | null = null;
@@ -99,16 +105,21 @@ export class DesktopHost {
     process.once("exit", () => this.killChildren());
   }
 
+  /** The running desktop's VNC port on 127.0.0.1, if one runs. */
+  get vncPort(): number | null {
+    return this.running?.port ?? null;
+  }
+
   /** Viewers connected now; while there is one, the VM is in use. */
   get viewers(): number {
     return this.relays.size;
   }
 
   private async find() {
-    // Looked up again while Xvfb or x11vnc is missing: a cloud VM installs them after boot.
-    if (this.programs?.Xvfb && this.programs.x11vnc) return this.programs;
+    // Looked up again while no VNC server is there: a cloud VM installs them after boot.
+    if (this.programs && hasVnc(this.programs)) return this.programs;
     const path = this.o.path ?? process.env.PATH ?? "/usr/bin:/bin";
-    const names = ["Xvfb", "x11vnc", "openbox", "xterm", "xsetroot"];
+    const names = ["Xvnc", "Xvfb", "x11vnc", "openbox", "xterm", "xsetroot"];
     const found = await Promise.all(names.map((n) => findProgram(n, path)));
     this.programs = Object.fromEntries(names.map((n, i) => [n, found[i] ?? null]));
     return this.programs;
@@ -132,12 +143,12 @@ export class DesktopHost {
 
   private async launch(assignmentId: string, account: DesktopAccount): Promise<Running | null> {
     const p = await this.find();
-    if (!p.Xvfb || !p.x11vnc) {
+    if (!hasVnc(p)) {
       if (!this.missingLogged) {
         // Once: a VM without the packages says so, not on every assignment.
         this.missingLogged = true;
-        this.o.log.warn("no browser desktop: Xvfb and x11vnc are not installed", {
-          missing: ["Xvfb", "x11vnc"].filter((n) => !p[n]),
+        this.o.log.warn("no browser desktop: neither Xvnc nor Xvfb and x11vnc are installed", {
+          missing: ["Xvnc", "Xvfb", "x11vnc"].filter((n) => !p[n]),
         });
       }
       return null;
@@ -165,10 +176,32 @@ export class DesktopHost {
       children.push(child);
       return child;
     };
-    // -displayfd: Xvfb picks a free display number and writes it to fd 3 once it accepts clients.
+    // -displayfd: the X server picks a free display number and writes it to fd 3 once it accepts
+    // clients. Xvnc also serves VNC itself, on 127.0.0.1 only, without a password (see
+    // docs/security.md), and takes the viewer's size (SetDesktopSize).
+    const xvnc = p.Xvnc;
+    const vncPort = xvnc ? await freePort() : 0;
     const xvfb = spawn(
-      p.Xvfb,
-      ["-displayfd", "3", "-screen", "0", `${this.o.geometry}x24`, "-nolisten", "tcp"],
+      (xvnc ?? p.Xvfb) as string,
+      xvnc
+        ? [
+            "-displayfd",
+            "3",
+            "-geometry",
+            this.o.geometry,
+            "-depth",
+            "24",
+            "-rfbport",
+            String(vncPort),
+            "-localhost",
+            "-SecurityTypes",
+            "None",
+            "-AlwaysShared",
+            "-AcceptSetDesktopSize",
+            "-nolisten",
+            "tcp",
+          ]
+        : ["-displayfd", "3", "-screen", "0", `${this.o.geometry}x24`, "-nolisten", "tcp"],
       {
         ...asUser,
         cwd: home,
@@ -198,7 +231,7 @@ export class DesktopHost {
     });
     if (display === null || !Number.isInteger(display)) {
       this.killList(children);
-      this.o.log.error("browser desktop: Xvfb did not start");
+      this.o.log.error(`browser desktop: ${xvnc ? "Xvnc" : "Xvfb"} did not start`);
       return null;
     }
     const env = { ...baseEnv, DISPLAY: `:${display}` };
@@ -231,36 +264,45 @@ export class DesktopHost {
       };
       startTerminal();
     }
-    const port = await freePort();
-    const vnc = run(
-      p.x11vnc,
-      [
-        "-display",
-        `:${display}`,
-        "-localhost",
-        "-rfbport",
-        String(port),
-        "-nopw",
-        "-forever",
-        "-shared",
-        "-quiet",
-        "-xkb",
-        "-noxrecord",
-      ],
-      env,
-    );
+    let port = vncPort;
+    let vnc: ChildProcess = xvfb;
+    if (!xvnc) {
+      port = await freePort();
+      vnc = run(
+        p.x11vnc as string,
+        [
+          "-display",
+          `:${display}`,
+          "-localhost",
+          "-rfbport",
+          String(port),
+          "-nopw",
+          "-forever",
+          "-shared",
+          "-quiet",
+          "-xkb",
+          "-noxrecord",
+        ],
+        env,
+      );
+    }
     if (!(await waitForPort(port, 10_000))) {
       this.killList(children);
-      this.o.log.error("browser desktop: x11vnc did not start");
+      this.o.log.error(`browser desktop: ${xvnc ? "Xvnc" : "x11vnc"} did not start`);
       return null;
     }
     paintRoot();
     setTimeout(paintRoot, 2_000).unref();
-    this.o.log.info("browser desktop started", { display, port, user: user?.name ?? null });
+    this.o.log.info("browser desktop started", {
+      display,
+      port,
+      server: xvnc ? "Xvnc" : "x11vnc",
+      user: user?.name ?? null,
+    });
     const running: Running = { assignmentId, display, port, children };
     // The display or the VNC server died (killed by the researcher, crashed): the next viewer
     // starts the desktop again instead of failing on a dead port.
-    for (const c of [xvfb, vnc]) {
+    for (const c of new Set([xvfb, vnc])) {
       c.once("exit", () => {
         if (this.running !== running) return;
         this.o.log.warn("browser desktop stopped by itself; it restarts for the next viewer");
