@@ -303,7 +303,7 @@ describe("terraform driver with the stand-in binary", () => {
     expect(ec2Mock.commandCalls(DescribeInstancesCommand)).toEqual([]);
   });
 
-  it("a cold reboot (automatic recovery) stops the instance, waits until it is stopped, and starts it", async () => {
+  it("a cold reboot (automatic recovery) stops the instance, waits until it is stopped, starts it, and records its new address", async () => {
     const fleet = await tfFleet("tf-cold");
     await runOp(fleet, "fleet.create", "success", { size: 1 });
     const [one] = await live(fleet.id);
@@ -312,9 +312,25 @@ describe("terraform driver with the stand-in binary", () => {
     await t.db.update(vms).set({ state: "rebooting" }).where(eq(vms.id, one.id));
     ec2Mock.reset();
     ec2Mock.on(StopInstancesCommand).resolves({});
-    ec2Mock.on(DescribeInstancesCommand).resolves({
-      Reservations: [{ Instances: [{ InstanceId: one.providerId, State: { Name: "stopped" } }] }],
-    });
+    ec2Mock
+      .on(DescribeInstancesCommand)
+      .resolvesOnce({
+        Reservations: [{ Instances: [{ InstanceId: one.providerId, State: { Name: "stopped" } }] }],
+      })
+      .resolves({
+        Reservations: [
+          {
+            Instances: [
+              {
+                InstanceId: one.providerId,
+                State: { Name: "running" },
+                PublicIpAddress: "203.0.113.77",
+                PrivateIpAddress: one.privateIp ?? "10.0.0.9",
+              },
+            ],
+          },
+        ],
+      });
     ec2Mock.on(StartInstancesCommand).resolves({});
     const cold = await runOp(fleet, "vm.reboot", "success", { cold: true }, one.id);
     expect(cold.result).toEqual({ status: "succeeded" });
@@ -326,6 +342,7 @@ describe("terraform driver with the stand-in binary", () => {
     expect(cold.log.join("\n")).toContain("stopping and starting the instance");
     const [row] = await t.db.select().from(vms).where(eq(vms.id, one.id));
     expect(row?.state).toBe("rebooting");
+    expect(row?.publicIp).toBe("203.0.113.77");
   });
 
   it("a cold reboot of an instance that was terminated meanwhile fails without starting it", async () => {
