@@ -1,4 +1,5 @@
-import { readFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { readFileSync, readlinkSync } from "node:fs";
 import path from "node:path";
 import type { Page } from "@playwright/test";
 import { expect, mutate, test, waitForReady } from "./fixtures";
@@ -72,6 +73,66 @@ test("researcher opens the VM's desktop in the browser, types into it, and relea
   }
   expect(read()).toContain(word);
 
+  // Clipboard, VM to browser: a word selected in the remote terminal (a double-click on the line
+  // it echoed, found on the canvas: the first row of dark text pixels below the title bar) reaches
+  // the page's "Copied on the VM" box.
+  const textAt = await page.evaluate(() => {
+    const c = document.querySelector<HTMLCanvasElement>('[data-testid="desktop-screen"] canvas');
+    const ctx = c?.getContext("2d");
+    if (!c || !ctx) return null;
+    const w = Math.min(c.width, 400);
+    const data = ctx.getImageData(0, 0, w, Math.min(c.height, 200)).data;
+    const dark = (x: number, y: number) => {
+      const i = (y * w + x) * 4;
+      return (data[i] ?? 255) + (data[i + 1] ?? 255) + (data[i + 2] ?? 255) < 200;
+    };
+    const light = (x: number, y: number) => {
+      const i = (y * w + x) * 4;
+      return (data[i] ?? 0) + (data[i + 1] ?? 0) + (data[i + 2] ?? 0) > 700;
+    };
+    for (let y = 0; y < Math.min(c.height, 200); y++) {
+      let darkN = 0;
+      let lightN = 0;
+      let first = -1;
+      for (let x = 0; x < w; x++) {
+        if (dark(x, y)) {
+          darkN++;
+          if (first < 0) first = x;
+        } else if (light(x, y)) lightN++;
+      }
+      // A line of text on the terminal's white background.
+      if (darkN >= 8 && lightN > w / 2) return { x: first + 6, y };
+    }
+    return null;
+  });
+  if (!textAt) throw new Error("no terminal text found on the canvas");
+  const remoteClip = page.getByTestId("desktop-clipboard-remote");
+  for (let attempt = 0; attempt < 4 && (await remoteClip.inputValue()) === ""; attempt++) {
+    await page.mouse.dblclick(box.x + textAt.x * scale, box.y + (textAt.y + 2) * scale);
+    await expect(remoteClip)
+      .not.toHaveValue("", { timeout: 3_000 })
+      .catch(() => {});
+  }
+  // Whatever part of the typed word the double-click selected ("typed", "-", the digits).
+  const selected = (await remoteClip.inputValue()).trim();
+  expect(selected).not.toBe("");
+  expect(word).toContain(selected);
+
+  // Clipboard, browser to VM: sent text is pasted in the remote terminal (Shift+Insert).
+  const pasted = `clip-${Date.now()}`;
+  await page.getByTestId("desktop-clipboard-local").fill(pasted);
+  await page.getByRole("button", { name: "Send to the VM's clipboard" }).click();
+  for (let attempt = 0; attempt < 4 && !read().includes(pasted); attempt++) {
+    await page.mouse.click(box.x + 160 * scale, box.y + 100 * scale);
+    await page.keyboard.press("Shift+Insert");
+    await page.keyboard.press("Enter");
+    await expect
+      .poll(read, { timeout: 4_000 })
+      .toContain(pasted)
+      .catch(() => {});
+  }
+  expect(read()).toContain(pasted);
+
   // Window resize: the remote session takes the viewer's size (TigerVNC's Xvnc accepts the
   // RFB SetDesktopSize noVNC sends), rather than a fixed screen scaled down.
   const remoteWidth = () => canvas.evaluate((c) => (c as HTMLCanvasElement).width);
@@ -87,6 +148,37 @@ test("researcher opens the VM's desktop in the browser, types into it, and relea
   await expect
     .poll(async () => Math.abs((await remoteWidth()) - (await screenWidth())), { timeout: 15_000 })
     .toBeLessThanOrEqual(2);
+
+  // The connection drops (the VM's VNC server dies): the page says so and reconnects by itself;
+  // the agent starts the desktop again for it.
+  // Only this VM's: the VNC server runs in the VM's home, under its state folder.
+  const vmDir = path.join(ROOT_DIR, ".data/e2e/local-fleet", vmName);
+  const servers = ["Xvnc", "x11vnc"].flatMap((name) =>
+    spawnSync("pgrep", ["-x", name], { encoding: "utf8" }).stdout.split("\n").filter(Boolean),
+  );
+  const ours = servers.filter((pid) => {
+    try {
+      return readlinkSync(`/proc/${pid}/cwd`).startsWith(vmDir);
+    } catch {
+      return false;
+    }
+  });
+  expect(ours.length).toBeGreaterThan(0);
+  for (const pid of ours) process.kill(Number(pid), "SIGKILL");
+  await expect(status).toHaveAttribute("data-phase", "reconnecting", { timeout: 10_000 });
+  await expect(status).toHaveText("Connected", { timeout: 30_000 });
+  // The new session works: typing reaches its terminal again.
+  const again = `again-${Date.now()}`;
+  for (let attempt = 0; attempt < 6 && !read().includes(again); attempt++) {
+    await page.mouse.click(box.x + 160 * scale, box.y + 100 * scale);
+    await page.keyboard.type(again);
+    await page.keyboard.press("Enter");
+    await expect
+      .poll(read, { timeout: 4_000 })
+      .toContain(again)
+      .catch(() => {});
+  }
+  expect(read()).toContain(again);
 
   await page.screenshot({ path: path.join(ROOT_DIR, "docs/screenshots/desktop-viewer.png") });
 
