@@ -44,7 +44,7 @@ export type HostActionsOptions = {
   accounts?: UnixAccounts | null;
   /** The research container, replaced by a fresh one on release (cloud VMs). */
   container?: ResearchContainer | null;
-  /** The browser desktop, started for the holder at assign and stopped at wipe. */
+  /** The browser desktop, started for the holder's first viewer and stopped at wipe. */
   desktop?: DesktopHost | null;
   log: Logger;
 };
@@ -91,20 +91,8 @@ export class HostActions implements CommandActions {
   async assign(command: AssignCommand): Promise<void> {
     await this.markers.assign(command);
     await this.setUp(command);
-    await this.startDesktop(command.assignmentId);
-  }
-
-  /** Starts the holder's desktop; a VM without one still serves SSH and Chrome Remote Desktop. */
-  private async startDesktop(assignmentId: string): Promise<void> {
-    const desktop = this.o.desktop;
-    if (!desktop) return;
-    try {
-      await desktop.start(assignmentId, await this.desktopAccount(assignmentId));
-    } catch (err) {
-      this.o.log.warn("browser desktop did not start", {
-        error: err instanceof Error ? err.message : String(err),
-      });
-    }
+    // The browser desktop starts when its first viewer connects (DesktopHost.relay), not here: a
+    // holder who works over SSH never pays for an X server, and the assignment is not delayed.
   }
 
   /** Whose desktop: the assignment's own account, else the research user (or the agent's). */

@@ -16,7 +16,7 @@ import type { Logger } from "../log";
  * viewer it sends a `desktop` command and the agent opens an outbound WebSocket to the server
  * (`/api/agent/desktop/<relayId>`, its bearer token) and copies bytes between it and the VNC port.
  *
- * Started at assign, stopped at wipe; on the local fleet (not root) it runs as the agent's user.
+ * Started for the assignment's first viewer, stopped at wipe; on the local fleet (not root) it runs as the agent's user.
  * Missing packages (Xvnc, or Xvfb and x11vnc) mean no desktop: the agent logs it once and refuses relays.
  */
 
