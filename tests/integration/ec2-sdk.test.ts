@@ -69,7 +69,15 @@ describe("EC2 through the AWS SDK", () => {
     const { fleet, seen } = scripted([throttled, throttled, page(["i-1"])]);
     const found = await fleet.describeFleet("us-west-2", "gpu");
     expect(found).toEqual([
-      { vmName: "vm-i-1", vmId: undefined, providerId: "i-1", running: true, state: "running" },
+      {
+        vmName: "vm-i-1",
+        vmId: undefined,
+        providerId: "i-1",
+        running: true,
+        state: "running",
+        publicIp: null,
+        privateIp: null,
+      },
     ]);
     // The SDK numbers its attempts in a header: three attempts of the same call.
     expect(seen.map((s) => s.attempt?.split(";")[0])).toEqual([
