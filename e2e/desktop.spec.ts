@@ -24,6 +24,41 @@ function pixelAt(page: Page, x: number, y: number): Promise<number[] | null> {
   );
 }
 
+/** Processes of this VM's desktop: they run in the VM's home, under its state folder. */
+function vmProcesses(vmDir: string, names: string[]): number[] {
+  return names
+    .flatMap((name) =>
+      spawnSync("pgrep", ["-x", name], { encoding: "utf8" }).stdout.split("\n").filter(Boolean),
+    )
+    .map(Number)
+    .filter((pid) => {
+      try {
+        return readlinkSync(`/proc/${pid}/cwd`).startsWith(vmDir);
+      } catch {
+        return false;
+      }
+    });
+}
+
+/** The X display this VM's desktop runs on, from its terminal's environment. */
+function vmDisplay(vmDir: string): string {
+  for (const pid of vmProcesses(vmDir, ["xterm", "openbox"])) {
+    const env = readFileSync(`/proc/${pid}/environ`, "utf8").split("\0");
+    const display = env.find((e) => e.startsWith("DISPLAY="))?.slice("DISPLAY=".length);
+    if (display) return display;
+  }
+  throw new Error(`no desktop process found for ${vmDir}`);
+}
+
+/** An X selection's text on the VM's display, as a program there pasting it would get it. */
+function xSelection(display: string, selection: "clipboard" | "primary"): string {
+  const r = spawnSync("xclip", ["-o", "-selection", selection, "-display", display], {
+    encoding: "utf8",
+    timeout: 5_000,
+  });
+  return r.status === 0 ? r.stdout : "";
+}
+
 test("researcher opens the VM's desktop in the browser, types into it, and release closes it", async ({
   signInAs,
   request,
@@ -51,7 +86,8 @@ test("researcher opens the VM's desktop in the browser, types into it, and relea
   const width = await canvas.evaluate((c) => (c as HTMLCanvasElement).width);
   if (!box || !width) throw new Error("no desktop canvas");
   const scale = box.width / width;
-  const typed = path.join(ROOT_DIR, ".data/e2e/local-fleet", vmName, "desktop-typed.txt");
+  const vmDir = path.join(ROOT_DIR, ".data/e2e/local-fleet", vmName);
+  const typed = path.join(vmDir, "desktop-typed.txt");
   const read = () => {
     try {
       return readFileSync(typed, "utf8");
@@ -118,6 +154,41 @@ test("researcher opens the VM's desktop in the browser, types into it, and relea
   expect(selected).not.toBe("");
   expect(word).toContain(selected);
 
+  // Clipboard, browser to VM: text sent from the page's box becomes the VM's X clipboard and
+  // primary selection (read with xclip on the VM's display, as any program there pasting it would
+  // get it), taking over from the terminal's own selection above, and Shift+Insert pastes it into
+  // the terminal.
+  const display = vmDisplay(vmDir);
+  const pasted = `pasted-${Date.now()}`;
+  await page.getByTestId("desktop-clipboard-local").fill(pasted);
+  await page.getByRole("button", { name: "Send to the VM's clipboard" }).click();
+  await expect.poll(() => xSelection(display, "clipboard"), { timeout: 10_000 }).toBe(pasted);
+  expect(xSelection(display, "primary")).toBe(pasted);
+  // Keys go back to the desktop without a click on it: a click in the terminal would change its
+  // selection, and the primary selection with it.
+  await canvas.focus();
+  for (let attempt = 0; attempt < 4 && !read().includes(pasted); attempt++) {
+    await page.keyboard.press("Shift+Insert");
+    await page.keyboard.press("Enter");
+    await expect
+      .poll(read, { timeout: 4_000 })
+      .toContain(pasted)
+      .catch(() => {});
+  }
+  expect(read()).toContain(pasted);
+
+  // And back again after a paste: a program on the VM copying text (xclip setting the clipboard,
+  // as an editor's Copy does) replaces the page's text and reaches the "Copied on the VM" box.
+  const copied = `copied-on-vm-${Date.now()}`;
+  const xclip = spawnSync("xclip", ["-selection", "clipboard", "-i", "-display", display], {
+    input: copied,
+    // The forked xclip keeps serving the selection: do not wait on its output.
+    stdio: ["pipe", "ignore", "ignore"],
+    timeout: 5_000,
+  });
+  expect(xclip.status).toBe(0);
+  await expect(remoteClip).toHaveValue(copied, { timeout: 10_000 });
+
   // Window resize: the remote session takes the viewer's size (TigerVNC's Xvnc accepts the
   // RFB SetDesktopSize noVNC sends), rather than a fixed screen scaled down.
   const remoteWidth = () => canvas.evaluate((c) => (c as HTMLCanvasElement).width);
@@ -137,19 +208,9 @@ test("researcher opens the VM's desktop in the browser, types into it, and relea
   // The connection drops (the VM's VNC server dies): the page says so and reconnects by itself;
   // the agent starts the desktop again for it.
   // Only this VM's: the VNC server runs in the VM's home, under its state folder.
-  const vmDir = path.join(ROOT_DIR, ".data/e2e/local-fleet", vmName);
-  const servers = ["Xvnc", "x11vnc"].flatMap((name) =>
-    spawnSync("pgrep", ["-x", name], { encoding: "utf8" }).stdout.split("\n").filter(Boolean),
-  );
-  const ours = servers.filter((pid) => {
-    try {
-      return readlinkSync(`/proc/${pid}/cwd`).startsWith(vmDir);
-    } catch {
-      return false;
-    }
-  });
+  const ours = vmProcesses(vmDir, ["Xvnc", "x11vnc"]);
   expect(ours.length).toBeGreaterThan(0);
-  for (const pid of ours) process.kill(Number(pid), "SIGKILL");
+  for (const pid of ours) process.kill(pid, "SIGKILL");
   await expect(status).toHaveAttribute("data-phase", "reconnecting", { timeout: 10_000 });
   await expect(status).toHaveText("Connected", { timeout: 30_000 });
   // The new session works: typing reaches its terminal again.

@@ -155,6 +155,12 @@ const systemNeeds: SystemNeed[] = [
   ).flatMap(([pkg, bin]) =>
     (["unit", "e2e"] as const).map((suite) => ({ pkg, present: () => onPath(bin), suite })),
   ),
+  // agent/test/desktop.test.ts and e2e/desktop.spec.ts read and set the VM's X clipboard with it.
+  ...(["unit", "e2e"] as const).map((suite) => ({
+    pkg: "xclip",
+    present: () => onPath("xclip"),
+    suite,
+  })),
 ];
 
 function ensureSystemPackages(suites: ("unit" | "e2e")[]) {

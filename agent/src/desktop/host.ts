@@ -105,6 +105,11 @@ export class DesktopHost {
     process.once("exit", () => this.killChildren());
   }
 
+  /** The X display the running desktop is on (":N"), or null. */
+  get display(): string | null {
+    return this.running ? `:${this.running.display}` : null;
+  }
+
   /** The running desktop's VNC port on 127.0.0.1, if one runs. */
   get vncPort(): number | null {
     return this.running?.port ?? null;
