@@ -1,6 +1,7 @@
 "use client";
 
 import { useRef, useState } from "react";
+import { formatBytes } from "@/server/domain/format";
 
 type Progress =
   | { kind: "idle" }
@@ -8,17 +9,6 @@ type Progress =
   | { kind: "receiving"; received: number; folderBytes: number | null }
   | { kind: "saved"; received: number; fileName: string }
   | { kind: "failed"; message: string };
-
-export function formatBytes(n: number): string {
-  const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${n} bytes` : `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
-}
 
 function fileNameOf(disposition: string | null): string {
   const m = /filename="([^"]+)"/.exec(disposition ?? "");

@@ -1,7 +1,7 @@
 "use client";
 
 import { useQuery } from "@tanstack/react-query";
-import { formatBytes } from "../_components/work-download";
+import { formatBytes } from "@/server/domain/format";
 import { useTRPC } from "../providers";
 
 /**

@@ -6,7 +6,7 @@ import type { Mailer } from "../mail";
 import { audit } from "./audit";
 import { DomainError } from "./errors";
 import { assertFleetAccessible, fleetAccessible, type Viewer } from "./groups";
-import { liveFleet } from "./provisioning";
+import { liveFleet } from "./live-fleet";
 import { type Actor, HOLDER_STATES, systemActor, transition } from "./vm-state";
 
 /**

@@ -3,6 +3,7 @@ import type { Db, DbOrTx } from "../db/client";
 import { claimRefusals, fleets } from "../db/schema";
 import { audit } from "./audit";
 import { DomainError } from "./errors";
+import { liveFleet } from "./live-fleet";
 import { type Actor, HOLDER_STATES } from "./vm-state";
 
 /**
@@ -280,24 +281,7 @@ export async function setHoldExtensionRules(
   req: { fleetId: string; rules: ExtensionRules | null; actor: Actor },
 ): Promise<{ fleetId: string; rules: ExtensionRules | null }> {
   return db.transaction(async (tx) => {
-    const [fleet] = await tx
-      .select({
-        name: fleets.name,
-        status: fleets.status,
-        maxHoldMinutes: fleets.maxHoldMinutes,
-        step: fleets.holdExtendMinutes,
-        max: fleets.maxHoldExtensions,
-        total: fleets.maxTotalHoldMinutes,
-      })
-      .from(fleets)
-      .where(eq(fleets.id, req.fleetId))
-      .for("update");
-    if (!fleet) throw new DomainError("NOT_FOUND", "No such fleet.", { fleetId: req.fleetId });
-    if (fleet.status === "destroyed" || fleet.status === "destroying") {
-      throw new DomainError("STATE_CONFLICT", `Fleet ${fleet.name} is ${fleet.status}.`, {
-        status: fleet.status,
-      });
-    }
+    const fleet = await liveFleet(tx, req.fleetId, { forUpdate: true });
     const r = req.rules;
     if (r?.maxTotalMinutes != null && fleet.maxHoldMinutes !== null) {
       if (r.maxTotalMinutes < fleet.maxHoldMinutes + r.stepMinutes) {
@@ -308,9 +292,13 @@ export async function setHoldExtensionRules(
       }
     }
     const from: ExtensionRules | null =
-      fleet.step === null
+      fleet.holdExtendMinutes === null
         ? null
-        : { stepMinutes: fleet.step, maxExtensions: fleet.max, maxTotalMinutes: fleet.total };
+        : {
+            stepMinutes: fleet.holdExtendMinutes,
+            maxExtensions: fleet.maxHoldExtensions,
+            maxTotalMinutes: fleet.maxTotalHoldMinutes,
+          };
     await tx
       .update(fleets)
       .set({

@@ -3,6 +3,7 @@ import type { Db, DbOrTx } from "../db/client";
 import { auditEvents, crdHandoffs, fleets, vms } from "../db/schema";
 import { audit } from "./audit";
 import { DomainError } from "./errors";
+import { liveFleet } from "./live-fleet";
 import { type Actor, systemActor, transition } from "./vm-state";
 
 /** States in which a hold can expire: the researcher has the VM (a rebooting VM waits until it is back). */
@@ -269,30 +270,13 @@ export async function setFleetLimit(
   actor: Actor,
 ): Promise<LimitChange> {
   const { key, action, endsAt } = LIMITS[limit];
-  const column = fleets[key];
   return db.transaction(async (tx) => {
-    const [fleet] = await tx
-      .select({ name: fleets.name, status: fleets.status, current: column })
-      .from(fleets)
-      .where(eq(fleets.id, fleetId))
-      .for("update");
-    if (!fleet) throw new DomainError("NOT_FOUND", "No such fleet.", { fleetId });
-    if (fleet.status === "destroyed" || fleet.status === "destroying") {
-      throw new DomainError("STATE_CONFLICT", `Fleet ${fleet.name} is ${fleet.status}.`, {
-        status: fleet.status,
-      });
-    }
+    const fleet = await liveFleet(tx, fleetId, { forUpdate: true });
     await tx
       .update(fleets)
       .set({ [key]: value, updatedAt: sql`now()` })
       .where(eq(fleets.id, fleetId));
-    await audit(
-      tx,
-      actor,
-      action,
-      { kind: "fleet", id: fleetId },
-      { from: fleet.current, to: value },
-    );
+    await audit(tx, actor, action, { kind: "fleet", id: fleetId }, { from: fleet[key], to: value });
     let holdsPastLimit = 0;
     if (value !== null && endsAt) {
       const [row] = await tx

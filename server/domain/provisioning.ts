@@ -1,10 +1,11 @@
 import { and, eq, inArray, sql } from "drizzle-orm";
 import type { Db, DbOrTx } from "../db/client";
 import { isUniqueViolation } from "../db/errors";
-import { type Fleet, type FleetDriverName, fleets, vms } from "../db/schema";
+import { type FleetDriverName, fleets, vms } from "../db/schema";
 import { removeByoMachine } from "./byo";
 import { DomainError } from "./errors";
 import { setFleetGroups } from "./groups";
+import { liveFleet } from "./live-fleet";
 import { requestOperation } from "./operations";
 import type { Actor } from "./vm-state";
 
@@ -104,17 +105,6 @@ export async function createFleet(
       throw new DomainError("ALREADY_EXISTS", `A fleet named "${spec.name}" already exists.`);
     throw e;
   }
-}
-
-/** The fleet, or NOT_FOUND; STATE_CONFLICT when it is destroyed or being destroyed. */
-export async function liveFleet(db: DbOrTx, fleetId: string): Promise<Fleet> {
-  const [fleet] = await db.select().from(fleets).where(eq(fleets.id, fleetId));
-  if (!fleet) throw new DomainError("NOT_FOUND", "No such fleet.", { fleetId });
-  if (fleet.status === "destroyed" || fleet.status === "destroying")
-    throw new DomainError("STATE_CONFLICT", `Fleet ${fleet.name} is ${fleet.status}.`, {
-      status: fleet.status,
-    });
-  return fleet;
 }
 
 /** Requests a scale operation; `db` may be a transaction (the scheduler's). */

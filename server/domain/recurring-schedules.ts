@@ -6,7 +6,8 @@ import type { Db, DbOrTx } from "../db/client";
 import { type FleetRecurringSchedule, fleetRecurringSchedules, fleets } from "../db/schema";
 import { audit } from "./audit";
 import { DomainError, isDomainError } from "./errors";
-import { liveFleet, scaleFleet } from "./provisioning";
+import { liveFleet } from "./live-fleet";
+import { scaleFleet } from "./provisioning";
 import { type Actor, systemActor } from "./vm-state";
 import { setDesiredReady, warmPoolPolicyOf } from "./warm-pool";
 

@@ -3,7 +3,8 @@ import type { Db, DbOrTx } from "../db/client";
 import { type FleetSchedule, fleetSchedules, fleets } from "../db/schema";
 import { audit } from "./audit";
 import { DomainError, isDomainError } from "./errors";
-import { destroyFleet, liveFleet, scaleFleet } from "./provisioning";
+import { liveFleet } from "./live-fleet";
+import { destroyFleet, scaleFleet } from "./provisioning";
 import { type Actor, systemActor } from "./vm-state";
 import { setDesiredReady, warmPoolPolicyOf } from "./warm-pool";
 

@@ -5,8 +5,9 @@ import { auditEvents, type Fleet, fleets, operations, vms } from "../db/schema";
 import { audit } from "./audit";
 import { upcomingUnheld } from "./bookings";
 import { DomainError, isDomainError } from "./errors";
+import { liveFleet } from "./live-fleet";
 import { requestOperation } from "./operations";
-import { liveFleet, scaleFleet } from "./provisioning";
+import { scaleFleet } from "./provisioning";
 import { type Actor, systemActor, transition } from "./vm-state";
 
 /**

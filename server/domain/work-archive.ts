@@ -5,7 +5,7 @@ import { auditEvents, fleets, type Vm, workArchives } from "../db/schema";
 import { logger } from "../log";
 import { EXPORT_MIN_PROTOCOL_VERSION } from "../protocol/agent";
 import { audit } from "./audit";
-import { DomainError } from "./errors";
+import { liveFleet } from "./live-fleet";
 import type { Actor } from "./vm-state";
 
 /**
@@ -224,17 +224,7 @@ export async function setWorkArchive(
   req: { fleetId: string; archive: WorkArchiveConfig | null; actor: Actor },
 ): Promise<{ fleetId: string; archive: WorkArchiveConfig | null }> {
   return db.transaction(async (tx) => {
-    const [fleet] = await tx
-      .select({ current: fleets.workArchive, status: fleets.status, name: fleets.name })
-      .from(fleets)
-      .where(eq(fleets.id, req.fleetId))
-      .for("update");
-    if (!fleet) throw new DomainError("NOT_FOUND", "No such fleet.", { fleetId: req.fleetId });
-    if (fleet.status === "destroyed" || fleet.status === "destroying") {
-      throw new DomainError("STATE_CONFLICT", `Fleet ${fleet.name} is ${fleet.status}.`, {
-        status: fleet.status,
-      });
-    }
+    const fleet = await liveFleet(tx, req.fleetId, { forUpdate: true });
     await tx
       .update(fleets)
       .set({ workArchive: req.archive, updatedAt: sql`now()` })
@@ -244,7 +234,7 @@ export async function setWorkArchive(
       req.actor,
       "fleet.work_archive_set",
       { kind: "fleet", id: req.fleetId },
-      { from: fleet.current, to: req.archive },
+      { from: fleet.workArchive, to: req.archive },
     );
     return { fleetId: req.fleetId, archive: req.archive };
   });

@@ -6,6 +6,8 @@ import { type AgentCommand, EXPORT_MIN_PROTOCOL_VERSION } from "../protocol/agen
 import { heldVm } from "./allocation";
 import { audit } from "./audit";
 import { DomainError } from "./errors";
+import { formatBytes } from "./format";
+import { liveFleet } from "./live-fleet";
 import type { Actor } from "./vm-state";
 
 /**
@@ -236,17 +238,7 @@ export async function setWorkDownloadLimit(
     throw new DomainError("INVALID_INPUT", `The limit must be 0 to ${WORK_DOWNLOAD_MAX_MIB} MiB.`);
   }
   return db.transaction(async (tx) => {
-    const [fleet] = await tx
-      .select({ current: fleets.workDownloadMaxMib, status: fleets.status, name: fleets.name })
-      .from(fleets)
-      .where(eq(fleets.id, req.fleetId))
-      .for("update");
-    if (!fleet) throw new DomainError("NOT_FOUND", "No such fleet.", { fleetId: req.fleetId });
-    if (fleet.status === "destroyed" || fleet.status === "destroying") {
-      throw new DomainError("STATE_CONFLICT", `Fleet ${fleet.name} is ${fleet.status}.`, {
-        status: fleet.status,
-      });
-    }
+    const fleet = await liveFleet(tx, req.fleetId, { forUpdate: true });
     await tx
       .update(fleets)
       .set({ workDownloadMaxMib: req.maxMib, updatedAt: sql`now()` })
@@ -256,19 +248,8 @@ export async function setWorkDownloadLimit(
       req.actor,
       "fleet.work_download_limit_set",
       { kind: "fleet", id: req.fleetId },
-      { from: fleet.current, to: req.maxMib },
+      { from: fleet.workDownloadMaxMib, to: req.maxMib },
     );
     return { fleetId: req.fleetId, maxMib: req.maxMib };
   });
-}
-
-export function formatBytes(n: number): string {
-  const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${n} bytes` : `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
 }
